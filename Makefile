@@ -1,0 +1,35 @@
+# Every target creates the virtual environment it needs from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+RUN_DIR ?= .run
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/
+run: $(BIN)/.installed
+	@test -f $(RUN_DIR)/gateway/gateway.toml || \
+	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port 8443 --insecure-dev-keys
+	$(BIN)/gateway run --config $(RUN_DIR)/gateway/gateway.toml
+
+## test: the whole test suite
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/merkle.py)
+lint: $(BIN)/.installed
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy gateway
+
+## bench: every benchmark, each printing its figures next to the raw limit
+bench: $(BIN)/.installed
+	$(BIN)/python bench/crypto.py
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

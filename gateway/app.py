@@ -1,0 +1,91 @@
+"""``create_app(...)`` builds the whole service; nothing happens at import time.
+
+State lives on the :class:`aiohttp.web.Application` under typed ``AppKey``s (no
+singletons). Resources that need starting and stopping are ``cleanup_ctx`` generators,
+so each is closed exactly when it was opened. One middleware turns every
+:class:`~gateway.errors.GatewayError` into a JSON answer with a stable error code and
+binds a request id to the log context.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway import __version__
+from gateway.appkeys import CLOCK, CONFIG, IDENTITY
+from gateway.channels import peer
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.crypto.keyfile import KeyBundle
+from gateway.errors import GatewayError
+from gateway.identity import Identity
+
+log = structlog.get_logger("gateway.app")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"error": code, "message": message}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(8).hex()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
+        response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        log.info("request_refused", code=code, status=exc.status, path=request.path)
+        response = web.json_response(error_body(code, exc.reason), status=exc.status)
+    except Exception:  # the one catch-all, at the request boundary
+        log.exception("request_failed", path=request.path)
+        response = web.json_response(error_body("internal", "internal error"), status=500)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    identity = request.app[IDENTITY]
+    return web.json_response(
+        {"status": "ok", "gateway": identity.gateway_id, "version": __version__}
+    )
+
+
+def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None) -> web.Application:
+    """The gateway as an aiohttp application, ready for a runner or a test server."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[CONFIG] = config
+    app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
+    app[CLOCK] = clock or SystemClock()
+    app.router.add_get("/healthz", healthz)
+    peer.add_routes(app)
+    return app
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    server = config.server
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    return ctx

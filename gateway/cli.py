@@ -1,0 +1,257 @@
+"""The ``gateway`` command: operators set up, run and inspect one gateway.
+
+Subcommands that act on one gateway take ``--config FILE``. Errors print one line and
+exit with status 2 (configuration) or 1 (anything else); see gateway.cliutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app import create_app, ssl_context
+from gateway.cliutil import (
+    EXIT_OK,
+    get_passphrase,
+    passphrase_from_env,
+    prompt_passphrase,
+    read_passphrase_file,
+    run_command,
+)
+from gateway.config import Config, load_config
+from gateway.crypto.keyfile import KeyBundle, load_bundle, read_public, save_bundle
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
+from gateway.errors import ConfigError, KeyFileError
+from gateway.logs import configure_logging, get_logger
+
+PROG = "gateway"
+_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", type=Path, default=Path("gateway.toml"), metavar="FILE",
+        help="the gateway's TOML configuration (default: ./gateway.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Focal-point gateway: operate one gateway."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="make keys and a configuration for a new gateway")
+    p.add_argument("directory", type=Path, metavar="DIR", help="directory to create them in")
+    p.add_argument("--id", dest="gateway_id", help="gateway id, e.g. vn-mps (default: DIR name)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8443, help="listen port (default 8443)")
+    p.add_argument("--public-url", help="URL partners use (default http://HOST:PORT)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--passphrase-env", metavar="NAME",
+                       help="read the passphrase from environment variable NAME")
+    group.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                       help="read the passphrase from the first line of FILE")
+    group.add_argument("--insecure-dev-keys", action="store_true",
+                       help="store the key UNENCRYPTED (demo and tests only)")
+
+    p = sub.add_parser("keys", help="inspect the gateway's keys")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+    show = keys_sub.add_parser("show", help="print key ids and fingerprints (no passphrase)")
+    _add_config(show)
+
+    p = sub.add_parser("config", help="check a configuration file")
+    config_sub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
+    check = config_sub.add_parser("check", help="validate the configuration and unlock its keys")
+    _add_config(check)
+
+    p = sub.add_parser("run", help="serve the gateway until interrupted")
+    _add_config(p)
+    p.add_argument("--port-file", type=Path, metavar="FILE",
+                   help="write the bound port to FILE once listening")
+    return parser
+
+
+# --- init ------------------------------------------------------------------------------
+
+_CONFIG_TEMPLATE = """\
+# Focal-point gateway configuration for {gateway_id}, made by `gateway init`.
+# Every key is explained in config/gateway.example.toml.
+
+[gateway]
+id = "{gateway_id}"
+public_url = "{public_url}"
+data_dir = "data"
+
+[keys]
+file = "keys/gateway.key"
+{keys_extra}
+[server]
+host = "{host}"
+port = {port}
+
+[log]
+level = "info"
+format = "auto"
+"""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    gateway_id = args.gateway_id or directory.resolve().name
+    if not _ID.fullmatch(gateway_id):
+        raise ConfigError(
+            f"gateway id {gateway_id!r}: must be 1-63 lowercase letters, digits or inner hyphens"
+        )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be from 0 to 65535")
+    config_path = directory / "gateway.toml"
+    key_path = directory / "keys" / "gateway.key"
+    for existing in (config_path, key_path):
+        if existing.exists():
+            raise ConfigError(f"{existing}: already exists; refusing to overwrite")
+    if args.insecure_dev_keys:
+        passphrase = None
+        keys_extra = "insecure_dev_mode = true   # plaintext key file: demo and tests ONLY\n"
+    elif args.passphrase_env:
+        passphrase = passphrase_from_env(args.passphrase_env)
+        keys_extra = f'passphrase_env = "{args.passphrase_env}"\n'
+    elif args.passphrase_file:
+        passphrase = read_passphrase_file(args.passphrase_file)
+        keys_extra = f'passphrase_file = "{args.passphrase_file.resolve()}"\n'
+    else:
+        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
+        keys_extra = "# no passphrase source: `gateway run` will prompt for it\n"
+    key = GatewaySigningKey.generate()
+    bundle = KeyBundle(owner=gateway_id, keys={ROLE_GATEWAY_SIGNING: key})
+    save_bundle(key_path, bundle, passphrase)
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    config_path.write_text(
+        _CONFIG_TEMPLATE.format(
+            gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
+            keys_extra=keys_extra,
+        ),
+        encoding="utf-8",
+    )
+    load_config(config_path)  # what we wrote must be valid
+    print(f"gateway {gateway_id} initialised in {directory}")
+    print(f"  config:      {config_path}")
+    warning = "  (INSECURE development key)" if passphrase is None else ""
+    print(f"  key file:    {key_path}{warning}")
+    print(f"  key id:      {key.key_id}")
+    print(f"  fingerprint: {key.public.fingerprint}")
+    return EXIT_OK
+
+
+# --- keys, config ----------------------------------------------------------------------
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _, public, protection = read_public(config.keys.file)
+    print(f"gateway:    {config.gateway.id}")
+    print(f"key file:   {config.keys.file} ({protection})")
+    for role, b64 in sorted(public.items()):
+        key = VerifyKey.from_b64(b64, role)
+        print(f"{role}:")
+        print(f"  key id:      {key.key_id}")
+        print(f"  fingerprint: {key.fingerprint}")
+    return EXIT_OK
+
+
+def unlock_keys(config: Config) -> KeyBundle:
+    """Open the gateway's key file with the passphrase source the config names."""
+    keys = config.keys
+    if keys.insecure_dev_mode:
+        protection = read_public(keys.file)[2]
+        if protection.startswith("INSECURE"):
+            return load_bundle(keys.file, None, allow_insecure=True)
+    passphrase = get_passphrase(
+        f"key file {keys.file}", env=keys.passphrase_env, file=keys.passphrase_file
+    )
+    bundle = load_bundle(keys.file, passphrase, allow_insecure=keys.insecure_dev_mode)
+    if bundle.owner != config.gateway.id:
+        raise KeyFileError(
+            f"{keys.file}: belongs to {bundle.owner!r}, not to gateway {config.gateway.id!r}"
+        )
+    return bundle
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    unlock_keys(config)
+    print(f"{config.path}: ok (gateway {config.gateway.id})")
+    return EXIT_OK
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None) -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+    log = get_logger("gateway.run")
+    app = create_app(config, bundle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, config.server.host, config.server.port, ssl_context=ssl_context(config)
+        )
+        await site.start()
+        port = runner.addresses[0][1]
+        scheme = "https" if config.server.tls_cert_file else "http"
+        log.info("listening", gateway=config.gateway.id,
+                 url=f"{scheme}://{config.server.host}:{port}")
+        port_file = port_file or config.server.port_file
+        if port_file is not None:
+            tmp = port_file.with_name(port_file.name + ".tmp")
+            tmp.write_text(f"{port}\n")
+            tmp.replace(port_file)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping", gateway=config.gateway.id)
+    finally:
+        await runner.cleanup()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    bundle = unlock_keys(config)
+    if bundle.insecure:
+        get_logger("gateway.run").warning(
+            "insecure_development_keys",
+            detail="the gateway key file is NOT encrypted; never use this in production",
+        )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(config, bundle, args.port_file))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "keys": cmd_keys_show,
+    "config": cmd_config_check,
+    "run": cmd_run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda: COMMANDS[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

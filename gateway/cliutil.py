@@ -1,0 +1,87 @@
+"""What both command-line tools share: passphrase sources and the error boundary.
+
+Every command runs inside :func:`run_command`: a :class:`GatewayError` becomes one line on
+standard error and exit status 2 for configuration errors, 1 for the rest; never a
+traceback. Passphrases come from a prompt, an environment variable or a file, and are
+handed on as bytes without ever being printed or logged.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.errors import ConfigError, GatewayError, KeyFileError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+MAX_PASSPHRASE_FILE = 4096
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_PASSPHRASE_FILE)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read passphrase file ({exc.strerror})") from None
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise KeyFileError(f"{path}: passphrase file is empty")
+    return line
+
+
+def passphrase_from_env(name: str) -> bytes:
+    value = os.environ.get(name)
+    if not value:
+        raise KeyFileError(f"environment variable {name} is not set or empty")
+    return value.encode("utf-8")
+
+
+def prompt_passphrase(what: str, *, confirm: bool) -> bytes:
+    if not sys.stdin.isatty():
+        raise KeyFileError(
+            f"no passphrase for {what}: give --passphrase-env or --passphrase-file, "
+            "or run on a terminal"
+        )
+    first = getpass.getpass(f"Passphrase for {what}: ")
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise KeyFileError("the two passphrases differ")
+    if not first:
+        raise KeyFileError("an empty passphrase is not allowed")
+    return first.encode("utf-8")
+
+
+def get_passphrase(
+    what: str, *, env: str | None, file: Path | None, confirm: bool = False
+) -> bytes:
+    """The passphrase from ``env`` or ``file`` if given, else from a prompt."""
+    if env and file:
+        raise KeyFileError("give a passphrase environment variable or file, not both")
+    if env:
+        return passphrase_from_env(env)
+    if file:
+        return read_passphrase_file(file)
+    return prompt_passphrase(what, confirm=confirm)
+
+
+def run_command(prog: str, func: Callable[[], int]) -> int:
+    """Run ``func`` at the boundary: typed errors become one line and an exit status."""
+    try:
+        return func()
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE

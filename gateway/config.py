@@ -1,0 +1,271 @@
+"""Configuration: one TOML file per gateway, parsed once into frozen objects.
+
+Nothing deeper in the gateway reads files or the environment for settings: ``load_config``
+returns a :class:`Config` and that is passed down. Each TOML table maps to one frozen
+dataclass below; the dataclass fields are the schema (type, default, check), so the
+annotated example in ``config/gateway.example.toml`` and this file say the same thing.
+
+Every error names the file, the key and the problem on one line, e.g.
+``config/vn.toml: [server] port: expected an integer, got a string``.
+Relative paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LEVELS = ("debug", "info", "warning", "error")
+
+Check = Callable[[Any], str | None]
+
+
+def _name(value: str) -> str | None:
+    if not _NAME.fullmatch(value):
+        return "must be 1-63 lowercase letters, digits or inner hyphens"
+    return None
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _range(low: float, high: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"must be from {low:g} to {high:g}"
+
+    return check
+
+
+def _url(value: str) -> str | None:
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _opt(check: Check) -> Check:
+    def wrapped(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    return wrapped
+
+
+def _key(default: Any = MISSING, check: Check | None = None, *, doc: str = "") -> Any:
+    """A config key: its default (none means required), its check and what it is for."""
+    metadata = {"check": check, "doc": doc}
+    if default is MISSING:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    id: str = _key(check=_name, doc="stable id of this gateway, e.g. vn-mps")
+    public_url: str = _key(check=_url, doc="base URL partners and clients use to reach us")
+    data_dir: Path = _key(Path("data"), doc="directory of the database and runtime files")
+    origin: str | None = _key(None, doc="ledger checkpoint origin; default fpg/<id>")
+
+    @property
+    def ledger_origin(self) -> str:
+        return self.origin or f"fpg/{self.id}"
+
+
+@dataclass(frozen=True)
+class KeysSection:
+    file: Path = _key(doc="the gateway's key file, made by `gateway init`")
+    passphrase_env: str | None = _key(None, doc="environment variable holding the passphrase")
+    passphrase_file: Path | None = _key(None, doc="file whose first line is the passphrase")
+    insecure_dev_mode: bool = _key(False, doc="allow a plaintext key file (demo/tests only)")
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    host: str = _key("127.0.0.1", doc="address to listen on")
+    port: int = _key(8443, _range(0, 65535), doc="TCP port; 0 picks a free one")
+    tls_cert_file: Path | None = _key(None, doc="PEM certificate chain; required off loopback")
+    tls_key_file: Path | None = _key(None, doc="PEM private key of the certificate")
+    max_body_bytes: int = _key(
+        8 * 1024 * 1024, _range(1024, 64 * 1024 * 1024), doc="largest request body accepted"
+    )
+    port_file: Path | None = _key(None, doc="write the bound port here once listening")
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
+    format: str = _key("auto", _one_of("auto", "json", "console"), doc="auto: JSON unless a tty")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    gateway: GatewaySection
+    keys: KeysSection
+    server: ServerSection
+    log: LogSection
+
+    @property
+    def data_dir(self) -> Path:
+        return self.gateway.data_dir
+
+
+_SECTIONS: dict[str, tuple[type[Any], bool]] = {
+    # table name: (dataclass, required)
+    "gateway": (GatewaySection, True),
+    "keys": (KeysSection, True),
+    "server": (ServerSection, False),
+    "log": (LogSection, False),
+}
+
+T = TypeVar("T")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _coerce(value: Any, hint: Any, base: Path) -> tuple[Any, str | None]:
+    """Convert a TOML value to the annotated type; return (value, error)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None, None
+        return _coerce(value, args[0], base)
+    if hint is bool:
+        return (value, None) if isinstance(value, bool) else (None, "expected a boolean")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, f"expected an integer, got {_type_name(value)}"
+        return value, None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"expected a number, got {_type_name(value)}"
+        return float(value), None
+    if hint is str:
+        if not isinstance(value, str):
+            return None, f"expected a string, got {_type_name(value)}"
+        return value, None
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            return None, f"expected a path string, got {_type_name(value)}"
+        p = Path(value).expanduser()
+        return (p if p.is_absolute() else (base / p)), None
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            return None, f"expected an array, got {_type_name(value)}"
+        out = []
+        for v in value:
+            c, err = _coerce(v, item, base)
+            if err:
+                return None, f"array item: {err}"
+            out.append(c)
+        return tuple(out), None
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in this module
+
+
+def build_section(cls: type[T], table: Any, where: str, path: Path) -> T:
+    assert is_dataclass(cls)
+    """Validate one TOML table against dataclass ``cls``; ``where`` names it in errors."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where}: expected a table, got {_type_name(table)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init and f.name != "path"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{path}: {where} {key}: unknown key")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in known:
+            continue
+        if f.name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{path}: {where} {f.name}: required key is missing")
+            default = f.default
+            if isinstance(default, Path) and not default.is_absolute():
+                default = path.parent / default
+            values[f.name] = default
+            continue
+        value, err = _coerce(table[f.name], hints[f.name], path.parent)
+        if err is None:
+            check = f.metadata.get("check")
+            if check is not None:
+                err = check(value)
+        if err is not None:
+            raise ConfigError(f"{path}: {where} {f.name}: {err}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def parse_config(doc: dict[str, Any], path: Path) -> Config:
+    """Build a :class:`Config` from a parsed TOML document."""
+    path = Path(path)
+    for name in doc:
+        if name not in _SECTIONS:
+            raise ConfigError(f"{path}: [{name}]: unknown section")
+    sections: dict[str, Any] = {}
+    for name, (cls, required) in _SECTIONS.items():
+        if name not in doc and required:
+            raise ConfigError(f"{path}: [{name}]: required section is missing")
+        sections[name] = build_section(cls, doc.get(name, {}), f"[{name}]", path)
+    config = Config(path=path, **sections)
+    _cross_checks(config)
+    return config
+
+
+def _cross_checks(config: Config) -> None:
+    path, keys, server = config.path, config.keys, config.server
+    if keys.passphrase_env and keys.passphrase_file:
+        raise ConfigError(
+            f"{path}: [keys] passphrase_env: give passphrase_env or passphrase_file, not both"
+        )
+    if (server.tls_cert_file is None) != (server.tls_key_file is None):
+        raise ConfigError(
+            f"{path}: [server] tls_key_file: tls_cert_file and tls_key_file go together"
+        )
+    if server.tls_cert_file is None and not server.loopback:
+        raise ConfigError(
+            f"{path}: [server] tls_cert_file: required when listening on {server.host!r};"
+            " plain HTTP is only allowed on loopback"
+        )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate the TOML file at ``path``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(doc, path.resolve())

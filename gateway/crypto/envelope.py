@@ -1,0 +1,440 @@
+"""Sealed envelopes, format v1: seal once for a whole desk, sign the bytes that travel.
+
+An officer's client seals a payload: it draws a random 32-byte content key and a 24-byte
+nonce, encrypts the payload once with XChaCha20-Poly1305 (the header bytes are the
+associated data), wraps the content key for every recipient officer's X25519 key in the
+libsodium sealed-box construction, and signs every preceding byte with the officer's
+Ed25519 key. The layout (big-endian integers; docs/PROTOCOL.md has it with test vectors)::
+
+    "FPGE" | 0x01 | signer key id (8) | u16 H | header (H bytes, UTF-8 JSON)
+    | u16 N | N x wrapped key (80) | nonce (24) | u32 C | ciphertext (C) | signature (64)
+
+A gateway can only *verify* (:func:`verify_envelope`): it reads the signer's key id at a
+fixed offset, checks the signature over the exact bytes before parsing anything else,
+then parses the framing and the header. A recipient *opens* (:func:`open_envelope`) an
+:class:`Envelope`, which only :func:`verify_envelope` creates, so nothing can be
+decrypted without having been verified first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import nacl.bindings
+import nacl.exceptions
+
+from gateway.crypto.keys import (
+    KEY_ID_SIZE,
+    SIGNATURE_SIZE,
+    EncryptionPublicKey,
+    OfficerEncryptionKey,
+    OfficerSigningKey,
+    VerifyKey,
+)
+from gateway.errors import (
+    DecryptionError,
+    MalformedError,
+    NotARecipientError,
+    SignerMismatchError,
+)
+
+MAGIC = b"FPGE"
+VERSION = 1
+CONTENT_KEY_SIZE = 32
+NONCE_SIZE = 24
+TAG_SIZE = 16
+WRAP_SIZE = 32 + 16 + CONTENT_KEY_SIZE  # ephemeral X25519 key, MAC, content key
+MAX_HEADER_SIZE = 4096
+MAX_RECIPIENTS = 64
+#: Hard protocol ceiling; gateways configure a lower limit.
+MAX_ENVELOPE_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_ENVELOPE_SIZE = 8 * 1024 * 1024
+
+_PREFIX = struct.Struct(">4sB8sH")  # magic, version, signer key id, header length
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_MIN_SIZE = _PREFIX.size + 2 + 2 + WRAP_SIZE + NONCE_SIZE + 4 + TAG_SIZE + SIGNATURE_SIZE
+
+KINDS = ("hotline", "case", "reply", "status")
+PRIORITIES = ("flash", "immediate", "priority", "routine")
+_HEADER_FIELDS = frozenset(
+    {"v", "id", "kind", "priority", "from", "to", "created", "expires", "thread",
+     "in_reply_to", "recipients"}
+)
+_ID = re.compile(r"[0-9a-f]{32}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+#: ``desk@gateway``: lowercase letters, digits and inner hyphens, 1 to 63 characters each.
+_NAME = r"[a-z0-9][a-z0-9-]{0,62}(?<!-)"  # written to match without backtracking
+_ADDRESS = re.compile(rf"{_NAME}@{_NAME}")
+_MAX_TIME_MS = 2**53
+
+
+def new_message_id() -> str:
+    """A fresh random message id: 128 bits as 32 lowercase hex digits."""
+    return os.urandom(16).hex()
+
+
+def is_address(value: object) -> bool:
+    return isinstance(value, str) and _ADDRESS.fullmatch(value) is not None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise MalformedError("header has a duplicate field")
+    return result
+
+
+# Duplicate fields are refused: two parsers that keep different copies would route the
+# same signed bytes differently.
+_HEADER_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    """What routing and metrics need, and nothing more. Times are Unix milliseconds."""
+
+    id: str
+    kind: str
+    priority: str
+    sender: str  # desk address, JSON field "from"
+    recipient: str  # desk address, JSON field "to"
+    created: int
+    expires: int
+    thread: str
+    in_reply_to: str | None = None
+    recipients: tuple[str, ...] = ()  # X25519 key ids, in the order of the wrapped keys
+    v: int = VERSION
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        """Every rule: the form of each field, then the rules between fields."""
+        if type(self.v) is not int or self.v != VERSION:
+            raise MalformedError(f"unsupported envelope version {self.v!r}")
+        if not isinstance(self.id, str) or not _ID.fullmatch(self.id):
+            raise MalformedError("id must be 32 lowercase hex digits")
+        if self.kind not in KINDS:
+            raise MalformedError(f"kind must be one of {', '.join(KINDS)}")
+        if self.priority not in PRIORITIES:
+            raise MalformedError(f"priority must be one of {', '.join(PRIORITIES)}")
+        if not is_address(self.sender):
+            raise MalformedError("from must be a desk address like desk@gateway")
+        if not is_address(self.recipient):
+            raise MalformedError("to must be a desk address like desk@gateway")
+        for name in ("created", "expires"):
+            if type(getattr(self, name)) is not int:
+                raise MalformedError(f"{name} must be Unix time in milliseconds")
+        if not isinstance(self.thread, str) or not _ID.fullmatch(self.thread):
+            raise MalformedError("thread must be 32 lowercase hex digits")
+        if self.in_reply_to is not None and (
+            not isinstance(self.in_reply_to, str) or not _ID.fullmatch(self.in_reply_to)
+        ):
+            raise MalformedError("in_reply_to must be null or 32 lowercase hex digits")
+        if not isinstance(self.recipients, tuple):
+            raise MalformedError("recipients must be a list of key ids")
+        for kid in self.recipients:
+            if not isinstance(kid, str) or not _KEY_ID.fullmatch(kid):
+                raise MalformedError("recipients must be key ids of 16 lowercase hex digits")
+        self._check_rules()
+
+    def _check_rules(self) -> None:
+        """The rules between fields (the canonical fast path has checked each field's form)."""
+        if not 0 <= self.created < self.expires < _MAX_TIME_MS:
+            if self.expires <= self.created:
+                raise MalformedError("expires must be after created")
+            raise MalformedError("created and expires must be Unix time in milliseconds")
+        if self.in_reply_to is None:
+            if self.kind == "reply" or self.kind == "status":
+                raise MalformedError(
+                    f"a {self.kind} must name the message it answers (in_reply_to)"
+                )
+            if self.thread != self.id:
+                raise MalformedError("a message that starts a thread has thread == id")
+        recipients = self.recipients
+        if len(recipients) > MAX_RECIPIENTS:
+            raise MalformedError(f"recipients lists more than {MAX_RECIPIENTS} keys")
+        if len(recipients) > 1 and len(set(recipients)) != len(recipients):
+            raise MalformedError("recipients lists a key twice")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "expires": self.expires,
+            "from": self.sender,
+            "id": self.id,
+            "in_reply_to": self.in_reply_to,
+            "kind": self.kind,
+            "priority": self.priority,
+            "recipients": list(self.recipients),
+            "thread": self.thread,
+            "to": self.recipient,
+            "v": self.v,
+        }
+
+    def encode(self) -> bytes:
+        """Canonical bytes: sorted keys, no spaces, UTF-8. Readers accept any valid JSON."""
+        return json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> EnvelopeHeader:
+        if data.isascii():
+            match = _CANONICAL.fullmatch(data.decode("ascii"))
+            if match is not None:
+                return cls._from_canonical(match)
+        try:
+            obj = _HEADER_DECODER.decode(data.decode("utf-8"))
+        except MalformedError:
+            raise
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise MalformedError("header is not a UTF-8 JSON object") from None
+        if not isinstance(obj, dict):
+            raise MalformedError("header is not a JSON object")
+        keys = obj.keys()
+        if keys != _HEADER_FIELDS:
+            missing = sorted(_HEADER_FIELDS - keys)
+            unknown = sorted(keys - _HEADER_FIELDS)
+            raise MalformedError(
+                "header " + (f"lacks {', '.join(missing)}" if missing else "")
+                + (" and " if missing and unknown else "")
+                + (f"has unknown field {', '.join(unknown)}" if unknown else "")
+            )
+        recipients = obj["recipients"]
+        if not isinstance(recipients, list):
+            raise MalformedError("recipients must be a list")
+        # Fast path of __init__ for the gateway's hot loop: fill the fields directly and
+        # run the same validation. (A frozen dataclass's __init__ costs more than the
+        # JSON parse.)
+        header = object.__new__(cls)
+        header.__dict__.update(
+            v=obj["v"], id=obj["id"], kind=obj["kind"], priority=obj["priority"],
+            sender=obj["from"], recipient=obj["to"], created=obj["created"],
+            expires=obj["expires"], thread=obj["thread"], in_reply_to=obj["in_reply_to"],
+            recipients=tuple(recipients),
+        )
+        header._validate()
+        return header
+
+    @classmethod
+    def _from_canonical(cls, m: re.Match[str]) -> EnvelopeHeader:
+        """Fast path for headers in exactly the canonical encoding (what clients send).
+
+        The regular expression has already checked the field set, their order and the form
+        of every value, so no JSON parser is needed; the rules between fields still run.
+        Tests check that both paths agree.
+        """
+        created, expires, sender, mid, reply_to, kind, priority, recips, thread, to = m.groups()
+        header = object.__new__(cls)
+        header.__dict__.update(
+            v=VERSION, id=mid, kind=kind, priority=priority, sender=sender, recipient=to,
+            created=int(created), expires=int(expires), thread=thread, in_reply_to=reply_to,
+            recipients=tuple(recips[1:-1].split('","')) if recips else (),
+        )
+        header._check_rules()
+        return header
+
+
+_INT = r"(0|[1-9][0-9]{0,15})"
+_QADDR = rf'"({_NAME}@{_NAME})"'
+_CANONICAL = re.compile(
+    r'\{"created":' + _INT + r',"expires":' + _INT + r',"from":' + _QADDR
+    + r',"id":"([0-9a-f]{32})","in_reply_to":(?:null|"([0-9a-f]{32})")'
+    + r',"kind":"(hotline|case|reply|status)","priority":"(flash|immediate|priority|routine)"'
+    + r',"recipients":\[((?:"[0-9a-f]{16}",)*"[0-9a-f]{16}")?\]'
+    + r',"thread":"([0-9a-f]{32})","to":' + _QADDR + r',"v":1\}',
+    re.ASCII,
+)
+
+
+class Envelope(NamedTuple):
+    """A verified envelope. Only :func:`verify_envelope` makes one.
+
+    (A named tuple rather than a frozen dataclass: it is built once per message on the
+    gateway's hottest path, and a tuple is built several times faster.)
+    """
+
+    raw: bytes
+    header: EnvelopeHeader
+    header_bytes: bytes
+    signer: str  # key id of the officer signing key, hex
+    wraps: tuple[bytes, ...]
+    nonce: bytes
+    ciphertext: bytes
+    signature: bytes
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the whole envelope, hex: what the ledger records."""
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+def _wrap(content_key: bytes, recipient: EncryptionPublicKey, ephemeral_seed: bytes) -> bytes:
+    """libsodium ``crypto_box_seal``, with the ephemeral key drawn from a given seed.
+
+    ``ephemeral_pk || crypto_box(content_key, blake2b-24(ephemeral_pk || recipient_pk),
+    recipient_pk, ephemeral_sk)``; ``crypto_box_seal_open`` opens it. Taking the seed as an
+    argument is what lets the test vectors fix every random input.
+    """
+    epk, esk = nacl.bindings.crypto_box_seed_keypair(ephemeral_seed)
+    nonce = hashlib.blake2b(epk + recipient.raw, digest_size=NONCE_SIZE).digest()
+    return bytes(epk) + bytes(nacl.bindings.crypto_box(content_key, nonce, recipient.raw, esk))
+
+
+def seal_envelope(
+    header: EnvelopeHeader,
+    payload: bytes,
+    sender: OfficerSigningKey,
+    recipients: Sequence[EncryptionPublicKey],
+    *,
+    content_key: bytes | None = None,
+    nonce: bytes | None = None,
+    ephemeral_seeds: Sequence[bytes] | None = None,
+) -> bytes:
+    """Seal ``payload`` for every key in ``recipients`` and sign the result.
+
+    ``header.recipients`` is filled in from ``recipients``. The keyword arguments fix the
+    random inputs and exist for test vectors only; leave them out in real use.
+    """
+    if not recipients:
+        raise MalformedError("an envelope needs at least one recipient")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise MalformedError(f"an envelope has at most {MAX_RECIPIENTS} recipients")
+    header = replace(header, recipients=tuple(key.key_id for key in recipients))
+    header_bytes = header.encode()
+    if len(header_bytes) > MAX_HEADER_SIZE:
+        raise MalformedError(f"header larger than {MAX_HEADER_SIZE} bytes")
+    content_key = content_key if content_key is not None else os.urandom(CONTENT_KEY_SIZE)
+    nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
+    if ephemeral_seeds is None:
+        ephemeral_seeds = [os.urandom(32) for _ in recipients]
+    if len(content_key) != CONTENT_KEY_SIZE or len(nonce) != NONCE_SIZE:
+        raise MalformedError("content key is 32 bytes and nonce 24 bytes")
+    if len(ephemeral_seeds) != len(recipients):
+        raise MalformedError("one ephemeral seed per recipient")
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        payload, header_bytes, nonce, content_key
+    )
+    parts = [
+        _PREFIX.pack(MAGIC, VERSION, sender.public.key_id_bytes, len(header_bytes)),
+        header_bytes,
+        _U16.pack(len(recipients)),
+        *(
+            _wrap(content_key, key, seed)
+            for key, seed in zip(recipients, ephemeral_seeds, strict=True)
+        ),
+        nonce,
+        _U32.pack(len(ciphertext)),
+        ciphertext,
+    ]
+    body = b"".join(parts)
+    if len(body) + SIGNATURE_SIZE > MAX_ENVELOPE_SIZE:
+        raise MalformedError("envelope larger than the protocol maximum")
+    return body + sender.sign(body)
+
+
+def _check_prefix(data: bytes, max_size: int) -> tuple[bytes, int]:
+    """Size, magic and version; return the raw signer key id and the header length."""
+    if len(data) > max_size:
+        raise MalformedError(f"envelope larger than {max_size} bytes")
+    if len(data) < _MIN_SIZE:
+        raise MalformedError("too short to be an envelope")
+    magic, version, kid, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise MalformedError("not an envelope (bad magic)")
+    if version != VERSION:
+        raise MalformedError(f"unsupported envelope version {version}")
+    return kid, header_len
+
+
+def read_signer(data: bytes, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE) -> str:
+    """The signer's key id (hex), after checking size, magic and version only."""
+    return _check_prefix(data, max_size)[0].hex()
+
+
+def verify_envelope(
+    data: bytes, key: VerifyKey, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE
+) -> Envelope:
+    """Verify the signature with ``key``, then parse; return the verified :class:`Envelope`."""
+    kid, header_len = _check_prefix(data, max_size)
+    if kid != key.key_id_bytes:
+        raise SignerMismatchError("envelope is signed by a different key")
+    signed_len = len(data) - SIGNATURE_SIZE
+    signature = data[signed_len:]
+    body = key.verify(data[:signed_len], signature)
+
+    # Everything below reads bytes that the signature has just covered.
+    offset = _PREFIX.size
+    if not 2 <= header_len <= MAX_HEADER_SIZE:
+        raise MalformedError("bad header length")
+    header_bytes = body[offset : offset + header_len]
+    offset += header_len
+    if offset + 2 > signed_len:
+        raise MalformedError("truncated envelope")
+    (count,) = _U16.unpack_from(body, offset)
+    offset += 2
+    if not 1 <= count <= MAX_RECIPIENTS:
+        raise MalformedError("bad recipient count")
+    wraps_end = offset + count * WRAP_SIZE
+    if wraps_end + NONCE_SIZE + 4 > signed_len:
+        raise MalformedError("truncated envelope")
+    wraps = tuple(body[i : i + WRAP_SIZE] for i in range(offset, wraps_end, WRAP_SIZE))
+    nonce = body[wraps_end : wraps_end + NONCE_SIZE]
+    (ct_len,) = _U32.unpack_from(body, wraps_end + NONCE_SIZE)
+    ct_start = wraps_end + NONCE_SIZE + 4
+    if ct_len < TAG_SIZE or ct_start + ct_len != signed_len:
+        raise MalformedError("ciphertext length does not match the envelope size")
+    header = EnvelopeHeader.decode(header_bytes)
+    if len(header.recipients) != count:
+        raise MalformedError("header recipients and wrapped keys differ in number")
+    return Envelope(
+        raw=data,
+        header=header,
+        header_bytes=header_bytes,
+        signer=key.key_id,
+        wraps=wraps,
+        nonce=nonce,
+        ciphertext=body[ct_start:],
+        signature=signature,
+    )
+
+
+def open_envelope(envelope: Envelope, key: OfficerEncryptionKey) -> bytes:
+    """Unwrap the content key with ``key`` and decrypt; return the payload."""
+    try:
+        index = envelope.header.recipients.index(key.key_id)
+    except ValueError:
+        raise NotARecipientError("this key is not among the envelope's recipients") from None
+    content_key = key.unwrap(envelope.wraps[index])
+    if len(content_key) != CONTENT_KEY_SIZE:
+        raise DecryptionError("wrapped content key has the wrong size")
+    try:
+        return bytes(
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                envelope.ciphertext, envelope.header_bytes, envelope.nonce, content_key
+            )
+        )
+    except nacl.exceptions.CryptoError:
+        raise DecryptionError("ciphertext does not authenticate") from None
+
+
+__all__ = [
+    "KEY_ID_SIZE",
+    "Envelope",
+    "EnvelopeHeader",
+    "is_address",
+    "new_message_id",
+    "open_envelope",
+    "read_signer",
+    "seal_envelope",
+    "verify_envelope",
+]

@@ -1,0 +1,95 @@
+"""The gateway descriptor: the signed statement of who a gateway is and where to reach it.
+
+Served at ``GET /.well-known/fpg/descriptor`` as a signed note (gateway.crypto.note) whose
+text is the line ``fpg descriptor v1`` followed by one line of JSON and signed by the
+gateway's identity key under its gateway id. A partner that pinned the gateway's
+fingerprint checks the signature before reading anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
+from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
+from gateway.errors import MalformedError
+
+DESCRIPTOR_LINE = "fpg descriptor v1"
+DESCRIPTOR_PATH = "/.well-known/fpg/descriptor"
+DEFAULT_VALIDITY_MS = 24 * 3600 * 1000
+MAX_DESCRIPTOR_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    gateway: str
+    base_url: str
+    signing_key: VerifyKey
+    ledger_origin: str
+    issued: int
+    valid_until: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "gateway": self.gateway,
+            "endpoints": {"base": self.base_url},
+            "keys": [
+                {
+                    "role": self.signing_key.role,
+                    "key": self.signing_key.b64(),
+                    "key_id": self.signing_key.key_id,
+                    "fingerprint": self.signing_key.fingerprint,
+                }
+            ],
+            "ledger_origin": self.ledger_origin,
+            "issued": self.issued,
+            "valid_until": self.valid_until,
+        }
+
+
+def sign_descriptor(descriptor: Descriptor, key: GatewaySigningKey) -> bytes:
+    if key.public != descriptor.signing_key:
+        raise MalformedError("descriptor must be signed by the key it announces")
+    body = json.dumps(descriptor.to_json(), sort_keys=True, separators=(",", ":"))
+    return sign_note(f"{DESCRIPTOR_LINE}\n{body}\n", [NoteSigner(descriptor.gateway, key)])
+
+
+def _parse_text(text: str) -> Descriptor:
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != DESCRIPTOR_LINE or lines[2] != "":
+        raise MalformedError("not a v1 descriptor")
+    try:
+        doc = json.loads(lines[1])
+        keys = [k for k in doc["keys"] if k["role"] == ROLE_GATEWAY_SIGNING]
+        if doc["v"] != 1 or len(keys) != 1:
+            raise MalformedError("descriptor must announce exactly one gateway signing key")
+        return Descriptor(
+            gateway=str(doc["gateway"]),
+            base_url=str(doc["endpoints"]["base"]),
+            signing_key=VerifyKey.from_b64(keys[0]["key"], ROLE_GATEWAY_SIGNING),
+            ledger_origin=str(doc["ledger_origin"]),
+            issued=int(doc["issued"]),
+            valid_until=int(doc["valid_until"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, MalformedError):
+            raise
+        raise MalformedError("descriptor JSON lacks a field or has a wrong type") from None
+
+
+def verify_descriptor(data: bytes, gateway: str, key: VerifyKey) -> Descriptor:
+    """Verify a descriptor against the pinned ``key`` of ``gateway`` and parse it."""
+    text = verify_note(data, [NoteVerifier(gateway, key)], max_size=MAX_DESCRIPTOR_SIZE)
+    descriptor = _parse_text(text)
+    if descriptor.gateway != gateway or descriptor.signing_key != key:
+        raise MalformedError("descriptor names another gateway or key than its signer")
+    return descriptor
+
+
+def peek_descriptor(data: bytes) -> Descriptor:
+    """Parse a descriptor WITHOUT trusting it (to show an operator what to pin)."""
+    text, _ = split_note(data, max_size=MAX_DESCRIPTOR_SIZE)
+    return _parse_text(text)

@@ -1,0 +1,136 @@
+"""The gateway's one error hierarchy.
+
+Every failure the gateway reports is a :class:`GatewayError` subclass with a stable
+machine-readable ``code`` (what clients and partners match on) and an HTTP status (what
+the error middleware answers with). Each family also inherits the builtin it most
+resembles, so generic callers can still catch ``ValueError`` or ``PermissionError``.
+
+Messages are written for a person and never carry plaintext, key material or
+passphrases: they name files, config keys, ids and reasons, nothing more.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code = "gateway_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+class ConfigError(GatewayError, ValueError):
+    """A configuration file is missing, unreadable or invalid."""
+
+    code = "config_invalid"
+
+
+# --- cryptography ----------------------------------------------------------------------
+
+
+class CryptoError(GatewayError, ValueError):
+    """Base of every failure of signing, sealing, opening or key handling."""
+
+    code = "crypto_error"
+    http_status = 400
+
+
+class MalformedError(CryptoError):
+    """Bytes that do not have the structure the format requires."""
+
+    code = "malformed"
+
+
+class BadSignatureError(CryptoError):
+    """A signature that does not verify over the bytes it claims to cover."""
+
+    code = "bad_signature"
+
+
+class SignerMismatchError(CryptoError):
+    """The bytes name a different signing key from the one offered to verify them."""
+
+    code = "signer_mismatch"
+
+
+class NotARecipientError(CryptoError):
+    """The envelope holds no wrapped content key for this officer's encryption key."""
+
+    code = "not_a_recipient"
+    http_status = 403
+
+
+class DecryptionError(CryptoError):
+    """A wrapped key or the ciphertext failed authentication."""
+
+    code = "decryption_failed"
+
+
+class BadKeyError(CryptoError):
+    """A key of the wrong size, role or encoding."""
+
+    code = "bad_key"
+
+
+class KeyFileError(CryptoError):
+    """A key file that cannot be read, parsed or unlocked."""
+
+    code = "key_file"
+
+
+class WrongPassphraseError(KeyFileError):
+    """The passphrase does not open the key file."""
+
+    code = "wrong_passphrase"
+
+
+# --- store and ledger ------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    """The durable store failed or holds data it should not."""
+
+    code = "store_error"
+    http_status = 503
+
+
+class LedgerError(GatewayError):
+    """The ledger is inconsistent with itself or with a signed checkpoint."""
+
+    code = "ledger_error"
+
+
+class ProofError(LedgerError, ValueError):
+    """A Merkle inclusion or consistency proof does not verify."""
+
+    code = "bad_proof"
+    http_status = 400
+
+
+# --- peers and clients -----------------------------------------------------------------
+
+
+class PeerError(GatewayError):
+    """A partner gateway misbehaved or could not be reached."""
+
+    code = "peer_error"
+    http_status = 502
+
+
+class ClientError(GatewayError, ValueError):
+    """A request from a client or partner that the gateway refuses."""
+
+    code = "bad_request"
+    http_status = 400

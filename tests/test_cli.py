@@ -1,0 +1,151 @@
+"""The `gateway` and `gateway-client` commands, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gateway.crypto.keys import VerifyKey
+from gateway.descriptor import peek_descriptor, verify_descriptor
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})}, cwd=cwd, input=stdin,
+    )
+
+
+def gateway(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return run("gateway", *args, **kw)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_version_and_help() -> None:
+    out = gateway("--version")
+    assert out.returncode == 0 and out.stdout.startswith("gateway ")
+    for args in (["--help"], ["init", "--help"], ["run", "--help"], ["keys", "show", "--help"],
+                 ["config", "check", "--help"]):
+        result = gateway(*args)
+        assert result.returncode == 0 and "usage:" in result.stdout
+    assert run("gateway.client_cli", "--help").returncode == 0
+
+
+def test_init_with_passphrase_then_wrong_passphrase(tmp_path: Path) -> None:
+    d = tmp_path / "vn-mps"
+    secret = "grüne Pässe 🔑 long enough"
+    init = gateway("init", str(d), "--passphrase-env", "FPG_TEST_PASS",
+                   env={"FPG_TEST_PASS": secret})
+    assert init.returncode == 0, init.stderr
+    assert "fingerprint:" in init.stdout and secret not in init.stdout + init.stderr
+    key_file = (d / "keys" / "gateway.key").read_text()
+    assert secret not in key_file
+
+    shown = gateway("keys", "show", "--config", str(d / "gateway.toml"))
+    assert shown.returncode == 0 and "argon2id" in shown.stdout
+    assert init.stdout.split("fingerprint: ")[1].strip() in shown.stdout
+
+    ok = gateway("config", "check", "--config", str(d / "gateway.toml"),
+                 env={"FPG_TEST_PASS": secret})
+    assert ok.returncode == 0, ok.stderr
+    bad = gateway("config", "check", "--config", str(d / "gateway.toml"),
+                  env={"FPG_TEST_PASS": "not it"})
+    assert bad.returncode == 1
+    assert "wrong passphrase" in one_line_error(bad)
+    assert "not it" not in bad.stderr
+
+    again = gateway("init", str(d), "--insecure-dev-keys")
+    assert again.returncode == 2 and "refusing to overwrite" in one_line_error(again)
+
+
+def test_passphrase_from_file_and_no_prompt_without_terminal(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("from a file\n")
+    init = gateway("init", str(tmp_path / "gw"), "--id", "kh-cnp", "--passphrase-file", str(pw))
+    assert init.returncode == 0, init.stderr
+    assert gateway("config", "check", "-c", str(tmp_path / "gw" / "gateway.toml")).returncode == 0
+    no_source = gateway("init", str(tmp_path / "gw2"), "--id", "la-mps", stdin="")
+    assert no_source.returncode == 1 and "no passphrase" in one_line_error(no_source)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda t: t.replace('id = "', 'idd = "'), "[gateway] idd: unknown key"),
+        (lambda t: t.replace("port = 8443", 'port = "x"'), "[server] port: expected an integer"),
+        (lambda t: t.replace('public_url = "http://127.0.0.1:8443"\n', ""),
+         "[gateway] public_url: required key is missing"),
+    ],
+)
+def test_bad_config_is_one_line_and_status_2(tmp_path: Path, edit, expected: str) -> None:
+    assert gateway("init", str(tmp_path / "gw"), "--id", "vn-mps",
+                   "--insecure-dev-keys").returncode == 0
+    cfg = tmp_path / "gw" / "gateway.toml"
+    cfg.write_text(edit(cfg.read_text()))
+    for command in (["run"], ["keys", "show"], ["config", "check"]):
+        result = gateway(*command, "--config", str(cfg))
+        assert result.returncode == 2
+        line = one_line_error(result)
+        assert expected in line and str(cfg) in line
+
+
+def test_usage_errors_exit_2() -> None:
+    assert gateway("frobnicate").returncode == 2
+    assert gateway("run", "--config").returncode == 2
+
+
+def test_run_serves_health_and_a_signed_descriptor(tmp_path: Path) -> None:
+    d = tmp_path / "gw"
+    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
+                   "--insecure-dev-keys").returncode == 0
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml"),
+         "--port-file", str(port_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as resp:
+            assert resp.status == 200 and b'"vn-mps"' in resp.read()
+        with urllib.request.urlopen(base + "/.well-known/fpg/descriptor", timeout=10) as resp:
+            data = resp.read()
+        shown = gateway("keys", "show", "--config", str(d / "gateway.toml")).stdout
+        descriptor = peek_descriptor(data)
+        assert descriptor.signing_key.fingerprint in shown  # the operator's pin matches
+        key = VerifyKey(descriptor.signing_key.raw, descriptor.signing_key.role)
+        assert verify_descriptor(data, "vn-mps", key).gateway == "vn-mps"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "insecure_development_keys" in err and '"listening"' in err
+
+
+def test_client_keys_new_and_show(tmp_path: Path) -> None:
+    out = tmp_path / "officer.key"
+    made = run("gateway.client_cli", "keys", "new", "--out", str(out), "--owner", "officer-7",
+               "--passphrase-env", "PW", env={"PW": "officer secret"})
+    assert made.returncode == 0, made.stderr
+    assert "officer-signing" in made.stdout and "officer-encryption" in made.stdout
+    shown = run("gateway.client_cli", "keys", "show", str(out))
+    assert shown.returncode == 0 and "argon2id" in shown.stdout

@@ -1,0 +1,77 @@
+"""Configuration: every error names the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "gateway.example.toml"
+
+MINIMAL = """
+[gateway]
+id = "vn-mps"
+public_url = "http://127.0.0.1:8443"
+
+[keys]
+file = "keys/gateway.key"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.gateway.id == "vn-mps"
+    assert config.keys.file == EXAMPLE.parent / "keys" / "gateway.key"
+    assert config.server.tls_cert_file is not None and not config.server.loopback
+
+
+def test_minimal_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.server.host == "127.0.0.1" and config.server.loopback
+    assert config.data_dir == tmp_path.resolve() / "data"
+    assert config.gateway.ledger_origin == "fpg/vn-mps"
+    with pytest.raises(AttributeError):
+        config.gateway.id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL.replace('id = "vn-mps"\n', ""), r"\[gateway\] id: required key is missing"),
+        (MINIMAL + "[server]\nport = \"80\"\n",
+         r"\[server\] port: expected an integer, got a string"),
+        (MINIMAL + "[server]\nport = 70000\n", r"\[server\] port: must be from 0 to 65535"),
+        (MINIMAL + "[server]\nprot = 1\n", r"\[server\] prot: unknown key"),
+        (MINIMAL + "[servr]\n", r"\[servr\]: unknown section"),
+        (MINIMAL.replace('"vn-mps"', '"VN MPS"'), r"\[gateway\] id: must be"),
+        (MINIMAL + "[keys2]\n", r"unknown section"),
+        (MINIMAL.replace("[keys]\n", "[keys]\ninsecure_dev_mode = 1\n"),
+         r"\[keys\] insecure_dev_mode: expected a boolean"),
+        (MINIMAL + "[server]\nhost = \"0.0.0.0\"\n", r"\[server\] tls_cert_file: required"),
+        (MINIMAL + "[log]\nlevel = \"loud\"\n", r"\[log\] level: must be one of"),
+        ("[gateway\n", "not valid TOML"),
+        (MINIMAL.replace("[keys]\nfile = \"keys/gateway.key\"\n", ""),
+         r"\[keys\]: required section is missing"),
+    ],
+)
+def test_errors_name_file_key_and_problem(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path.resolve()) if "TOML" not in expected else str(path))
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
