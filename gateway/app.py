@@ -9,21 +9,25 @@ binds a request id to the log context.
 
 from __future__ import annotations
 
+import hmac
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import CLOCK, CONFIG, IDENTITY
+from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
 from gateway.channels import peer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, LedgerError
 from gateway.identity import Identity
+from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.store.sqlite import SqliteStore
+from gateway.tasks import background
 
 log = structlog.get_logger("gateway.app")
 
@@ -68,6 +72,46 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def check_ledger(ledger: Ledger, full: bool) -> None:
+    """Refuse to serve on a ledger that does not match its signed checkpoints."""
+    if full:
+        entries = await ledger.verify()
+        log.info("ledger_verified", entries=entries)
+        return
+    latest = await ledger.store.latest_checkpoint()
+    if latest is None:
+        return
+    opened = open_checkpoint(latest.note, ledger.origin, ledger.verifiers)
+    if opened.size > ledger.size or not hmac.compare_digest(
+        await ledger.root(opened.size), opened.root
+    ):
+        raise LedgerError(
+            f"the stored tree does not match the last signed checkpoint (size {opened.size});"
+            " run `gateway ledger verify`"
+        )
+
+
+async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
+    """Open the store, verify the ledger, keep checkpoints coming; close it all after."""
+    config, identity = app[CONFIG], app[IDENTITY]
+    origin = config.gateway.ledger_origin
+    store = await SqliteStore.open(config.database, max_batch=config.store.max_batch)
+    try:
+        ledger = Ledger(store, origin, identity.checkpoint_verifiers(origin),
+                        identity.checkpoint_signer(origin), app[CLOCK])
+        await check_ledger(ledger, config.ledger.verify_on_start)
+        app[STORE], app[LEDGER] = store, ledger
+        schedule = CheckpointSchedule(
+            ledger, config.ledger.checkpoint_every, config.ledger.checkpoint_interval
+        )
+        store.on_commit.append(schedule.notify)
+        async with background("checkpoints", schedule.run):
+            yield
+        await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
+    finally:
+        await store.close()
+
+
 def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None) -> web.Application:
     """The gateway as an aiohttp application, ready for a runner or a test server."""
     app = web.Application(
@@ -76,6 +120,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[CONFIG] = config
     app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
     app[CLOCK] = clock or SystemClock()
+    app.cleanup_ctx.append(store_and_ledger)
     app.router.add_get("/healthz", healthz)
     peer.add_routes(app)
     return app

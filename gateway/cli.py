@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -25,11 +27,16 @@ from gateway.cliutil import (
     read_passphrase_file,
     run_command,
 )
+from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.crypto.keyfile import KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
-from gateway.errors import ConfigError, KeyFileError
+from gateway.crypto.note import NoteVerifier
+from gateway.errors import ConfigError, KeyFileError, LedgerError
+from gateway.identity import Identity
+from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
+from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"
 _ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -72,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
     check = config_sub.add_parser("check", help="validate the configuration and unlock its keys")
     _add_config(check)
+
+    p = sub.add_parser("ledger", help="audit the delivery ledger")
+    ledger_sub = p.add_subparsers(dest="ledger_command", metavar="LEDGER_COMMAND", required=True)
+    verify = ledger_sub.add_parser(
+        "verify", help="recompute the whole tree and check every signed checkpoint"
+    )
+    _add_config(verify)
+    prove = ledger_sub.add_parser(
+        "prove", help="print a message's events with inclusion proofs, as JSON"
+    )
+    prove.add_argument("message_id", metavar="MESSAGE_ID")
+    _add_config(prove)
+    checkpoint = ledger_sub.add_parser("checkpoint", help="sign a checkpoint of the ledger now")
+    _add_config(checkpoint)
 
     p = sub.add_parser("run", help="serve the gateway until interrupted")
     _add_config(p)
@@ -193,6 +214,60 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- ledger ----------------------------------------------------------------------------
+
+
+async def _open_ledger(config: Config, bundle: KeyBundle | None) -> Ledger:
+    if not config.database.exists():
+        raise LedgerError(f"{config.database}: no database yet (has the gateway run?)")
+    _, public, _ = read_public(config.keys.file)
+    if ROLE_GATEWAY_SIGNING not in public:
+        raise KeyFileError(f"{config.keys.file}: holds no gateway signing key")
+    key = VerifyKey.from_b64(public[ROLE_GATEWAY_SIGNING], ROLE_GATEWAY_SIGNING)
+    origin = config.gateway.ledger_origin
+    store = await SqliteStore.open(config.database)
+    signer = None
+    if bundle is not None:
+        signer = Identity.from_bundle(config.gateway.id, bundle).checkpoint_signer(origin)
+    return Ledger(store, origin, [NoteVerifier(origin, key)], signer, SystemClock())
+
+
+def _progress_printer() -> Callable[[int, int], None]:
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        end = "\r" if tty and done < total else "\n"
+        print(f"verifying ledger: {done:,} / {total:,} entries ({percent}%)",
+              end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    bundle = unlock_keys(config) if args.ledger_command == "checkpoint" else None
+
+    async def go() -> int:
+        ledger = await _open_ledger(config, bundle)
+        try:
+            if args.ledger_command == "verify":
+                count = await ledger.verify(_progress_printer())
+                checkpoints = len(await ledger.store.checkpoints())
+                print(f"ledger ok: {count} entries, {checkpoints} signed checkpoints verified")
+            elif args.ledger_command == "prove":
+                print(json.dumps(await ledger.prove_message(args.message_id), indent=2,
+                                 ensure_ascii=False))
+            else:
+                checkpoint = await ledger.make_checkpoint()
+                sys.stdout.write(checkpoint.note.decode("utf-8"))
+        finally:
+            await ledger.store.close()
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
 # --- run -------------------------------------------------------------------------------
 
 
@@ -244,12 +319,14 @@ COMMANDS = {
     "init": cmd_init,
     "keys": cmd_keys_show,
     "config": cmd_config_check,
+    "ledger": cmd_ledger,
     "run": cmd_run,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging("warning", "auto")  # `run` reconfigures from its config
     return run_command(PROG, lambda: COMMANDS[args.command](args))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.cliutil import EXIT_OK, get_passphrase, run_command
+from gateway.logs import configure_logging
 from gateway.crypto.keyfile import KeyBundle, read_public, save_bundle
 from gateway.crypto.keys import (
     ROLE_OFFICER_ENCRYPTION,
@@ -75,6 +76,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging("warning", "auto")
     return run_command(PROG, lambda: cmd_keys(args))
 
 

@@ -113,6 +113,21 @@ class ServerSection:
 
 
 @dataclass(frozen=True)
+class StoreSection:
+    path: Path | None = _key(None, doc="SQLite database file; default <data_dir>/gateway.sqlite3")
+    max_batch: int = _key(4096, _range(1, 100_000), doc="most operations per group commit")
+
+
+@dataclass(frozen=True)
+class LedgerSection:
+    checkpoint_every: int = _key(1000, _range(1, 10_000_000),
+                                 doc="sign a checkpoint after this many new entries")
+    checkpoint_interval: float = _key(60.0, _range(0.01, 86_400),
+                                      doc="... or after this many seconds, if anything is new")
+    verify_on_start: bool = _key(True, doc="recompute the whole tree before serving")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
     format: str = _key("auto", _one_of("auto", "json", "console"), doc="auto: JSON unless a tty")
@@ -124,11 +139,17 @@ class Config:
     gateway: GatewaySection
     keys: KeysSection
     server: ServerSection
+    store: StoreSection
+    ledger: LedgerSection
     log: LogSection
 
     @property
     def data_dir(self) -> Path:
         return self.gateway.data_dir
+
+    @property
+    def database(self) -> Path:
+        return self.store.path or self.gateway.data_dir / "gateway.sqlite3"
 
 
 _SECTIONS: dict[str, tuple[type[Any], bool]] = {
@@ -136,6 +157,8 @@ _SECTIONS: dict[str, tuple[type[Any], bool]] = {
     "gateway": (GatewaySection, True),
     "keys": (KeysSection, True),
     "server": (ServerSection, False),
+    "store": (StoreSection, False),
+    "ledger": (LedgerSection, False),
     "log": (LogSection, False),
 }
 

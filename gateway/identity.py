@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
+from gateway.crypto.note import NoteSigner, NoteVerifier
 from gateway.errors import KeyFileError
 
 
@@ -20,3 +21,9 @@ class Identity:
         if not isinstance(key, GatewaySigningKey):
             raise KeyFileError("the gateway key file holds no gateway signing key")
         return cls(gateway_id, key)
+
+    def checkpoint_signer(self, origin: str) -> NoteSigner:
+        return NoteSigner(origin, self.signing_key)
+
+    def checkpoint_verifiers(self, origin: str) -> list[NoteVerifier]:
+        return [NoteVerifier(origin, self.signing_key.public)]

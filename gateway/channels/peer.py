@@ -1,15 +1,20 @@
 """The peer channel: what partner gateways fetch from and send to this gateway.
 
-So far it serves the signed descriptor at ``/.well-known/fpg/descriptor``. Hop requests,
-batches and receipts arrive here with the federation work.
+It serves the signed descriptor at ``/.well-known/fpg/descriptor`` and the ledger's
+latest signed checkpoint and Merkle proofs under ``/v1/ledger/`` (hashes only: nothing
+there reveals an entry). Hop requests, batches and receipts arrive here with the
+federation work.
 """
 
 from __future__ import annotations
 
+import base64
+
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, IDENTITY
+from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
 from gateway.descriptor import DEFAULT_VALIDITY_MS, DESCRIPTOR_PATH, Descriptor, sign_descriptor
+from gateway.errors import ClientError, LedgerError
 
 DESCRIPTOR_MEDIA_TYPE = "text/plain; charset=utf-8"
 
@@ -29,5 +34,47 @@ async def get_descriptor(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})
 
 
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    value = request.query.get(name, "")
+    if not value.isdigit() or len(value) > 18:
+        raise ClientError(f"query parameter {name} must be a non-negative integer",
+                          code="bad_parameter")
+    return int(value)
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    latest = await request.app[STORE].latest_checkpoint()
+    if latest is None:
+        raise ClientError("no checkpoint yet", code="no_checkpoint")
+    return web.Response(body=latest.note, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})
+
+
+def _b64(hashes: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode("ascii") for h in hashes]
+
+
+async def get_inclusion_proof(request: web.Request) -> web.Response:
+    index, size = _int_param(request, "index"), _int_param(request, "size")
+    try:
+        proof = await request.app[LEDGER].inclusion_proof(index, size)
+    except LedgerError as exc:
+        raise ClientError(exc.message, code="bad_proof_request") from None
+    return web.json_response({"index": index, "size": size, "proof": _b64(proof)})
+
+
+async def get_consistency_proof(request: web.Request) -> web.Response:
+    old, new = _int_param(request, "old"), _int_param(request, "new")
+    try:
+        proof = await request.app[LEDGER].consistency_proof(old, new)
+    except LedgerError as exc:
+        raise ClientError(exc.message, code="bad_proof_request") from None
+    return web.json_response({"old": old, "new": new, "proof": _b64(proof)})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(DESCRIPTOR_PATH, get_descriptor)
+    app.router.add_get("/v1/ledger/checkpoint", get_checkpoint)
+    app.router.add_get("/v1/ledger/proof/inclusion", get_inclusion_proof)
+    app.router.add_get("/v1/ledger/proof/consistency", get_consistency_proof)

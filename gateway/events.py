@@ -1,0 +1,84 @@
+"""Ledger events and their entry encoding: what each leaf of the ledger's Merkle tree says.
+
+Every state change of a message is one :class:`LedgerEvent`. When the store commits it,
+the event gets its sequence number and becomes an *entry*: one line of canonical JSON
+(sorted keys, no spaces, UTF-8), hashed as a leaf. Entries hold ids, hashes, desk and
+gateway names, event type and time, nothing else: no plaintext, no names of people, no
+case references (those live inside ciphertexts the gateway cannot open).
+
+docs/PROTOCOL.md ("Ledger entries") is the normative description.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import LedgerError
+
+ENTRY_VERSION = 1
+
+# Event types. The values are written into entries; never change one.
+ACCEPTED = "accepted"  # a sender's envelope was verified and durably stored
+RELAYED = "relayed"  # handed to a partner gateway
+RECEIPT = "receipt"  # a partner's signed receipt for a relayed message was received
+DELIVERED = "delivered"  # placed in the recipient desk's inbox
+READ = "read"  # a recipient officer's signed read acknowledgement
+REPLIED = "replied"  # a reply referring to this message was accepted
+EXPIRED = "expired"  # expired before delivery; a non-delivery notice was issued
+REJECTED = "rejected"  # refused after it had been accepted (e.g. by the partner)
+CHECKPOINT = "checkpoint"  # reserved: never a leaf; checkpoints are signed notes
+
+EVENT_TYPES = frozenset({ACCEPTED, RELAYED, RECEIPT, DELIVERED, READ, REPLIED, EXPIRED, REJECTED})
+
+_OPTIONAL = ("digest", "sender", "recipient", "kind", "priority", "partner", "actor", "ref",
+             "outcome", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """One state change of one message. ``time_ms`` is Unix milliseconds."""
+
+    type: str
+    message_id: str
+    time_ms: int
+    digest: str | None = None  # SHA-256 hex of the envelope
+    sender: str | None = None  # desk address
+    recipient: str | None = None  # desk address
+    kind: str | None = None
+    priority: str | None = None
+    partner: str | None = None  # the other gateway involved, if any
+    actor: str | None = None  # key id of the officer or gateway that caused it
+    ref: str | None = None  # a related message id (e.g. the reply's own id)
+    outcome: str | None = None  # e.g. a receipt's accepted / duplicate / rejected
+    reason: str | None = None  # a stable reason code, never free text
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise LedgerError(f"unknown ledger event type {self.type!r}")
+
+    def encode(self, seq: int) -> bytes:
+        """The entry bytes of this event at position ``seq`` (0-based)."""
+        doc: dict[str, Any] = {
+            "v": ENTRY_VERSION, "seq": seq, "type": self.type, "msg": self.message_id,
+            "t": self.time_ms,
+        }
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_entry(data: bytes) -> dict[str, Any]:
+    """Parse entry bytes (for audits and proofs); raises LedgerError if not an entry."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise LedgerError("ledger entry is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
+        raise LedgerError("ledger entry has no known version")
+    if not isinstance(doc.get("seq"), int) or doc.get("type") not in EVENT_TYPES:
+        raise LedgerError("ledger entry lacks seq or type")
+    return doc

@@ -1,0 +1,43 @@
+"""Supervised background tasks: started and stopped by the application's lifecycle.
+
+:func:`supervise` runs a coroutine for as long as the application lives; if it fails it
+is logged and restarted after a short, capped backoff, and cancellation (shutdown) goes
+straight through. :func:`background` is the ``cleanup_ctx`` shape of that: the task
+exists exactly while the application runs, and nobody leaves a task unawaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger("gateway.tasks")
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], *,
+                    first_delay: float = 0.5, max_delay: float = 30.0) -> None:
+    delay = first_delay
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the supervisor is the loop boundary
+            log.exception("task_failed", task=name, restart_in=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+@contextlib.asynccontextmanager
+async def background(name: str, run: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(supervise(name, run), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

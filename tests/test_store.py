@@ -1,0 +1,165 @@
+"""The SQLite store: accept, dedup, group commit, append-only triggers, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from gateway.errors import StoreError
+from gateway.events import READ, LedgerEvent, decode_entry
+from gateway.merkle import leaf_hash, root_from_leaves, root_from_nodes, subtree_ranges_for_size
+from gateway.store import ACCEPTED, CONFLICT, DUPLICATE
+from gateway.store.sqlite import SqliteStore
+from tests.helpers import T0, Officer, db_path, incoming, make_envelope
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await SqliteStore.open(db_path(tmp_path))
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="module")
+def people() -> tuple[Officer, list[Officer]]:
+    return Officer(), [Officer(), Officer()]
+
+
+def raw(tmp_path) -> sqlite3.Connection:
+    return sqlite3.connect(db_path(tmp_path))
+
+
+async def test_accept_delivers_to_inbox_with_two_ledger_events(store, tmp_path, people) -> None:
+    sender, readers = people
+    env = make_envelope(sender, readers)
+    outcome = await store.accept(incoming(env))
+    assert outcome.status == ACCEPTED and outcome.seqs == (0, 1)
+    stored = await store.get_message(env.header.id)
+    assert stored is not None and stored.envelope == env.raw and stored.digest == env.digest
+    with raw(tmp_path) as db:
+        assert db.execute("SELECT desk, message_id FROM inbox").fetchall() == [
+            ("border-liaison@vn-mps", env.header.id)]
+        entries = [decode_entry(r[0]) for r in db.execute("SELECT entry FROM ledger ORDER BY seq")]
+    assert [e["type"] for e in entries] == ["accepted", "delivered"]
+    assert entries[0]["digest"] == env.digest and entries[0]["msg"] == env.header.id
+    assert await store.events_of_message(env.header.id) == [0, 1]
+
+
+async def test_ledger_entries_hold_no_plaintext(store, tmp_path, people) -> None:
+    sender, readers = people
+    env = make_envelope(sender, readers, payload="Nguyễn Văn A, case HN-2026-001".encode())
+    await store.accept(incoming(env))
+    with raw(tmp_path) as db:
+        blob = b"".join(r[0] for r in db.execute("SELECT entry FROM ledger"))
+    assert "Nguyễn".encode() not in blob and b"HN-2026" not in blob
+
+
+async def test_duplicate_and_conflict(store, people) -> None:
+    sender, readers = people
+    env = make_envelope(sender, readers)
+    assert (await store.accept(incoming(env))).status == ACCEPTED
+    size = store.ledger_size()
+    assert (await store.accept(incoming(env))).status == DUPLICATE
+    other = make_envelope(sender, readers, message_id=env.header.id, payload=b"different")
+    assert (await store.accept(incoming(other))).status == CONFLICT
+    assert store.ledger_size() == size
+
+
+async def test_relay_goes_to_the_partner_outbox_by_rank(store, tmp_path, people) -> None:
+    sender, readers = people
+    for priority in ("routine", "flash"):
+        env = make_envelope(sender, readers, priority=priority, to="anti-trafficking@kh-cnp")
+        outcome = await store.accept(incoming(env, relay_to="kh-cnp"))
+        assert outcome.status == ACCEPTED and len(outcome.seqs) == 1
+    with raw(tmp_path) as db:
+        rows = db.execute("SELECT partner, rank FROM outbox ORDER BY rank, seq").fetchall()
+    assert rows == [("kh-cnp", 0), ("kh-cnp", 3)]
+
+
+async def test_concurrent_accepts_share_commits(store, people) -> None:
+    sender, readers = people
+    envs = [make_envelope(sender, readers) for _ in range(300)]
+    outcomes = await asyncio.gather(*(store.accept(incoming(e)) for e in envs))
+    assert all(o.status == ACCEPTED for o in outcomes)
+    assert store.committed_ops == 300 and store.commits < 100
+    assert store.ledger_size() == 600
+    assert sorted(s for o in outcomes for s in o.seqs) == list(range(600))
+
+
+async def test_same_id_twice_in_one_batch(store, people) -> None:
+    sender, readers = people
+    env = make_envelope(sender, readers)
+    outcomes = await asyncio.gather(*(store.accept(incoming(env)) for _ in range(5)))
+    assert sorted(o.status for o in outcomes) == [ACCEPTED] + [DUPLICATE] * 4
+
+
+async def test_ledger_is_append_only_in_the_database(store, tmp_path, people) -> None:
+    sender, readers = people
+    await store.accept(incoming(make_envelope(sender, readers)))
+    with raw(tmp_path) as db:
+        for sql in ("UPDATE ledger SET entry = x'00'", "DELETE FROM ledger",
+                    "DELETE FROM ledger_by_message", "UPDATE ledger_by_message SET seq = 9"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute(sql)
+
+
+async def test_reopen_restores_the_tree(tmp_path, people) -> None:
+    sender, readers = people
+    path = db_path(tmp_path)
+    store = await SqliteStore.open(path)
+    for _ in range(13):
+        await store.accept(incoming(make_envelope(sender, readers)))
+    await store.close()
+    store = await SqliteStore.open(path)
+    try:
+        assert store.ledger_size() == 26
+        await store.append_events([LedgerEvent(READ, "a" * 32, T0, actor="0" * 16)])
+        with raw(tmp_path) as db:
+            leaves = [r[0] for r in db.execute("SELECT leaf_hash FROM ledger ORDER BY seq")]
+            assert leaves == [leaf_hash(r[0]) for r in
+                              db.execute("SELECT entry FROM ledger ORDER BY seq")]
+        nodes = await store.ledger_nodes(subtree_ranges_for_size(27))
+        assert root_from_nodes(27, nodes) == root_from_leaves(leaves)
+    finally:
+        await store.close()
+
+
+async def test_failed_commit_saves_nothing_and_the_store_recovers(store, tmp_path, people) -> None:
+    sender, readers = people
+    await store.accept(incoming(make_envelope(sender, readers)))
+    with raw(tmp_path) as db:  # an injected fault: inserts into one desk's inbox fail
+        db.execute("CREATE TRIGGER boom BEFORE INSERT ON inbox WHEN NEW.desk = 'boom@vn-mps'"
+                   " BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    good = make_envelope(sender, readers)
+    bad = make_envelope(sender, readers, to="boom@vn-mps")
+    results = await asyncio.gather(store.accept(incoming(good)), store.accept(incoming(bad)),
+                                   return_exceptions=True)
+    assert any(isinstance(r, StoreError) for r in results)
+    size_after_failure = store.ledger_size()
+    with raw(tmp_path) as db:
+        assert db.execute("SELECT count(*) FROM ledger").fetchone()[0] == size_after_failure
+        assert db.execute("SELECT count(*) FROM messages WHERE id = ?",
+                          (bad.header.id,)).fetchone()[0] == 0
+        db.execute("DROP TRIGGER boom")
+    retry = await store.accept(incoming(bad))
+    assert retry.status == ACCEPTED and retry.seqs[0] == size_after_failure
+
+
+async def test_schema_version_is_recorded_and_newer_refused(tmp_path) -> None:
+    store = await SqliteStore.open(db_path(tmp_path))
+    await store.close()
+    with raw(tmp_path) as db:
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.execute("INSERT INTO schema_version VALUES (99)")
+    with pytest.raises(StoreError, match="newer than this gateway"):
+        await SqliteStore.open(db_path(tmp_path))
+
+
+async def test_closed_store_refuses_writes(tmp_path) -> None:
+    store = await SqliteStore.open(db_path(tmp_path))
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.append_events([LedgerEvent(READ, "a" * 32, T0)])
