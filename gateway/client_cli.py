@@ -14,7 +14,6 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.cliutil import EXIT_OK, get_passphrase, run_command
-from gateway.logs import configure_logging
 from gateway.crypto.keyfile import KeyBundle, read_public, save_bundle
 from gateway.crypto.keys import (
     ROLE_OFFICER_ENCRYPTION,
@@ -24,6 +23,7 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
     VerifyKey,
 )
+from gateway.logs import configure_logging
 
 PROG = "gateway-client"
 

@@ -12,8 +12,9 @@ docs/PROTOCOL.md ("Ledger entries") is the normative description.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+import operator
+from json.encoder import encode_basestring
+from typing import Any, NamedTuple
 
 from gateway.errors import LedgerError
 
@@ -36,9 +37,12 @@ _OPTIONAL = ("digest", "sender", "recipient", "kind", "priority", "partner", "ac
              "outcome", "reason")
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEvent:
-    """One state change of one message. ``time_ms`` is Unix milliseconds."""
+class LedgerEvent(NamedTuple):
+    """One state change of one message. ``time_ms`` is Unix milliseconds.
+
+    (A named tuple: two are built for every accepted message, on the committer's hot
+    path. Values are checked when the event is encoded, which every event is.)
+    """
 
     type: str
     message_id: str
@@ -54,12 +58,31 @@ class LedgerEvent:
     outcome: str | None = None  # e.g. a receipt's accepted / duplicate / rejected
     reason: str | None = None  # a stable reason code, never free text
 
-    def __post_init__(self) -> None:
+    def encode(self, seq: int) -> bytes:
+        """The entry bytes of this event at position ``seq`` (0-based).
+
+        Canonical JSON written by hand in sorted key order: this runs for every ledger
+        append, and is several times faster than ``json.dumps(sort_keys=True)``, which the
+        tests check it equals.
+        """
         if self.type not in EVENT_TYPES:
             raise LedgerError(f"unknown ledger event type {self.type!r}")
+        if type(self.time_ms) is not int:
+            raise LedgerError("ledger event time must be integer milliseconds")
+        try:
+            body = ",".join([
+                key + encode_basestring(value)
+                for key, value in zip(_SORTED_KEYS, _SORTED_VALUES(self), strict=True)
+                if value is not None
+            ])
+        except TypeError:
+            raise LedgerError("ledger event fields must be strings") from None
+        return (
+            f'{{{body},"seq":{seq},"t":{self.time_ms},"type":"{self.type}","v":{ENTRY_VERSION}}}'
+        ).encode()
 
-    def encode(self, seq: int) -> bytes:
-        """The entry bytes of this event at position ``seq`` (0-based)."""
+    def reference_encode(self, seq: int) -> bytes:
+        """The same bytes through the JSON library (the definition ``encode`` must meet)."""
         doc: dict[str, Any] = {
             "v": ENTRY_VERSION, "seq": seq, "type": self.type, "msg": self.message_id,
             "t": self.time_ms,
@@ -82,3 +105,12 @@ def decode_entry(data: bytes) -> dict[str, Any]:
     if not isinstance(doc.get("seq"), int) or doc.get("type") not in EVENT_TYPES:
         raise LedgerError("ledger entry lacks seq or type")
     return doc
+
+
+# The string fields in the sorted order of their JSON keys ("seq", "t", "type" and "v" sort
+# after all of them), for LedgerEvent.encode.
+_SORTED_FIELDS = sorted(
+    [("msg", "message_id")] + [(name, name) for name in _OPTIONAL], key=lambda pair: pair[0]
+)
+_SORTED_KEYS = tuple(f'"{key}":' for key, _ in _SORTED_FIELDS)
+_SORTED_VALUES = operator.attrgetter(*(name for _, name in _SORTED_FIELDS))

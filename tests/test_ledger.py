@@ -224,8 +224,8 @@ async def test_two_rows_swapped(built) -> None:
     tamper(
         built,
         "DELETE FROM ledger WHERE seq IN (5, 6)",
-        f"INSERT INTO ledger VALUES (5, x'{b[0].hex()}', x'{b[1].hex()}', x'{b[2].hex()}')",
-        f"INSERT INTO ledger VALUES (6, x'{a[0].hex()}', x'{a[1].hex()}', x'{a[2].hex()}')",
+        f"INSERT INTO ledger VALUES (5, NULL, x'{b[0].hex()}', x'{b[1].hex()}', x'{b[2].hex()}')",
+        f"INSERT INTO ledger VALUES (6, NULL, x'{a[0].hex()}', x'{a[1].hex()}', x'{a[2].hex()}')",
     )
     assert "ledger entry 5 holds the entry of position 6" in await verify_fails(built)
 

@@ -829,3 +829,12 @@ def test_proofs_in_huge_trees(size: int, data: st.DataObject) -> None:
     assert _refused(
         verify_consistency, old, size, root_from_nodes(old, store), root, [*cproof, root]
     )
+
+
+def test_append_nodes_matches_append() -> None:
+    a, b = CompactRange(), CompactRange()
+    for i in range(300):
+        leaf = leaf_hash(i.to_bytes(4, "big"))
+        expected = b"".join(h for _, _, h in a.append(leaf)[1:])
+        assert b.append_nodes(leaf) == expected
+        assert b.size == a.size and b.hashes == a.hashes

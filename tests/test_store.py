@@ -99,8 +99,10 @@ async def test_ledger_is_append_only_in_the_database(store, tmp_path, people) ->
     sender, readers = people
     await store.accept(incoming(make_envelope(sender, readers)))
     with raw(tmp_path) as db:
-        for sql in ("UPDATE ledger SET entry = x'00'", "DELETE FROM ledger",
-                    "DELETE FROM ledger_by_message", "UPDATE ledger_by_message SET seq = 9"):
+        db.execute("INSERT INTO checkpoints VALUES (1, x'00', x'00', 0)")
+        for sql in ("UPDATE ledger SET entry = x'00'", "UPDATE ledger SET msg = NULL",
+                    "DELETE FROM ledger", "UPDATE checkpoints SET size = 2",
+                    "DELETE FROM checkpoints"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(sql)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
-from gateway.crypto import vectors
+from gateway import vectors
 from gateway.crypto.envelope import open_envelope, verify_envelope
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
-from gateway.crypto.note import NoteVerifier, verify_note
+from gateway.crypto.note import NoteVerifier
+from gateway.events import decode_entry
+from gateway.ledger import open_checkpoint
+from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 
@@ -45,9 +49,25 @@ def test_documented_envelopes_verify_and_open() -> None:
             )
 
 
-def test_documented_note_verifies() -> None:
+def test_documented_ledger_and_checkpoint_verify() -> None:
     section = block().split("### Vector ")[-1]
-    (note_text,) = _code_blocks(section)
+    entries_text, note_text = _code_blocks(section)
+    entries = [line.encode("utf-8") for line in entries_text.split("\n")]
+    leaves = [leaf_hash(e) for e in entries]
+    for seq, (entry, leaf) in enumerate(zip(entries, leaves, strict=True)):
+        assert f"leaf hash {seq}: `{leaf.hex()}`" in section
+        assert decode_entry(entry)["seq"] == seq
     key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL))
-    assert verify_note((note_text + "\n").encode(), [NoteVerifier(vectors.NOTE_NAME, key.public)]) \
-        == vectors.NOTE_TEXT
+    checkpoint = open_checkpoint((note_text + "\n").encode(), vectors.NOTE_NAME,
+                                 [NoteVerifier(vectors.NOTE_NAME, key.public)])
+    assert checkpoint.size == 3
+    hexes = re.findall(r"`([0-9a-f]{64})`", section.split("inclusion proof of entry 1")[1]
+                       .split("\n")[0])
+    verify_inclusion(leaves[1], 1, 3, [bytes.fromhex(h) for h in hexes], checkpoint.root)
+    old_root = bytes.fromhex(re.search(r"root of size 2: `([0-9a-f]{64})`", section).group(1))
+    hexes = re.findall(r"`([0-9a-f]{64})`", section.split("consistency proof from size 2")[1]
+                       .split("\n")[0])
+    verify_consistency(2, 3, old_root, checkpoint.root, [bytes.fromhex(h) for h in hexes])
+    # The first entry records vector 1's envelope by its SHA-256.
+    first_envelope = vectors.VECTORS[0].seal()
+    assert decode_entry(entries[0])["digest"] == hashlib.sha256(first_envelope).hexdigest()

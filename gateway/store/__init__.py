@@ -16,7 +16,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,11 +86,12 @@ class StoredMessage:
 class Store(Protocol):
     """What the gateway needs from durable storage."""
 
-    async def accept(self, message: IncomingMessage) -> AcceptOutcome:
-        """Store a message with its events, or recognise it as a duplicate; durable on return."""
+    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]:
+        """Store a message with its events, or recognise it as a duplicate; durable when
+        the awaitable completes."""
 
-    async def append_events(self, events: Sequence[LedgerEvent]) -> tuple[int, ...]:
-        """Append events to the ledger durably; return their positions."""
+    def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
+        """Append events to the ledger; their positions, once durable."""
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
