@@ -30,6 +30,7 @@ lint: $(BIN)/.installed
 ## bench: every benchmark, each printing its figures next to the raw limit
 bench: $(BIN)/.installed
 	$(BIN)/python bench/crypto.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

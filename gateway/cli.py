@@ -326,7 +326,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("warning", "auto")  # `run` reconfigures from its config
+    configure_logging("error", "auto")  # commands speak for themselves; `run` reconfigures
     return run_command(PROG, lambda: COMMANDS[args.command](args))
 
 

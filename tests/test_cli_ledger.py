@@ -7,6 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.crypto.keyfile import load_bundle
@@ -64,19 +66,46 @@ def test_verify_prove_checkpoint(tmp_path: Path) -> None:
     assert doc["checkpoint"]["size"] == 24 and len(doc["events"]) == 2
 
 
-def test_tampered_ledger_fails_verify_and_the_gateway_refuses_to_start(tmp_path: Path) -> None:
+def _swap_rows(db: sqlite3.Connection) -> None:
+    a = db.execute("SELECT seq, msg, entry, leaf_hash, nodes FROM ledger WHERE seq = 7").fetchone()
+    b = db.execute("SELECT seq, msg, entry, leaf_hash, nodes FROM ledger WHERE seq = 8").fetchone()
+    db.execute("DELETE FROM ledger WHERE seq IN (7, 8)")
+    db.execute("INSERT INTO ledger VALUES (7, ?, ?, ?, ?)", b[1:])
+    db.execute("INSERT INTO ledger VALUES (8, ?, ?, ?, ?)", a[1:])
+
+
+def _change_one_byte(db: sqlite3.Connection) -> None:
+    entry = db.execute("SELECT entry FROM ledger WHERE seq = 7").fetchone()[0]
+    db.execute("UPDATE ledger SET entry = ? WHERE seq = 7",
+               (entry.replace(b'"delivered"', b'"delivereD"'),))
+
+
+TAMPERING = {
+    "one byte changed": (_change_one_byte, "ledger entry 7"),
+    "one row deleted": (lambda db: db.execute("DELETE FROM ledger WHERE seq = 7"),
+                        "ledger entry 7 is missing"),
+    "two rows swapped": (_swap_rows, "ledger entry 7 holds the entry of position 8"),
+    "tail cut": (lambda db: db.execute("DELETE FROM ledger WHERE seq >= 7"),
+                 "ledger entry 7 is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_tampered_ledger_fails_verify_and_the_gateway_refuses_to_start(
+    tmp_path: Path, case: str
+) -> None:
     cfg = make_gateway(tmp_path)
     asyncio.run(populate(cfg))
+    tamper, expected = TAMPERING[case]
     database = load_config(cfg).database
     with sqlite3.connect(database) as db:
-        entry = db.execute("SELECT entry FROM ledger WHERE seq = 7").fetchone()[0]
         db.execute("DROP TRIGGER ledger_no_update")
-        db.execute("UPDATE ledger SET entry = ? WHERE seq = 7",
-                   (entry.replace(b'"delivered"', b'"delivereD"'),))
+        db.execute("DROP TRIGGER ledger_no_delete")
+        tamper(db)
     bad = gateway("ledger", "verify", "--config", str(cfg))
     assert bad.returncode == 1
-    assert "ledger entry 7" in one_line_error(bad).split("error: ", 1)[1]
+    assert expected in one_line_error(bad)
     run = gateway("run", "--config", str(cfg))
     assert run.returncode == 1
-    assert "ledger entry 7" in run.stderr.strip().splitlines()[-1]
+    assert expected in run.stderr.strip().splitlines()[-1]
     assert "Traceback" not in run.stderr

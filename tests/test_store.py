@@ -165,3 +165,31 @@ async def test_closed_store_refuses_writes(tmp_path) -> None:
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.append_events([LedgerEvent(READ, "a" * 32, T0)])
+
+
+async def test_transaction_commits_or_rolls_back(store, tmp_path, people) -> None:
+    async with store.transaction() as tx:
+        await tx.execute("CREATE TABLE notes (k TEXT PRIMARY KEY, v TEXT)")
+        await tx.execute("INSERT INTO notes VALUES ('a', '1')")
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO notes VALUES ('b', '2')")
+            raise RuntimeError("changed my mind")
+    with pytest.raises(sqlite3.IntegrityError):
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO notes VALUES ('c', '3')")
+            await tx.execute("INSERT INTO notes VALUES ('a', 'duplicate key')")
+    with raw(tmp_path) as db:
+        assert db.execute("SELECT k, v FROM notes").fetchall() == [("a", "1")]
+    # Accepts keep working around transactions, and never interleave with them.
+    sender, readers = people
+
+    async def slow_transaction() -> None:
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO notes VALUES ('d', '4')")
+            await asyncio.sleep(0.05)
+
+    results = await asyncio.gather(
+        slow_transaction(), *(store.accept(incoming(make_envelope(sender, readers)))
+                              for _ in range(20)))
+    assert all(r.status == ACCEPTED for r in results[1:])

@@ -17,8 +17,9 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.crypto.envelope import Envelope
 from gateway.events import LedgerEvent
@@ -117,5 +118,9 @@ class Store(Protocol):
     async def checkpoints(self) -> list[StoredCheckpoint]: ...
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A write transaction for non-message state: commits at the end, rolls back on
+        error, never interleaved with message commits."""
 
     async def close(self) -> None: ...

@@ -26,6 +26,7 @@ Design
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import sqlite3
@@ -333,6 +334,9 @@ class SqliteStore:
         # ids spares the committer a database lookup per event.
         self._recent: dict[str, tuple[str, int]] = {}
         self._wake = asyncio.Event()
+        # Held by whoever has a transaction open on the writer connection: a committed
+        # batch, or a caller of transaction().
+        self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0  # batches committed, for benchmarks and status
@@ -449,6 +453,10 @@ class SqliteStore:
 
     async def _write(self, batch: list[_Op], plan: _Plan) -> bool:
         """Commit one planned batch; answer its callers. False if nothing was saved."""
+        async with self._write_lock:
+            return await self._write_locked(batch, plan)
+
+    async def _write_locked(self, batch: list[_Op], plan: _Plan) -> bool:
         w = self._writer
         try:
             try:
@@ -525,6 +533,30 @@ class SqliteStore:
             ) as cur:
                 known.update({row[0]: (row[1], row[2]) for row in await cur.fetchall()})
         return known
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction for state that is not a message or a ledger event
+        (configuration-like rows such as desks and enrollment codes).
+
+        Commits (with fsync) when the block ends, rolls back if it raises. It waits for,
+        and holds off, the committer, so the two never interleave on the connection.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                yield w
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+            try:
+                await w.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await w.execute("ROLLBACK")
+                raise StoreError(f"database write failed ({exc}); nothing was saved") from None
 
     async def checkpoint_wal(self) -> None:
         """Move the write-ahead log into the database file (for copies and benchmarks)."""
@@ -675,7 +707,7 @@ async def _load_frontier(conn: aiosqlite.Connection) -> CompactRange | None:
     if size == 0:
         return CompactRange()
     if count != size:
-        log.error("ledger_rows_missing", rows=count, size=size)
+        log.warning("ledger_rows_missing", rows=count, size=size)
         return None
     nodes = subtree_ranges_for_size(size)
     rows: dict[int, LedgerRow] = {}
@@ -688,5 +720,5 @@ async def _load_frontier(conn: aiosqlite.Connection) -> CompactRange | None:
     try:
         return CompactRange(size, [_node_hash_in(rows, n) for n in nodes])
     except StoreError:
-        log.error("ledger_frontier_unreadable", size=size)
+        log.warning("ledger_frontier_unreadable", size=size)
         return None
