@@ -55,22 +55,24 @@ def _b64(hashes: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode("ascii") for h in hashes]
 
 
-async def get_inclusion_proof(request: web.Request) -> web.Response:
-    index, size = _int_param(request, "index"), _int_param(request, "size")
+async def _proof(request: web.Request, first: str, second: str) -> web.Response:
+    """Answer a proof request named by two size/index query parameters."""
+    ledger = request.app[LEDGER]
+    a, b = _int_param(request, first), _int_param(request, second)
+    make = ledger.inclusion_proof if first == "index" else ledger.consistency_proof
     try:
-        proof = await request.app[LEDGER].inclusion_proof(index, size)
+        proof = await make(a, b)
     except LedgerError as exc:
         raise ClientError(exc.message, code="bad_proof_request") from None
-    return web.json_response({"index": index, "size": size, "proof": _b64(proof)})
+    return web.json_response({first: a, second: b, "proof": _b64(proof)})
+
+
+async def get_inclusion_proof(request: web.Request) -> web.Response:
+    return await _proof(request, "index", "size")
 
 
 async def get_consistency_proof(request: web.Request) -> web.Response:
-    old, new = _int_param(request, "old"), _int_param(request, "new")
-    try:
-        proof = await request.app[LEDGER].consistency_proof(old, new)
-    except LedgerError as exc:
-        raise ClientError(exc.message, code="bad_proof_request") from None
-    return web.json_response({"old": old, "new": new, "proof": _b64(proof)})
+    return await _proof(request, "old", "new")
 
 
 def add_routes(app: web.Application) -> None:
