@@ -18,14 +18,29 @@ import structlog
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
-from gateway.channels import peer
+from gateway.appkeys import (
+    CLOCK,
+    CONFIG,
+    DELIVERY,
+    DIRECTORY,
+    HUB,
+    IDENTITY,
+    LEDGER,
+    LIMITER,
+    SESSIONS,
+    STORE,
+)
+from gateway.channels import client, peer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
+from gateway.delivery import Delivery
+from gateway.directory import DirectoryService
 from gateway.errors import GatewayError, LedgerError
+from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.sessions import RateLimiter, Sessions
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
 
@@ -105,11 +120,30 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
             ledger, config.ledger.checkpoint_every, config.ledger.checkpoint_interval
         )
         store.on_commit.append(schedule.notify)
-        async with background("checkpoints", schedule.run):
+        directory = DirectoryService(store, identity.gateway_id, app[CLOCK])
+        await directory.reload()
+        hub = Hub(config.limits.stream_queue)
+        store.on_notify.append(hub.publish)
+        app[DIRECTORY], app[HUB] = directory, hub
+        app[SESSIONS] = Sessions(app[CLOCK], ttl_seconds=config.officers.session_minutes * 60)
+        app[LIMITER] = RateLimiter(app[CLOCK], config.limits.requests_per_second,
+                                   config.limits.burst)
+        app[DELIVERY] = Delivery(
+            store, directory, app[CLOCK], gateway=identity.gateway_id,
+            max_envelope=config.server.max_body_bytes,
+            clock_skew_ms=int(config.officers.clock_skew_seconds * 1000),
+        )
+        async with background("checkpoints", schedule.run), \
+                background("directory", directory.watch):
             yield
         await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
     finally:
         await store.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    if HUB in app:
+        app[HUB].close_all()
 
 
 def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None) -> web.Application:
@@ -121,8 +155,10 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(store_and_ledger)
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)
     peer.add_routes(app)
+    client.add_routes(app)
     return app
 
 

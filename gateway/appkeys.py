@@ -6,8 +6,12 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.delivery import Delivery
+from gateway.directory import DirectoryService
+from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import Ledger
+from gateway.sessions import RateLimiter, Sessions
 from gateway.store import Store
 
 CONFIG = web.AppKey("config", Config)
@@ -15,3 +19,8 @@ IDENTITY = web.AppKey("identity", Identity)
 CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", Store)
 LEDGER = web.AppKey("ledger", Ledger)
+DIRECTORY = web.AppKey("directory", DirectoryService)
+SESSIONS = web.AppKey("sessions", Sessions)
+LIMITER = web.AppKey("limiter", RateLimiter)
+HUB = web.AppKey("hub", Hub)
+DELIVERY = web.AppKey("delivery", Delivery)

@@ -12,6 +12,7 @@ import json
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from gateway.config import Config, load_config
 from gateway.crypto.keyfile import KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteVerifier
-from gateway.errors import ConfigError, KeyFileError, LedgerError
+from gateway.enrollment import code_hash, new_code
+from gateway.errors import ConfigError, GatewayError, KeyFileError, LedgerError
 from gateway.identity import Identity
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
@@ -93,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(prove)
     checkpoint = ledger_sub.add_parser("checkpoint", help="sign a checkpoint of the ledger now")
     _add_config(checkpoint)
+
+    p = sub.add_parser("desks", help="create and list desks")
+    desks_sub = p.add_subparsers(dest="desks_command", metavar="DESKS_COMMAND", required=True)
+    add = desks_sub.add_parser("add", help="create a desk")
+    add.add_argument("name", metavar="NAME", help="desk name, e.g. border-liaison")
+    add.add_argument("--supervisor", metavar="DESK", help="desk notified when service levels break")
+    _add_config(add)
+    _add_config(desks_sub.add_parser("list", help="list desks and their officers"))
+
+    p = sub.add_parser("officers", help="invite, list and revoke officers")
+    off_sub = p.add_subparsers(dest="officers_command", metavar="OFFICERS_COMMAND", required=True)
+    invite = off_sub.add_parser("invite", help="make a one-time enrollment code")
+    invite.add_argument("--desk", action="append", required=True, metavar="DESK",
+                        help="desk the officer joins (repeat for several)")
+    invite.add_argument("--hours", type=float, metavar="H",
+                        help="code validity in hours (default from the config)")
+    _add_config(invite)
+    _add_config(off_sub.add_parser("list", help="list officers and their bindings"))
+    revoke = off_sub.add_parser("revoke", help="end an officer's binding at once")
+    revoke.add_argument("officer", metavar="OFFICER_ID")
+    _add_config(revoke)
 
     p = sub.add_parser("run", help="serve the gateway until interrupted")
     _add_config(p)
@@ -268,6 +291,80 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+# --- desks and officers ----------------------------------------------------------------
+
+
+def _fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def cmd_desks(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    clock = SystemClock()
+
+    async def go() -> None:
+        store = await SqliteStore.open(config.database)
+        try:
+            if args.desks_command == "add":
+                if not _ID.fullmatch(args.name):
+                    raise ConfigError(f"desk name {args.name!r}: must be 1-63 lowercase "
+                                      "letters, digits or inner hyphens")
+                await store.add_desk(args.name, args.supervisor, clock.now_ms())
+                print(f"desk {args.name}@{config.gateway.id} created")
+                return
+            officers = await store.officers()
+            now = clock.now_ms()
+            for desk in await store.desks():
+                members = [o.id for o in officers if desk.name in o.desks
+                           and o.revoked_ms is None and o.not_after_ms > now]
+                supervisor = f" (supervisor {desk.supervisor})" if desk.supervisor else ""
+                print(f"{desk.name}@{config.gateway.id}{supervisor}: "
+                      f"{len(members)} officer(s) {' '.join(members)}".rstrip())
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return EXIT_OK
+
+
+def cmd_officers(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    clock = SystemClock()
+
+    async def go() -> None:
+        store = await SqliteStore.open(config.database)
+        try:
+            now = clock.now_ms()
+            if args.officers_command == "invite":
+                hours = args.hours if args.hours is not None else config.officers.invite_hours
+                if not 0 < hours <= 24 * 30:
+                    raise ConfigError(f"--hours {hours}: must be more than 0 and at most 720")
+                code = new_code()
+                expires = now + int(hours * 3_600_000)
+                await store.add_enrollment_code(code_hash(code), args.desk, now, expires)
+                print(code)
+                print(f"one-time enrollment code for {', '.join(args.desk)}; valid until "
+                      f"{_fmt_time(expires)}. Give it to the officer by a separate channel.",
+                      file=sys.stderr)
+            elif args.officers_command == "revoke":
+                if not await store.revoke_officer(args.officer, now):
+                    raise GatewayError(f"no active officer {args.officer}")
+                print(f"officer {args.officer} revoked")
+            else:
+                for o in await store.officers():
+                    state = ("revoked " + _fmt_time(o.revoked_ms)) if o.revoked_ms else (
+                        "expired" if o.not_after_ms <= now else "active")
+                    print(f"{o.id}  {state:9}  desks {','.join(o.desks) or '-'}  "
+                          f"signing key {o.sign_key_id}  until {_fmt_time(o.not_after_ms)}")
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return EXIT_OK
+
+
 # --- run -------------------------------------------------------------------------------
 
 
@@ -320,6 +417,8 @@ COMMANDS = {
     "keys": cmd_keys_show,
     "config": cmd_config_check,
     "ledger": cmd_ledger,
+    "desks": cmd_desks,
+    "officers": cmd_officers,
     "run": cmd_run,
 }
 

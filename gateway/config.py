@@ -128,6 +128,25 @@ class LedgerSection:
 
 
 @dataclass(frozen=True)
+class OfficersSection:
+    binding_days: float = _key(365.0, _range(0.01, 3650), doc="how long an officer binding lasts")
+    invite_hours: float = _key(72.0, _range(0.01, 720), doc="default life of an enrollment code")
+    session_minutes: float = _key(60.0, _range(0.1, 1440), doc="life of a signed-in session")
+    clock_skew_seconds: float = _key(300.0, _range(1, 86_400),
+                                     doc="how far a client's timestamps may be off")
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    requests_per_second: float = _key(50.0, _range(0.1, 100_000),
+                                      doc="sustained requests per officer")
+    burst: int = _key(200, _range(1, 1_000_000), doc="requests an officer may make at once")
+    inbox_page: int = _key(100, _range(1, 1000), doc="most messages per inbox page")
+    stream_queue: int = _key(1000, _range(10, 100_000),
+                             doc="live events buffered per stream before it is cut")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
     format: str = _key("auto", _one_of("auto", "json", "console"), doc="auto: JSON unless a tty")
@@ -141,6 +160,8 @@ class Config:
     server: ServerSection
     store: StoreSection
     ledger: LedgerSection
+    officers: OfficersSection
+    limits: LimitsSection
     log: LogSection
 
     @property
@@ -159,6 +180,8 @@ _SECTIONS: dict[str, tuple[type[Any], bool]] = {
     "server": (ServerSection, False),
     "store": (StoreSection, False),
     "ledger": (LedgerSection, False),
+    "officers": (OfficersSection, False),
+    "limits": (LimitsSection, False),
     "log": (LogSection, False),
 }
 

@@ -134,3 +134,25 @@ class ClientError(GatewayError, ValueError):
 
     code = "bad_request"
     http_status = 400
+
+
+class ForbiddenError(ClientError):
+    """Authenticated, but not allowed to do this (e.g. another desk's inbox)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFoundError(ClientError):
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(ClientError):
+    code = "conflict"
+    http_status = 409
+
+
+class TooLargeError(ClientError):
+    code = "too_large"
+    http_status = 413

@@ -11,6 +11,7 @@ from gateway.errors import StoreError
 from gateway.events import READ, LedgerEvent, decode_entry
 from gateway.merkle import leaf_hash, root_from_leaves, root_from_nodes, subtree_ranges_for_size
 from gateway.store import ACCEPTED, CONFLICT, DUPLICATE
+from gateway.store.schema import MIGRATIONS
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import T0, Officer, db_path, incoming, make_envelope
 
@@ -153,7 +154,8 @@ async def test_schema_version_is_recorded_and_newer_refused(tmp_path) -> None:
     store = await SqliteStore.open(db_path(tmp_path))
     await store.close()
     with raw(tmp_path) as db:
-        assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
+            MIGRATIONS[-1][0])
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         db.execute("INSERT INTO schema_version VALUES (99)")
     with pytest.raises(StoreError, match="newer than this gateway"):

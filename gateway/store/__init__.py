@@ -16,7 +16,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -72,6 +72,80 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadAck:
+    """An officer's signed statement that a message was opened and read."""
+
+    message_id: str
+    officer_id: str
+    officer_key_id: str
+    read_ms: int
+    ack: bytes  # the signed acknowledgement as received, kept as evidence
+
+
+READ_RECORDED = "recorded"
+READ_DUPLICATE = "duplicate"
+READ_UNKNOWN = "unknown_message"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """Something a desk's officers should hear about at once (live stream)."""
+
+    desk: str  # desk address
+    kind: str  # "message", "read" or "reply"
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    cursor: int
+    message_id: str
+    digest: str
+    kind: str
+    priority: str
+    sender: str
+    recipient: str
+    thread: str
+    in_reply_to: str | None
+    created_ms: int
+    expires_ms: int
+    delivered_ms: int
+    first_read_ms: int | None
+    first_reply_ms: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor, "id": self.message_id, "digest": self.digest,
+            "kind": self.kind, "priority": self.priority, "from": self.sender,
+            "to": self.recipient, "thread": self.thread, "in_reply_to": self.in_reply_to,
+            "created": self.created_ms, "expires": self.expires_ms,
+            "delivered": self.delivered_ms, "first_read": self.first_read_ms,
+            "first_reply": self.first_reply_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeskRow:
+    name: str  # local desk name, without "@gateway"
+    supervisor: str | None
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfficerRow:
+    id: str
+    sign_key: bytes
+    sign_key_id: str
+    enc_key: bytes
+    enc_key_id: str
+    binding: bytes
+    enrolled_ms: int
+    not_after_ms: int
+    revoked_ms: int | None
+    desks: tuple[str, ...]  # local desk names
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     id: str
     digest: str
@@ -80,8 +154,11 @@ class StoredMessage:
     priority: str
     sender: str
     recipient: str
+    thread: str
     accepted_ms: int
     origin: str
+    first_read_ms: int | None
+    first_reply_ms: int | None
 
 
 class Store(Protocol):
@@ -94,7 +171,40 @@ class Store(Protocol):
     def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
         """Append events to the ledger; their positions, once durable."""
 
+    def record_read(self, ack: ReadAck) -> Awaitable[str]:
+        """Store a read acknowledgement and its ledger event: READ_RECORDED, or
+        READ_DUPLICATE if this officer already acknowledged it, or READ_UNKNOWN."""
+
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
+
+    async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
+        """A desk's inbox (desk address) in delivery order, after cursor ``after``."""
+
+    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
+        """(officer id, read time) of every read acknowledgement of a message."""
+
+    # --- desks, officers and enrollment (gateway/store/sqlite_desks.py) --------------
+
+    async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow: ...
+
+    async def desks(self) -> list[DeskRow]: ...
+
+    async def officers(self) -> list[OfficerRow]: ...
+
+    async def add_enrollment_code(self, code_hash: bytes, desks: Sequence[str], now_ms: int,
+                                  expires_ms: int) -> None: ...
+
+    async def redeem_enrollment_code(
+        self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow]
+    ) -> OfficerRow:
+        """Atomically use a one-time code and store the officer ``make_officer`` builds
+        for the code's desks; raises EnrollmentError if the code is unknown, used or
+        expired."""
+
+    async def revoke_officer(self, officer_id: str, now_ms: int) -> bool: ...
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection (e.g. an operator command) committed."""
 
     def ledger_size(self) -> int:
         """Number of committed ledger entries."""

@@ -31,100 +31,40 @@ import functools
 import itertools
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 import structlog
 
 from gateway.errors import StoreError
 from gateway.events import ACCEPTED as EV_ACCEPTED
-from gateway.events import DELIVERED, LedgerEvent
+from gateway.events import DELIVERED, READ, REPLIED, LedgerEvent
 from gateway.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
 from gateway.store import (
     ACCEPTED,
     CONFLICT,
     DUPLICATE,
     PRIORITY_RANK,
+    READ_DUPLICATE,
+    READ_RECORDED,
+    READ_UNKNOWN,
     AcceptOutcome,
+    InboxItem,
     IncomingMessage,
     LedgerRow,
+    Notification,
+    ReadAck,
     StoredCheckpoint,
     StoredMessage,
 )
+from gateway.store.schema import MIGRATIONS
+from gateway.store.sqlite_desks import DeskQueries
 
 log = structlog.get_logger("gateway.store")
-
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE messages (
-            mseq        INTEGER PRIMARY KEY,
-            id          TEXT NOT NULL UNIQUE,
-            digest      TEXT NOT NULL,
-            envelope    BLOB NOT NULL,
-            kind        TEXT NOT NULL,
-            priority    TEXT NOT NULL,
-            sender      TEXT NOT NULL,
-            recipient   TEXT NOT NULL,
-            thread      TEXT NOT NULL,
-            in_reply_to TEXT,
-            created_ms  INTEGER NOT NULL,
-            expires_ms  INTEGER NOT NULL,
-            accepted_ms INTEGER NOT NULL,
-            origin      TEXT NOT NULL,
-            actor       TEXT NOT NULL
-        );
-
-        CREATE TABLE inbox (
-            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-            desk         TEXT NOT NULL,
-            message_id   TEXT NOT NULL REFERENCES messages(id),
-            delivered_ms INTEGER NOT NULL,
-            UNIQUE (desk, message_id)
-        );
-        CREATE INDEX inbox_by_desk ON inbox (desk, seq);
-
-        CREATE TABLE outbox (
-            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-            partner    TEXT NOT NULL,
-            rank       INTEGER NOT NULL,
-            message_id TEXT NOT NULL REFERENCES messages(id),
-            queued_ms  INTEGER NOT NULL,
-            UNIQUE (partner, message_id)
-        );
-        CREATE INDEX outbox_order ON outbox (partner, rank, seq);
-
-        CREATE TABLE ledger (
-            seq       INTEGER PRIMARY KEY,
-            msg       INTEGER,
-            entry     BLOB NOT NULL,
-            leaf_hash BLOB NOT NULL,
-            nodes     BLOB NOT NULL
-        );
-        CREATE INDEX ledger_by_message ON ledger (msg) WHERE msg IS NOT NULL;
-        CREATE TABLE checkpoints (
-            size    INTEGER PRIMARY KEY,
-            root    BLOB NOT NULL,
-            note    BLOB NOT NULL,
-            made_ms INTEGER NOT NULL
-        );
-
-        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
-            BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
-        CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
-            BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
-        CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
-            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
-        CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
-            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
-        """,
-    ),
-]
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (mseq, id, digest, envelope, kind, priority, sender, recipient,"
@@ -133,6 +73,9 @@ _INSERT_MESSAGE = (
 )
 _INSERT_INBOX = "INSERT INTO inbox (desk, message_id, delivered_ms) VALUES (?,?,?)"
 _INSERT_OUTBOX = "INSERT INTO outbox (partner, rank, message_id, queued_ms) VALUES (?,?,?,?)"
+_INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
+_FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
+_FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
 _LEDGER_ROWS_PER_INSERT = 1000  # 5,000 parameters per statement
 _MIN_SPLIT = 64  # an idle writer splits a waiting crowd of at least twice this in two
 
@@ -148,6 +91,14 @@ _RECENT_IDS = 65_536  # committed message ids kept in memory with their digest a
 
 # Statements run in phase order so that rows referenced by foreign keys come first.
 PHASE_MESSAGES, PHASE_DEPENDENTS = 0, 1
+
+
+class _Known(NamedTuple):
+    """What planning needs to know of a stored message."""
+
+    digest: str
+    mseq: int
+    sender: str  # desk address of the sending desk
 
 
 @dataclass
@@ -166,12 +117,14 @@ class _Plan:
     """What one batch will write, built by the operations before anything touches disk."""
 
     tip: _Tip
-    known: dict[str, tuple[str, int]]  # message id -> (digest, mseq), stored or planned
+    known: dict[str, _Known]  # message id -> (digest, mseq), stored or planned
     statements: dict[int, dict[str, list[tuple[Any, ...]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
     ledger_rows: list[tuple[int, int | None, bytes, bytes, bytes]] = field(default_factory=list)
-    new_messages: dict[str, tuple[str, int]] = field(default_factory=dict)
+    new_messages: dict[str, _Known] = field(default_factory=dict)
+    reads: set[tuple[str, str]] = field(default_factory=set)  # (message, officer) acknowledged
+    notifications: list[Notification] = field(default_factory=list)
 
     def add(self, phase: int, sql: str, params: tuple[Any, ...]) -> None:
         self.statements[phase][sql].append(params)
@@ -196,11 +149,14 @@ class _Plan:
         self.ledger_rows = []
         return writes
 
-    def add_message(self, message_id: str, digest: str) -> int:
+    def add_message(self, message_id: str, digest: str, sender: str) -> int:
         mseq = self.tip.next_mseq
         self.tip.next_mseq += 1
-        self.known[message_id] = self.new_messages[message_id] = (digest, mseq)
+        self.known[message_id] = self.new_messages[message_id] = _Known(digest, mseq, sender)
         return mseq
+
+    def notify(self, desk: str, what: str, **data: Any) -> None:
+        self.notifications.append(Notification(desk, what, data))
 
     def add_event(self, event: LedgerEvent) -> int:
         """Give ``event`` its position, encode it and extend the Merkle tree."""
@@ -240,7 +196,8 @@ class _AcceptOp(_Op):
         self.message = message
 
     def ids(self) -> Iterable[str]:
-        return (self.message.envelope.header.id,)
+        h = self.message.envelope.header
+        return (h.id,) if h.in_reply_to is None else (h.id, h.in_reply_to)
 
     def plan(self, plan: _Plan) -> None:
         m = self.message
@@ -248,9 +205,9 @@ class _AcceptOp(_Op):
         digest = env.digest
         known = plan.known.get(h.id)
         if known is not None:
-            self.result = AcceptOutcome(DUPLICATE if known[0] == digest else CONFLICT, h.id)
+            self.result = AcceptOutcome(DUPLICATE if known.digest == digest else CONFLICT, h.id)
             return
-        mseq = plan.add_message(h.id, digest)
+        mseq = plan.add_message(h.id, digest, h.sender)
         plan.add(PHASE_MESSAGES, _INSERT_MESSAGE, (
             mseq, h.id, digest, env.raw, h.kind, h.priority, h.sender, h.recipient, h.thread,
             h.in_reply_to, h.created, h.expires, m.received_ms, m.origin, m.actor,
@@ -266,9 +223,20 @@ class _AcceptOp(_Op):
                 DELIVERED, h.id, m.received_ms, recipient=m.deliver_to, kind=h.kind,
                 priority=h.priority,
             )))
+            plan.notify(m.deliver_to, "message", id=h.id, kind=h.kind, priority=h.priority,
+                        sender=h.sender, thread=h.thread, in_reply_to=h.in_reply_to)
         else:
             plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
                      (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms))
+        original = plan.known.get(h.in_reply_to) if h.in_reply_to is not None else None
+        if original is not None and h.kind == "reply":
+            # The answered message's own record: when its first reply came, and by whom.
+            plan.add(PHASE_DEPENDENTS, _FIRST_REPLY, (m.received_ms, h.in_reply_to))
+            seqs.append(plan.add_event(LedgerEvent(
+                REPLIED, h.in_reply_to, m.received_ms, actor=m.actor, ref=h.id,  # type: ignore[arg-type]
+                sender=h.sender,
+            )))
+            plan.notify(original.sender, "reply", id=h.in_reply_to, reply=h.id, sender=h.sender)
         self.result = AcceptOutcome(ACCEPTED, h.id, tuple(seqs))
 
 
@@ -285,6 +253,34 @@ class _EventsOp(_Op):
     def plan(self, plan: _Plan) -> None:
         add = plan.add_event
         self.result = tuple([add(e) for e in self.events])
+
+
+class _ReadOp(_Op):
+    __slots__ = ("ack",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ack: ReadAck) -> None:
+        super().__init__(loop)
+        self.ack = ack
+
+    def ids(self) -> Iterable[str]:
+        return (self.ack.message_id,)
+
+    def plan(self, plan: _Plan) -> None:
+        a = self.ack
+        original = plan.known.get(a.message_id)
+        if original is None:
+            self.result = READ_UNKNOWN
+            return
+        if (a.message_id, a.officer_id) in plan.reads:
+            self.result = READ_DUPLICATE
+            return
+        plan.reads.add((a.message_id, a.officer_id))
+        plan.add(PHASE_DEPENDENTS, _INSERT_READ, (a.message_id, a.officer_id, a.read_ms, a.ack))
+        plan.add(PHASE_DEPENDENTS, _FIRST_READ, (a.read_ms, a.message_id))
+        plan.add_event(LedgerEvent(READ, a.message_id, a.read_ms, actor=a.officer_key_id))
+        plan.notify(original.sender, "read", id=a.message_id, officer=a.officer_id,
+                    read=a.read_ms)
+        self.result = READ_RECORDED
 
 
 class _CheckpointOp(_Op):
@@ -315,7 +311,7 @@ async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
     return conn
 
 
-class SqliteStore:
+class SqliteStore(DeskQueries):
     """The :class:`gateway.store.Store` on one SQLite file."""
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
@@ -332,7 +328,7 @@ class SqliteStore:
         self._pending: list[_Op] = []
         # Most events are about messages accepted moments ago: remembering the newest
         # ids spares the committer a database lookup per event.
-        self._recent: dict[str, tuple[str, int]] = {}
+        self._recent: dict[str, _Known] = {}
         self._wake = asyncio.Event()
         # Held by whoever has a transaction open on the writer connection: a committed
         # batch, or a caller of transaction().
@@ -341,7 +337,8 @@ class SqliteStore:
         self._closed = False
         self.commits = 0  # batches committed, for benchmarks and status
         self.committed_ops = 0
-        self.on_commit: list[Any] = []  # callables(new_ledger_size) run after each commit
+        self.on_commit: list[Callable[[int], None]] = []  # called with the new ledger size
+        self.on_notify: list[Callable[[Notification], None]] = []  # after the commit
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -403,6 +400,9 @@ class SqliteStore:
     def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
         return self._submit(_EventsOp(self._loop, events))
 
+    def record_read(self, ack: ReadAck) -> Awaitable[str]:
+        return self._submit(_ReadOp(self._loop, ack))
+
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         if checkpoint.size > self._committed.frontier.size:
             raise StoreError("a checkpoint cannot be ahead of the ledger")
@@ -435,18 +435,16 @@ class SqliteStore:
         """
         in_flight: asyncio.Task[bool] | None = None
         tip = self._committed.copy()
-        unseen: dict[str, tuple[str, int]] = {}  # messages of the batch in flight
+        previous: _Plan | None = None  # the plan of the batch in flight
         while True:
             batch = await self._next_batch(in_flight)
             if batch is None:
                 break
-            plan = _Plan(tip, await self._lookup(batch, unseen))
-            plan.run(batch)
+            plan = await self._make_plan(batch, tip, previous)
             if in_flight is not None and not await in_flight:
                 tip = self._committed.copy()
-                plan = _Plan(tip, await self._lookup(batch, {}))
-                plan.run(batch)
-            unseen = plan.new_messages
+                plan = await self._make_plan(batch, tip, None)
+            previous = plan
             in_flight = self._loop.create_task(self._write(batch, plan))
         if in_flight is not None:
             await in_flight
@@ -491,14 +489,27 @@ class SqliteStore:
                 op.future.set_result(op.result)
         for callback in self.on_commit:
             callback(frontier.size)
+        for notification in plan.notifications:
+            for listener in self.on_notify:
+                listener(notification)
         return True
 
-    async def _lookup(
-        self, batch: list[_Op], unseen: dict[str, tuple[str, int]]
-    ) -> dict[str, tuple[str, int]]:
-        """Digest and number of every stored message the batch refers to, including those
-        of the batch still being written (``unseen``: the reader cannot see them yet)."""
-        known: dict[str, tuple[str, int]] = {}
+    async def _make_plan(self, batch: list[_Op], tip: _Tip, previous: _Plan | None) -> _Plan:
+        """Plan ``batch`` on ``tip``. ``previous`` is the batch still being written: the
+        reader connection cannot see its rows yet, so its messages and reads count too."""
+        unseen = previous.new_messages if previous is not None else {}
+        plan = _Plan(tip, await self._lookup(batch, unseen))
+        pairs = {(op.ack.message_id, op.ack.officer_id) for op in batch if isinstance(op, _ReadOp)}
+        if pairs:
+            plan.reads = await self._read_already(pairs)
+            if previous is not None:
+                plan.reads |= previous.reads & pairs
+        plan.run(batch)
+        return plan
+
+    async def _lookup(self, batch: list[_Op], unseen: dict[str, _Known]) -> dict[str, _Known]:
+        """What planning must know of every stored message the batch refers to."""
+        known: dict[str, _Known] = {}
         missing: set[str] = set()
         recent = self._recent
         for op in batch:
@@ -514,25 +525,38 @@ class SqliteStore:
             self._remember(found)
         return known
 
-    def _remember(self, messages: dict[str, tuple[str, int]]) -> None:
+    def _remember(self, messages: dict[str, _Known]) -> None:
         recent = self._recent
         recent.update(messages)
         if len(recent) > _RECENT_IDS:
             for key in list(itertools.islice(recent, len(recent) - _RECENT_IDS * 3 // 4)):
                 del recent[key]
 
-    async def _known(self, ids: set[str]) -> dict[str, tuple[str, int]]:
+    async def _known(self, ids: set[str]) -> dict[str, _Known]:
         """Digest and number of the stored messages among ``ids`` (committed state)."""
-        known: dict[str, tuple[str, int]] = {}
+        known: dict[str, _Known] = {}
         id_list = list(ids)
         for i in range(0, len(id_list), _IN_CHUNK):
             chunk = id_list[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             async with self._reader.execute(
-                f"SELECT id, digest, mseq FROM messages WHERE id IN ({marks})", chunk  # noqa: S608
+                f"SELECT id, digest, mseq, sender FROM messages WHERE id IN ({marks})",  # noqa: S608
+                chunk,
             ) as cur:
-                known.update({row[0]: (row[1], row[2]) for row in await cur.fetchall()})
+                known.update({row[0]: _Known(*row[1:]) for row in await cur.fetchall()})
         return known
+
+    async def _read_already(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (message, officer) pairs among ``pairs`` that already have a read ack."""
+        found: set[tuple[str, str]] = set()
+        for message_id, officer_id in pairs:
+            async with self._reader.execute(
+                "SELECT 1 FROM reads WHERE message_id = ? AND officer_id = ?",
+                (message_id, officer_id),
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    found.add((message_id, officer_id))
+        return found
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -566,11 +590,32 @@ class SqliteStore:
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
         async with self._reader.execute(
-            "SELECT id, digest, envelope, kind, priority, sender, recipient, accepted_ms, origin"
-            " FROM messages WHERE id = ?", (message_id,)
+            "SELECT id, digest, envelope, kind, priority, sender, recipient, thread, accepted_ms,"
+            " origin, first_read_ms, first_reply_ms FROM messages WHERE id = ?", (message_id,)
         ) as cur:
             row = await cur.fetchone()
         return StoredMessage(*row) if row is not None else None
+
+    async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
+        async with self._reader.execute(
+            "SELECT i.seq, m.id, m.digest, m.kind, m.priority, m.sender, m.recipient, m.thread,"
+            " m.in_reply_to, m.created_ms, m.expires_ms, i.delivered_ms, m.first_read_ms,"
+            " m.first_reply_ms FROM inbox i JOIN messages m ON m.id = i.message_id"
+            " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
+        ) as cur:
+            return [InboxItem(*row) for row in await cur.fetchall()]
+
+    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
+        async with self._reader.execute(
+            "SELECT officer_id, read_ms FROM reads WHERE message_id = ? ORDER BY read_ms",
+            (message_id,),
+        ) as cur:
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+    async def data_version(self) -> int:
+        async with self._reader.execute("PRAGMA data_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     def ledger_size(self) -> int:
         return self._committed.frontier.size

@@ -1,0 +1,258 @@
+"""The client channel: the officers' HTTP API (docs/openapi.yaml describes it).
+
+This module only translates HTTP to the core (gateway.enrollment, gateway.sessions,
+gateway.delivery) and back. Every route but enrollment and sign-in needs
+``Authorization: Bearer <token>``; each officer is rate-limited. Bodies larger than the
+configured limit are refused from their declared length, before anything is read.
+Errors are JSON ``{"error": <stable code>, "message": ...}`` (see gateway.app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.appkeys import (
+    CLOCK,
+    CONFIG,
+    DELIVERY,
+    DIRECTORY,
+    HUB,
+    IDENTITY,
+    LIMITER,
+    SESSIONS,
+    STORE,
+)
+from gateway.directory import Officer
+from gateway.enrollment import enroll
+from gateway.errors import BadSignatureError, ClientError, TooLargeError
+from gateway.sessions import AuthError, session_text
+from gateway.store import ACCEPTED
+
+ENVELOPE_TYPE = "application/vnd.fpg.envelope"
+NOTE_TYPE = "text/plain; charset=utf-8"
+MAX_JSON_BODY = 64 * 1024
+HEARTBEAT_SECONDS = 15.0
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 from its declared length before reading it."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise TooLargeError(f"request body of {length} bytes exceeds the limit of {limit}")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise TooLargeError(f"request body exceeds the limit of {limit} bytes")
+    return body
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    body = await read_body(request, MAX_JSON_BODY)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ClientError("the body must be a JSON object", code="bad_json") from None
+    if not isinstance(doc, dict):
+        raise ClientError("the body must be a JSON object", code="bad_json")
+    return doc
+
+
+def _field(doc: dict[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ClientError(f"field {name!r} must be a {kind.__name__}", code="bad_field")
+    return value
+
+
+async def signed_in(request: web.Request) -> Officer:
+    """The officer behind the request's bearer token, if still active; rate-limited."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme != "Bearer" or not token:
+        raise AuthError("sign in first (Authorization: Bearer <token>)", code="no_session")
+    session = request.app[SESSIONS].lookup(token.strip())
+    directory = await request.app[DIRECTORY].get()
+    officer = directory.officers.get(session.officer)
+    if officer is None or not officer.active(request.app[CLOCK].now_ms()):
+        request.app[SESSIONS].end_officer(session.officer)
+        raise AuthError("your binding is revoked or expired", code="revoked")
+    request.app[LIMITER].check(officer.id)
+    return officer
+
+
+# --- enrollment and sign-in -------------------------------------------------------------
+
+
+async def post_enroll(request: web.Request) -> web.Response:
+    doc = await read_json(request)
+    app = request.app
+    identity, config = app[IDENTITY], app[CONFIG]
+    enrolled = await enroll(
+        app[STORE], identity.gateway_id, identity.signing_key, app[CLOCK],
+        int(config.officers.binding_days * 86_400_000),
+        _field(doc, "code", str), _field(doc, "sign_key", str), _field(doc, "enc_key", str),
+        _field(doc, "signature", str),
+    )
+    await app[DIRECTORY].reload()
+    officer = enrolled.officer
+    return web.json_response({
+        "officer": officer.id,
+        "gateway": identity.gateway_id,
+        "desks": list(enrolled.binding.desks),
+        "not_after": officer.not_after_ms,
+        "binding": officer.binding.decode("utf-8"),
+        "gateway_key": identity.signing_key.public.b64(),
+        "fingerprint": identity.signing_key.public.fingerprint,
+    }, status=201)
+
+
+async def post_challenge(request: web.Request) -> web.Response:
+    doc = await read_json(request)
+    officer_id = _field(doc, "officer", str)
+    directory = await request.app[DIRECTORY].get()
+    if officer_id not in directory.officers:
+        raise AuthError("unknown officer", code="unknown_officer")
+    challenge, expires = request.app[SESSIONS].challenge(officer_id)
+    return web.json_response({"challenge": base64.b64encode(challenge).decode("ascii"),
+                              "expires": expires})
+
+
+async def post_session(request: web.Request) -> web.Response:
+    doc = await read_json(request)
+    app = request.app
+    officer_id = _field(doc, "officer", str)
+    try:
+        challenge = base64.b64decode(_field(doc, "challenge", str), validate=True)
+        signature = base64.b64decode(_field(doc, "signature", str), validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError("challenge and signature are base64", code="bad_field") from None
+    sessions = app[SESSIONS]
+    sessions.take_challenge(officer_id, challenge)
+    officer = (await app[DIRECTORY].get()).officers.get(officer_id)
+    if officer is None or not officer.active(app[CLOCK].now_ms()):
+        raise AuthError("your binding is revoked or expired", code="revoked")
+    try:
+        officer.sign_key.verify(
+            session_text(app[IDENTITY].gateway_id, officer_id, challenge), signature
+        )
+    except BadSignatureError:
+        raise AuthError("the challenge signature does not verify", code="bad_signature") from None
+    token, expires = sessions.issue(officer_id)
+    return web.json_response({"token": token, "expires": expires, "officer": officer_id,
+                              "desks": sorted(officer.desks)})
+
+
+# --- directory and messages -------------------------------------------------------------
+
+
+async def get_directory(request: web.Request) -> web.Response:
+    await signed_in(request)
+    directory = await request.app[DIRECTORY].get()
+    return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
+                        headers={"Content-Type": NOTE_TYPE})
+
+
+async def post_message(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    body = await read_body(request, request.app[CONFIG].server.max_body_bytes)
+    outcome = await request.app[DELIVERY].send(officer, body)
+    status = 201 if outcome.status == ACCEPTED else 200
+    return web.json_response({"id": outcome.message_id, "status": outcome.status,
+                              "ledger": list(outcome.seqs)}, status=status)
+
+
+def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or len(value) > 18 or int(value) > high:
+        raise ClientError(f"{name} must be an integer from 0 to {high}", code="bad_parameter")
+    return int(value)
+
+
+async def get_inbox(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    desk = request.match_info["desk"]
+    page = request.app[CONFIG].limits.inbox_page
+    after = _int_query(request, "after", 0, 2**62)
+    limit = _int_query(request, "limit", page, page) or page
+    items = await request.app[DELIVERY].inbox(officer, desk, after, limit)
+    return web.json_response({
+        "desk": desk,
+        "messages": [item.to_json() for item in items],
+        "next": items[-1].cursor if len(items) == limit else None,
+    })
+
+
+async def get_message(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    message = await request.app[DELIVERY].fetch(officer, request.match_info["id"])
+    return web.Response(body=message.envelope, headers={
+        "Content-Type": ENVELOPE_TYPE, "X-FPG-Digest": message.digest,
+    })
+
+
+async def get_status(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    return web.json_response(await request.app[DELIVERY].status(officer,
+                                                                request.match_info["id"]))
+
+
+async def post_read(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    doc = await read_json(request)
+    outcome = await request.app[DELIVERY].read(
+        officer, request.match_info["id"], _field(doc, "read", int), _field(doc, "signature", str)
+    )
+    if outcome not in ("recorded", "duplicate"):
+        raise ClientError("no such message", code="unknown_message")
+    return web.json_response({"id": request.match_info["id"], "status": outcome})
+
+
+async def get_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events for the officer's desks: message, read, reply (and resync)."""
+    officer = await signed_in(request)
+    wanted = request.query.getall("desk", []) or sorted(officer.desks)
+    for desk in wanted:
+        request.app[DELIVERY].check_member(officer, desk)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+    })
+    await response.prepare(request)
+    subscription = request.app[HUB].subscribe(wanted)
+    try:
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                item = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            data = json.dumps({"desk": item.desk, **item.data}, separators=(",", ":"))
+            await response.write(f"event: {item.kind}\ndata: {data}\n\n".encode())
+            if item.kind in ("resync", "shutdown"):
+                break
+    except ConnectionResetError:
+        pass
+    finally:
+        subscription.close()
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/enroll", post_enroll)
+    r.add_post("/v1/session/challenge", post_challenge)
+    r.add_post("/v1/session", post_session)
+    r.add_get("/v1/directory", get_directory)
+    r.add_post("/v1/messages", post_message)
+    r.add_get("/v1/messages/{id}", get_message)
+    r.add_get("/v1/messages/{id}/status", get_status)
+    r.add_post("/v1/messages/{id}/read", post_read)
+    r.add_get("/v1/desks/{desk}/inbox", get_inbox)
+    r.add_get("/v1/stream", get_stream)

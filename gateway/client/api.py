@@ -1,0 +1,324 @@
+"""The officers' client library: everything ``gateway-client`` does, over the client API.
+
+Sealing and opening happen here, on the officer's machine: the gateway only ever sees
+envelopes. The gateway's signing key is pinned at enrollment (optionally against a
+fingerprint read out by its operator) and every directory is verified against it, so
+the client seals only for keys its own gateway vouches for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gateway.client import payload
+from gateway.clock import Clock, SystemClock
+from gateway.crypto.envelope import (
+    Envelope,
+    EnvelopeHeader,
+    new_message_id,
+    open_envelope,
+    read_signer,
+    seal_envelope,
+    verify_envelope,
+)
+from gateway.crypto.keys import (
+    ROLE_GATEWAY_SIGNING,
+    ROLE_OFFICER_SIGNING,
+    OfficerEncryptionKey,
+    OfficerSigningKey,
+    VerifyKey,
+    fingerprints_equal,
+)
+from gateway.delivery import read_text
+from gateway.descriptor import DESCRIPTOR_PATH, peek_descriptor, verify_descriptor
+from gateway.directory import DirectoryEntry, open_directory
+from gateway.enrollment import enroll_text
+from gateway.errors import ClientError, CryptoError, GatewayError
+from gateway.sessions import session_text
+
+DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
+ENVELOPE_TYPE = "application/vnd.fpg.envelope"
+
+
+class ApiError(GatewayError):
+    """The gateway refused a request; ``code`` is its stable error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})", code=code)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Credentials:
+    gateway_url: str
+    gateway_id: str
+    gateway_key: VerifyKey
+    officer_id: str
+    desks: tuple[str, ...]
+    signing: OfficerSigningKey
+    encryption: OfficerEncryptionKey
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    envelope: Envelope
+    payload: dict[str, Any]
+    sender_officer: str
+
+    @property
+    def header(self) -> EnvelopeHeader:
+        return self.envelope.header
+
+
+async def _raise_for(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    try:
+        doc = await response.json(content_type=None)
+        code, message = str(doc.get("error")), str(doc.get("message"))
+    except (ValueError, aiohttp.ContentTypeError, AttributeError):
+        code, message = "http_error", response.reason or "error"
+    raise ApiError(response.status, code, message)
+
+
+async def fetch_gateway_key(http: aiohttp.ClientSession, url: str,
+                            fingerprint: str | None) -> tuple[str, VerifyKey]:
+    """The gateway's id and signing key from its descriptor, checked against ``fingerprint``
+    when one is given (what the operator read out)."""
+    async with http.get(url.rstrip("/") + DESCRIPTOR_PATH) as response:
+        await _raise_for(response)
+        data = await response.read()
+    descriptor = peek_descriptor(data)
+    key = VerifyKey(descriptor.signing_key.raw, ROLE_GATEWAY_SIGNING)
+    if fingerprint is not None and not fingerprints_equal(fingerprint, key.fingerprint):
+        raise ClientError(f"the gateway's key has fingerprint {key.fingerprint}, "
+                          "not the one you were given: do not enroll", code="fingerprint")
+    verify_descriptor(data, descriptor.gateway, key)  # self-signed: at least consistent
+    return descriptor.gateway, key
+
+
+async def enroll(http: aiohttp.ClientSession, url: str, code: str,
+                 signing: OfficerSigningKey, encryption: OfficerEncryptionKey,
+                 fingerprint: str | None = None) -> tuple[Credentials, dict[str, Any]]:
+    gateway_id, key = await fetch_gateway_key(http, url, fingerprint)
+    sign_b64, enc_b64 = signing.public.b64(), encryption.public.b64()
+    proof = signing.sign(enroll_text(gateway_id, code, sign_b64, enc_b64))
+    async with http.post(url.rstrip("/") + "/v1/enroll", json={
+        "code": code, "sign_key": sign_b64, "enc_key": enc_b64,
+        "signature": base64.b64encode(proof).decode("ascii"),
+    }) as response:
+        await _raise_for(response)
+        doc = await response.json()
+    if doc.get("gateway_key") != key.b64():
+        raise ClientError("the gateway answered with another key than its descriptor's",
+                          code="fingerprint")
+    creds = Credentials(url.rstrip("/"), gateway_id, key, doc["officer"],
+                        tuple(doc["desks"]), signing, encryption)
+    return creds, doc
+
+
+class GatewayClient:
+    """One officer's session with their gateway."""
+
+    def __init__(self, http: aiohttp.ClientSession, creds: Credentials,
+                 clock: Clock | None = None) -> None:
+        self.http = http
+        self.creds = creds
+        self.clock = clock or SystemClock()
+        self._token: str | None = None
+        self._directory: dict[str, DirectoryEntry] | None = None
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.creds.gateway_url + path
+
+    async def sign_in(self) -> None:
+        c = self.creds
+        async with self.http.post(self._url("/v1/session/challenge"),
+                                  json={"officer": c.officer_id}) as response:
+            await _raise_for(response)
+            challenge = base64.b64decode((await response.json())["challenge"])
+        signature = c.signing.sign(session_text(c.gateway_id, c.officer_id, challenge))
+        async with self.http.post(self._url("/v1/session"), json={
+            "officer": c.officer_id, "challenge": base64.b64encode(challenge).decode("ascii"),
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }) as response:
+            await _raise_for(response)
+            self._token = (await response.json())["token"]
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes, Any]:
+        """Make an authenticated request (signing in again once if the session ended)."""
+        for attempt in (0, 1):
+            if self._token is None:
+                await self.sign_in()
+            headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
+            async with self.http.request(method, self._url(path), headers=headers,
+                                         **kwargs) as response:
+                if response.status == 401 and attempt == 0:
+                    self._token = None
+                    continue
+                await _raise_for(response)
+                return response.status, await response.read(), response.headers
+        raise AssertionError("unreachable")
+
+    async def get_json(self, path: str) -> Any:
+        return json.loads((await self.request("GET", path))[1])
+
+    # --- directory ---------------------------------------------------------------------
+
+    async def directory(self, refresh: bool = False) -> dict[str, DirectoryEntry]:
+        if self._directory is None or refresh:
+            _, body, _ = await self.request("GET", "/v1/directory")
+            self._directory = open_directory(body, self.creds.gateway_id, self.creds.gateway_key)
+        return self._directory
+
+    async def _desk(self, address: str, refresh: bool = False) -> DirectoryEntry:
+        desk = (await self.directory(refresh)).get(address)
+        if desk is None:
+            raise ClientError(f"no desk {address} in the directory", code="unknown_desk")
+        if not desk.members:
+            raise ClientError(f"desk {address} has no enrolled officer yet", code="empty_desk")
+        return desk
+
+    @staticmethod
+    def _member(directory: dict[str, DirectoryEntry],
+                key_id: str) -> tuple[str, VerifyKey, set[str]] | None:
+        """The officer holding signing key ``key_id``, and the desks listing them."""
+        found: tuple[str, VerifyKey] | None = None
+        desks: set[str] = set()
+        for entry in directory.values():
+            for member in entry.members:
+                if member["sign_key_id"] == key_id:
+                    found = (member["officer"],
+                             VerifyKey.from_b64(member["sign_key"], ROLE_OFFICER_SIGNING))
+                    desks.add(entry.address)
+        return (found[0], found[1], desks) if found else None
+
+    # --- sending -----------------------------------------------------------------------
+
+    def _from_desk(self, frm: str | None) -> str:
+        desks = self.creds.desks
+        if frm is None:
+            if len(desks) != 1:
+                raise ClientError(f"say which desk you send from: {', '.join(desks)}",
+                                  code="choose_desk")
+            return desks[0]
+        address = frm if "@" in frm else f"{frm}@{self.creds.gateway_id}"
+        if address not in desks:
+            raise ClientError(f"you are not an officer of {address}", code="not_a_member")
+        return address
+
+    async def send(self, kind: str, to: str, doc: dict[str, Any], *, priority: str = "routine",
+                   frm: str | None = None, in_reply_to: str | None = None,
+                   thread: str | None = None, lifetime_ms: int = DEFAULT_LIFETIME_MS,
+                   message_id: str | None = None) -> dict[str, Any]:
+        """Seal ``doc`` for every current officer of desk ``to`` and send it."""
+        to = to if "@" in to else f"{to}@{self.creds.gateway_id}"
+        body = payload.encode(doc, kind)
+        mid = message_id or new_message_id()
+        now = self.clock.now_ms()
+        header = EnvelopeHeader(
+            id=mid, kind=kind, priority=priority, sender=self._from_desk(frm), recipient=to,
+            created=now, expires=now + lifetime_ms, thread=thread or mid,
+            in_reply_to=in_reply_to,
+        )
+        for refresh in (False, True):
+            desk = await self._desk(to, refresh)
+            data = seal_envelope(header, body, self.creds.signing, desk.encryption_keys())
+            try:
+                _, answer, _ = await self.request(
+                    "POST", "/v1/messages", data=data, headers={"Content-Type": ENVELOPE_TYPE}
+                )
+            except ApiError as exc:
+                if exc.code == "recipients_mismatch" and not refresh:
+                    continue  # the desk changed since we fetched the directory
+                raise
+            result: dict[str, Any] = json.loads(answer)
+            return result
+        raise AssertionError("unreachable")
+
+    async def reply(self, original: OpenedMessage, doc: dict[str, Any], *,
+                    priority: str | None = None) -> dict[str, Any]:
+        h = original.header
+        frm = h.recipient if h.recipient in self.creds.desks else h.sender
+        to = h.sender if frm == h.recipient else h.recipient
+        return await self.send("reply", to, doc, priority=priority or h.priority, frm=frm,
+                               in_reply_to=h.id, thread=h.thread)
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def inbox(self, desk: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        query = f"?after={after}" + (f"&limit={limit}" if limit else "")
+        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/inbox{query}")
+        return result
+
+    async def open(self, message_id: str) -> OpenedMessage:
+        """Fetch, verify the sender against the directory, and decrypt locally."""
+        _, data, _ = await self.request("GET", f"/v1/messages/{message_id}")
+        key_id = read_signer(data)
+        member = self._member(await self.directory(), key_id)
+        if member is None:  # perhaps an officer enrolled since we fetched the directory
+            member = self._member(await self.directory(refresh=True), key_id)
+        if member is None:
+            raise CryptoError(f"the sender key {key_id} is not in the directory",
+                              code="unknown_sender")
+        officer, key, desks = member
+        envelope = verify_envelope(data, key)
+        if envelope.header.sender not in desks:
+            raise CryptoError(f"the signer is not an officer of {envelope.header.sender}",
+                              code="unknown_sender")
+        plain = open_envelope(envelope, self.creds.encryption)
+        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind), officer)
+
+    async def acknowledge(self, message: OpenedMessage) -> dict[str, Any]:
+        read_ms = self.clock.now_ms()
+        signature = self.creds.signing.sign(
+            read_text(message.header.id, message.envelope.digest, read_ms)
+        )
+        _, body, _ = await self.request(
+            "POST", f"/v1/messages/{message.header.id}/read",
+            json={"read": read_ms, "signature": base64.b64encode(signature).decode("ascii")},
+        )
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    async def read(self, message_id: str) -> OpenedMessage:
+        """Open a message and send its signed read acknowledgement."""
+        message = await self.open(message_id)
+        if message.header.recipient in self.creds.desks:
+            await self.acknowledge(message)
+        return message
+
+    async def status(self, message_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get_json(f"/v1/messages/{message_id}/status")
+        return result
+
+    async def stream(self, desks: list[str] | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """Live events as (kind, data) until the server ends the stream."""
+        query = "&".join(f"desk={d}" for d in desks or [])
+        if self._token is None:
+            await self.sign_in()
+        async with self.http.get(
+            self._url("/v1/stream" + (f"?{query}" if query else "")),
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        ) as response:
+            await _raise_for(response)
+            kind, data = None, []
+            async for raw in response.content:
+                line = raw.decode("utf-8").rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data.append(line[6:])
+                elif line == "" and kind is not None:
+                    yield kind, json.loads("\n".join(data)) if data else {}
+                    kind, data = None, []

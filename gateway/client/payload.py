@@ -1,0 +1,99 @@
+"""What officers write: the plaintext inside an envelope, as UTF-8 JSON.
+
+Only clients ever see these; the gateway carries them encrypted. Kinds:
+
+* ``hotline``: ``{"type": "hotline", "text": ...}`` (a short urgent alert);
+* ``case``: ``{"type": "case", "case_ref", "legal_basis", "offence", "requested_actions":
+  [...], "deadline" (YYYY-MM-DD), "text"}``;
+* ``reply`` and ``status``: ``{"type": "reply" | "status", "text": ...}``;
+
+each optionally with ``"attachments": [{"name", "media_type", "data" (base64)}]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from gateway.errors import ClientError
+
+LEGAL_BASES = ("treaty", "reciprocity", "convention", "other")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+MAX_TEXT = 64 * 1024
+MAX_ATTACHMENTS = 32
+
+
+class PayloadError(ClientError):
+    code = "bad_payload"
+
+
+def _text(value: Any, name: str, *, required: bool = True, limit: int = MAX_TEXT) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise PayloadError(f"{name} must be non-empty text")
+    if len(value) > limit:
+        raise PayloadError(f"{name} is longer than {limit} characters")
+    return value
+
+
+def attachment(name: str, media_type: str, data: bytes) -> dict[str, str]:
+    return {"name": name, "media_type": media_type,
+            "data": base64.b64encode(data).decode("ascii")}
+
+
+def _check_attachments(items: Any) -> None:
+    if items is None:
+        return
+    if not isinstance(items, list) or len(items) > MAX_ATTACHMENTS:
+        raise PayloadError(f"attachments must be a list of at most {MAX_ATTACHMENTS}")
+    for item in items:
+        if not isinstance(item, dict):
+            raise PayloadError("each attachment is an object")
+        _text(item.get("name"), "attachment name", limit=255)
+        _text(item.get("media_type"), "attachment media_type", limit=255)
+        try:
+            base64.b64decode(_text(item.get("data"), "attachment data", limit=2**31),
+                             validate=True)
+        except (binascii.Error, ValueError):
+            raise PayloadError("attachment data must be base64") from None
+
+
+def validate(doc: Any, kind: str) -> dict[str, Any]:
+    """Check a payload of envelope kind ``kind``; return it."""
+    if not isinstance(doc, dict) or doc.get("type") != kind:
+        raise PayloadError(f"the payload of a {kind} message has type {kind!r}")
+    if kind == "case":
+        _text(doc.get("case_ref"), "case_ref", limit=200)
+        if doc.get("legal_basis") not in LEGAL_BASES:
+            raise PayloadError(f"legal_basis must be one of {', '.join(LEGAL_BASES)}")
+        _text(doc.get("offence"), "offence", limit=500)
+        actions = doc.get("requested_actions")
+        if not isinstance(actions, list) or not actions:
+            raise PayloadError("requested_actions must be a non-empty list")
+        for action in actions:
+            _text(action, "requested action", limit=1000)
+        deadline = doc.get("deadline")
+        if not isinstance(deadline, str) or not _DATE.fullmatch(deadline):
+            raise PayloadError("deadline must be a date YYYY-MM-DD")
+        _text(doc.get("text"), "text", required=False)
+    else:
+        _text(doc.get("text"), "text")
+    _check_attachments(doc.get("attachments"))
+    return doc
+
+
+def encode(doc: dict[str, Any], kind: str) -> bytes:
+    return json.dumps(validate(doc, kind), ensure_ascii=False, sort_keys=True,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def decode(data: bytes, kind: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("the payload is not UTF-8 JSON") from None
+    return validate(doc, kind)

@@ -1,0 +1,169 @@
+"""Delivery to desks on this gateway: what an officer may send, read and acknowledge.
+
+Every check happens before anything is written, so a refused request changes nothing:
+
+* **send**: the envelope must be signed by the officer making the request, verify, come
+  from one of the officer's desks, go to a desk that exists, be wrapped for exactly the
+  desk's current officers, not be expired, and, if it answers a message, answer one its
+  desk can see, in the same thread. Then the store accepts it (message, ledger events,
+  inbox row in one commit).
+* **inbox / fetch / status**: only for officers of the desk concerned.
+* **read**: a signed acknowledgement over ``fpg read v1\\n<message id>\\n<envelope
+  SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk.
+
+Messages to desks of partner gateways are refused here until federation routes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
+from gateway.directory import Directory, DirectoryService, Officer
+from gateway.errors import (
+    BadSignatureError,
+    ClientError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+)
+from gateway.events import decode_entry
+from gateway.store import (
+    CONFLICT,
+    AcceptOutcome,
+    InboxItem,
+    IncomingMessage,
+    ReadAck,
+    Store,
+    StoredMessage,
+)
+
+READ_LINE = "fpg read v1"
+
+
+def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
+    return f"{READ_LINE}\n{message_id}\n{digest}\n{read_ms}\n".encode()
+
+
+class Delivery:
+    def __init__(self, store: Store, directory: DirectoryService, clock: Clock, *,
+                 gateway: str, max_envelope: int, clock_skew_ms: int) -> None:
+        self.store = store
+        self.directory = directory
+        self.clock = clock
+        self.gateway = gateway
+        self.max_envelope = max_envelope
+        self.clock_skew_ms = clock_skew_ms
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def send(self, officer: Officer, data: bytes) -> AcceptOutcome:
+        if read_signer(data, max_size=self.max_envelope) != officer.sign_key.key_id:
+            raise ForbiddenError("the envelope is not signed by the signed-in officer",
+                                 code="signer_mismatch")
+        envelope = verify_envelope(data, officer.sign_key, max_size=self.max_envelope)
+        h = envelope.header
+        directory = await self.directory.get()
+        if h.sender not in officer.desks:
+            raise ForbiddenError(f"you are not an officer of {h.sender}", code="not_a_member")
+        desk = self._desk(directory, h.recipient)
+        now = self.clock.now_ms()
+        if h.expires <= now:
+            raise ClientError("the message has already expired", code="expired")
+        if h.created > now + self.clock_skew_ms:
+            raise ClientError("created lies in the future; check the client's clock",
+                              code="bad_time")
+        wanted = desk.recipient_key_ids
+        if frozenset(h.recipients) != wanted:
+            raise ConflictError(
+                f"the envelope must be sealed for the {len(wanted)} current officer(s) of "
+                f"{desk.address}; fetch the directory again", code="recipients_mismatch"
+            )
+        if h.in_reply_to is not None:
+            await self._check_answer(envelope)
+        outcome = await self.store.accept(IncomingMessage(
+            envelope, now, "local", officer.sign_key.key_id, deliver_to=desk.address
+        ))
+        if outcome.status == CONFLICT:
+            raise ConflictError("another message already has this id", code="id_conflict")
+        return outcome
+
+    def _desk(self, directory: Directory, address: str) -> Any:
+        desk = directory.desk(address)
+        if desk is None:
+            gateway = address.partition("@")[2]
+            if gateway != self.gateway:
+                raise NotFoundError(f"gateway {gateway} is not a partner of this gateway",
+                                    code="unknown_gateway")
+            raise NotFoundError(f"no desk {address}", code="unknown_desk")
+        return desk
+
+    async def _check_answer(self, envelope: Envelope) -> None:
+        h = envelope.header
+        assert h.in_reply_to is not None
+        original = await self.store.get_message(h.in_reply_to)
+        if original is None or h.sender not in (original.recipient, original.sender):
+            raise ClientError("in_reply_to names no message your desk has", code="bad_reply")
+        if h.thread != original.thread:
+            raise ClientError("a reply stays in the thread of the message it answers",
+                              code="bad_reply")
+
+    # --- reading -----------------------------------------------------------------------
+
+    def check_member(self, officer: Officer, desk: str) -> None:
+        if desk not in officer.desks:
+            raise ForbiddenError(f"you are not an officer of {desk}", code="not_a_member")
+
+    async def inbox(self, officer: Officer, desk: str, after: int, limit: int) -> list[InboxItem]:
+        self._desk(await self.directory.get(), desk)
+        self.check_member(officer, desk)
+        return await self.store.inbox(desk, after, limit)
+
+    async def fetch(self, officer: Officer, message_id: str) -> StoredMessage:
+        """A message the officer's desks sent or received; 404 for anything else."""
+        message = await self.store.get_message(message_id)
+        if message is None or not ({message.recipient, message.sender} & officer.desks):
+            raise NotFoundError(f"no message {message_id} for your desks",
+                                code="unknown_message")
+        return message
+
+    async def status(self, officer: Officer, message_id: str) -> dict[str, Any]:
+        message = await self.fetch(officer, message_id)
+        seqs = await self.store.events_of_message(message_id)
+        rows = await self.store.ledger_rows_at(seqs)
+        events = [decode_entry(rows[s].entry) for s in seqs if s in rows]
+        return {
+            "id": message.id,
+            "digest": message.digest,
+            "from": message.sender,
+            "to": message.recipient,
+            "accepted": message.accepted_ms,
+            "first_read": message.first_read_ms,
+            "first_reply": message.first_reply_ms,
+            "reads": [{"officer": o, "read": t} for o, t in await self.store.reads_of(message_id)],
+            "events": events,
+        }
+
+    async def read(self, officer: Officer, message_id: str, read_ms: int,
+                   signature_b64: str) -> str:
+        message = await self.fetch(officer, message_id)
+        if message.recipient not in officer.desks:
+            raise ForbiddenError("only officers of the recipient desk acknowledge reading",
+                                 code="not_a_member")
+        now = self.clock.now_ms()
+        if not message.accepted_ms - self.clock_skew_ms <= read_ms <= now + self.clock_skew_ms:
+            raise ClientError("read time is outside the allowed window", code="bad_time")
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+            ack = read_text(message_id, message.digest, read_ms)
+            officer.sign_key.verify(ack, signature)
+        except (binascii.Error, ValueError, BadSignatureError):
+            raise ClientError("the read acknowledgement's signature does not verify",
+                              code="bad_signature") from None
+        return await self.store.record_read(ReadAck(
+            message_id, officer.id, officer.sign_key.key_id, read_ms, ack + signature
+        ))
+

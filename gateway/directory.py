@@ -1,0 +1,259 @@
+"""The desk directory: which officers belong to which desk, with which keys.
+
+Two signed statements come from it (both signed notes, see docs/PROTOCOL.md):
+
+* an **officer binding** (``fpg officer binding v1``): the gateway vouches that an officer
+  id holds a signing key and an encryption key, belongs to some desks, until a time;
+* the **directory** (``fpg directory v1``): every desk with the current officers' keys and
+  bindings, which clients seal for and partners verify senders against.
+
+:class:`Directory` is an immutable snapshot built from the store; :class:`DirectoryService`
+keeps the current one and reloads it when the database changes (an operator's command
+in another process, an enrollment in this one), so a revocation takes effect at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.crypto.keys import (
+    ROLE_OFFICER_SIGNING,
+    EncryptionPublicKey,
+    GatewaySigningKey,
+    VerifyKey,
+)
+from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
+from gateway.errors import MalformedError
+from gateway.store import Store
+
+log = structlog.get_logger("gateway.directory")
+
+BINDING_LINE = "fpg officer binding v1"
+DIRECTORY_LINE = "fpg directory v1"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _one_line(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What an officer binding states."""
+
+    gateway: str
+    officer: str
+    desks: tuple[str, ...]  # desk addresses
+    sign_key: VerifyKey
+    enc_key: EncryptionPublicKey
+    not_before: int
+    not_after: int
+
+    def text(self) -> str:
+        body = {
+            "desks": list(self.desks), "enc_key": self.enc_key.b64(),
+            "enc_key_id": self.enc_key.key_id, "gateway": self.gateway,
+            "not_after": self.not_after, "not_before": self.not_before,
+            "officer": self.officer, "sign_key": self.sign_key.b64(),
+            "sign_key_id": self.sign_key.key_id, "v": 1,
+        }
+        return f"{BINDING_LINE}\n{_one_line(body)}\n"
+
+    def sign(self, key: GatewaySigningKey) -> bytes:
+        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+
+
+def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
+    """Verify an officer binding signed by ``gateway`` with ``key`` and parse it."""
+    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=16 * 1024)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != BINDING_LINE:
+        raise MalformedError("not an officer binding")
+    try:
+        doc = json.loads(lines[1])
+        binding = Binding(
+            gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
+            sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
+            enc_key=EncryptionPublicKey.from_b64(doc["enc_key"]),
+            not_before=int(doc["not_before"]), not_after=int(doc["not_after"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, MalformedError):
+            raise
+        raise MalformedError("officer binding lacks a field or has a wrong type") from None
+    if binding.gateway != gateway:
+        raise MalformedError("officer binding names another gateway")
+    return binding
+
+
+@dataclass(frozen=True)
+class Officer:
+    id: str
+    sign_key: VerifyKey
+    enc_key: EncryptionPublicKey
+    desks: frozenset[str]  # desk addresses
+    not_after: int
+    revoked: bool
+    binding: bytes
+
+    def active(self, now_ms: int) -> bool:
+        return not self.revoked and now_ms < self.not_after
+
+
+@dataclass(frozen=True)
+class Desk:
+    name: str
+    address: str
+    supervisor: str | None
+    members: tuple[Officer, ...]  # active officers, in enrollment order
+
+    @property
+    def recipient_key_ids(self) -> frozenset[str]:
+        return frozenset(o.enc_key.key_id for o in self.members)
+
+
+@dataclass(frozen=True)
+class Directory:
+    gateway: str
+    desks: Mapping[str, Desk]  # by address
+    officers: Mapping[str, Officer]  # by officer id
+    by_sign_key: Mapping[str, Officer]  # by signing key id
+    built_ms: int
+    _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def expires_ms(self) -> int:
+        """When the first active binding in this snapshot runs out."""
+        return min((o.not_after for o in self.officers.values()
+                    if not o.revoked and o.not_after > self.built_ms), default=2**62)
+
+    def desk(self, address: str) -> Desk | None:
+        return self.desks.get(address)
+
+    def officer_by_key(self, key_id: str) -> Officer | None:
+        return self.by_sign_key.get(key_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "gateway": self.gateway,
+            "issued": self.built_ms,
+            "desks": [
+                {
+                    "desk": desk.address,
+                    "supervisor": desk.supervisor,
+                    "officers": [
+                        {"officer": o.id, "sign_key": o.sign_key.b64(),
+                         "sign_key_id": o.sign_key.key_id, "enc_key": o.enc_key.b64(),
+                         "enc_key_id": o.enc_key.key_id, "not_after": o.not_after,
+                         "binding": _b64(o.binding)}
+                        for o in desk.members
+                    ],
+                }
+                for desk in sorted(self.desks.values(), key=lambda d: d.address)
+            ],
+        }
+
+    def signed(self, key: GatewaySigningKey) -> bytes:
+        """The directory as a note signed by the gateway (built once per snapshot)."""
+        note = self._signed.get(key.key_id)
+        if note is None:
+            text = f"{DIRECTORY_LINE}\n{_one_line(self.to_json())}\n"
+            note = self._signed[key.key_id] = sign_note(text, [NoteSigner(self.gateway, key)])
+        return note
+
+
+def build_directory(gateway: str, store_desks: list[Any], store_officers: list[Any],
+                    now_ms: int) -> Directory:
+    officers: dict[str, Officer] = {}
+    for row in store_officers:
+        officers[row.id] = Officer(
+            id=row.id,
+            sign_key=VerifyKey(row.sign_key, ROLE_OFFICER_SIGNING),
+            enc_key=EncryptionPublicKey(row.enc_key),
+            desks=frozenset(f"{d}@{gateway}" for d in row.desks),
+            not_after=row.not_after_ms,
+            revoked=row.revoked_ms is not None,
+            binding=row.binding,
+        )
+    desks: dict[str, Desk] = {}
+    for row in store_desks:
+        address = f"{row.name}@{gateway}"
+        members = tuple(o for o in officers.values() if address in o.desks and o.active(now_ms))
+        supervisor = f"{row.supervisor}@{gateway}" if row.supervisor else None
+        desks[address] = Desk(row.name, address, supervisor, members)
+    by_key = {o.sign_key.key_id: o for o in officers.values()}
+    return Directory(gateway, desks, officers, by_key, now_ms)
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """One desk of a verified directory, as a client sees it."""
+
+    address: str
+    members: tuple[dict[str, Any], ...]
+
+    def encryption_keys(self) -> list[EncryptionPublicKey]:
+        return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
+
+
+def open_directory(note: bytes, gateway: str, key: VerifyKey) -> dict[str, DirectoryEntry]:
+    """Verify a gateway's signed directory and return its desks by address."""
+    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
+        raise MalformedError("not a desk directory")
+    try:
+        doc = json.loads(lines[1])
+        if doc["gateway"] != gateway:
+            raise MalformedError("directory names another gateway")
+        return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, MalformedError):
+            raise
+        raise MalformedError("directory lacks a field or has a wrong type") from None
+
+
+class DirectoryService:
+    """The current directory snapshot, reloaded whenever the database changed."""
+
+    def __init__(self, store: Store, gateway: str, clock: Clock, poll_seconds: float = 0.2):
+        self.store = store
+        self.gateway = gateway
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self._current: Directory | None = None
+        self._version = -1
+
+    async def get(self) -> Directory:
+        """The current snapshot; rebuilt when a binding has expired since it was built."""
+        current = self._current
+        if current is None or self.clock.now_ms() >= current.expires_ms:
+            current = await self.reload()
+        return current
+
+    async def reload(self) -> Directory:
+        version = await self.store.data_version()
+        desks, officers = await self.store.desks(), await self.store.officers()
+        self._current = build_directory(self.gateway, desks, officers, self.clock.now_ms())
+        self._version = version
+        return self._current
+
+    async def watch(self) -> None:
+        """Reload when another connection has committed (runs supervised)."""
+        while True:
+            await self.clock.sleep(self.poll_seconds)
+            if await self.store.data_version() != self._version:
+                await self.reload()
+                log.info("directory_reloaded", desks=len(self._current.desks)
+                         if self._current else 0)

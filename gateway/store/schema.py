@@ -1,0 +1,124 @@
+"""The SQLite schema, as numbered migrations applied in order at open.
+
+Never edit a migration that has shipped: add the next one. Each runs in its own
+transaction and is recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE messages (
+            mseq        INTEGER PRIMARY KEY,
+            id          TEXT NOT NULL UNIQUE,
+            digest      TEXT NOT NULL,
+            envelope    BLOB NOT NULL,
+            kind        TEXT NOT NULL,
+            priority    TEXT NOT NULL,
+            sender      TEXT NOT NULL,
+            recipient   TEXT NOT NULL,
+            thread      TEXT NOT NULL,
+            in_reply_to TEXT,
+            created_ms  INTEGER NOT NULL,
+            expires_ms  INTEGER NOT NULL,
+            accepted_ms INTEGER NOT NULL,
+            origin      TEXT NOT NULL,
+            actor       TEXT NOT NULL
+        );
+
+        CREATE TABLE inbox (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            desk         TEXT NOT NULL,
+            message_id   TEXT NOT NULL REFERENCES messages(id),
+            delivered_ms INTEGER NOT NULL,
+            UNIQUE (desk, message_id)
+        );
+        CREATE INDEX inbox_by_desk ON inbox (desk, seq);
+
+        CREATE TABLE outbox (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            partner    TEXT NOT NULL,
+            rank       INTEGER NOT NULL,
+            message_id TEXT NOT NULL REFERENCES messages(id),
+            queued_ms  INTEGER NOT NULL,
+            UNIQUE (partner, message_id)
+        );
+        CREATE INDEX outbox_order ON outbox (partner, rank, seq);
+
+        CREATE TABLE ledger (
+            seq       INTEGER PRIMARY KEY,
+            msg       INTEGER,
+            entry     BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL,
+            nodes     BLOB NOT NULL
+        );
+        CREATE INDEX ledger_by_message ON ledger (msg) WHERE msg IS NOT NULL;
+        CREATE TABLE checkpoints (
+            size    INTEGER PRIMARY KEY,
+            root    BLOB NOT NULL,
+            note    BLOB NOT NULL,
+            made_ms INTEGER NOT NULL
+        );
+
+        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+            BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+        CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+            BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+        CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+        CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE desks (
+            name       TEXT PRIMARY KEY,
+            supervisor TEXT REFERENCES desks(name),
+            created_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        CREATE TABLE officers (
+            id           TEXT PRIMARY KEY,
+            sign_key     BLOB NOT NULL,
+            sign_key_id  TEXT NOT NULL UNIQUE,
+            enc_key      BLOB NOT NULL,
+            enc_key_id   TEXT NOT NULL UNIQUE,
+            binding      BLOB NOT NULL,
+            enrolled_ms  INTEGER NOT NULL,
+            not_after_ms INTEGER NOT NULL,
+            revoked_ms   INTEGER
+        ) WITHOUT ROWID;
+
+        CREATE TABLE officer_desks (
+            officer_id TEXT NOT NULL REFERENCES officers(id),
+            desk       TEXT NOT NULL REFERENCES desks(name),
+            PRIMARY KEY (officer_id, desk)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE enrollment_codes (
+            code_hash  BLOB PRIMARY KEY,
+            desks      TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL,
+            used_ms    INTEGER,
+            officer_id TEXT
+        ) WITHOUT ROWID;
+
+        CREATE TABLE reads (
+            message_id TEXT NOT NULL REFERENCES messages(id),
+            officer_id TEXT NOT NULL,
+            read_ms    INTEGER NOT NULL,
+            ack        BLOB NOT NULL,
+            PRIMARY KEY (message_id, officer_id)
+        ) WITHOUT ROWID;
+
+        ALTER TABLE messages ADD COLUMN first_read_ms INTEGER;
+        ALTER TABLE messages ADD COLUMN first_reply_ms INTEGER;
+        CREATE INDEX messages_by_thread ON messages (thread);
+        """,
+    ),
+]
