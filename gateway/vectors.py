@@ -29,6 +29,10 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteSigner, note_key_id, sign_note
+from gateway.delivery import read_text
+from gateway.directory import Binding
+from gateway.enrollment import enroll_text
+from gateway.sessions import session_text
 from gateway.events import ACCEPTED, DELIVERED, READ, LedgerEvent
 from gateway.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
 
@@ -218,8 +222,64 @@ def render() -> str:
     out.append(note.decode("utf-8").rstrip("\n"))
     out.append("```")
     out.append("")
+    out.extend(_officer_vectors(len(VECTORS) + 2))
     out.append(END)
     return "\n".join(out) + "\n"
+
+
+OFFICER_ID = "off-0011223344556677"
+READER_SIGNING_LABEL = "fpg vector recipient 2 signing"
+READER_ENCRYPTION_LABEL = "fpg vector recipient 2"
+CHALLENGE_LABEL = "fpg vector session challenge"
+ENROLL_CODE = "FPG-ABCD-EFGH-IJKL-MNOP-QRST"
+
+
+def officer_statements() -> dict[str, bytes]:
+    """The signed statements of officer OFFICER_ID of kh-cnp (vector 1's recipient 2)."""
+    gw = GatewaySigningKey(fixed(NOTE_KEY_LABEL))
+    signing = OfficerSigningKey(fixed(READER_SIGNING_LABEL))
+    encryption = OfficerEncryptionKey(fixed(READER_ENCRYPTION_LABEL))
+    binding = Binding("kh-cnp", OFFICER_ID, ("anti-trafficking@kh-cnp",), signing.public,
+                      encryption.public, T0, T0 + 365 * 86_400_000).sign(gw)
+    enroll = enroll_text("kh-cnp", ENROLL_CODE, signing.public.b64(), encryption.public.b64())
+    challenge = fixed(CHALLENGE_LABEL)
+    session = session_text("kh-cnp", OFFICER_ID, challenge)
+    digest = hashlib.sha256(VECTORS[0].seal()).hexdigest()
+    read = read_text(VECTORS[0].header.id, digest, T0 + 120_000)
+    return {
+        "binding": binding,
+        "enroll": enroll, "enroll_signature": signing.sign(enroll),
+        "session": session, "session_signature": signing.sign(session),
+        "read": read, "read_signature": signing.sign(read),
+    }
+
+
+def _officer_vectors(number: int) -> list[str]:
+    s = officer_statements()
+    out = [f"### Vector {number}: an officer's binding, enrollment proof, sign-in and read "
+           "acknowledgement", ""]
+    out.append(f"Officer `{OFFICER_ID}` of `anti-trafficking@kh-cnp`, signing seed "
+               f"SHA-256(\"{READER_SIGNING_LABEL}\"), X25519 secret "
+               f"SHA-256(\"{READER_ENCRYPTION_LABEL}\"); the gateway key of vector 3.")
+    out.append("")
+    out.append("- binding (signed note by `kh-cnp`):")
+    out.append("")
+    out.append("```")
+    out.append(s["binding"].decode("utf-8").rstrip("\n"))
+    out.append("```")
+    out.append("")
+    for name, what in (("enroll", f"enrollment proof for code `{ENROLL_CODE}`"),
+                       ("session", f"sign-in, challenge = SHA-256(\"{CHALLENGE_LABEL}\")"),
+                       ("read", "read acknowledgement of vector 1, read at T0 + 120 s")):
+        out.append(f"- {what}: signed bytes (UTF-8, each line ends in a newline):")
+        out.append("")
+        out.append("```")
+        out.append(s[name].decode("utf-8").rstrip("\n"))
+        out.append("```")
+        out.append("")
+        out.append(f"  signature: `{s[name + '_signature'].hex()}`")
+        out.append("")
+    return out
 
 
 def replace_block(document: str, block: str) -> str:

@@ -10,6 +10,7 @@ from gateway import vectors
 from gateway.crypto.envelope import open_envelope, verify_envelope
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
+from gateway.directory import open_binding
 from gateway.events import decode_entry
 from gateway.ledger import open_checkpoint
 from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -31,7 +32,7 @@ def _code_blocks(section: str) -> list[str]:
 
 def test_documented_envelopes_verify_and_open() -> None:
     sections = block().split("### Vector ")[1:]
-    assert len(sections) == len(vectors.VECTORS) + 1
+    assert len(sections) == len(vectors.VECTORS) + 2
     for section, vector in zip(sections, vectors.VECTORS, strict=False):
         payload_text, header_text, hex_text = _code_blocks(section)
         data = bytes.fromhex("".join(hex_text.split()))
@@ -50,7 +51,7 @@ def test_documented_envelopes_verify_and_open() -> None:
 
 
 def test_documented_ledger_and_checkpoint_verify() -> None:
-    section = block().split("### Vector ")[-1]
+    section = block().split("### Vector ")[-2]
     entries_text, note_text = _code_blocks(section)
     entries = [line.encode("utf-8") for line in entries_text.split("\n")]
     leaves = [leaf_hash(e) for e in entries]
@@ -71,3 +72,16 @@ def test_documented_ledger_and_checkpoint_verify() -> None:
     # The first entry records vector 1's envelope by its SHA-256.
     first_envelope = vectors.VECTORS[0].seal()
     assert decode_entry(entries[0])["digest"] == hashlib.sha256(first_envelope).hexdigest()
+
+
+def test_documented_officer_statements_verify() -> None:
+    section = block().split("### Vector ")[-1]
+    binding_text, enroll, session, read = _code_blocks(section)
+    gateway_key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL)).public
+    binding = open_binding((binding_text + "\n").encode(), "kh-cnp", gateway_key)
+    assert binding.officer == vectors.OFFICER_ID
+    assert binding.desks == ("anti-trafficking@kh-cnp",)
+    signatures = re.findall(r"signature: `([0-9a-f]{128})`", section)
+    for text, signature in zip((enroll, session, read), signatures, strict=True):
+        binding.sign_key.verify((text + "\n").encode(), bytes.fromhex(signature))
+    assert read.split("\n")[0] == "fpg read v1"
