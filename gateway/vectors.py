@@ -32,9 +32,9 @@ from gateway.crypto.note import NoteSigner, note_key_id, sign_note
 from gateway.delivery import read_text
 from gateway.directory import Binding
 from gateway.enrollment import enroll_text
-from gateway.sessions import session_text
 from gateway.events import ACCEPTED, DELIVERED, READ, LedgerEvent
 from gateway.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
+from gateway.sessions import session_text
 
 BEGIN = "<!-- vectors:begin -->"
 END = "<!-- vectors:end -->"
