@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from pathlib import Path
 
 import aiohttp
@@ -182,3 +183,14 @@ async def test_sessions_challenges_cannot_be_replayed_and_revocation_is_immediat
     with pytest.raises(ApiError) as info:
         await a.inbox("trafficking")
     assert info.value.status == 401 and info.value.code == "revoked"
+
+
+async def test_large_envelope_arriving_in_many_chunks(world) -> None:
+    a, b = await world.officer("trafficking"), await world.officer("border-liaison")
+    from gateway.client.payload import attachment
+
+    photo = os.urandom(2_000_000)  # 2 MB: many network reads
+    doc = {"type": "hotline", "text": "ảnh", "attachments": [attachment("a.jpg", "image/jpeg",
+                                                                        photo)]}
+    mid = (await a.send("hotline", "border-liaison", doc))["id"]
+    assert (await b.read(mid)).payload == doc

@@ -45,10 +45,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise TooLargeError(f"request body of {length} bytes exceeds the limit of {limit}")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise TooLargeError(f"request body exceeds the limit of {limit} bytes")
-    return body
+    chunks: list[bytes] = []
+    total = 0
+    while True:  # read() returns what has arrived, so gather until the end or the limit
+        chunk = await request.content.read(min(1 << 16, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise TooLargeError(f"request body exceeds the limit of {limit} bytes")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
