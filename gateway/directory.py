@@ -255,5 +255,5 @@ class DirectoryService:
             await self.clock.sleep(self.poll_seconds)
             if await self.store.data_version() != self._version:
                 await self.reload()
-                log.info("directory_reloaded", desks=len(self._current.desks)
+                log.debug("directory_reloaded", desks=len(self._current.desks)
                          if self._current else 0)
