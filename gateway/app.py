@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.appkeys import (
+    ANON_LIMITER,
     CLOCK,
     CONFIG,
     DELIVERY,
@@ -27,6 +29,7 @@ from gateway.appkeys import (
     IDENTITY,
     LEDGER,
     LIMITER,
+    REQUEST_ID,
     SESSIONS,
     STORE,
 )
@@ -54,15 +57,24 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": code, "message": message}
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(8).hex()
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(8).hex()
+    request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
     except GatewayError as exc:
         log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
         response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -71,12 +83,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         log.info("request_refused", code=code, status=exc.status, path=request.path)
         response = web.json_response(error_body(code, exc.reason), status=exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception:  # the one catch-all, at the request boundary
         log.exception("request_failed", path=request.path)
         response = web.json_response(error_body("internal", "internal error"), status=500)
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
-    response.headers["X-Request-Id"] = request_id
+    if not response.prepared:  # a stream has sent its headers already (with the id)
+        response.headers["X-Request-Id"] = request_id
     return response
 
 
@@ -128,6 +143,8 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
         app[SESSIONS] = Sessions(app[CLOCK], ttl_seconds=config.officers.session_minutes * 60)
         app[LIMITER] = RateLimiter(app[CLOCK], config.limits.requests_per_second,
                                    config.limits.burst)
+        app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
+                                        config.limits.anonymous_burst)
         app[DELIVERY] = Delivery(
             store, directory, app[CLOCK], gateway=identity.gateway_id,
             max_envelope=config.server.max_body_bytes,

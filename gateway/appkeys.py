@@ -21,6 +21,10 @@ STORE = web.AppKey("store", Store)
 LEDGER = web.AppKey("ledger", Ledger)
 DIRECTORY = web.AppKey("directory", DirectoryService)
 SESSIONS = web.AppKey("sessions", Sessions)
-LIMITER = web.AppKey("limiter", RateLimiter)
+LIMITER = web.AppKey("limiter", RateLimiter)  # per officer
+ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # per client address, no token
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
+
+# Per-request value (a plain key: request storage is not typed in aiohttp).
+REQUEST_ID = "fpg.request_id"

@@ -141,6 +141,11 @@ class LimitsSection:
     requests_per_second: float = _key(50.0, _range(0.1, 100_000),
                                       doc="sustained requests per officer")
     burst: int = _key(200, _range(1, 1_000_000), doc="requests an officer may make at once")
+    anonymous_per_second: float = _key(
+        5.0, _range(0.01, 100_000), doc="enrollment and sign-in requests per client address"
+    )
+    anonymous_burst: int = _key(30, _range(1, 1_000_000),
+                                doc="... and how many a client address may make at once")
     inbox_page: int = _key(100, _range(1, 1000), doc="most messages per inbox page")
     stream_queue: int = _key(1000, _range(10, 100_000),
                              doc="live events buffered per stream before it is cut")

@@ -33,6 +33,7 @@ from gateway.errors import (
 from gateway.events import decode_entry
 from gateway.store import (
     CONFLICT,
+    DUPLICATE,
     AcceptOutcome,
     InboxItem,
     IncomingMessage,
@@ -66,6 +67,13 @@ class Delivery:
                                  code="signer_mismatch")
         envelope = verify_envelope(data, officer.sign_key, max_size=self.max_envelope)
         h = envelope.header
+        # A resend of what is already stored is answered "duplicate" whatever has changed
+        # since (expiry, desk members): a client that lost the first answer may retry.
+        stored = await self.store.get_message(h.id)
+        if stored is not None:
+            if stored.digest != envelope.digest:
+                raise ConflictError("another message already has this id", code="id_conflict")
+            return AcceptOutcome(DUPLICATE, h.id)
         directory = await self.directory.get()
         if h.sender not in officer.desks:
             raise ForbiddenError(f"you are not an officer of {h.sender}", code="not_a_member")
@@ -94,6 +102,9 @@ class Delivery:
     def _desk(self, directory: Directory, address: str) -> Any:
         desk = directory.desk(address)
         if desk is None:
+            if "@" not in address:
+                raise NotFoundError(f"no desk {address!r}: desk addresses look like "
+                                    "desk@gateway", code="unknown_desk")
             gateway = address.partition("@")[2]
             if gateway != self.gateway:
                 raise NotFoundError(f"gateway {gateway} is not a partner of this gateway",
@@ -113,13 +124,14 @@ class Delivery:
 
     # --- reading -----------------------------------------------------------------------
 
-    def check_member(self, officer: Officer, desk: str) -> None:
+    async def check_desk(self, officer: Officer, desk: str) -> None:
+        """404 for a desk that does not exist here, 403 for one the officer is not in."""
+        self._desk(await self.directory.get(), desk)
         if desk not in officer.desks:
             raise ForbiddenError(f"you are not an officer of {desk}", code="not_a_member")
 
     async def inbox(self, officer: Officer, desk: str, after: int, limit: int) -> list[InboxItem]:
-        self._desk(await self.directory.get(), desk)
-        self.check_member(officer, desk)
+        await self.check_desk(officer, desk)
         return await self.store.inbox(desk, after, limit)
 
     async def fetch(self, officer: Officer, message_id: str) -> StoredMessage:

@@ -26,7 +26,7 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.directory import Binding
-from gateway.errors import BadKeyError, BadSignatureError, ClientError
+from gateway.errors import BadKeyError, BadSignatureError, ClientError, ForbiddenError
 from gateway.store import OfficerRow, Store
 
 ENROLL_LINE = "fpg enroll v1"
@@ -42,8 +42,8 @@ def new_code() -> str:
 def code_hash(code: str) -> bytes:
     normalized = code.strip().upper()
     if not _CODE.fullmatch(normalized):
-        raise ClientError("an enrollment code looks like FPG-XXXX-XXXX-XXXX-XXXX-XXXX",
-                          code="enrollment_code_invalid")
+        raise ForbiddenError("an enrollment code looks like FPG-XXXX-XXXX-XXXX-XXXX-XXXX",
+                             code="enrollment_code_invalid")
     return hashlib.sha256(normalized.encode("ascii")).digest()
 
 

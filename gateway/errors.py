@@ -17,6 +17,7 @@ class GatewayError(Exception):
 
     code = "gateway_error"
     http_status = 500
+    retry_after: float | None = None  # seconds, for answers a client should retry later
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -156,3 +157,8 @@ class ConflictError(ClientError):
 class TooLargeError(ClientError):
     code = "too_large"
     http_status = 413
+
+
+class UnsupportedMediaError(ClientError):
+    code = "unsupported_media_type"
+    http_status = 415

@@ -60,17 +60,12 @@ class Sessions:
         self._challenges: dict[bytes, tuple[str, int]] = {}  # challenge -> officer, expiry
         self._tokens: dict[bytes, Session] = {}  # SHA-256 of token -> session
 
-    def _prune(self) -> None:
+    def challenge(self, officer: str) -> tuple[bytes, int]:
         now = self.clock.now_ms()
         if len(self._challenges) >= MAX_CHALLENGES:
             self._challenges = {c: v for c, v in self._challenges.items() if v[1] > now}
-        if len(self._tokens) >= MAX_SESSIONS:
-            self._tokens = {t: s for t, s in self._tokens.items() if s.expires_ms > now}
-        if len(self._challenges) >= MAX_CHALLENGES or len(self._tokens) >= MAX_SESSIONS:
-            raise RateLimited("too many sign-ins in progress; try again shortly")
-
-    def challenge(self, officer: str) -> tuple[bytes, int]:
-        self._prune()
+            if len(self._challenges) >= MAX_CHALLENGES:
+                raise RateLimited("too many sign-ins in progress; try again shortly")
         challenge = os.urandom(CHALLENGE_SIZE)
         expires = self.clock.now_ms() + self.challenge_ms
         self._challenges[challenge] = (officer, expires)
@@ -88,7 +83,11 @@ class Sessions:
             raise AuthError("challenge expired; ask for a new one", code="challenge_expired")
 
     def issue(self, officer: str) -> tuple[str, int]:
-        self._prune()
+        now = self.clock.now_ms()
+        if len(self._tokens) >= MAX_SESSIONS:
+            self._tokens = {t: s for t, s in self._tokens.items() if s.expires_ms > now}
+            if len(self._tokens) >= MAX_SESSIONS:
+                raise RateLimited("too many open sessions; try again shortly")
         token = os.urandom(32)
         expires = self.clock.now_ms() + self.ttl_ms
         self._tokens[hashlib.sha256(token).digest()] = Session(officer, expires)
@@ -129,7 +128,9 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             wait = (1.0 - tokens) / self.rate
-            raise RateLimited(f"too many requests; retry in {wait:.1f} s")
+            error = RateLimited(f"too many requests; retry in {wait:.1f} s")
+            error.retry_after = wait
+            raise error
         if len(self._buckets) >= self.max_keys and key not in self._buckets:
             self._buckets.clear()  # forget idle buckets rather than grow without bound
         self._buckets[key] = (tokens - 1.0, now)

@@ -194,3 +194,26 @@ async def test_large_envelope_arriving_in_many_chunks(world) -> None:
                                                                         photo)]}
     mid = (await a.send("hotline", "border-liaison", doc))["id"]
     assert (await b.read(mid)).payload == doc
+
+
+async def test_a_retry_is_answered_duplicate_even_after_the_desk_changed(world) -> None:
+    a, b = await world.officer("trafficking"), await world.officer("border-liaison")
+    directory = await a.directory()
+    from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
+
+    mid = new_message_id()
+    now = a.clock.now_ms()
+    header = EnvelopeHeader(id=mid, kind="hotline", priority="flash", sender="trafficking@vn-mps",
+                            recipient="border-liaison@vn-mps", created=now, expires=now + 60_000,
+                            thread=mid)
+    data = seal_envelope(header, b'{"text":"x","type":"hotline"}', a.creds.signing,
+                         directory["border-liaison@vn-mps"].encryption_keys())
+    post = ("POST", "/v1/messages")
+    status, answer, _ = await a.request(*post, data=data,
+                                        headers={"Content-Type": "application/vnd.fpg.envelope"})
+    assert status == 201
+    await world.officer("border-liaison")  # the desk now has another officer
+    status, answer, _ = await a.request(*post, data=data,
+                                        headers={"Content-Type": "application/vnd.fpg.envelope"})
+    assert status == 200 and json.loads(answer)["status"] == "duplicate"
+    assert len((await b.inbox("border-liaison"))["messages"]) == 1

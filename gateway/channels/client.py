@@ -13,11 +13,13 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from gateway.appkeys import (
+    ANON_LIMITER,
     CLOCK,
     CONFIG,
     DELIVERY,
@@ -25,12 +27,19 @@ from gateway.appkeys import (
     HUB,
     IDENTITY,
     LIMITER,
+    REQUEST_ID,
     SESSIONS,
     STORE,
 )
 from gateway.directory import Officer
 from gateway.enrollment import enroll
-from gateway.errors import BadSignatureError, ClientError, TooLargeError
+from gateway.errors import (
+    BadSignatureError,
+    ClientError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
 from gateway.sessions import AuthError, session_text
 from gateway.store import ACCEPTED
 
@@ -38,6 +47,8 @@ ENVELOPE_TYPE = "application/vnd.fpg.envelope"
 NOTE_TYPE = "text/plain; charset=utf-8"
 MAX_JSON_BODY = 64 * 1024
 HEARTBEAT_SECONDS = 15.0
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts others
+ENVELOPE_TYPES = (ENVELOPE_TYPE, "application/octet-stream")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -94,7 +105,13 @@ async def signed_in(request: web.Request) -> Officer:
 # --- enrollment and sign-in -------------------------------------------------------------
 
 
+def limit_anonymous(request: web.Request) -> None:
+    """Sign-in and enrollment need no token: limit them per client address instead."""
+    request.app[ANON_LIMITER].check(str(request.remote))
+
+
 async def post_enroll(request: web.Request) -> web.Response:
+    limit_anonymous(request)
     doc = await read_json(request)
     app = request.app
     identity, config = app[IDENTITY], app[CONFIG]
@@ -118,17 +135,19 @@ async def post_enroll(request: web.Request) -> web.Response:
 
 
 async def post_challenge(request: web.Request) -> web.Response:
+    limit_anonymous(request)
     doc = await read_json(request)
     officer_id = _field(doc, "officer", str)
-    directory = await request.app[DIRECTORY].get()
-    if officer_id not in directory.officers:
-        raise AuthError("unknown officer", code="unknown_officer")
+    if len(officer_id) > 64:
+        raise ClientError("officer ids are short", code="bad_field")
+    # A challenge is issued for any id, so this route tells nobody which officers exist.
     challenge, expires = request.app[SESSIONS].challenge(officer_id)
     return web.json_response({"challenge": base64.b64encode(challenge).decode("ascii"),
                               "expires": expires})
 
 
 async def post_session(request: web.Request) -> web.Response:
+    limit_anonymous(request)
     doc = await read_json(request)
     app = request.app
     officer_id = _field(doc, "officer", str)
@@ -140,7 +159,9 @@ async def post_session(request: web.Request) -> web.Response:
     sessions = app[SESSIONS]
     sessions.take_challenge(officer_id, challenge)
     officer = (await app[DIRECTORY].get()).officers.get(officer_id)
-    if officer is None or not officer.active(app[CLOCK].now_ms()):
+    if officer is None:
+        raise AuthError("the challenge signature does not verify", code="bad_signature")
+    if not officer.active(app[CLOCK].now_ms()):
         raise AuthError("your binding is revoked or expired", code="revoked")
     try:
         officer.sign_key.verify(
@@ -165,6 +186,8 @@ async def get_directory(request: web.Request) -> web.Response:
 
 async def post_message(request: web.Request) -> web.Response:
     officer = await signed_in(request)
+    if request.content_type not in ENVELOPE_TYPES:
+        raise UnsupportedMediaError(f"upload an envelope as {ENVELOPE_TYPE}")
     body = await read_body(request, request.app[CONFIG].server.max_body_bytes)
     outcome = await request.app[DELIVERY].send(officer, body)
     status = 201 if outcome.status == ACCEPTED else 200
@@ -176,7 +199,7 @@ def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
     value = request.query.get(name)
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 18 or int(value) > high:
+    if not _DIGITS.fullmatch(value) or int(value) > high:
         raise ClientError(f"{name} must be an integer from 0 to {high}", code="bad_parameter")
     return int(value)
 
@@ -185,7 +208,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     officer = await signed_in(request)
     desk = request.match_info["desk"]
     page = request.app[CONFIG].limits.inbox_page
-    after = _int_query(request, "after", 0, 2**62)
+    after = _int_query(request, "after", 0, 10**18 - 1)
     limit = _int_query(request, "limit", page, page) or page
     items = await request.app[DELIVERY].inbox(officer, desk, after, limit)
     return web.json_response({
@@ -216,7 +239,7 @@ async def post_read(request: web.Request) -> web.Response:
         officer, request.match_info["id"], _field(doc, "read", int), _field(doc, "signature", str)
     )
     if outcome not in ("recorded", "duplicate"):
-        raise ClientError("no such message", code="unknown_message")
+        raise NotFoundError("no such message", code="unknown_message")
     return web.json_response({"id": request.match_info["id"], "status": outcome})
 
 
@@ -225,9 +248,10 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     officer = await signed_in(request)
     wanted = request.query.getall("desk", []) or sorted(officer.desks)
     for desk in wanted:
-        request.app[DELIVERY].check_member(officer, desk)
+        await request.app[DELIVERY].check_desk(officer, desk)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Request-Id": request.get(REQUEST_ID, ""),
     })
     await response.prepare(request)
     subscription = request.app[HUB].subscribe(wanted)
@@ -261,4 +285,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/messages/{id}/status", get_status)
     r.add_post("/v1/messages/{id}/read", post_read)
     r.add_get("/v1/desks/{desk}/inbox", get_inbox)
-    r.add_get("/v1/stream", get_stream)
+    r.add_get("/v1/stream", get_stream, allow_head=False)

@@ -9,14 +9,16 @@ federation work.
 from __future__ import annotations
 
 import base64
+import re
 
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
 from gateway.descriptor import DEFAULT_VALIDITY_MS, DESCRIPTOR_PATH, Descriptor, sign_descriptor
-from gateway.errors import ClientError, LedgerError
+from gateway.errors import ClientError, LedgerError, NotFoundError
 
 DESCRIPTOR_MEDIA_TYPE = "text/plain; charset=utf-8"
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts others
 
 
 async def get_descriptor(request: web.Request) -> web.Response:
@@ -38,7 +40,7 @@ async def get_descriptor(request: web.Request) -> web.Response:
 
 def _int_param(request: web.Request, name: str) -> int:
     value = request.query.get(name, "")
-    if not value.isdigit() or len(value) > 18:
+    if not _DIGITS.fullmatch(value):
         raise ClientError(f"query parameter {name} must be a non-negative integer",
                           code="bad_parameter")
     return int(value)
@@ -47,7 +49,7 @@ def _int_param(request: web.Request, name: str) -> int:
 async def get_checkpoint(request: web.Request) -> web.Response:
     latest = await request.app[STORE].latest_checkpoint()
     if latest is None:
-        raise ClientError("no checkpoint yet", code="no_checkpoint")
+        raise NotFoundError("no checkpoint yet", code="no_checkpoint")
     return web.Response(body=latest.note, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})
 
 
