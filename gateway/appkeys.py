@@ -26,5 +26,4 @@ ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # per client address, no
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
 
-# Per-request value (a plain key: request storage is not typed in aiohttp).
-REQUEST_ID = "fpg.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)  # per request, set by the error middleware
