@@ -1,20 +1,64 @@
-"""The ``gateway-client`` command: the officers' thin client.
+"""The ``gateway-client`` command: one officer's thin client, run on the officer's machine.
 
-An officer's keys are made here, on the officer's own machine, and never leave it: the
-private keys are written to a passphrase-protected key file. Sending, reading and
-answering messages through a gateway build on this (enrollment comes with the client
-channel).
+It turns command lines into calls of the client library (gateway.client.api) and prints
+the results for a person, or as JSON with ``--json``. Keys are made, kept and used here
+only: the officer's profile (gateway.client.profile) holds the enrollment and the key
+file, messages are sealed and opened locally, and the gateway sees envelopes only.
+
+Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox``, ``read``, ``reply``,
+``status``, ``watch`` and ``keys new|show``. Errors are one line on standard error
+(with the gateway's stable error code when it refused) and exit status 1, or 2 for a
+wrong command line; never a traceback. Text is UTF-8 everywhere, whatever the locale.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import contextlib
+import datetime
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from io import TextIOWrapper
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import aiohttp
 
 from gateway import __version__
-from gateway.cliutil import EXIT_OK, get_passphrase, run_command
-from gateway.crypto.keyfile import KeyBundle, read_public, save_bundle
+from gateway.client import payload
+from gateway.client.api import (
+    ApiError,
+    Credentials,
+    GatewayClient,
+    OpenedMessage,
+    enroll,
+)
+from gateway.client.profile import (
+    KEY_FILE,
+    PROFILE_ENV,
+    Profile,
+    ProfileError,
+    check_free,
+    load_profile,
+    make_dir,
+    officer_keys,
+    profile_dir,
+    save_profile,
+    unlock,
+    write_new,
+)
+from gateway.cliutil import EXIT_FAILURE, EXIT_OK, get_passphrase, run_command
+from gateway.crypto.envelope import PRIORITIES
+from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import (
     ROLE_OFFICER_ENCRYPTION,
     ROLE_OFFICER_SIGNING,
@@ -22,62 +66,838 @@ from gateway.crypto.keys import (
     OfficerEncryptionKey,
     OfficerSigningKey,
     VerifyKey,
+    normalize_fingerprint,
 )
+from gateway.directory import open_binding
+from gateway.enrollment import code_hash
+from gateway.errors import ClientError, ConfigError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
 
 PROG = "gateway-client"
+EXIT_USAGE = 2
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15)
+BACKOFF_FIRST = 0.5  # seconds before the first reconnection of `watch`
+BACKOFF_MAX = 5.0  # and never more than this between attempts
+MAX_TEXT_BYTES = 4 * payload.MAX_TEXT + 4  # UTF-8 takes at most 4 bytes a character
+MAX_ATTACHMENT_NAME = 200
+_ID = re.compile(r"[0-9a-f]{32}")
+_NAME = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DESK = re.compile(rf"{_NAME}(?:@{_NAME})?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# What never reaches a terminal from a message or a gateway: control characters (which
+# could move the cursor or recolour the screen) and lone surrogates (not text at all).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+T = TypeVar("T")
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def utf8_streams() -> None:
+    """Make standard output strict UTF-8 and standard error UTF-8, whatever the locale."""
+    if isinstance(sys.stdout, TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8", errors="strict")
+    if isinstance(sys.stderr, TextIOWrapper):
+        sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
+def clean(text: str) -> str:
+    """``text`` safe for a terminal: newlines and tabs kept, other control characters and
+    lone surrogates shown as escapes; every letter of every script is left alone."""
+    text = text.replace("\r\n", "\n")
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def say(line: str = "") -> None:
+    print(clean(line), flush=True)
+
+
+def note(line: str) -> None:
+    """A remark for the person at the terminal, on standard error (never data)."""
+    print(f"{PROG}: {clean(line)}", file=sys.stderr, flush=True)
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on one line; non-ASCII as itself unless it is not valid text."""
+    text = json.dumps(obj, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, sort_keys=True)
+    print(text, flush=True)
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _message_id(text: str) -> str:
+    value = text.strip().lower()
+    if not _ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a message id (32 hex digits)")
+    return value
+
+
+def _desk(text: str) -> str:
+    if not _DESK.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a desk name (like border-liaison) or address (desk@gateway)")
+    return text
+
+
+def _date(text: str) -> str:
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError(text)
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+    return text
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _cursor(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cursor (a whole number)")
+    return int(text)
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command accepts, before or after its name."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--profile", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+        help=f"this officer's profile directory (default ${PROFILE_ENV}, else ~/.fpg-client)")
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("--passphrase-env", metavar="NAME", default=argparse.SUPPRESS,
+                       help="read the key passphrase from environment variable NAME")
+    group.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                       default=argparse.SUPPRESS,
+                       help="read the key passphrase from the first line of FILE")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON (one document, or one per line for watch)")
+    return common
+
+
+def _add_text(p: argparse.ArgumentParser, *, attachments: bool = True) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--text", metavar="TEXT", help="the message text")
+    group.add_argument("--file", type=Path, metavar="FILE",
+                       help="read the text from FILE (UTF-8)")
+    if attachments:
+        p.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE",
+                       help="attach FILE (repeat for several)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Focal-point officer's client.")
+    common = _common()
+    parser = Parser(
+        prog=PROG, parents=[common],
+        description="Focal-point officer's client: enroll with your gateway, then send, "
+                    "read and answer hotline alerts and case notifications. Without --text "
+                    "or --file, message text is read from standard input.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("keys", help="make or inspect this officer's keys")
-    keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
 
-    new = keys_sub.add_parser("new", help="generate signing and encryption keys")
+    def command(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text, parents=[common])
+        return p
+
+    p = command("enroll", "make keys, enroll with a gateway and write the profile")
+    p.add_argument("gateway_url", metavar="GATEWAY_URL", help="e.g. https://gw.example")
+    p.add_argument("code", metavar="CODE", help="the one-time enrollment code (FPG-XXXX-...)")
+    p.add_argument("--fingerprint", metavar="FINGERPRINT",
+                   help='the gateway key fingerprint the operator read out ("XXXX XXXX ...")')
+    p.add_argument("--keys", type=Path, metavar="FILE",
+                   help="use the keys of FILE (from `keys new`) instead of making new ones")
+    p.add_argument("--insecure-dev-keys", action="store_true",
+                   help="store the keys UNENCRYPTED (demo and tests only)")
+
+    command("desks", "list the desks of the verified directory and their officers")
+
+    p = command("send", "seal and send a hotline alert or a case notification")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, what in (("hotline", "a short urgent alert"),
+                       ("case", "a case notification with its case fields")):
+        k = command(kind, f"send {what}", kinds)
+        k.add_argument("to", type=_desk, metavar="TO", help="recipient desk (name or address)")
+        k.add_argument("--priority", choices=PRIORITIES, default="routine",
+                       help="default: routine")
+        k.add_argument("--from", dest="frm", type=_desk, metavar="DESK",
+                       help="the desk you send from (needed if you are on several)")
+        _add_text(k)
+        if kind == "case":
+            k.add_argument("--case-ref", required=True, metavar="REF")
+            k.add_argument("--legal-basis", required=True, choices=payload.LEGAL_BASES)
+            k.add_argument("--offence", required=True, metavar="TEXT")
+            k.add_argument("--action", action="append", required=True, metavar="TEXT",
+                           help="a requested action (repeat for several)")
+            k.add_argument("--deadline", required=True, type=_date, metavar="YYYY-MM-DD")
+
+    p = command("inbox", "list the messages a desk received")
+    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
+                   help="only messages after this cursor (printed by the previous call)")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
+
+    p = command("read", "open a message, verify its sender and acknowledge reading it")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("--save-attachments", type=Path, metavar="DIR",
+                   help="write the message's attachments into DIR")
+
+    p = command("reply", "answer a message in its thread")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("--priority", choices=PRIORITIES,
+                   help="default: the priority of the message answered")
+    _add_text(p)
+
+    p = command("status", "who read and answered a message, and its ledger events")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+
+    p = command("watch", "print live events (messages, reads, replies) until Ctrl-C")
+    p.add_argument("--desk", type=_desk, action="append", metavar="DESK",
+                   help="watch this desk (repeat; default: all your desks)")
+    p.add_argument("--count", type=_count, metavar="N", help="stop after N events")
+
+    p = command("keys", "make a key file, or show key ids and fingerprints")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+    new = command("new", "generate signing and encryption keys into a key file", keys_sub)
     new.add_argument("--out", type=Path, required=True, metavar="FILE", help="key file to write")
     new.add_argument("--owner", required=True, help="a label for the key file (no names)")
-    group = new.add_mutually_exclusive_group()
-    group.add_argument("--passphrase-env", metavar="NAME")
-    group.add_argument("--passphrase-file", type=Path, metavar="FILE")
-    group.add_argument("--insecure-dev-keys", action="store_true",
-                       help="store the keys UNENCRYPTED (demo and tests only)")
-
-    show = keys_sub.add_parser("show", help="print key ids and fingerprints")
-    show.add_argument("file", type=Path, metavar="FILE")
+    new.add_argument("--insecure-dev-keys", action="store_true",
+                     help="store the keys UNENCRYPTED (demo and tests only)")
+    show = command("show", "print this officer's key ids and fingerprints (no passphrase)",
+                   keys_sub)
+    show.add_argument("file", type=Path, nargs="?", metavar="FILE",
+                      help="a key file (default: the profile's)")
     return parser
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
-    if args.keys_command == "new":
-        passphrase = None if args.insecure_dev_keys else get_passphrase(
-            f"the new key file {args.out}", env=args.passphrase_env,
-            file=args.passphrase_file, confirm=True,
-        )
-        signing, encryption = OfficerSigningKey.generate(), OfficerEncryptionKey.generate()
-        bundle = KeyBundle(
-            owner=args.owner,
-            keys={ROLE_OFFICER_SIGNING: signing, ROLE_OFFICER_ENCRYPTION: encryption},
-        )
-        save_bundle(args.out, bundle, passphrase)
-        print(f"keys written to {args.out}")
-    owner, public, protection = read_public(args.out if args.keys_command == "new" else args.file)
-    print(f"owner: {owner} ({protection})")
-    for role, b64 in sorted(public.items()):
-        key = (
-            EncryptionPublicKey.from_b64(b64, role)
-            if role == ROLE_OFFICER_ENCRYPTION
-            else VerifyKey.from_b64(b64, role)
-        )
-        print(f"{role}: id {key.key_id}  fingerprint {key.fingerprint}")
+def opt(args: argparse.Namespace, name: str) -> Any:
+    """A common option, wherever it was given (None or False when it was not)."""
+    return getattr(args, name, False if name == "json" else None)
+
+
+# --- profile, keys and the connection --------------------------------------------------
+
+
+def check_no_passphrase(args: argparse.Namespace) -> None:
+    """--insecure-dev-keys stores no passphrase: giving one too is a mistake, not a choice."""
+    if args.insecure_dev_keys and (opt(args, "passphrase_env") or opt(args, "passphrase_file")):
+        raise ConfigError("give --insecure-dev-keys or a passphrase source, not both")
+
+
+def passphrase_for(args: argparse.Namespace, what: str, *, confirm: bool = False) -> bytes:
+    return get_passphrase(what, env=opt(args, "passphrase_env"),
+                          file=opt(args, "passphrase_file"), confirm=confirm)
+
+
+def credentials(args: argparse.Namespace) -> tuple[Profile, Credentials]:
+    profile = load_profile(profile_dir(opt(args, "profile")))
+    bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
+    return profile, profile.credentials(bundle)
+
+
+def run_async(coro: Coroutine[Any, Any, T], url: str) -> T:
+    """Run ``coro``; network failures become one readable error naming the gateway."""
+    try:
+        return asyncio.run(coro)
+    except aiohttp.ClientError as exc:
+        raise GatewayError(f"cannot talk to the gateway at {url}: {exc or type(exc).__name__}",
+                           code="unreachable") from None
+    except TimeoutError:
+        raise GatewayError(f"the gateway at {url} did not answer in time",
+                           code="timeout") from None
+
+
+def online(args: argparse.Namespace,
+           work: Callable[[GatewayClient, Profile], Awaitable[int]]) -> int:
+    """Unlock the keys, then run ``work`` with a client of this officer's gateway."""
+    profile, creds = credentials(args)
+
+    async def go() -> int:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            return await work(GatewayClient(http, creds), profile)
+
+    return run_async(go(), profile.gateway_url)
+
+
+def desk_address(desk: str, profile: Profile) -> str:
+    return desk if "@" in desk else f"{desk}@{profile.gateway_id}"
+
+
+# --- enroll ----------------------------------------------------------------------------
+
+
+def _gateway_url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ClientError(f"{text!r} is not a gateway URL (http:// or https://...)",
+                          code="bad_url")
+    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+        note("warning: plain http:// to a remote gateway: messages stay sealed, but your "
+             "session is not protected in transit; use https://")
+    return url
+
+
+def _enroll_keys(args: argparse.Namespace, directory: Path) -> KeyBundle:
+    """Write this officer's key file into the new profile (before the code is used)."""
+    target = directory / KEY_FILE
+    if args.keys is not None:
+        protection = read_public(args.keys)[2]
+        insecure = protection == INSECURE
+        if insecure != args.insecure_dev_keys:
+            raise KeyFileError(
+                f"{args.keys}: holds plaintext development keys; add --insecure-dev-keys"
+                if insecure else
+                f"{args.keys}: is passphrase-protected; leave out --insecure-dev-keys")
+        passphrase = None if insecure else passphrase_for(args, f"the key file {args.keys}")
+        bundle = load_bundle(args.keys, passphrase, allow_insecure=insecure)
+        officer_keys(bundle, args.keys)
+        with open(args.keys, "rb") as fh:
+            write_new(target, fh.read())
+        return bundle
+    passphrase = None if args.insecure_dev_keys else passphrase_for(
+        args, "your new officer key", confirm=True)
+    bundle = KeyBundle(owner="officer", keys={
+        ROLE_OFFICER_SIGNING: OfficerSigningKey.generate(),
+        ROLE_OFFICER_ENCRYPTION: OfficerEncryptionKey.generate(),
+    }, insecure=passphrase is None)
+    save_bundle(target, bundle, passphrase)
+    return bundle
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    directory = profile_dir(opt(args, "profile"))
+    url = _gateway_url(args.gateway_url)
+    fingerprint = normalize_fingerprint(args.fingerprint) if args.fingerprint else None
+    code = args.code.strip().upper()
+    code_hash(code)  # its form, before anything else
+    check_no_passphrase(args)
+    check_free(directory)
+    make_dir(directory)
+    bundle = _enroll_keys(args, directory)
+    signing, encryption = officer_keys(bundle, directory / KEY_FILE)
+
+    async def go() -> tuple[Credentials, dict[str, Any]]:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            return await enroll(http, url, code, signing, encryption, fingerprint)
+
+    try:
+        creds, doc = run_async(go(), url)
+        binding = open_binding(str(doc["binding"]).encode("utf-8"), creds.gateway_id,
+                               creds.gateway_key)
+        if (binding.officer != creds.officer_id or binding.sign_key != signing.public
+                or binding.enc_key != encryption.public):
+            raise ClientError("the gateway's binding does not vouch for your keys",
+                              code="bad_binding")
+    except BaseException:
+        (directory / KEY_FILE).unlink(missing_ok=True)  # no profile: keep no stray keys
+        raise
+    profile = Profile(
+        directory=directory, gateway_url=creds.gateway_url, gateway_id=creds.gateway_id,
+        gateway_key=creds.gateway_key, officer_id=creds.officer_id,
+        sign_key_id=signing.key_id, enc_key_id=encryption.key_id, desks=creds.desks,
+        not_after=binding.not_after, enrolled=binding.not_before,
+        insecure_dev_keys=bundle.insecure,
+    )
+    save_profile(profile)
+    if opt(args, "json"):
+        emit_json({"officer": profile.officer_id, "gateway": profile.gateway_id,
+                   "gateway_url": profile.gateway_url,
+                   "gateway_fingerprint": profile.gateway_key.fingerprint,
+                   "fingerprint_checked": fingerprint is not None, "desks": list(profile.desks),
+                   "not_after": profile.not_after, "sign_key_id": signing.key_id,
+                   "enc_key_id": encryption.key_id, "profile": str(directory),
+                   "insecure_dev_keys": profile.insecure_dev_keys})
+        return EXIT_OK
+    say(f"enrolled as officer {profile.officer_id}")
+    say(f"desks:               {', '.join(profile.desks)}")
+    say(f"gateway:             {profile.gateway_id} at {profile.gateway_url}")
+    say(f"gateway fingerprint: {profile.gateway_key.fingerprint}")
+    say("  (matches the fingerprint you gave)" if fingerprint else
+        "  (not checked: compare it with the fingerprint the gateway's operator read out)")
+    say(f"your signing key:    {signing.key_id}  fingerprint {signing.public.fingerprint}")
+    say(f"your encryption key: {encryption.key_id}")
+    say(f"binding valid until: {fmt_time(profile.not_after)}")
+    say(f"profile:             {directory}"
+        + ("  (INSECURE: keys stored unencrypted)" if profile.insecure_dev_keys else ""))
     return EXIT_OK
 
 
+# --- desks -----------------------------------------------------------------------------
+
+
+def cmd_desks(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        directory = await client.directory()
+        desks: list[dict[str, Any]] = [
+            {"desk": entry.address, "yours": entry.address in profile.desks,
+             "officers": [{"officer": m["officer"], "sign_key_id": m["sign_key_id"],
+                           "enc_key_id": m["enc_key_id"], "not_after": m.get("not_after"),
+                           "you": m["officer"] == profile.officer_id}
+                          for m in entry.members]}
+            for entry in sorted(directory.values(), key=lambda e: e.address)
+        ]
+        if opt(args, "json"):
+            emit_json({"gateway": profile.gateway_id, "desks": desks})
+            return EXIT_OK
+        say(f"desks of {profile.gateway_id} (directory verified against the pinned key)")
+        for desk in desks:
+            mark = "  (your desk)" if desk["yours"] else ""
+            say(f"{desk['desk']}: {len(desk['officers'])} officer(s){mark}")
+            for m in desk["officers"]:
+                you = "  (you)" if m["you"] else ""
+                say(f"  {m['officer']}  signing {m['sign_key_id']}  encryption "
+                    f"{m['enc_key_id']}  until {fmt_time(m['not_after'])}{you}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+# --- composing -------------------------------------------------------------------------
+
+
+def decode_text(data: bytes, where: str) -> str:
+    if len(data) > MAX_TEXT_BYTES:
+        raise ClientError(f"{where}: the text is longer than {payload.MAX_TEXT} characters",
+                          code="bad_payload")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ClientError(f"{where}: the text is not UTF-8 (bad byte at offset {exc.start})",
+                          code="bad_payload") from None
+
+
+def message_text(args: argparse.Namespace) -> str:
+    """The text from --text, --file or standard input, exactly as written (UTF-8)."""
+    if args.text is not None:
+        # Recover the bytes that were typed, whatever the locale decoded them as.
+        return decode_text(os.fsencode(args.text), "--text")
+    if args.file is not None:
+        with open(args.file, "rb") as fh:
+            return decode_text(fh.read(MAX_TEXT_BYTES + 1), str(args.file))
+    if sys.stdin.isatty():
+        note("type the message, then Ctrl-D on a line of its own")
+    return decode_text(sys.stdin.buffer.read(MAX_TEXT_BYTES + 1), "standard input")
+
+
+def attachments(files: list[Path]) -> list[dict[str, str]]:
+    items = []
+    for path in files:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        items.append(payload.attachment(path.name, media_type, data))
+    return items
+
+
+def compose(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The payload, checked before anything is unlocked or sent."""
+    doc: dict[str, Any] = {"type": kind, "text": message_text(args)}
+    if kind == "case":
+        doc.update(case_ref=args.case_ref, legal_basis=args.legal_basis,
+                   offence=args.offence, requested_actions=list(args.action),
+                   deadline=args.deadline)
+    if args.attach:
+        doc["attachments"] = attachments(args.attach)
+    payload.validate(doc, kind)
+    payload.encode(doc, kind)  # every string must be encodable text
+    return doc
+
+
+def print_sent(args: argparse.Namespace, result: dict[str, Any], what: str) -> None:
+    if opt(args, "json"):
+        emit_json(result)
+    else:
+        say(f"{result.get('id')}  {result.get('status')}  ({what})")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    doc = compose(args, args.kind)
+
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        to = desk_address(args.to, profile)
+        result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm)
+        print_sent(args, result, f"{args.priority} {args.kind} to {to}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    doc = compose(args, "reply")
+
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        original = await client.open(args.message_id)
+        result = await client.reply(original, doc, priority=args.priority)
+        h = original.header
+        to = h.sender if h.recipient in profile.desks else h.recipient
+        print_sent(args, result, f"reply to {h.id} for {to}, thread {h.thread}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desk = desk_address(args.desk, profile)
+        page = await client.inbox(desk, args.after, args.limit)
+        messages = page.get("messages", [])
+        last = messages[-1]["cursor"] if messages else args.after
+        if opt(args, "json"):
+            emit_json({**page, "last": last})
+            return EXIT_OK
+        if not messages:
+            say(f"no messages for {desk} after cursor {args.after}")
+        for m in messages:
+            state = "new" if m.get("first_read") is None else "read"
+            if m.get("first_reply") is not None:
+                state += ", replied"
+            say(f"{m['cursor']:>6}  {m['id']}  {fmt_time(m.get('delivered'))}  "
+                f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]")
+        more = "more waiting: " if page.get("next") is not None else ""
+        say(f"next cursor: {last}  ({more}gateway-client inbox {args.desk} --after {last})")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def safe_name(name: str, index: int) -> str:
+    """A file name from a sender-chosen one: no directories, no hidden or control names."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE.sub("_", base).strip().lstrip(".")[:MAX_ATTACHMENT_NAME]
+    return base or f"attachment-{index + 1}"
+
+
+def save_attachment(directory: Path, name: str, data: bytes) -> Path:
+    """Write into ``directory`` without overwriting: ``name``, else ``name (2)``..."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    for n in range(1, 1000):
+        candidate = directory / (name if n == 1 else f"{stem} ({n}){dot}{suffix}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return candidate
+    raise ClientError(f"{directory}: too many files named like {name}", code="exists")
+
+
+def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
+    h = message.header
+    doc = dict(message.payload)
+    listed = []
+    for i, item in enumerate(doc.pop("attachments", None) or []):
+        data = base64.b64decode(item["data"])
+        entry = {"name": item["name"], "media_type": item["media_type"], "size": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest()}
+        if i in saved:
+            entry["saved_to"] = str(saved[i])
+        listed.append(entry)
+    return {
+        "id": h.id, "kind": h.kind, "priority": h.priority, "from": h.sender, "to": h.recipient,
+        "sender_officer": message.sender_officer, "created": h.created, "expires": h.expires,
+        "thread": h.thread, "in_reply_to": h.in_reply_to, "digest": message.envelope.digest,
+        "payload": doc, "attachments": listed,
+    }
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        message = await client.read(args.message_id)
+        saved: dict[int, Path] = {}
+        items = message.payload.get("attachments") or []
+        if args.save_attachments is not None and items:
+            args.save_attachments.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for i, item in enumerate(items):
+                saved[i] = save_attachment(args.save_attachments, safe_name(item["name"], i),
+                                           base64.b64decode(item["data"]))
+        info = describe(message, saved)
+        info["acknowledged"] = message.header.recipient in profile.desks
+        if opt(args, "json"):
+            emit_json(info)
+            return EXIT_OK
+        body = info["payload"]
+        say(f"message:   {info['id']}  ({info['priority']} {info['kind']})")
+        say(f"from:      {info['from']}  (officer {info['sender_officer']}, signature verified)")
+        say(f"to:        {info['to']}")
+        say(f"sent:      {fmt_time(info['created'])}  expires {fmt_time(info['expires'])}")
+        if info["in_reply_to"]:
+            say(f"replying:  {info['in_reply_to']}")
+        say(f"thread:    {info['thread']}")
+        if info["kind"] == "case":
+            say(f"case ref:  {body['case_ref']}")
+            say(f"legal basis: {body['legal_basis']}")
+            say(f"offence:   {body['offence']}")
+            say(f"deadline:  {body['deadline']}")
+            say("requested actions:")
+            for action in body["requested_actions"]:
+                say(f"  - {action}")
+        for item in info["attachments"]:
+            where = f"  saved to {item['saved_to']}" if "saved_to" in item else ""
+            say(f"attachment: {item['name']}  ({item['media_type']}, {item['size']} bytes)"
+                f"{where}")
+        say("")
+        say(body.get("text") or "")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        status = await client.status(args.message_id)
+        if opt(args, "json"):
+            emit_json(status)
+            return EXIT_OK
+        say(f"message:     {status['id']}")
+        say(f"from:        {status['from']}")
+        say(f"to:          {status['to']}")
+        say(f"accepted:    {fmt_time(status.get('accepted'))}")
+        say(f"first read:  {fmt_time(status.get('first_read'))}")
+        say(f"first reply: {fmt_time(status.get('first_reply'))}")
+        reads = status.get("reads") or []
+        say(f"reads:       {len(reads)}")
+        for r in reads:
+            say(f"  {r['officer']}  at {fmt_time(r['read'])}")
+        say("ledger events:")
+        for e in status.get("events") or []:
+            extra = "  ".join(f"{k} {e[k]}" for k in ("actor", "ref", "partner", "outcome",
+                                                      "reason") if e.get(k))
+            say(f"  #{e['seq']:<6} {fmt_time(e.get('t'))}  {e['type']:<9}  {extra}".rstrip())
+        return EXIT_OK
+
+    return online(args, work)
+
+
+# --- watch -----------------------------------------------------------------------------
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnection ``attempt`` (0-based): doubling, capped."""
+    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 16)))
+
+
+def event_line(kind: str, data: dict[str, Any]) -> str:
+    now = fmt_time(int(time.time() * 1000))
+    desk = data.get("desk", "")
+    if kind == "message":
+        answer = f" (reply to {data['in_reply_to']})" if data.get("in_reply_to") else ""
+        return (f"{now}  message  {desk}  {data.get('id')}  {data.get('priority')} "
+                f"{data.get('kind')} from {data.get('sender')}{answer}")
+    if kind == "read":
+        return (f"{now}  read     {desk}  {data.get('id')}  by {data.get('officer')} at "
+                f"{fmt_time(data.get('read'))}")
+    if kind == "reply":
+        return (f"{now}  reply    {desk}  {data.get('id')}  answered by {data.get('reply')} "
+                f"from {data.get('sender')}")
+    return f"{now}  {kind}  {json.dumps(data, ensure_ascii=False, sort_keys=True)}"
+
+
+async def watch(client: GatewayClient, desks: list[str] | None, count: int | None,
+                as_json: bool) -> int:
+    """Print events until ``count`` of them, reconnecting whenever the stream drops.
+
+    A refused session (the gateway restarted, or the token expired) is renewed once; if
+    the fresh one is refused too, that is final (revoked, say), like any other refusal
+    but overload (429) and gateway trouble (5xx), which are retried.
+    """
+    seen, attempt = 0, 0
+    sign_in, renewed = False, False
+    while True:
+        try:
+            if sign_in:
+                await client.sign_in()
+                sign_in = False
+            async for kind, data in client.stream(desks):
+                if kind in ("resync", "shutdown"):
+                    reason = ("the gateway is stopping" if kind == "shutdown"
+                              else "events came faster than they were read; "
+                                   "check the inbox")
+                    break
+                attempt = 0
+                fields = data if isinstance(data, dict) else {}
+                if as_json:
+                    emit_json({"event": kind, **fields})
+                else:
+                    say(event_line(kind, fields))
+                seen += 1
+                if count is not None and seen >= count:
+                    return EXIT_OK
+            else:
+                reason = "the gateway ended the stream"
+        except ApiError as exc:
+            if exc.status == 401 and not renewed:
+                sign_in, renewed = True, True
+                continue
+            if exc.status < 500 and exc.status != 429:
+                raise
+            reason = exc.message
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            reason = f"connection lost ({exc or type(exc).__name__})"
+        renewed = False  # the stream was up, or the gateway unreachable: not an auth loop
+        delay = backoff(attempt)
+        attempt += 1
+        note(f"{reason}; reconnecting in {delay:g} s")
+        await asyncio.sleep(delay)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desks = [desk_address(d, profile) for d in args.desk] if args.desk else None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.ensure_future(watch(client, desks, args.count, opt(args, "json")))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            stopper.cancel()
+            if not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        if watcher.cancelled():  # interrupted: a clean stop, not an error
+            note("stopped")
+            return EXIT_OK
+        return watcher.result()
+
+    return online(args, work)
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def key_lines(public: dict[str, str]) -> list[dict[str, str]]:
+    keys = []
+    for role, b64 in sorted(public.items()):
+        key = (EncryptionPublicKey.from_b64(b64, role) if role == ROLE_OFFICER_ENCRYPTION
+               else VerifyKey.from_b64(b64, role))
+        keys.append({"role": role, "key_id": key.key_id, "fingerprint": key.fingerprint})
+    return keys
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    as_json = opt(args, "json")
+    profile: Profile | None = None
+    if args.keys_command == "new":
+        check_no_passphrase(args)
+        passphrase = None if args.insecure_dev_keys else passphrase_for(
+            args, f"the new key file {args.out}", confirm=True)
+        bundle = KeyBundle(owner=args.owner, keys={
+            ROLE_OFFICER_SIGNING: OfficerSigningKey.generate(),
+            ROLE_OFFICER_ENCRYPTION: OfficerEncryptionKey.generate(),
+        })
+        save_bundle(args.out, bundle, passphrase)
+        path: Path = args.out
+        if not as_json:
+            say(f"keys written to {path}")
+    elif args.file is not None:
+        path = args.file
+    else:
+        profile = load_profile(profile_dir(opt(args, "profile")))
+        path = profile.key_file
+    owner, public, protection = read_public(path)
+    doc: dict[str, Any] = {"file": str(path), "owner": owner, "protection": protection,
+                           "keys": key_lines(public)}
+    if profile is not None:
+        doc.update(officer=profile.officer_id, desks=list(profile.desks),
+                   gateway=profile.gateway_id, gateway_url=profile.gateway_url,
+                   gateway_fingerprint=profile.gateway_key.fingerprint)
+    if as_json:
+        emit_json(doc)
+        return EXIT_OK
+    if profile is not None:
+        say(f"officer: {profile.officer_id}  desks {', '.join(profile.desks)}")
+        say(f"gateway: {profile.gateway_id} at {profile.gateway_url}  pinned fingerprint "
+            f"{profile.gateway_key.fingerprint}")
+    say(f"key file: {path}  owner {owner} ({protection})")
+    for key in doc["keys"]:
+        say(f"{key['role']}: id {key['key_id']}  fingerprint {key['fingerprint']}")
+    return EXIT_OK
+
+
+# --- main ------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "enroll": cmd_enroll,
+    "desks": cmd_desks,
+    "send": cmd_send,
+    "inbox": cmd_inbox,
+    "read": cmd_read,
+    "reply": cmd_reply,
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "keys": cmd_keys,
+}
+
+
+def with_codes(func: Callable[[], int]) -> Callable[[], int]:
+    """Add the stable error code to local errors (the gateway's already carry theirs), and
+    turn anything unforeseen into one line too."""
+
+    def run() -> int:
+        try:
+            return func()
+        except (ApiError, ConfigError, ProfileError):
+            raise
+        except GatewayError as exc:
+            if f"({exc.code}" not in exc.message:
+                exc.args = (f"{exc.message} ({exc.code})", *exc.args[1:])
+            raise
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILURE
+        except (KeyboardInterrupt, OSError):
+            raise
+        except Exception as exc:  # the one catch-all, at the process boundary
+            print(f"{PROG}: error: unexpected {type(exc).__name__}: {clean(str(exc))}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
+    utf8_streams()
     args = build_parser().parse_args(argv)
-    configure_logging("warning", "auto")
-    return run_command(PROG, lambda: cmd_keys(args))
+    configure_logging("error", "auto")
+    return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args)))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,17 @@ def passphrase_from_env(name: str) -> bytes:
     return value.encode("utf-8")
 
 
+def _have_terminal() -> bool:
+    """getpass reads from the controlling terminal, even when stdin is a pipe."""
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return sys.stdin.isatty()
+
+
 def prompt_passphrase(what: str, *, confirm: bool) -> bytes:
-    if not sys.stdin.isatty():
+    if not _have_terminal():
         raise KeyFileError(
             f"no passphrase for {what}: give --passphrase-env or --passphrase-file, "
             "or run on a terminal"

@@ -64,9 +64,7 @@ async def world(tmp_path, aiohttp_server):
 
 
 async def collect(client: GatewayClient, events: list, ready: asyncio.Event) -> None:
-    stream = client.stream()
-    ready.set()
-    async for kind, data in stream:
+    async for kind, data in client.stream(connected=ready):
         events.append((kind, data))
 
 
@@ -79,8 +77,7 @@ async def test_flash_hotline_read_acknowledged_and_answered(world) -> None:
     a_events: list = []
     ready = asyncio.Event()
     watcher = asyncio.create_task(collect(a, a_events, ready))
-    await ready.wait()
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(ready.wait(), timeout=10)
 
     sent = await a.send("hotline", "border-liaison", {"type": "hotline", "text": TEXT},
                         priority="flash")

@@ -81,15 +81,12 @@ async def scenario(url: str, cfg: Path, fingerprint: str) -> str:
         connected = asyncio.Event()
 
         async def watch() -> None:
-            await a.sign_in()
-            async for kind, data in a.stream():
-                connected.set()
+            async for kind, data in a.stream(connected=connected):
                 events.append((kind, data))
 
         watcher = asyncio.create_task(watch())
         try:
-            # The stream's first event may be anything: wait until it is surely subscribed.
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(connected.wait(), timeout=10)
             sent = await a.send("hotline", "border-liaison", {"type": "hotline", "text": TEXT},
                                 priority="flash")
             mid = sent["id"]

@@ -8,6 +8,7 @@ the client seals only for keys its own gateway vouches for.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -37,12 +38,13 @@ from gateway.crypto.keys import (
 )
 from gateway.delivery import read_text
 from gateway.descriptor import DESCRIPTOR_PATH, peek_descriptor, verify_descriptor
-from gateway.directory import DirectoryEntry, open_directory
+from gateway.directory import DirectoryEntry, open_binding, open_directory
 from gateway.enrollment import enroll_text
 from gateway.errors import ClientError, CryptoError, GatewayError
 from gateway.sessions import session_text
 
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
+STREAM_SILENCE_SECONDS = 45.0
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"
 
 
@@ -118,6 +120,11 @@ async def enroll(http: aiohttp.ClientSession, url: str, code: str,
     if doc.get("gateway_key") != key.b64():
         raise ClientError("the gateway answered with another key than its descriptor's",
                           code="fingerprint")
+    binding = open_binding(str(doc.get("binding", "")).encode("utf-8"), gateway_id, key)
+    if binding.sign_key != signing.public or binding.enc_key != encryption.public or (
+        binding.officer != doc.get("officer")
+    ):
+        raise ClientError("the gateway's binding does not name our keys", code="bad_binding")
     creds = Credentials(url.rstrip("/"), gateway_id, key, doc["officer"],
                         tuple(doc["desks"]), signing, encryption)
     return creds, doc
@@ -301,21 +308,36 @@ class GatewayClient:
         result: dict[str, Any] = await self.get_json(f"/v1/messages/{message_id}/status")
         return result
 
-    async def stream(self, desks: list[str] | None = None) -> AsyncIterator[tuple[str, Any]]:
-        """Live events as (kind, data) until the server ends the stream."""
+    async def stream(self, desks: list[str] | None = None,
+                     connected: asyncio.Event | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """Live events as (kind, data) until the server ends the stream.
+
+        ``connected`` is set once the gateway has subscribed this stream: from then on no
+        event is missed. The gateway sends a keep-alive every 15 s, so a connection that
+        stays silent for 45 s is taken as dead (aiohttp raises a timeout).
+        """
         query = "&".join(f"desk={d}" for d in desks or [])
-        if self._token is None:
-            await self.sign_in()
-        async with self.http.get(
-            self._url("/v1/stream" + (f"?{query}" if query else "")),
-            headers={"Authorization": f"Bearer {self._token}"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-        ) as response:
+        for attempt in (0, 1):
+            if self._token is None:
+                await self.sign_in()
+            response = await self.http.get(
+                self._url("/v1/stream" + (f"?{query}" if query else "")),
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=STREAM_SILENCE_SECONDS),
+            )
+            if response.status == 401 and attempt == 0:
+                response.release()
+                self._token = None  # the gateway restarted or the session ended: sign in
+                continue
+            break
+        async with response:
             await _raise_for(response)
             kind, data = None, []
             async for raw in response.content:
                 line = raw.decode("utf-8").rstrip("\n")
-                if line.startswith("event: "):
+                if line == ": connected" and connected is not None:
+                    connected.set()
+                elif line.startswith("event: "):
                     kind = line[7:]
                 elif line.startswith("data: "):
                     data.append(line[6:])
