@@ -68,12 +68,28 @@ class Delivery:
         envelope = verify_envelope(data, officer.sign_key, max_size=self.max_envelope)
         h = envelope.header
         # A resend of what is already stored is answered "duplicate" whatever has changed
-        # since (expiry, desk members): a client that lost the first answer may retry.
-        stored = await self.store.get_message(h.id)
-        if stored is not None:
-            if stored.digest != envelope.digest:
-                raise ConflictError("another message already has this id", code="id_conflict")
-            return AcceptOutcome(DUPLICATE, h.id)
+        # since (expiry, desk members), so a client that lost the first answer may retry.
+        # Recent messages are known from memory; older ones are looked up only when a
+        # check below refuses the envelope.
+        recent = self.store.recent_digest(h.id)
+        if recent is not None:
+            return self._resent(h.id, envelope.digest, recent)
+        try:
+            return await self._accept(officer, envelope)
+        except ClientError:
+            stored = await self.store.get_message(h.id)
+            if stored is None:
+                raise
+            return self._resent(h.id, envelope.digest, stored.digest)
+
+    @staticmethod
+    def _resent(message_id: str, digest: str, stored_digest: str) -> AcceptOutcome:
+        if stored_digest != digest:
+            raise ConflictError("another message already has this id", code="id_conflict")
+        return AcceptOutcome(DUPLICATE, message_id)
+
+    async def _accept(self, officer: Officer, envelope: Envelope) -> AcceptOutcome:
+        h = envelope.header
         directory = await self.directory.get()
         if h.sender not in officer.desks:
             raise ForbiddenError(f"you are not an officer of {h.sender}", code="not_a_member")

@@ -116,10 +116,7 @@ class Desk:
     address: str
     supervisor: str | None
     members: tuple[Officer, ...]  # active officers, in enrollment order
-
-    @property
-    def recipient_key_ids(self) -> frozenset[str]:
-        return frozenset(o.enc_key.key_id for o in self.members)
+    recipient_key_ids: frozenset[str]  # their encryption key ids: what envelopes must name
 
 
 @dataclass(frozen=True)
@@ -129,13 +126,8 @@ class Directory:
     officers: Mapping[str, Officer]  # by officer id
     by_sign_key: Mapping[str, Officer]  # by signing key id
     built_ms: int
+    expires_ms: int  # when the first active binding in this snapshot runs out
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def expires_ms(self) -> int:
-        """When the first active binding in this snapshot runs out."""
-        return min((o.not_after for o in self.officers.values()
-                    if not o.revoked and o.not_after > self.built_ms), default=2**62)
 
     def desk(self, address: str) -> Desk | None:
         return self.desks.get(address)
@@ -191,9 +183,11 @@ def build_directory(gateway: str, store_desks: list[Any], store_officers: list[A
         address = f"{row.name}@{gateway}"
         members = tuple(o for o in officers.values() if address in o.desks and o.active(now_ms))
         supervisor = f"{row.supervisor}@{gateway}" if row.supervisor else None
-        desks[address] = Desk(row.name, address, supervisor, members)
+        desks[address] = Desk(row.name, address, supervisor, members,
+                              frozenset(o.enc_key.key_id for o in members))
     by_key = {o.sign_key.key_id: o for o in officers.values()}
-    return Directory(gateway, desks, officers, by_key, now_ms)
+    expires = min((o.not_after for o in officers.values() if o.active(now_ms)), default=2**62)
+    return Directory(gateway, desks, officers, by_key, now_ms, expires)
 
 
 @dataclass(frozen=True)
@@ -243,17 +237,17 @@ class DirectoryService:
         return current
 
     async def reload(self) -> Directory:
-        version = await self.store.data_version()
+        version = await self.store.directory_version()
         desks, officers = await self.store.desks(), await self.store.officers()
         self._current = build_directory(self.gateway, desks, officers, self.clock.now_ms())
         self._version = version
         return self._current
 
     async def watch(self) -> None:
-        """Reload when another connection has committed (runs supervised)."""
+        """Reload when desks or officers changed, here or in another process (supervised)."""
         while True:
             await self.clock.sleep(self.poll_seconds)
-            if await self.store.data_version() != self._version:
+            if await self.store.directory_version() != self._version:
                 await self.reload()
                 log.debug("directory_reloaded", desks=len(self._current.desks)
                          if self._current else 0)

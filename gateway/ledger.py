@@ -289,5 +289,6 @@ class CheckpointSchedule:
             if self.ledger.size > self._last_size:
                 try:
                     self._last_size = (await self.ledger.make_checkpoint()).size
-                except StoreError:
-                    log.exception("checkpoint_failed")
+                except StoreError as exc:
+                    log.error("checkpoint_failed", error=exc.message)
+                    await clock.sleep(min(self.interval, 5.0))  # do not spin on a failure

@@ -261,3 +261,34 @@ async def test_copies_are_independent(built, tmp_path) -> None:
         assert await lg.verify() == 40
     finally:
         await lg.store.close()
+
+
+async def test_checkpoints_under_concurrent_reads_and_writes(tmp_path) -> None:
+    """Reads overlapping on the reader connection must not leave it on an old snapshot
+    (a checkpoint would then miss rows the store has already committed)."""
+    import asyncio
+
+    lg = await open_ledger(db_path(tmp_path))
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            await asyncio.gather(*(lg.store.append_events([event(i + k)]) for k in range(20)))
+            i += 20
+
+    async def reader() -> None:
+        while not stop.is_set():
+            await asyncio.gather(lg.store.inbox("a@vn-mps", 0, 10), lg.store.checkpoints(),
+                                 lg.store.events_of_message("0" * 32))
+
+    tasks = [asyncio.create_task(writer()), *(asyncio.create_task(reader()) for _ in range(3))]
+    try:
+        for _ in range(60):
+            await asyncio.sleep(0.01)
+            await lg.make_checkpoint()  # raises if a stored node is not visible
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await lg.verify()
+        await lg.store.close()

@@ -177,6 +177,9 @@ class Store(Protocol):
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
+    def recent_digest(self, message_id: str) -> str | None:
+        """The digest of a recently committed message, from memory; None if not known."""
+
     async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
         """A desk's inbox (desk address) in delivery order, after cursor ``after``."""
 
@@ -203,8 +206,8 @@ class Store(Protocol):
 
     async def revoke_officer(self, officer_id: str, now_ms: int) -> bool: ...
 
-    async def data_version(self) -> int:
-        """Changes whenever another connection (e.g. an operator command) committed."""
+    async def directory_version(self) -> int:
+        """A number that changes whenever desks or officers change, in any process."""
 
     def ledger_size(self) -> int:
         """Number of committed ledger entries."""

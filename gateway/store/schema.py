@@ -121,4 +121,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX messages_by_thread ON messages (thread);
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO meta (key, value) VALUES ('directory_version', 0);
+        """,
+    ),
 ]

@@ -76,16 +76,47 @@ _INSERT_OUTBOX = "INSERT INTO outbox (partner, rank, message_id, queued_ms) VALU
 _INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
 _FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
 _FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
-_LEDGER_ROWS_PER_INSERT = 1000  # 5,000 parameters per statement
+_INSERT_LEDGER = "INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES (?,?,?,?,?)"
+_MAX_PARAMS = 30_000  # parameters per statement, under SQLite's 32,766
 _MIN_SPLIT = 64  # an idle writer splits a waiting crowd of at least twice this in two
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_ledger(rows: int) -> str:
-    """One INSERT of many rows: SQLite then works the whole batch without taking Python's
-    GIL back row by row (which executemany does), so the event loop keeps running."""
-    values = ",".join(["(?,?,?,?,?)"] * rows)
-    return f"INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES {values}"  # noqa: S608
+@functools.lru_cache(maxsize=256)
+def _multi_row(sql: str, rows: int) -> str:
+    """``INSERT ... VALUES (?,..)`` turned into one INSERT of ``rows`` rows: SQLite then
+    inserts them in one step instead of one statement per row."""
+    head, _, group = sql.rpartition(" VALUES ")
+    return f"{head} VALUES {','.join([group] * rows)}"
+
+
+def _statements(sql: str, rows: list[tuple[Any, ...]]) -> Iterable[tuple[str, Any, bool]]:
+    """``(sql, parameters, many)`` for ``rows``: multi-row INSERTs where possible."""
+    if not sql.startswith("INSERT") or not rows:
+        yield sql, rows, True
+        return
+    per = max(1, _MAX_PARAMS // len(rows[0]))
+    for i in range(0, len(rows), per):
+        chunk = rows[i : i + per]
+        yield _multi_row(sql, len(chunk)), [x for row in chunk for x in row], False
+
+
+def _write_batch(conn: sqlite3.Connection, writes: list[tuple[str, Any, bool]]) -> None:
+    """One transaction, run whole on the writer connection's thread (one hand-off from
+    the event loop per batch, instead of one per statement)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params, many in writes:
+            if many:
+                conn.executemany(sql, params)
+            else:
+                conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the transaction may already be gone
+            pass
+        raise
 _IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
 _RECENT_IDS = 65_536  # committed message ids kept in memory with their digest and number
 
@@ -135,16 +166,14 @@ class _Plan:
 
     def take_writes(self) -> list[tuple[str, Any, bool]]:
         """The statements planned since the last call, in foreign-key order, as
-        ``(sql, parameters, many)``; ledger rows go as multi-row INSERTs."""
-        writes: list[tuple[str, Any, bool]] = [
-            (sql, params, True)
+        ``(sql, parameters, many)``; rows to insert go as multi-row INSERTs."""
+        writes = [
+            statement
             for phase in sorted(self.statements)
             for sql, params in self.statements[phase].items()
+            for statement in _statements(sql, params)
         ]
-        rows = self.ledger_rows
-        for i in range(0, len(rows), _LEDGER_ROWS_PER_INSERT):
-            chunk = rows[i : i + _LEDGER_ROWS_PER_INSERT]
-            writes.append((_insert_ledger(len(chunk)), [x for r in chunk for x in r], False))
+        writes.extend(_statements(_INSERT_LEDGER, self.ledger_rows))
         self.statements.clear()
         self.ledger_rows = []
         return writes
@@ -457,17 +486,10 @@ class SqliteStore(DeskQueries):
     async def _write_locked(self, batch: list[_Op], plan: _Plan) -> bool:
         w = self._writer
         try:
-            try:
-                await w.execute("BEGIN IMMEDIATE")
-                for sql, params, many in plan.take_writes():
-                    await (w.executemany(sql, params) if many else w.execute(sql, params))
-                await w.execute("COMMIT")
-            except BaseException:
-                try:
-                    await w.execute("ROLLBACK")
-                except sqlite3.Error:  # the transaction may already be gone
-                    pass
-                raise
+            # aiosqlite runs a function on its connection's thread with _execute; the
+            # sqlite3 connection object is only ever used there. (Private API, kept to this
+            # one call: aiosqlite has no public way to run a whole transaction at once.)
+            await w._execute(_write_batch, w._conn, plan.take_writes())  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loop boundary: fail this batch, keep serving
             if isinstance(exc, sqlite3.Error):
                 log.error("commit_failed", ops=len(batch), error=str(exc))
@@ -539,23 +561,20 @@ class SqliteStore(DeskQueries):
         for i in range(0, len(id_list), _IN_CHUNK):
             chunk = id_list[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            async with self._reader.execute(
+            rows = await self._read(
                 f"SELECT id, digest, mseq, sender FROM messages WHERE id IN ({marks})",  # noqa: S608
                 chunk,
-            ) as cur:
-                known.update({row[0]: _Known(*row[1:]) for row in await cur.fetchall()})
+            )
+            known.update({row[0]: _Known(*row[1:]) for row in rows})
         return known
 
     async def _read_already(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (message, officer) pairs among ``pairs`` that already have a read ack."""
         found: set[tuple[str, str]] = set()
         for message_id, officer_id in pairs:
-            async with self._reader.execute(
-                "SELECT 1 FROM reads WHERE message_id = ? AND officer_id = ?",
-                (message_id, officer_id),
-            ) as cur:
-                if await cur.fetchone() is not None:
-                    found.add((message_id, officer_id))
+            if await self._read("SELECT 1 FROM reads WHERE message_id = ? AND officer_id = ?",
+                                (message_id, officer_id)):
+                found.add((message_id, officer_id))
         return found
 
     @contextlib.asynccontextmanager
@@ -588,34 +607,41 @@ class SqliteStore(DeskQueries):
 
     # --- reads -------------------------------------------------------------------------
 
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a query and fetch every row in one call on the reader's thread.
+
+        One call, not execute-then-fetch: two reads interleaved on the connection would keep
+        a statement open across both, and with it an old snapshot of the database.
+        """
+        return list(await self._reader.execute_fetchall(sql, params))
+
     async def get_message(self, message_id: str) -> StoredMessage | None:
-        async with self._reader.execute(
+        rows = await self._read(
             "SELECT id, digest, envelope, kind, priority, sender, recipient, thread, accepted_ms,"
             " origin, first_read_ms, first_reply_ms FROM messages WHERE id = ?", (message_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return StoredMessage(*row) if row is not None else None
+        )
+        return StoredMessage(*rows[0]) if rows else None
+
+    def recent_digest(self, message_id: str) -> str | None:
+        """The digest of a message committed lately, from memory (None if not known there)."""
+        known = self._recent.get(message_id)
+        return known.digest if known is not None else None
 
     async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
-        async with self._reader.execute(
+        rows = await self._read(
             "SELECT i.seq, m.id, m.digest, m.kind, m.priority, m.sender, m.recipient, m.thread,"
             " m.in_reply_to, m.created_ms, m.expires_ms, i.delivered_ms, m.first_read_ms,"
             " m.first_reply_ms FROM inbox i JOIN messages m ON m.id = i.message_id"
             " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
-        ) as cur:
-            return [InboxItem(*row) for row in await cur.fetchall()]
+        )
+        return [InboxItem(*row) for row in rows]
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
-        async with self._reader.execute(
+        rows = await self._read(
             "SELECT officer_id, read_ms FROM reads WHERE message_id = ? ORDER BY read_ms",
             (message_id,),
-        ) as cur:
-            return [(row[0], row[1]) for row in await cur.fetchall()]
-
-    async def data_version(self) -> int:
-        async with self._reader.execute("PRAGMA data_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        )
+        return [(row[0], row[1]) for row in rows]
 
     def ledger_size(self) -> int:
         return self._committed.frontier.size
@@ -626,12 +652,11 @@ class SqliteStore(DeskQueries):
         for i in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            async with self._reader.execute(
+            for row in await self._read(
                 f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})",  # noqa: S608
                 chunk,
-            ) as cur:
-                for row in await cur.fetchall():
-                    rows[row[0]] = LedgerRow(*row)
+            ):
+                rows[row[0]] = LedgerRow(*row)
         return rows
 
     async def ledger_nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
@@ -642,11 +667,10 @@ class SqliteStore(DeskQueries):
     async def ledger_rows(self, start: int = 0, batch: int = 4096) -> AsyncIterator[LedgerRow]:
         last = start - 1
         while True:
-            async with self._reader.execute(
+            rows = [LedgerRow(*row) for row in await self._read(
                 "SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq > ? ORDER BY seq"
                 " LIMIT ?", (last, batch)
-            ) as cur:
-                rows = [LedgerRow(*row) for row in await cur.fetchall()]
+            )]
             if not rows:
                 return
             for row in rows:
@@ -654,29 +678,25 @@ class SqliteStore(DeskQueries):
             last = rows[-1].seq
 
     async def ledger_row_count(self) -> int:
-        async with self._reader.execute("SELECT count(*) FROM ledger") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._read("SELECT count(*) FROM ledger")
+        return int(rows[0][0])
 
     async def events_of_message(self, message_id: str) -> list[int]:
-        async with self._reader.execute(
+        rows = await self._read(
             "SELECT ledger.seq FROM messages JOIN ledger ON ledger.msg = messages.mseq"
             " WHERE messages.id = ? ORDER BY ledger.seq", (message_id,)
-        ) as cur:
-            return [row[0] for row in await cur.fetchall()]
+        )
+        return [row[0] for row in rows]
 
     async def checkpoints(self) -> list[StoredCheckpoint]:
-        async with self._reader.execute(
-            "SELECT size, root, note, made_ms FROM checkpoints ORDER BY size"
-        ) as cur:
-            return [StoredCheckpoint(*row) for row in await cur.fetchall()]
+        rows = await self._read("SELECT size, root, note, made_ms FROM checkpoints ORDER BY size")
+        return [StoredCheckpoint(*row) for row in rows]
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
-        async with self._reader.execute(
+        rows = await self._read(
             "SELECT size, root, note, made_ms FROM checkpoints ORDER BY size DESC LIMIT 1"
-        ) as cur:
-            row = await cur.fetchone()
-        return StoredCheckpoint(*row) if row is not None else None
+        )
+        return StoredCheckpoint(*rows[0]) if rows else None
 
 
 def _node_row(node: NodeId) -> int:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import aiosqlite
 
@@ -33,11 +34,18 @@ class UnknownDeskError(NotFoundError):
     code = "unknown_desk"
 
 
-class DeskQueries:
-    """The desk and officer half of the SQLite store."""
+_BUMP = "UPDATE meta SET value = value + 1 WHERE key = 'directory_version'"
 
-    _reader: aiosqlite.Connection
+
+class DeskQueries:
+    """The desk and officer half of the SQLite store.
+
+    Every change to desks or officers also bumps ``directory_version`` in the same
+    transaction, which is how a running gateway notices an operator's command.
+    """
+
     transaction: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+    _read: Callable[..., Awaitable[list[Any]]]
 
     async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow:
         async with self.transaction() as tx:
@@ -48,30 +56,32 @@ class DeskQueries:
                                  (name, supervisor, now_ms))
             except sqlite3.IntegrityError:
                 raise DeskExistsError(f"desk {name!r} already exists") from None
+            await tx.execute(_BUMP)
         return DeskRow(name, supervisor, now_ms)
 
+    async def directory_version(self) -> int:
+        rows = await self._read("SELECT value FROM meta WHERE key = 'directory_version'")
+        return int(rows[0][0])
+
     async def desks(self) -> list[DeskRow]:
-        async with self._reader.execute(
-            "SELECT name, supervisor, created_ms FROM desks ORDER BY name"
-        ) as cur:
-            return [DeskRow(*row) for row in await cur.fetchall()]
+        rows = await self._read("SELECT name, supervisor, created_ms FROM desks ORDER BY name")
+        return [DeskRow(*row) for row in rows]
 
     async def officers(self) -> list[OfficerRow]:
         members: dict[str, list[str]] = {}
-        async with self._reader.execute(
+        for officer_id, desk in await self._read(
             "SELECT officer_id, desk FROM officer_desks ORDER BY desk"
-        ) as cur:
-            for officer_id, desk in await cur.fetchall():
-                members.setdefault(officer_id, []).append(desk)
-        async with self._reader.execute(
+        ):
+            members.setdefault(officer_id, []).append(desk)
+        rows = await self._read(
             "SELECT id, sign_key, sign_key_id, enc_key, enc_key_id, binding, enrolled_ms,"
             " not_after_ms, revoked_ms FROM officers ORDER BY enrolled_ms, id"
-        ) as cur:
-            return [
-                OfficerRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-                           tuple(members.get(row[0], ())))
-                for row in await cur.fetchall()
-            ]
+        )
+        return [
+            OfficerRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                       tuple(members.get(row[0], ())))
+            for row in rows
+        ]
 
     async def add_enrollment_code(self, code_hash: bytes, desks: Sequence[str], now_ms: int,
                                   expires_ms: int) -> None:
@@ -112,6 +122,7 @@ class DeskQueries:
                                  [(officer.id, desk) for desk in officer.desks])
             await tx.execute("UPDATE enrollment_codes SET used_ms = ?, officer_id = ?"
                              " WHERE code_hash = ?", (now_ms, officer.id, code_hash))
+            await tx.execute(_BUMP)
         return officer
 
     async def revoke_officer(self, officer_id: str, now_ms: int) -> bool:
@@ -120,7 +131,10 @@ class DeskQueries:
                 "UPDATE officers SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
                 (now_ms, officer_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            await tx.execute(_BUMP)
+            return True
 
 
 async def _desk_exists(tx: aiosqlite.Connection, name: str) -> bool:

@@ -1,0 +1,814 @@
+"""Accept benchmark: officers uploading envelopes to one gateway process, over HTTP.
+
+One gateway runs as its own process (``python -m gateway run``), made the way an operator
+makes one (``gateway init --insecure-dev-keys``, ``gateway desks add``, ``gateway officers
+invite``), on its embedded SQLite store (WAL, ``synchronous=FULL``, group commit). This
+process enrolls ``--officers`` officers through the client library (``enroll``), signs
+each in (``GatewayClient.sign_in``), sends one message each with ``GatewayClient.send`` to
+see the whole path work, and then drives ``POST /v1/messages`` on 127.0.0.1 with
+envelopes sealed *before* any clock starts (1 KiB hotline payload for the one officer of
+the recipient desk, a fresh message id each, about 1.5 KiB on the wire), so the client's
+crypto never limits the gateway. It prints, in one run:
+
+1. **accepted messages per second with durable commit**: a closed loop, each officer
+   sending its next envelope as soon as the previous one is answered; only ``201``
+   answers whose JSON names the envelope's message id as ``accepted`` count; every answer
+   is checked (a gateway answers ``201`` only after the message, its ledger entries and
+   its inbox row are committed and fsynced);
+2. **accept latency at a fixed offered rate** (open loop): requests start on a fixed
+   schedule (``--rate`` a second for ``--seconds``, round robin over the officers),
+   whether or not earlier ones were answered; latency runs from the *scheduled* send
+   time to the end of the answer, so queueing anywhere (generator, connection pool,
+   gateway) counts; p50, p99 and max, with how many were sent, answered and refused;
+3. **the raw limit**: the request rate of a trivial aiohttp handler (``POST /`` reads the
+   same 1.5 KiB body and answers a small JSON object) in its own process, driven by the
+   same closed loop code with the same client settings and concurrency, and the ratio of
+   (1) to it.
+
+The load generator is lean: one process, one ``aiohttp.ClientSession`` per measurement
+with a connection limit equal to the concurrency, bodies and headers built beforehand.
+It shares the machine's cores with the server it drives, so every figure includes the
+generator's own cost. Next to each rate it prints the cores used, from ``/proc``, by the
+server (and by its event-loop thread alone), by the generator and by any other process
+(a warning says when the machine was not quiet), and the server's CPU time per request,
+which compares the gateway with the trivial handler whichever side limited the rate
+(the trivial handler's rate is usually the generator's limit). The benchmark gateway's
+rate limits (``[limits]``: per officer, and per client address for enrollment and
+sign-in) are raised so that they cap neither the measurement nor the setup, and its log
+level is ``warning``; both are said in the output.
+
+Targets on 2 cores: 3,000 accepted messages/s or more; p99 under 50 ms at 1,000
+messages/s offered.
+
+    python bench/accept.py [--officers 64] [--seconds 10] [--rate 1000] [--json]
+                           [--keep DIR] [--profile FILE]
+
+``--profile FILE`` records the gateway process with ``py-spy record -f raw --threads``
+during the closed-loop window (into FILE) and the open loop (into FILE-open) and prints
+the functions where its time goes (that run's figures then include py-spy's sampling
+cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.client import payload
+from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
+from gateway.config import LimitsSection
+from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
+from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
+
+GATEWAY_ID = "vn-mps"
+SENDER_DESK = "trafficking"
+RECIPIENT_DESK = "border-liaison"
+PAYLOAD_SIZE = 1024
+RAW_BODY_SIZE = 1536
+TARGET_ACCEPTED = 3000.0  # messages/s, closed loop
+TARGET_P99_MS = 50.0  # at TARGET_RATE offered
+TARGET_RATE = 1000.0
+# [limits] raised to the config's maxima so that no limiter caps the measurement: the
+# per-officer one, and the per-address one of enrollment and sign-in (where the gateway
+# has it), which setting up many officers from 127.0.0.1 would hit.
+RAISED_LIMITS = {"requests_per_second": 100_000, "burst": 1_000_000,
+                 "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000}
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 30.0
+LIFETIME_MS = 24 * 3600 * 1000
+
+#: Frames under which everything runs: left out of the "total" profile list.
+SCAFFOLDING = ("<frozen runpy>", "asyncio/runners.py", "asyncio/base_events.py",
+               "threading.py", "gateway/cli.py", "gateway/cliutil.py", "gateway/__main__.py")
+
+Check = Callable[[int, bytes, str], bool]
+Work = tuple[bytes, str]  # request body, message id
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def gateway_command(*args: str) -> str:
+    """Run one ``gateway`` operator command; its standard output."""
+    done = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=COMMAND_TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"gateway {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine spent running so far (Linux), or None."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float | None:
+    """User + system CPU time of process ``pid`` (or of one of its threads) so far (Linux),
+    or None."""
+    where = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    try:
+        stat = Path(where).read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def running(command: list[str], port_file: Path, log_file: Path,
+            what: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start a server process, wait for the port it writes; always stop it after."""
+    port_file.unlink(missing_ok=True)
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with status {proc.returncode}: "
+                                   f"{log_file.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen within {START_TIMEOUT:g} s")
+            time.sleep(0.05)
+        yield proc, int(port_file.read_text().strip())
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def raised_limits() -> dict[str, tuple[int, Any]]:
+    """The [limits] keys this gateway knows among RAISED_LIMITS: (value, its default)."""
+    defaults = {f.name: f.default for f in fields(LimitsSection)}
+    return {k: (v, defaults[k]) for k, v in RAISED_LIMITS.items() if k in defaults}
+
+
+def make_gateway(directory: Path, officers: int) -> tuple[Path, list[str], str]:
+    """A gateway as an operator makes one; its config, enrollment codes, fingerprint.
+
+    Codes: ``officers`` for the sending desk, then one for the recipient desk.
+    """
+    gateway_command("init", str(directory), "--id", GATEWAY_ID, "--port", "0",
+                    "--insecure-dev-keys")
+    config = directory / "gateway.toml"
+    text = config.read_text()
+    tuned = text.replace('[log]\nlevel = "info"', '[log]\nlevel = "warning"')
+    if tuned == text:
+        raise RuntimeError(f"{config}: cannot find the [log] level that init writes")
+    tuned += ("\n# bench/accept.py: no rate limiter may cap the measurement or the setup\n"
+              "[limits]\n" + "".join(f"{k} = {v}\n" for k, (v, _) in raised_limits().items()))
+    config.write_text(tuned)
+    gateway_command("config", "check", "--config", str(config))
+    for desk in (SENDER_DESK, RECIPIENT_DESK):
+        gateway_command("desks", "add", desk, "--config", str(config))
+    desks = [SENDER_DESK] * officers + [RECIPIENT_DESK]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        codes = list(pool.map(lambda desk: gateway_command(
+            "officers", "invite", "--desk", desk, "--config", str(config)).strip(), desks))
+    shown = gateway_command("keys", "show", "--config", str(config))
+    fingerprint = shown.split("fingerprint: ", 1)[1].splitlines()[0].strip()
+    return config, codes, fingerprint
+
+
+# --- the trivial aiohttp server (the raw limit) ----------------------------------------
+
+
+async def raw_server(port_file: Path) -> None:
+    """``POST /``: read the whole body, answer a small JSON object. Until SIGTERM."""
+
+    async def post(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"status": "ok", "bytes": len(body)})
+
+    app = web.Application()
+    app.router.add_post("/", post)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        tmp = port_file.with_name(port_file.name + ".tmp")
+        tmp.write_text(f"{runner.addresses[0][1]}\n")
+        tmp.replace(port_file)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+    finally:
+        await runner.cleanup()
+
+
+# --- officers and envelopes ------------------------------------------------------------
+
+
+@dataclass
+class Sender:
+    creds: Credentials
+    headers: dict[str, str]  # Authorization and Content-Type, built once
+    recipients: list[EncryptionPublicKey]
+
+
+async def prepare(url: str, codes: list[str], fingerprint: str) -> list[Sender]:
+    """Enroll every officer, sign the senders in, send one message each via the library."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) \
+            as http:
+        async def join(code: str) -> Credentials:
+            creds, _ = await enroll(http, url, code, OfficerSigningKey.generate(),
+                                    OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+            return creds
+
+        # One at a time (each enrollment reloads the gateway's directory); the last code
+        # is the recipient desk's officer, who only needs to exist.
+        enrolled = [await join(code) for code in codes]
+        officers = enrolled[:-1]
+
+        async def sign_in(creds: Credentials) -> Sender:
+            client = GatewayClient(http, creds)
+            await client.sign_in()
+            answer = await client.send("hotline", RECIPIENT_DESK,
+                                       {"type": "hotline", "text": "bench: path check"},
+                                       priority="flash")
+            if answer.get("status") != "accepted":
+                raise RuntimeError(f"the check message was not accepted: {answer}")
+            desk = (await client.directory())[f"{RECIPIENT_DESK}@{creds.gateway_id}"]
+            token = client._token  # the session the library just opened
+            assert token is not None
+            return Sender(creds, {"Authorization": f"Bearer {token}",
+                                  "Content-Type": ENVELOPE_TYPE}, desk.encryption_keys())
+
+        return list(await asyncio.gather(*(sign_in(c) for c in officers)))
+
+
+def hotline_payload() -> bytes:
+    text = "Khan cap: nghi van mua ban nguoi tai cua khau Moc Bai. "
+    doc = {"type": "hotline", "text": ""}
+    room = PAYLOAD_SIZE - len(payload.encode({**doc, "text": "x"}, "hotline")) + 1
+    body = payload.encode({**doc, "text": (text * (room // len(text) + 1))[:room]}, "hotline")
+    assert len(body) == PAYLOAD_SIZE
+    return body
+
+
+def seal(sender: Sender, body: bytes, count: int) -> list[Work]:
+    """``count`` envelopes from ``sender``, each with a fresh message id."""
+    out = []
+    for _ in range(count):
+        mid = new_message_id()
+        now = int(time.time() * 1000)
+        header = EnvelopeHeader(id=mid, kind="hotline", priority="flash",
+                                sender=sender.creds.desks[0],
+                                recipient=f"{RECIPIENT_DESK}@{sender.creds.gateway_id}",
+                                created=now, expires=now + LIFETIME_MS, thread=mid)
+        out.append((seal_envelope(header, body, sender.creds.signing, sender.recipients), mid))
+    return out
+
+
+def accepted(status: int, data: bytes, mid: str) -> bool:
+    """A gateway answer counts if it is 201 and names this message as accepted."""
+    if status != 201:
+        return False
+    doc = json.loads(data)
+    return bool(doc.get("id") == mid and doc.get("status") == "accepted")
+
+
+def raw_answered(status: int, data: bytes, _mid: str) -> bool:
+    return status == 200 and json.loads(data).get("bytes") == RAW_BODY_SIZE
+
+
+def outcome(status: int, data: bytes) -> str:
+    """What a refusal is, for the error counts: status and stable error code."""
+    try:
+        code = json.loads(data).get("error")
+    except (ValueError, AttributeError):
+        code = None
+    return f"HTTP {status}" + (f" {code}" if code else "")
+
+
+# --- load ------------------------------------------------------------------------------
+
+
+def client_session(concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+    )
+
+
+@dataclass
+class Usage:
+    """Cores used over a measured window by the server process, by this process and by
+    everything else on the machine (other processes skew the figures: they are shown)."""
+
+    pid: int
+    server: float | None = None
+    event_loop: float | None = None  # the server's main thread: its event loop
+    generator: float | None = None
+    others: float | None = None
+    _start: tuple[float | None, float | None, float, float | None] = (None, None, 0.0, None)
+
+    def begin(self) -> None:
+        self._start = (cpu_seconds(self.pid), cpu_seconds(self.pid, self.pid),
+                       time.process_time(), machine_busy_seconds())
+
+    def end(self, seconds: float) -> None:
+        server, main, machine = (cpu_seconds(self.pid), cpu_seconds(self.pid, self.pid),
+                                 machine_busy_seconds())
+        if server is not None and self._start[0] is not None:
+            self.server = (server - self._start[0]) / seconds
+        if main is not None and self._start[1] is not None:
+            self.event_loop = (main - self._start[1]) / seconds
+        self.generator = (time.process_time() - self._start[2]) / seconds
+        if machine is not None and self._start[3] is not None and self.server is not None:
+            busy = (machine - self._start[3]) / seconds
+            self.others = max(0.0, busy - self.server - self.generator)
+
+
+@dataclass
+class ClosedLoop:
+    per_second: float = 0.0
+    window_seconds: float = 0.0
+    ok: int = 0  # during the whole run, warm-up included
+    refused: Counter[str] = field(default_factory=Counter)
+    exhausted: bool = False
+    usage: Usage | None = None
+
+
+async def closed_loop(url: str, work: Sequence[Iterable[Work]],
+                      headers: Sequence[dict[str, str]],
+                      check: Check, warmup: float, seconds: float, usage: Usage,
+                      on_window: Callable[[], object] | None = None) -> ClosedLoop:
+    """Worker ``i`` posts the bodies of ``work[i]`` one after another with ``headers[i]``.
+
+    The rate is the number of checked answers that completed in the window after
+    ``warmup``, over the window; the window ends early if a worker runs out of work.
+    """
+    result = ClosedLoop(usage=usage)
+    stopping = False
+    out_of_work = asyncio.Event()
+
+    async with client_session(len(work)) as http:
+        async def worker(items: Iterable[Work], hdrs: dict[str, str]) -> None:
+            for body, mid in items:
+                if stopping:
+                    return
+                try:
+                    async with http.post(url, data=body, headers=hdrs) as response:
+                        data = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    result.refused[type(exc).__name__] += 1
+                    continue
+                if check(status, data, mid):
+                    result.ok += 1
+                else:
+                    result.refused[outcome(status, data)] += 1
+            out_of_work.set()
+
+        tasks = [asyncio.create_task(worker(w, h)) for w, h in zip(work, headers, strict=True)]
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(out_of_work.wait(), warmup)
+            before, start = result.ok, time.perf_counter()
+            usage.begin()
+            if on_window is not None:
+                on_window()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(out_of_work.wait(), seconds)
+            after, elapsed = result.ok, time.perf_counter() - start
+            result.exhausted = out_of_work.is_set()
+            usage.end(elapsed)
+            stopping = True
+            _, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
+            if pending:
+                raise RuntimeError(f"{len(pending)} workers did not finish")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    result.per_second = (after - before) / elapsed
+    result.window_seconds = elapsed
+    return result
+
+
+@dataclass
+class OpenLoop:
+    sent: int = 0
+    answered: int = 0
+    ok: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # seconds, of the accepted ones
+    late_starts: list[float] = field(default_factory=list)  # generator lag per request
+    seconds: float = 0.0
+    usage: Usage | None = None
+
+    def percentile(self, values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
+
+
+async def open_loop(url: str, work: list[tuple[bytes, str, dict[str, str]]], rate: float,
+                    concurrency: int, usage: Usage,
+                    on_start: Callable[[], object] | None = None) -> OpenLoop:
+    """Start request ``i`` at ``t0 + i / rate`` whatever happened to earlier ones."""
+    result = OpenLoop(usage=usage)
+    loop = asyncio.get_running_loop()
+    async with client_session(concurrency) as http:
+        async def one(body: bytes, mid: str, hdrs: dict[str, str], scheduled: float) -> None:
+            try:
+                async with http.post(url, data=body, headers=hdrs) as response:
+                    data = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                result.refused[type(exc).__name__] += 1
+                return
+            done = loop.time()
+            result.answered += 1
+            if accepted(status, data, mid):
+                result.ok += 1
+                result.latencies.append(done - scheduled)
+            else:
+                result.refused[outcome(status, data)] += 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        usage.begin()
+        if on_start is not None:
+            on_start()
+        t0 = loop.time() + 0.01
+        try:
+            for i, (body, mid, hdrs) in enumerate(work):
+                scheduled = t0 + i / rate
+                delay = scheduled - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                result.late_starts.append(loop.time() - scheduled)
+                task = asyncio.create_task(one(body, mid, hdrs, scheduled))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                result.sent += 1
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=REQUEST_TIMEOUT + 5)
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        result.seconds = loop.time() - t0
+        usage.end(result.seconds)
+    return result
+
+
+# --- the profile -----------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+class Profiler:
+    """py-spy on the gateway process, one recording at a time, for ``seconds``."""
+
+    def __init__(self, pid: int, seconds: float) -> None:
+        self.pid = pid
+        self.seconds = max(1, math.floor(seconds))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, path: Path | None) -> None:
+        spy = py_spy()
+        if path is None or spy is None:
+            return
+        self.wait()
+        path.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [spy, "record", "-p", str(self.pid), "-f", "raw", "--threads", "--nonblocking",
+             "-r", "100", "-d", str(self.seconds), "-o", str(path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(self.seconds + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)
+        self.proc = None
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Share of samples per function: self (innermost frame) and total (anywhere on stack).
+
+    ``py-spy -f raw --threads`` lines are ``thread;frame;...;frame count``, with frames as
+    ``function (file:line)``; shares are of all samples of the gateway's threads.
+    """
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        samples += n
+        threads[frames[0]] += n
+        names = [re.sub(r":\d+\)$", ")", f) for f in frames[1:]] or [frames[0]]
+        own[names[-1]] += n
+        for name in set(names):
+            if not any(part in name for part in SCAFFOLDING):
+                total[name] += n
+    if not samples:
+        return {"samples": 0}
+
+    def share(counts: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(v / samples, 4)) for k, v in counts.most_common(top)]
+
+    return {"samples": samples, "threads": share(threads), "self": share(own),
+            "total": share(total)}
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    config, codes, fingerprint = make_gateway(directory, args.officers)
+    body = hotline_payload()
+    gateway = [sys.executable, "-m", "gateway", "run", "--config", str(config),
+               "--port-file", str(directory / "port")]
+    with running(gateway, directory / "port", directory / "gateway.log", "the gateway") \
+            as (gw, port):
+        url = f"http://127.0.0.1:{port}"
+        senders = asyncio.run(prepare(url, codes, fingerprint))
+        headers = [s.headers for s in senders]
+        sample = seal(senders[0], body, 1)[0][0]
+        raw_body = (sample * 2)[:RAW_BODY_SIZE]
+
+        # 3. the raw limit first: it also bounds how many envelopes the gateway can take.
+        raw_cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-server",
+                   str(directory / "raw-port")]
+        with running(raw_cmd, directory / "raw-port", directory / "raw.log",
+                     "the raw aiohttp server") as (raw_proc, raw_port):
+            bound = 1_000_000  # requests per worker; the window ends long before
+            raw = asyncio.run(closed_loop(
+                f"http://127.0.0.1:{raw_port}/", [repeat((raw_body, ""), bound) for _ in senders],
+                headers, raw_answered, args.warmup, args.seconds, Usage(raw_proc.pid)))
+
+        # 1. closed loop on the gateway, envelopes sealed before the clock starts.
+        per_officer = math.ceil(raw.per_second * (args.warmup + args.seconds) * 1.2
+                                / len(senders)) + 20
+        t = time.perf_counter()
+        pools = [seal(s, body, per_officer) for s in senders]
+        # 2. the open loop's envelopes, round robin over the officers.
+        count = round(args.rate * args.seconds)
+        extra = [seal(s, body, math.ceil(count / len(senders))) for s in senders]
+        scheduled = [(*extra[i % len(senders)][i // len(senders)], headers[i % len(senders)])
+                     for i in range(count)]
+        seal_seconds = time.perf_counter() - t
+        envelope_size = len(pools[0][0][0])
+        del extra
+        gc.collect()
+        gc.freeze()  # the pools are long-lived: keep the collector from walking them
+
+        profiler = Profiler(gw.pid, args.seconds)
+        open_profile = None
+        if args.profile is not None:
+            open_profile = args.profile.with_name(f"{args.profile.stem}-open"
+                                                  f"{args.profile.suffix}")
+        try:
+            accepted_run = asyncio.run(closed_loop(
+                url + "/v1/messages", pools, headers, accepted, args.warmup, args.seconds,
+                Usage(gw.pid), lambda: profiler.start(args.profile)))
+            del pools
+            profiler.wait()
+            time.sleep(1.0)  # let the gateway's checkpoint and WAL work settle between phases
+            latency = asyncio.run(open_loop(url + "/v1/messages", scheduled, args.rate,
+                                            args.officers, Usage(gw.pid),
+                                            lambda: profiler.start(open_profile)))
+        finally:
+            profiler.wait()
+        status = gw.poll()
+    if status is not None:
+        raise RuntimeError(f"the gateway exited during the run (status {status})")
+
+    lat = latency
+    p50 = lat.percentile(lat.latencies, 0.50)
+    p99 = lat.percentile(lat.latencies, 0.99)
+    results: dict[str, Any] = {
+        "cpu_cores": os.cpu_count(),
+        "officers": args.officers,
+        "payload_bytes": PAYLOAD_SIZE,
+        "envelope_bytes": envelope_size,
+        "seal_seconds_before_clock": round(seal_seconds, 1),
+        "limits": {k: v for k, (v, _) in raised_limits().items()},
+        "raw_aiohttp_per_second": round(raw.per_second),
+        "raw_cores": _cores(raw.usage, "server"),
+        "raw_refused": dict(raw.refused),
+        "accepted_per_second": round(accepted_run.per_second),
+        "accepted_ratio_to_raw": round(accepted_run.per_second / raw.per_second, 3),
+        "accepted_window_seconds": round(accepted_run.window_seconds, 2),
+        "accepted_pool_exhausted": accepted_run.exhausted,
+        "accepted_cores": _cores(accepted_run.usage, "gateway"),
+        "accepted_refused": dict(accepted_run.refused),
+        # Server CPU per answered request: what each request costs the server itself,
+        # whatever limited the rate (the generator, the other core, the disk).
+        "raw_server_cpu_us_per_request": _per_request(raw.usage, raw.per_second),
+        "gateway_cpu_us_per_message": _per_request(accepted_run.usage, accepted_run.per_second),
+        "open_loop": {
+            "offered_per_second": args.rate, "seconds": round(lat.seconds, 2),
+            "sent": lat.sent, "answered": lat.answered, "accepted": lat.ok,
+            "refused": dict(lat.refused),
+            "p50_ms": _ms(p50), "p99_ms": _ms(p99),
+            "max_ms": _ms(max(lat.latencies, default=math.nan)),
+            "generator_lag_p99_ms": _ms(lat.percentile(lat.late_starts, 0.99)),
+            "cores": _cores(lat.usage, "gateway"),
+        },
+    }
+    results["met"] = {
+        f"accepted >= {TARGET_ACCEPTED:,.0f}/s": accepted_run.per_second >= TARGET_ACCEPTED
+        and not accepted_run.refused,
+        f"p99 < {TARGET_P99_MS:g} ms at {args.rate:,.0f}/s offered"
+        + ("" if args.rate == TARGET_RATE else f" (the target is at {TARGET_RATE:,.0f}/s)"):
+            p99 * 1000 < TARGET_P99_MS and lat.ok == lat.sent,
+    }
+    for name, path in (("profile_closed_loop", args.profile), ("profile_open_loop",
+                                                                 open_profile)):
+        if path is not None:
+            results[name] = ({"file": str(path), **summarize_profile(path)} if path.exists()
+                             else {"error": f"py-spy wrote no {path}"})
+    return results
+
+
+def _ms(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1000, 2)
+
+
+def _per_request(usage: Usage | None, rate: float) -> float | None:
+    if usage is None or usage.server is None or rate <= 0:
+        return None
+    return round(usage.server / rate * 1e6, 1)
+
+
+def _cores(usage: Usage | None, server: str) -> dict[str, float | None]:
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    if usage is None:
+        return {}
+    return {server: r(usage.server), f"{server} event loop thread": r(usage.event_loop),
+            "generator": r(usage.generator), "other processes": r(usage.others)}
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    o = r["open_loop"]
+
+    def cores(d: dict[str, float | None]) -> str:
+        parts = []
+        for k, v in d.items():
+            if v is None or k.endswith("event loop thread"):
+                continue
+            loop = d.get(f"{k} event loop thread")
+            parts.append(f"{k} {v:.2f} cores" + (f" (event loop thread {loop:.2f})"
+                                                  if loop is not None else ""))
+        return ", ".join(parts)
+
+    def refusals(d: dict[str, int]) -> str:
+        return ", ".join(f"{n} x {k}" for k, n in d.items()) or "none"
+
+    print(f"accept benchmark: one gateway process ({GATEWAY_ID}, SQLite WAL synchronous=FULL, "
+          f"group commit) on 127.0.0.1, {r['officers']} officers, {PAYLOAD_SIZE}-byte hotline "
+          f"payload ({r['envelope_bytes']:,}-byte envelopes for 1 recipient, "
+          f"{r['seal_seconds_before_clock']} s of sealing done before the clock)")
+    print(f"  the machine has {r['cpu_cores']} cores, SHARED by the server and this load "
+          f"generator (one process, one ClientSession per measurement, limit "
+          f"{r['officers']}); every figure includes the generator's cost")
+    raised = ", ".join(f"{k} = {v:,} (default {d:g})" for k, (v, d) in raised_limits().items())
+    print(f"  benchmark gateway config: [limits] {raised}: raised so that no rate limiter caps "
+          "the measurement or the setup; [log] level = warning")
+    print(f"  closed loops: {args.warmup:g} s warm-up, then {args.seconds:g} s measured")
+    print(f"raw aiohttp, trivial handler (reads {RAW_BODY_SIZE} B, small JSON): "
+          f"{r['raw_aiohttp_per_second']:>8,} req/s   ({cores(r['raw_cores'])}; "
+          f"refused: {refusals(r['raw_refused'])})")
+    print(f"gateway accept, durable commit, closed loop:        "
+          f"{r['accepted_per_second']:>8,} msg/s = {r['accepted_ratio_to_raw']:.0%} of raw  "
+          f"({cores(r['accepted_cores'])}; refused: {refusals(r['accepted_refused'])})")
+    raw_us, gw_us = r["raw_server_cpu_us_per_request"], r["gateway_cpu_us_per_message"]
+    if raw_us and gw_us:
+        print(f"  server CPU per request: trivial handler {raw_us:,.0f} us, gateway accept "
+              f"{gw_us:,.0f} us (x{gw_us / raw_us:.1f}); {TARGET_ACCEPTED:,.0f} msg/s on one "
+              f"core needs <= {1e6 / TARGET_ACCEPTED:,.0f} us")
+    if r["accepted_pool_exhausted"]:
+        print(f"  (the pre-sealed envelopes ran out: window {r['accepted_window_seconds']} s)")
+    print(f"gateway accept latency, open loop at {o['offered_per_second']:,.0f}/s offered for "
+          f"{o['seconds']:g} s: sent {o['sent']:,}, answered {o['answered']:,}, "
+          f"accepted {o['accepted']:,}, refused/failed: {refusals(o['refused'])}")
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f} ms"
+
+    print(f"  latency from scheduled send: p50 {ms(o['p50_ms'])}, p99 {ms(o['p99_ms'])}, "
+          f"max {ms(o['max_ms'])}  (generator start lag p99 {ms(o['generator_lag_p99_ms'])}; "
+          f"{cores(o['cores'])})")
+    busy = [(what, d.get("other processes")) for what, d in (
+        ("raw", r["raw_cores"]), ("closed loop", r["accepted_cores"]), ("open loop", o["cores"]))]
+    busy = [(what, v) for what, v in busy if v is not None and v >= 0.15]
+    if busy:
+        print("WARNING: other processes were busy on this machine during the run ("
+              + ", ".join(f"{what}: {v:.2f} cores" for what, v in busy)
+              + "); the figures are lower than on a quiet machine")
+    figures = [f"{r['accepted_per_second']:,} msg/s", f"p99 {ms(o['p99_ms'])}"]
+    for (name, ok), figure in zip(r["met"].items(), figures, strict=True):
+        print(f"target: {name}: {'met' if ok else 'NOT met'} ({figure})")
+    for name, what in (("profile_closed_loop", "closed loop"),
+                       ("profile_open_loop", f"open loop at {o['offered_per_second']:,.0f}/s")):
+        profile = r.get(name)
+        if not profile:
+            continue
+        if "error" in profile:
+            print(f"gateway profile, {what}: {profile['error']}")
+            continue
+        print(f"gateway profile, {what} (py-spy, {profile['samples']} samples; raw file "
+              f"{profile['file']}):")
+        for title in ("threads", "self", "total"):
+            print(f"  by {title}:")
+            for function, share in profile.get(title, []):
+                print(f"    {share:6.1%}  {function}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="accepted messages/s and latency of one "
+                                     "gateway process, next to a trivial aiohttp handler")
+    parser.add_argument("--officers", type=int, default=64, help="concurrent officers")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measured time of each closed loop and of the open loop")
+    parser.add_argument("--warmup", type=float, default=2.0, help="closed-loop warm-up")
+    parser.add_argument("--rate", type=float, default=TARGET_RATE,
+                        help="open-loop offered rate, messages/s")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="make the gateway in DIR (must not exist) and keep it")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="py-spy raw profile of the gateway during the closed loop "
+                        "(and FILE-open for the open loop)")
+    parser.add_argument("--raw-server", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.raw_server is not None:
+        asyncio.run(raw_server(args.raw_server))
+        return 0
+    if not 1 <= args.officers <= 10_000 or args.seconds <= 0 or args.rate <= 0:
+        parser.error("--officers 1..10000, --seconds and --rate positive")
+    if args.profile is not None and py_spy() is None:
+        parser.error("--profile needs py-spy")
+
+    if args.keep is not None:
+        if args.keep.exists():
+            parser.error(f"--keep {args.keep}: already exists")
+        results = measure(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fpg-accept-") as tmp:
+            results = measure(args, Path(tmp) / "gw")
+    if args.json:
+        met = results.pop("met")
+        print(json.dumps({"benchmark": "accept", "results": results, "met": met}))
+    else:
+        report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
