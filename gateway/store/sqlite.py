@@ -156,6 +156,9 @@ class _Plan:
     new_messages: dict[str, _Known] = field(default_factory=dict)
     reads: set[tuple[str, str]] = field(default_factory=set)  # (message, officer) acknowledged
     notifications: list[Notification] = field(default_factory=list)
+    # The state after this batch, copied when planning ends: ``tip`` itself moves on
+    # while the next batch is planned on top of this one.
+    end: _Tip | None = None
 
     def add(self, phase: int, sql: str, params: tuple[Any, ...]) -> None:
         self.statements[phase][sql].append(params)
@@ -163,6 +166,7 @@ class _Plan:
     def run(self, batch: list[_Op]) -> None:
         for op in batch:
             op.plan(self)
+        self.end = self.tip.copy()
 
     def take_writes(self) -> list[tuple[str, Any, bool]]:
         """The statements planned since the last call, in foreign-key order, as
@@ -501,8 +505,9 @@ class SqliteStore(DeskQueries):
                 if not op.future.done():
                     op.future.set_exception(error)
             return False
-        frontier = plan.tip.frontier
-        self._committed = _Tip(CompactRange(frontier.size, frontier.hashes), plan.tip.next_mseq)
+        assert plan.end is not None
+        self._committed = plan.end
+        frontier = plan.end.frontier
         self._remember(plan.new_messages)
         self.commits += 1
         self.committed_ops += len(batch)
