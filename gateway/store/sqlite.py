@@ -330,18 +330,24 @@ class _CheckpointOp(_Op):
                  (c.size, c.root, c.note, c.made_ms))
 
 
-async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
+async def _connect(path: Path, *, role: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     await conn.execute("PRAGMA busy_timeout = 10000")
     await conn.execute("PRAGMA foreign_keys = ON")
-    if writer:
+    if role == "writer":
         mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"{path}: cannot switch the database to WAL mode")
         await conn.execute("PRAGMA synchronous = FULL")
-    else:
+        # Copying the log into the database is the WAL checkpointer's job, on its own
+        # connection: done by a commit, it would stall that commit's callers.
+        await conn.execute("PRAGMA wal_autocheckpoint = 0")
+    elif role == "reader":
         await conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 class SqliteStore(DeskQueries):
@@ -367,6 +373,8 @@ class SqliteStore(DeskQueries):
         # batch, or a caller of transaction().
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._wal: aiosqlite.Connection = reader  # replaced in open()
+        self._wal_task: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0  # batches committed, for benchmarks and status
         self.committed_ops = 0
@@ -381,24 +389,41 @@ class SqliteStore(DeskQueries):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            writer = await _connect(path, writer=True)
+            writer = await _connect(path, role="writer")
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open database ({exc})") from None
+        opened: list[aiosqlite.Connection] = [writer]
         try:
             await _migrate(writer, path)
-            reader = await _connect(path, writer=False)
+            reader = await _connect(path, role="reader")
+            opened.append(reader)
+            wal = await _connect(path, role="wal")
+            opened.append(wal)
             frontier = await _load_frontier(writer)
             async with writer.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages") as cur:
                 row = await cur.fetchone()
             next_mseq = int(row[0]) if row else 1
         except BaseException:
-            await writer.close()
+            for conn in opened:
+                await conn.close()
             raise
         store = cls(path, writer, reader, frontier, next_mseq, max_batch)
-        store._task = asyncio.get_running_loop().create_task(
-            store._committer(), name=f"store-committer:{path.name}"
-        )
+        loop = asyncio.get_running_loop()
+        store._task = loop.create_task(store._committer(), name=f"store-committer:{path.name}")
+        store._wal = wal
+        store._wal_task = loop.create_task(store._checkpoint_wal_loop(),
+                                           name=f"store-wal:{path.name}")
         return store
+
+    async def _checkpoint_wal_loop(self) -> None:
+        """Keep the write-ahead log short without ever stalling a commit: PASSIVE
+        checkpoints copy what no reader still needs, and give way to writers."""
+        while True:
+            await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
+            try:
+                await self._wal.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # e.g. a full disk: the log just stays longer
+                log.warning("wal_checkpoint_failed", error=str(exc))
 
     async def close(self) -> None:
         """Commit what is queued, then stop the committer and close both connections."""
@@ -408,6 +433,12 @@ class SqliteStore(DeskQueries):
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._wal_task is not None:
+            self._wal_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wal_task
+            await self._wal.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            await self._wal.close()
         await self._reader.close()
         await self._writer.close()
 
