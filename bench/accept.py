@@ -25,8 +25,10 @@ crypto never limits the gateway. It prints, in one run:
    same closed loop code with the same client settings and concurrency, and the ratio of
    (1) to it.
 
-The load generator is lean: one process, one ``aiohttp.ClientSession`` per measurement
-with a connection limit equal to the concurrency, bodies and headers built beforehand.
+The load generator is lean: one process, one keep-alive connection per officer (per
+concurrent request in the open loop), complete HTTP requests built before the clock starts
+and written by ``bench/http1.py``, a minimal HTTP/1.1 client that costs about a third of
+what ``aiohttp``'s client does per request (the setup still uses the client library).
 It shares the machine's cores with the server it drives, so every figure includes the
 generator's own cost. Next to each rate it prints the cores used, from ``/proc``, by the
 server (and by its event-loop thread alone), by the generator and by any other process
@@ -74,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import http1  # bench/http1.py: the lean load client
 from aiohttp import web
 
 from gateway.client import payload
@@ -106,7 +109,7 @@ SCAFFOLDING = ("<frozen runpy>", "asyncio/runners.py", "asyncio/base_events.py",
                "threading.py", "gateway/cli.py", "gateway/cliutil.py", "gateway/__main__.py")
 
 Check = Callable[[int, bytes, str], bool]
-Work = tuple[bytes, str]  # request body, message id
+Work = tuple[bytes, str]  # complete HTTP request, message id
 
 
 # --- processes -------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def hotline_payload() -> bytes:
     return body
 
 
-def seal(sender: Sender, body: bytes, count: int) -> list[Work]:
+def seal(sender: Sender, body: bytes, count: int) -> list[tuple[bytes, str]]:
     """``count`` envelopes from ``sender``, each with a fresh message id."""
     out = []
     for _ in range(count):
@@ -298,6 +301,12 @@ def seal(sender: Sender, body: bytes, count: int) -> list[Work]:
                                 created=now, expires=now + LIFETIME_MS, thread=mid)
         out.append((seal_envelope(header, body, sender.creds.signing, sender.recipients), mid))
     return out
+
+
+def requests(port: int, sender: Sender, envelopes: list[tuple[bytes, str]]) -> list[Work]:
+    """The complete ``POST /v1/messages`` request of each envelope, with its message id."""
+    return [(http1.request_bytes("POST", "127.0.0.1", port, "/v1/messages", sender.headers,
+                                 envelope), mid) for envelope, mid in envelopes]
 
 
 def accepted(status: int, data: bytes, mid: str) -> bool:
@@ -324,11 +333,17 @@ def outcome(status: int, data: bytes) -> str:
 # --- load ------------------------------------------------------------------------------
 
 
-def client_session(concurrency: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-    )
+async def connections(port: int, count: int) -> list[http1.Connection]:
+    return list(await asyncio.gather(*(http1.Connection.open("127.0.0.1", port)
+                                       for _ in range(count))))
+
+
+async def post(conns: list[http1.Connection], port: int, i: int,
+               request: bytes) -> tuple[int, bytes]:
+    """Send on connection ``i``, opening a new one if the server closed it."""
+    if conns[i].closed:
+        conns[i] = await http1.Connection.open("127.0.0.1", port)
+    return await conns[i].send(request)
 
 
 @dataclass
@@ -370,11 +385,10 @@ class ClosedLoop:
     usage: Usage | None = None
 
 
-async def closed_loop(url: str, work: Sequence[Iterable[Work]],
-                      headers: Sequence[dict[str, str]],
+async def closed_loop(port: int, work: Sequence[Iterable[Work]],
                       check: Check, warmup: float, seconds: float, usage: Usage,
                       on_window: Callable[[], object] | None = None) -> ClosedLoop:
-    """Worker ``i`` posts the bodies of ``work[i]`` one after another with ``headers[i]``.
+    """Worker ``i`` sends the requests of ``work[i]`` one after another on its connection.
 
     The rate is the number of checked answers that completed in the window after
     ``warmup``, over the window; the window ends early if a worker runs out of work.
@@ -383,16 +397,15 @@ async def closed_loop(url: str, work: Sequence[Iterable[Work]],
     stopping = False
     out_of_work = asyncio.Event()
 
-    async with client_session(len(work)) as http:
-        async def worker(items: Iterable[Work], hdrs: dict[str, str]) -> None:
-            for body, mid in items:
+    conns = await connections(port, len(work))
+    try:
+        async def worker(i: int, items: Iterable[Work]) -> None:
+            for request, mid in items:
                 if stopping:
                     return
                 try:
-                    async with http.post(url, data=body, headers=hdrs) as response:
-                        data = await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, data = await post(conns, port, i, request)
+                except (OSError, http1.ResponseError) as exc:
                     result.refused[type(exc).__name__] += 1
                     continue
                 if check(status, data, mid):
@@ -401,7 +414,7 @@ async def closed_loop(url: str, work: Sequence[Iterable[Work]],
                     result.refused[outcome(status, data)] += 1
             out_of_work.set()
 
-        tasks = [asyncio.create_task(worker(w, h)) for w, h in zip(work, headers, strict=True)]
+        tasks = [asyncio.create_task(worker(i, w)) for i, w in enumerate(work)]
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(out_of_work.wait(), warmup)
@@ -422,6 +435,9 @@ async def closed_loop(url: str, work: Sequence[Iterable[Work]],
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for conn in conns:
+            conn.close()
     result.per_second = (after - before) / elapsed
     result.window_seconds = elapsed
     return result
@@ -443,21 +459,27 @@ class OpenLoop:
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
-async def open_loop(url: str, work: list[tuple[bytes, str, dict[str, str]]], rate: float,
-                    concurrency: int, usage: Usage,
-                    on_start: Callable[[], object] | None = None) -> OpenLoop:
-    """Start request ``i`` at ``t0 + i / rate`` whatever happened to earlier ones."""
+async def open_loop(port: int, work: list[Work], rate: float, concurrency: int,
+                    usage: Usage, on_start: Callable[[], object] | None = None) -> OpenLoop:
+    """Start request ``i`` at ``t0 + i / rate`` whatever happened to earlier ones, on the
+    first of ``concurrency`` connections that is free (waiting for one counts as latency).
+    """
     result = OpenLoop(usage=usage)
     loop = asyncio.get_running_loop()
-    async with client_session(concurrency) as http:
-        async def one(body: bytes, mid: str, hdrs: dict[str, str], scheduled: float) -> None:
+    conns = await connections(port, concurrency)
+    free: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(concurrency):
+        free.put_nowait(i)
+    try:
+        async def one(request: bytes, mid: str, scheduled: float) -> None:
+            i = await free.get()
             try:
-                async with http.post(url, data=body, headers=hdrs) as response:
-                    data = await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, data = await post(conns, port, i, request)
+            except (OSError, http1.ResponseError) as exc:
                 result.refused[type(exc).__name__] += 1
                 return
+            finally:
+                free.put_nowait(i)
             done = loop.time()
             result.answered += 1
             if accepted(status, data, mid):
@@ -472,13 +494,13 @@ async def open_loop(url: str, work: list[tuple[bytes, str, dict[str, str]]], rat
             on_start()
         t0 = loop.time() + 0.01
         try:
-            for i, (body, mid, hdrs) in enumerate(work):
+            for i, (request, mid) in enumerate(work):
                 scheduled = t0 + i / rate
                 delay = scheduled - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 result.late_starts.append(loop.time() - scheduled)
-                task = asyncio.create_task(one(body, mid, hdrs, scheduled))
+                task = asyncio.create_task(one(request, mid, scheduled))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 result.sent += 1
@@ -490,6 +512,9 @@ async def open_loop(url: str, work: list[tuple[bytes, str, dict[str, str]]], rat
             await asyncio.gather(*tasks, return_exceptions=True)
         result.seconds = loop.time() - t0
         usage.end(result.seconds)
+    finally:
+        for conn in conns:
+            conn.close()
     return result
 
 
@@ -576,7 +601,6 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             as (gw, port):
         url = f"http://127.0.0.1:{port}"
         senders = asyncio.run(prepare(url, codes, fingerprint))
-        headers = [s.headers for s in senders]
         sample = seal(senders[0], body, 1)[0][0]
         raw_body = (sample * 2)[:RAW_BODY_SIZE]
 
@@ -586,22 +610,24 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         with running(raw_cmd, directory / "raw-port", directory / "raw.log",
                      "the raw aiohttp server") as (raw_proc, raw_port):
             bound = 1_000_000  # requests per worker; the window ends long before
+            raw_request = http1.request_bytes("POST", "127.0.0.1", raw_port, "/",
+                                              senders[0].headers, raw_body)
             raw = asyncio.run(closed_loop(
-                f"http://127.0.0.1:{raw_port}/", [repeat((raw_body, ""), bound) for _ in senders],
-                headers, raw_answered, args.warmup, args.seconds, Usage(raw_proc.pid)))
+                raw_port, [repeat((raw_request, ""), bound) for _ in senders],
+                raw_answered, args.warmup, args.seconds, Usage(raw_proc.pid)))
 
         # 1. closed loop on the gateway, envelopes sealed before the clock starts.
         per_officer = math.ceil(raw.per_second * (args.warmup + args.seconds) * 1.2
                                 / len(senders)) + 20
         t = time.perf_counter()
-        pools = [seal(s, body, per_officer) for s in senders]
+        envelope_size = len(sample)
+        pools = [requests(port, s, seal(s, body, per_officer)) for s in senders]
         # 2. the open loop's envelopes, round robin over the officers.
         count = round(args.rate * args.seconds)
-        extra = [seal(s, body, math.ceil(count / len(senders))) for s in senders]
-        scheduled = [(*extra[i % len(senders)][i // len(senders)], headers[i % len(senders)])
-                     for i in range(count)]
+        extra = [requests(port, s, seal(s, body, math.ceil(count / len(senders))))
+                 for s in senders]
+        scheduled = [extra[i % len(senders)][i // len(senders)] for i in range(count)]
         seal_seconds = time.perf_counter() - t
-        envelope_size = len(pools[0][0][0])
         del extra
         gc.collect()
         gc.freeze()  # the pools are long-lived: keep the collector from walking them
@@ -613,12 +639,12 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                                                   f"{args.profile.suffix}")
         try:
             accepted_run = asyncio.run(closed_loop(
-                url + "/v1/messages", pools, headers, accepted, args.warmup, args.seconds,
+                port, pools, accepted, args.warmup, args.seconds,
                 Usage(gw.pid), lambda: profiler.start(args.profile)))
             del pools
             profiler.wait()
             time.sleep(1.0)  # let the gateway's checkpoint and WAL work settle between phases
-            latency = asyncio.run(open_loop(url + "/v1/messages", scheduled, args.rate,
+            latency = asyncio.run(open_loop(port, scheduled, args.rate,
                                             args.officers, Usage(gw.pid),
                                             lambda: profiler.start(open_profile)))
         finally:
@@ -716,8 +742,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
           f"payload ({r['envelope_bytes']:,}-byte envelopes for 1 recipient, "
           f"{r['seal_seconds_before_clock']} s of sealing done before the clock)")
     print(f"  the machine has {r['cpu_cores']} cores, SHARED by the server and this load "
-          f"generator (one process, one ClientSession per measurement, limit "
-          f"{r['officers']}); every figure includes the generator's cost")
+          f"generator (one process, bench/http1.py: pre-built requests, "
+          f"{r['officers']} keep-alive connections); every figure includes the generator's cost")
     raised = ", ".join(f"{k} = {v:,} (default {d:g})" for k, (v, d) in raised_limits().items())
     print(f"  benchmark gateway config: [limits] {raised}: raised so that no rate limiter caps "
           "the measurement or the setup; [log] level = warning")

@@ -195,3 +195,17 @@ async def test_transaction_commits_or_rolls_back(store, tmp_path, people) -> Non
         slow_transaction(), *(store.accept(incoming(make_envelope(sender, readers)))
                               for _ in range(20)))
     assert all(r.status == ACCEPTED for r in results[1:])
+
+
+async def test_commits_still_work_after_a_wal_checkpoint(store, people) -> None:
+    """Regression: PRAGMA wal_checkpoint returns a row; left unfetched on the writer
+    connection it kept a statement open and the next group commit failed with
+    "cannot commit transaction - SQL statements in progress"."""
+    sender, readers = people
+    first = make_envelope(sender, readers)
+    assert (await store.accept(incoming(first))).status == ACCEPTED
+    await store.checkpoint_wal()
+    envs = [make_envelope(sender, readers) for _ in range(20)]
+    outcomes = await asyncio.gather(*(store.accept(incoming(e)) for e in envs))
+    assert {o.status for o in outcomes} == {ACCEPTED}
+    assert await store.append_events([LedgerEvent(READ, first.header.id, T0)])

@@ -335,7 +335,9 @@ async def _connect(path: Path, *, role: str) -> aiosqlite.Connection:
     await conn.execute("PRAGMA busy_timeout = 10000")
     await conn.execute("PRAGMA foreign_keys = ON")
     if role == "writer":
-        mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+        # Statements that return rows are always fetched to the end: an unfinished one
+        # keeps the connection busy and its next COMMIT fails.
+        mode = next(iter(await conn.execute_fetchall("PRAGMA journal_mode = WAL")), None)
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"{path}: cannot switch the database to WAL mode")
         await conn.execute("PRAGMA synchronous = FULL")
@@ -421,7 +423,7 @@ class SqliteStore(DeskQueries):
         while True:
             await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
             try:
-                await self._wal.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await self._wal.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:  # e.g. a full disk: the log just stays longer
                 log.warning("wal_checkpoint_failed", error=str(exc))
 
@@ -437,7 +439,7 @@ class SqliteStore(DeskQueries):
             self._wal_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._wal_task
-            await self._wal.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            await self._wal.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             await self._wal.close()
         await self._reader.close()
         await self._writer.close()
@@ -639,7 +641,7 @@ class SqliteStore(DeskQueries):
 
     async def checkpoint_wal(self) -> None:
         """Move the write-ahead log into the database file (for copies and benchmarks)."""
-        await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._writer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # --- reads -------------------------------------------------------------------------
 
