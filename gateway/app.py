@@ -9,6 +9,8 @@ binds a request id to the log context.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hmac
 import os
 import re
@@ -25,24 +27,30 @@ from gateway.appkeys import (
     CONFIG,
     DELIVERY,
     DIRECTORY,
+    HOP,
     HUB,
     IDENTITY,
     LEDGER,
     LIMITER,
+    PARTNERS,
+    RECEIVER,
     REQUEST_ID,
     SESSIONS,
     STORE,
 )
-from gateway.channels import client, peer
+from gateway.channels import client, federation, peer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.delivery import Delivery
 from gateway.directory import DirectoryService
 from gateway.errors import GatewayError, LedgerError
+from gateway.hop import HopVerifier
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.partners import Partners
+from gateway.relay import Receiver, Sender
 from gateway.sessions import RateLimiter, Sessions
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
@@ -72,7 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
         response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
         if exc.http_status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
+            response.headers["WWW-Authenticate"] = getattr(exc, "challenge", "Bearer")
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     except web.HTTPException as exc:
@@ -145,14 +153,33 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                                    config.limits.burst)
         app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
                                         config.limits.anonymous_burst)
+        partners = app[PARTNERS] = Partners(config, identity, app[CLOCK])
+        app[HOP] = HopVerifier(identity.gateway_id, app[CLOCK],
+                               int(config.federation.hop_window_seconds * 1000),
+                               partners.trusted)
+        app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK],
+                                 config.server.max_body_bytes)
         app[DELIVERY] = Delivery(
             store, directory, app[CLOCK], gateway=identity.gateway_id,
             max_envelope=config.server.max_body_bytes,
-            clock_skew_ms=int(config.officers.clock_skew_seconds * 1000),
+            clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=partners,
         )
-        async with background("checkpoints", schedule.run), \
-                background("directory", directory.watch):
-            yield
+        await partners.start()
+        try:
+            async with contextlib.AsyncExitStack() as tasks:
+                await tasks.enter_async_context(background("checkpoints", schedule.run))
+                await tasks.enter_async_context(background("directory", directory.watch))
+                for partner in partners.by_id.values():
+                    sender = Sender(partner, partners, store, app[CLOCK], config.federation,
+                                    identity.gateway_id)
+                    await tasks.enter_async_context(
+                        background(f"refresh:{partner.id}",
+                                   functools.partial(partners.refresh_loop, partner)))
+                    await tasks.enter_async_context(background(f"relay:{partner.id}",
+                                                               sender.run))
+                yield
+        finally:
+            await partners.close()
         await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
     finally:
         await store.close()
@@ -175,6 +202,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)
     peer.add_routes(app)
+    federation.add_routes(app)
     client.add_routes(app)
     return app
 

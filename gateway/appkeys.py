@@ -8,9 +8,12 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.delivery import Delivery
 from gateway.directory import DirectoryService
+from gateway.hop import HopVerifier
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import Ledger
+from gateway.partners import Partners
+from gateway.relay import Receiver
 from gateway.sessions import RateLimiter, Sessions
 from gateway.store import Store
 
@@ -27,3 +30,6 @@ HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
 
 REQUEST_ID = web.RequestKey("request_id", str)  # per request, set by the error middleware
+PARTNERS = web.AppKey("partners", Partners)
+HOP = web.AppKey("hop", HopVerifier)
+RECEIVER = web.AppKey("receiver", Receiver)

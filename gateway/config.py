@@ -151,6 +151,44 @@ class LimitsSection:
                              doc="live events buffered per stream before it is cut")
 
 
+def _fingerprint(value: str) -> str | None:
+    compact = "".join(ch for ch in value.upper() if ch not in " -\t")
+    if len(compact) != 32 or any(ch not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for ch in compact):
+        return "must be a key fingerprint: 32 base32 characters, as `gateway keys show` prints"
+    return None
+
+
+@dataclass(frozen=True)
+class PartnerSection:
+    id: str = _key(check=_name, doc="the partner gateway's id, e.g. kh-cnp")
+    url: str = _key(check=_url, doc="the partner's base URL")
+    fingerprint: str = _key(check=_fingerprint,
+                            doc="fingerprint of the partner's gateway signing key, "
+                            "compared with its operator by telephone")
+
+
+@dataclass(frozen=True)
+class FederationSection:
+    hop_window_seconds: float = _key(60.0, _range(1, 3600),
+                                     doc="how far a hop request's timestamp may be from now")
+    batch_size: int = _key(256, _range(1, 5000), doc="most messages per relay batch")
+    batch_bytes: int = _key(8 * 1024 * 1024, _range(64 * 1024, 64 * 1024 * 1024),
+                            doc="largest relay batch body sent or accepted")
+    retry_first_seconds: float = _key(0.5, _range(0.01, 60),
+                                      doc="first wait after a failed relay attempt")
+    retry_max_seconds: float = _key(120.0, _range(0.1, 3600),
+                                    doc="cap of the exponential backoff (minutes, not days)")
+    health_seconds: float = _key(5.0, _range(0.05, 3600),
+                                 doc="how often a partner that is down is probed")
+    refresh_seconds: float = _key(300.0, _range(1, 86_400),
+                                  doc="how often partner descriptors and directories are renewed")
+    directory_max_age_seconds: float = _key(
+        10.0, _range(0, 86_400), doc="an officer asking for a partner's directory older than "
+        "this gets it fetched again first (if the partner answers)")
+    request_timeout_seconds: float = _key(15.0, _range(0.1, 600),
+                                          doc="timeout of one request to a partner")
+
+
 @dataclass(frozen=True)
 class LogSection:
     level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
@@ -168,6 +206,11 @@ class Config:
     officers: OfficersSection
     limits: LimitsSection
     log: LogSection
+    federation: FederationSection = field(default_factory=FederationSection)
+    partners: tuple[PartnerSection, ...] = ()
+
+    def partner(self, gateway_id: str) -> PartnerSection | None:
+        return next((p for p in self.partners if p.id == gateway_id), None)
 
     @property
     def data_dir(self) -> Path:
@@ -188,6 +231,7 @@ _SECTIONS: dict[str, tuple[type[Any], bool]] = {
     "officers": (OfficersSection, False),
     "limits": (LimitsSection, False),
     "log": (LogSection, False),
+    "federation": (FederationSection, False),
 }
 
 T = TypeVar("T")
@@ -278,16 +322,30 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from a parsed TOML document."""
     path = Path(path)
     for name in doc:
-        if name not in _SECTIONS:
+        if name not in _SECTIONS and name != "partners":
             raise ConfigError(f"{path}: [{name}]: unknown section")
     sections: dict[str, Any] = {}
     for name, (cls, required) in _SECTIONS.items():
         if name not in doc and required:
             raise ConfigError(f"{path}: [{name}]: required section is missing")
         sections[name] = build_section(cls, doc.get(name, {}), f"[{name}]", path)
-    config = Config(path=path, **sections)
+    config = Config(path=path, **sections, partners=_partners(doc.get("partners", []), path))
     _cross_checks(config)
     return config
+
+
+def _partners(tables: Any, path: Path) -> tuple[PartnerSection, ...]:
+    """``[[partners]]``: an array of tables, one per pinned partner gateway."""
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: [[partners]]: expected an array of tables "
+                          f"([[partners]]), got {_type_name(tables)}")
+    partners: list[PartnerSection] = []
+    for i, table in enumerate(tables):
+        partner = build_section(PartnerSection, table, f"[[partners]] #{i + 1}", path)
+        if any(p.id == partner.id for p in partners):
+            raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is listed twice")
+        partners.append(partner)
+    return tuple(partners)
 
 
 def _cross_checks(config: Config) -> None:
@@ -300,6 +358,9 @@ def _cross_checks(config: Config) -> None:
         raise ConfigError(
             f"{path}: [server] tls_key_file: tls_cert_file and tls_key_file go together"
         )
+    for i, partner in enumerate(config.partners):
+        if partner.id == config.gateway.id:
+            raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is this gateway")
     if server.tls_cert_file is None and not server.loopback:
         raise ConfigError(
             f"{path}: [server] tls_cert_file: required when listening on {server.host!r};"

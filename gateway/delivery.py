@@ -29,8 +29,10 @@ from gateway.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    UnavailableError,
 )
 from gateway.events import decode_entry
+from gateway.partners import Partner, Partners
 from gateway.store import (
     CONFLICT,
     DUPLICATE,
@@ -51,13 +53,15 @@ def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
 
 class Delivery:
     def __init__(self, store: Store, directory: DirectoryService, clock: Clock, *,
-                 gateway: str, max_envelope: int, clock_skew_ms: int) -> None:
+                 gateway: str, max_envelope: int, clock_skew_ms: int,
+                 partners: Partners | None = None) -> None:
         self.store = store
         self.directory = directory
         self.clock = clock
         self.gateway = gateway
         self.max_envelope = max_envelope
         self.clock_skew_ms = clock_skew_ms
+        self.partners = partners
 
     # --- sending -----------------------------------------------------------------------
 
@@ -93,27 +97,53 @@ class Delivery:
         directory = await self.directory.get()
         if h.sender not in officer.desks:
             raise ForbiddenError(f"you are not an officer of {h.sender}", code="not_a_member")
-        desk = self._desk(directory, h.recipient)
+        partner = self._partner(h.recipient)
+        if partner is not None:
+            address, wanted = h.recipient, self._partner_desk_keys(partner, h.recipient)
+        else:
+            desk = self._desk(directory, h.recipient)
+            address, wanted = desk.address, desk.recipient_key_ids
         now = self.clock.now_ms()
         if h.expires <= now:
             raise ClientError("the message has already expired", code="expired")
         if h.created > now + self.clock_skew_ms:
             raise ClientError("created lies in the future; check the client's clock",
                               code="bad_time")
-        wanted = desk.recipient_key_ids
         if frozenset(h.recipients) != wanted:
             raise ConflictError(
                 f"the envelope must be sealed for the {len(wanted)} current officer(s) of "
-                f"{desk.address}; fetch the directory again", code="recipients_mismatch"
+                f"{address}; fetch the directory again", code="recipients_mismatch"
             )
         if h.in_reply_to is not None:
             await self._check_answer(envelope)
-        outcome = await self.store.accept(IncomingMessage(
-            envelope, now, "local", officer.sign_key.key_id, deliver_to=desk.address
-        ))
+        actor = officer.sign_key.key_id
+        if partner is not None:
+            message = IncomingMessage(envelope, now, "local", actor, relay_to=partner.id)
+        else:
+            message = IncomingMessage(envelope, now, "local", actor, deliver_to=address)
+        outcome = await self.store.accept(message)
         if outcome.status == CONFLICT:
             raise ConflictError("another message already has this id", code="id_conflict")
+        if partner is not None:
+            partner.queued.set()
         return outcome
+
+    def _partner(self, address: str) -> Partner | None:
+        gateway = address.partition("@")[2]
+        if self.partners is None or gateway == self.gateway:
+            return None
+        return self.partners.get(gateway)
+
+    @staticmethod
+    def _partner_desk_keys(partner: Partner, address: str) -> frozenset[str]:
+        if partner.directory is None:
+            raise UnavailableError(f"the directory of {partner.id} is not known yet (it has "
+                                   "not answered since this gateway started)",
+                                   code="partner_directory_unknown")
+        entry = partner.directory.get(address)
+        if entry is None:
+            raise NotFoundError(f"no desk {address}", code="unknown_desk")
+        return frozenset(m["enc_key_id"] for m in entry.members)
 
     def _desk(self, directory: Directory, address: str) -> Any:
         desk = directory.desk(address)

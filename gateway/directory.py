@@ -201,15 +201,20 @@ class DirectoryEntry:
         return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
 
 
-def open_directory(note: bytes, gateway: str, key: VerifyKey) -> dict[str, DirectoryEntry]:
-    """Verify a gateway's signed directory and return its desks by address."""
+def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
+                   directory_of: str | None = None) -> dict[str, DirectoryEntry]:
+    """Verify a directory signed by ``gateway`` with ``key``; its desks by address.
+
+    ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
+    officer's home gateway vouching for a partner's directory it verified).
+    """
     text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
     lines = text.split("\n")
     if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
         raise MalformedError("not a desk directory")
     try:
         doc = json.loads(lines[1])
-        if doc["gateway"] != gateway:
+        if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
         return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
     except (KeyError, TypeError, ValueError) as exc:

@@ -130,6 +130,22 @@ class PeerError(GatewayError):
     http_status = 502
 
 
+class UnavailableError(PeerError):
+    """What the request needs from a partner is not available now; retry later."""
+
+    code = "unavailable"
+    http_status = 503
+    retry_after = 5.0
+
+
+class HopAuthError(GatewayError, PermissionError):
+    """A gateway-to-gateway request without a valid, fresh signature of a partner."""
+
+    code = "hop_unauthenticated"
+    http_status = 401
+    challenge = "FPG-Hop"  # the WWW-Authenticate scheme answered with it
+
+
 class ClientError(GatewayError, ValueError):
     """A request from a client or partner that the gateway refuses."""
 

@@ -21,6 +21,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.crypto.envelope import EnvelopeHeader, seal_envelope
 from gateway.crypto.keys import (
@@ -33,7 +34,10 @@ from gateway.delivery import read_text
 from gateway.directory import Binding
 from gateway.enrollment import enroll_text
 from gateway.events import ACCEPTED, DELIVERED, READ, LedgerEvent
+from gateway.hop import sign_hop
+from gateway.hop import signing_string as hop_signing_string
 from gateway.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
+from gateway.receipts import Receipt
 from gateway.sessions import session_text
 
 BEGIN = "<!-- vectors:begin -->"
@@ -223,6 +227,7 @@ def render() -> str:
     out.append("```")
     out.append("")
     out.extend(_officer_vectors(len(VECTORS) + 2))
+    out.extend(_federation_vectors(len(VECTORS) + 3))
     out.append(END)
     return "\n".join(out) + "\n"
 
@@ -279,6 +284,64 @@ def _officer_vectors(number: int) -> list[str]:
         out.append("")
         out.append(f"  signature: `{s[name + '_signature'].hex()}`")
         out.append("")
+    return out
+
+
+VN_GATEWAY_LABEL = "fpg vector vn-mps gateway signing"
+HOP_NONCE_LABEL = "fpg vector hop nonce"
+
+
+def federation_statements() -> dict[str, Any]:
+    """Vector 1 relayed from vn-mps to kh-cnp: the batch, its hop headers, the receipt."""
+    vn = GatewaySigningKey(fixed(VN_GATEWAY_LABEL))
+    kh = GatewaySigningKey(fixed(NOTE_KEY_LABEL))
+    envelope = VECTORS[0].seal()
+    body = json.dumps({"v": 1, "messages": [
+        {"envelope": base64.b64encode(envelope).decode("ascii"), "binding": None}]},
+        separators=(",", ":")).encode("ascii")
+    nonce = base64.urlsafe_b64encode(fixed(HOP_NONCE_LABEL)[:16]).decode("ascii").rstrip("=")
+    when = T0 + 1000
+    signed = hop_signing_string("POST", "/v1/federation/messages", "kh-cnp", "vn-mps", when,
+                                nonce, body)
+    headers = sign_hop(vn, "vn-mps", "kh-cnp", "POST", "/v1/federation/messages", body, when,
+                       nonce)
+    receipt = Receipt("kh-cnp", "vn-mps", VECTORS[0].header.id,
+                      hashlib.sha256(envelope).hexdigest(), "accepted", None, T0 + 1500)
+    return {"body": body, "signed": signed, "headers": headers,
+            "receipt": receipt.sign(kh), "vn_public": vn.public.raw.hex()}
+
+
+def _federation_vectors(number: int) -> list[str]:
+    f = federation_statements()
+    assert isinstance(f["body"], bytes) and isinstance(f["signed"], bytes)
+    assert isinstance(f["headers"], dict) and isinstance(f["receipt"], bytes)
+    out = [f"### Vector {number}: a hop request relaying vector 1, and its receipt", ""]
+    out.append(f"`vn-mps` (gateway signing seed SHA-256(\"{VN_GATEWAY_LABEL}\"), public key "
+               f"`{f['vn_public']}`) posts to `kh-cnp` (the gateway key of vector 3) at "
+               f"T0 + 1 s, nonce = base64url of the first 16 bytes of "
+               f"SHA-256(\"{HOP_NONCE_LABEL}\"). The body is")
+    out.append("`{\"v\":1,\"messages\":[{\"envelope\":\"<base64 of vector 1>\","
+               "\"binding\":null}]}` (no spaces), "
+               f"SHA-256 `{hashlib.sha256(f['body']).hexdigest()}`.")
+    out.append("")
+    out.append("- signing string (UTF-8, each line ends in a newline):")
+    out.append("")
+    out.append("```")
+    out.append(f["signed"].decode("utf-8").rstrip("\n"))
+    out.append("```")
+    out.append("")
+    out.append("- headers:")
+    out.append("")
+    out.append("```")
+    out.extend(f"{k}: {v}" for k, v in f["headers"].items())
+    out.append("```")
+    out.append("")
+    out.append("- the receipt `kh-cnp` answers (signed note), accepted at T0 + 1.5 s:")
+    out.append("")
+    out.append("```")
+    out.append(f["receipt"].decode("utf-8").rstrip("\n"))
+    out.append("```")
+    out.append("")
     return out
 
 

@@ -32,7 +32,7 @@ def _code_blocks(section: str) -> list[str]:
 
 def test_documented_envelopes_verify_and_open() -> None:
     sections = block().split("### Vector ")[1:]
-    assert len(sections) == len(vectors.VECTORS) + 2
+    assert len(sections) == len(vectors.VECTORS) + 3
     for section, vector in zip(sections, vectors.VECTORS, strict=False):
         payload_text, header_text, hex_text = _code_blocks(section)
         data = bytes.fromhex("".join(hex_text.split()))
@@ -51,7 +51,7 @@ def test_documented_envelopes_verify_and_open() -> None:
 
 
 def test_documented_ledger_and_checkpoint_verify() -> None:
-    section = block().split("### Vector ")[-2]
+    section = block().split("### Vector ")[-3]
     entries_text, note_text = _code_blocks(section)
     entries = [line.encode("utf-8") for line in entries_text.split("\n")]
     leaves = [leaf_hash(e) for e in entries]
@@ -75,7 +75,7 @@ def test_documented_ledger_and_checkpoint_verify() -> None:
 
 
 def test_documented_officer_statements_verify() -> None:
-    section = block().split("### Vector ")[-1]
+    section = block().split("### Vector ")[-2]
     binding_text, enroll, session, read = _code_blocks(section)
     gateway_key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL)).public
     binding = open_binding((binding_text + "\n").encode(), "kh-cnp", gateway_key)
@@ -85,3 +85,23 @@ def test_documented_officer_statements_verify() -> None:
     for text, signature in zip((enroll, session, read), signatures, strict=True):
         binding.sign_key.verify((text + "\n").encode(), bytes.fromhex(signature))
     assert read.split("\n")[0] == "fpg read v1"
+
+
+def test_documented_hop_request_and_receipt_verify() -> None:
+    from gateway.clock import ManualClock
+    from gateway.hop import HopVerifier
+    from gateway.receipts import open_receipt
+    from gateway.vectors import NOTE_KEY_LABEL, VN_GATEWAY_LABEL, federation_statements
+
+    f = federation_statements()
+    vn = GatewaySigningKey(vectors.fixed(VN_GATEWAY_LABEL)).public
+    kh = GatewaySigningKey(vectors.fixed(NOTE_KEY_LABEL)).public
+    verifier = HopVerifier("kh-cnp", ManualClock(vectors.T0 + 2000), 60_000,
+                           lambda g: frozenset({vn.fingerprint}) if g == "vn-mps" else None)
+    assert verifier.verify("POST", "/v1/federation/messages", f["headers"], f["body"]) == "vn-mps"
+    receipt = open_receipt(f["receipt"], "kh-cnp", [kh])
+    assert receipt.outcome == "accepted" and receipt.sender == "vn-mps"
+    assert receipt.digest == hashlib.sha256(vectors.VECTORS[0].seal()).hexdigest()
+    # The documented bytes are these: the block in docs/PROTOCOL.md shows them.
+    assert f["receipt"].decode("utf-8").rstrip("\n") in block()
+    assert f["headers"]["FPG-Hop-Signature"] in block()

@@ -24,6 +24,7 @@ from gateway.crypto.envelope import (
     EnvelopeHeader,
     new_message_id,
     open_envelope,
+    peek_header,
     read_signer,
     seal_envelope,
     verify_envelope,
@@ -139,7 +140,7 @@ class GatewayClient:
         self.creds = creds
         self.clock = clock or SystemClock()
         self._token: str | None = None
-        self._directory: dict[str, DirectoryEntry] | None = None
+        self._directories: dict[str, dict[str, DirectoryEntry]] = {}  # by gateway
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -180,14 +181,23 @@ class GatewayClient:
 
     # --- directory ---------------------------------------------------------------------
 
-    async def directory(self, refresh: bool = False) -> dict[str, DirectoryEntry]:
-        if self._directory is None or refresh:
-            _, body, _ = await self.request("GET", "/v1/directory")
-            self._directory = open_directory(body, self.creds.gateway_id, self.creds.gateway_key)
-        return self._directory
+    async def directory(self, refresh: bool = False,
+                        gateway: str | None = None) -> dict[str, DirectoryEntry]:
+        """The home gateway's directory, or a partner's (through the home gateway, which
+        countersigns what it verified)."""
+        home = self.creds.gateway_id
+        gateway = gateway or home
+        if gateway not in self._directories or refresh:
+            if gateway == home:
+                _, body, _ = await self.request("GET", "/v1/directory")
+            else:
+                _, body, _ = await self.request("GET", f"/v1/directory?gateway={gateway}")
+            self._directories[gateway] = open_directory(
+                body, home, self.creds.gateway_key, directory_of=gateway)
+        return self._directories[gateway]
 
     async def _desk(self, address: str, refresh: bool = False) -> DirectoryEntry:
-        desk = (await self.directory(refresh)).get(address)
+        desk = (await self.directory(refresh, address.partition("@")[2])).get(address)
         if desk is None:
             raise ClientError(f"no desk {address} in the directory", code="unknown_desk")
         if not desk.members:
@@ -271,9 +281,11 @@ class GatewayClient:
         """Fetch, verify the sender against the directory, and decrypt locally."""
         _, data, _ = await self.request("GET", f"/v1/messages/{message_id}")
         key_id = read_signer(data)
-        member = self._member(await self.directory(), key_id)
+        # The sender's gateway, unverified, only says whose directory holds the key.
+        gateway = peek_header(data).sender.partition("@")[2]
+        member = self._member(await self.directory(gateway=gateway), key_id)
         if member is None:  # perhaps an officer enrolled since we fetched the directory
-            member = self._member(await self.directory(refresh=True), key_id)
+            member = self._member(await self.directory(refresh=True, gateway=gateway), key_id)
         if member is None:
             raise CryptoError(f"the sender key {key_id} is not in the directory",
                               code="unknown_sender")

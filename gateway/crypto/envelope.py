@@ -361,6 +361,14 @@ def read_signer(data: bytes, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE) -> st
     return _check_prefix(data, max_size)[0].hex()
 
 
+def peek_header(data: bytes, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE) -> EnvelopeHeader:
+    """The header, NOT verified: only to decide whose key to verify the envelope with."""
+    _, header_len = _check_prefix(data, max_size)
+    if not 2 <= header_len <= MAX_HEADER_SIZE or _PREFIX.size + header_len > len(data):
+        raise MalformedError("bad header length")
+    return EnvelopeHeader.decode(data[_PREFIX.size : _PREFIX.size + header_len])
+
+
 def verify_envelope(
     data: bytes, key: VerifyKey, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE
 ) -> Envelope:

@@ -92,6 +92,15 @@ def sign_note(text: str, signers: Iterable[NoteSigner]) -> bytes:
     return (text + "\n" + "".join(lines)).encode("utf-8")
 
 
+def cosign_note(note: bytes, signer: NoteSigner, *, max_size: int = MAX_NOTE_SIZE) -> bytes:
+    """``note`` with one more signature line by ``signer`` over the same text (the
+    existing signatures are kept, unverified: the caller has verified them)."""
+    text, sigs = split_note(note, max_size=max_size)
+    if len(sigs) >= MAX_SIGNATURES:
+        raise MalformedError("note has too many signatures")
+    return note + signer.signature_line(text).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class Signature:
     name: str

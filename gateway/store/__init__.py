@@ -161,6 +161,47 @@ class StoredMessage:
     first_reply_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message waiting to be relayed, with what the partner needs to verify it."""
+
+    message_id: str
+    digest: str
+    envelope: bytes
+    binding: bytes | None  # the sending officer's binding (None: officer unknown here)
+    rank: int
+    queued_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    """A verified receipt for one relayed message, to record."""
+
+    message_id: str
+    outcome: str  # accepted, duplicate or rejected
+    reason: str | None
+    note: bytes  # the signed receipt as received
+    sent_ms: int
+    received_ms: int
+    actor: str  # key id of the partner gateway key that signed the receipt
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerState:
+    partner: str
+    failures: int = 0
+    next_attempt_ms: int = 0
+    last_contact_ms: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    partner: str
+    depth: int
+    oldest_queued_ms: int | None
+
+
 class Store(Protocol):
     """What the gateway needs from durable storage."""
 
@@ -176,6 +217,24 @@ class Store(Protocol):
         READ_DUPLICATE if this officer already acknowledged it, or READ_UNKNOWN."""
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
+
+    # --- relay (gateway/relay.py) -------------------------------------------------------
+
+    async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
+        """The next messages for ``partner``: by priority rank, then first queued first;
+        at most ``limit`` of them and about ``max_bytes`` of envelopes (at least one)."""
+
+    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
+        """Take the messages out of the partner's outbox, keep their receipts, write their
+        ``relayed`` and ``receipt`` ledger events, in one commit; how many it recorded
+        (results about messages this store does not hold are ignored)."""
+
+    async def partner_state(self, partner: str) -> PartnerState: ...
+
+    async def set_partner_state(self, state: PartnerState) -> None: ...
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Outbox depth and oldest queued time of every partner with queued messages."""
 
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a recently committed message, from memory; None if not known."""

@@ -131,4 +131,28 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO meta (key, value) VALUES ('directory_version', 0);
         """,
     ),
+    (
+        4,
+        """
+        -- Signed receipts from partners for relayed messages, kept as evidence.
+        CREATE TABLE receipts (
+            message_id  TEXT NOT NULL REFERENCES messages(id),
+            partner     TEXT NOT NULL,
+            outcome     TEXT NOT NULL,
+            reason      TEXT,
+            receipt     BLOB NOT NULL,
+            received_ms INTEGER NOT NULL,
+            PRIMARY KEY (message_id, partner)
+        ) WITHOUT ROWID;
+
+        -- Each partner's relay retry state, so that a restart keeps the backoff.
+        CREATE TABLE partner_state (
+            partner         TEXT PRIMARY KEY,
+            failures        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+            last_contact_ms INTEGER,
+            last_error      TEXT
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]

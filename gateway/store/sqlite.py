@@ -42,7 +42,7 @@ import structlog
 
 from gateway.errors import StoreError
 from gateway.events import ACCEPTED as EV_ACCEPTED
-from gateway.events import DELIVERED, READ, REPLIED, LedgerEvent
+from gateway.events import DELIVERED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
 from gateway.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
 from gateway.store import (
     ACCEPTED,
@@ -57,7 +57,11 @@ from gateway.store import (
     IncomingMessage,
     LedgerRow,
     Notification,
+    OutboxItem,
+    PartnerState,
+    QueueStats,
     ReadAck,
+    RelayResult,
     StoredCheckpoint,
     StoredMessage,
 )
@@ -76,6 +80,11 @@ _INSERT_OUTBOX = "INSERT INTO outbox (partner, rank, message_id, queued_ms) VALU
 _INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
 _FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
 _FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
+_DELETE_OUTBOX = "DELETE FROM outbox WHERE partner = ? AND message_id = ?"
+_INSERT_RECEIPT = (
+    "INSERT OR IGNORE INTO receipts (message_id, partner, outcome, reason, receipt, received_ms)"
+    " VALUES (?,?,?,?,?,?)"
+)
 _INSERT_LEDGER = "INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES (?,?,?,?,?)"
 _MAX_PARAMS = 30_000  # parameters per statement, under SQLite's 32,766
 _MIN_SPLIT = 64  # an idle writer splits a waiting crowd of at least twice this in two
@@ -316,6 +325,37 @@ class _ReadOp(_Op):
         self.result = READ_RECORDED
 
 
+class _RelayOp(_Op):
+    __slots__ = ("partner", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
+                 results: Sequence[RelayResult]) -> None:
+        super().__init__(loop)
+        self.partner = partner
+        self.results = results
+
+    def ids(self) -> Iterable[str]:
+        return [r.message_id for r in self.results]
+
+    def plan(self, plan: _Plan) -> None:
+        recorded = 0
+        for r in self.results:
+            original = plan.known.get(r.message_id)
+            if original is None:
+                continue
+            recorded += 1
+            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, r.message_id))
+            plan.add(PHASE_DEPENDENTS, _INSERT_RECEIPT, (
+                r.message_id, self.partner, r.outcome, r.reason, r.note, r.received_ms))
+            plan.add_event(LedgerEvent(RELAYED, r.message_id, r.sent_ms, partner=self.partner))
+            plan.add_event(LedgerEvent(RECEIPT, r.message_id, r.received_ms,
+                                       partner=self.partner, actor=r.actor, outcome=r.outcome,
+                                       reason=r.reason))
+            plan.notify(original.sender, "receipt", id=r.message_id, partner=self.partner,
+                        outcome=r.outcome, reason=r.reason, time=r.received_ms)
+        self.result = recorded
+
+
 class _CheckpointOp(_Op):
     __slots__ = ("checkpoint",)
 
@@ -468,6 +508,9 @@ class SqliteStore(DeskQueries):
 
     def record_read(self, ack: ReadAck) -> Awaitable[str]:
         return self._submit(_ReadOp(self._loop, ack))
+
+    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
+        return self._submit(_RelayOp(self._loop, partner, results))
 
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         if checkpoint.size > self._committed.frontier.size:
@@ -673,6 +716,46 @@ class SqliteStore(DeskQueries):
             " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
         )
         return [InboxItem(*row) for row in rows]
+
+    async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
+        rows = await self._read(
+            "SELECT m.id, m.digest, m.envelope, o.binding, q.rank, q.queued_ms"
+            " FROM outbox q JOIN messages m ON m.id = q.message_id"
+            " LEFT JOIN officers o ON o.sign_key_id = m.actor"
+            " WHERE q.partner = ? ORDER BY q.rank, q.seq LIMIT ?", (partner, limit)
+        )
+        items: list[OutboxItem] = []
+        size = 0
+        for row in rows:
+            size += len(row[2]) + len(row[3] or b"")
+            if items and size > max_bytes:
+                break
+            items.append(OutboxItem(*row))
+        return items
+
+    async def partner_state(self, partner: str) -> PartnerState:
+        rows = await self._read(
+            "SELECT partner, failures, next_attempt_ms, last_contact_ms, last_error"
+            " FROM partner_state WHERE partner = ?", (partner,)
+        )
+        return PartnerState(*rows[0]) if rows else PartnerState(partner)
+
+    async def set_partner_state(self, state: PartnerState) -> None:
+        async with self.transaction() as w:
+            await w.execute(
+                "INSERT INTO partner_state (partner, failures, next_attempt_ms,"
+                " last_contact_ms, last_error) VALUES (?,?,?,?,?) ON CONFLICT (partner) DO"
+                " UPDATE SET failures = excluded.failures, next_attempt_ms ="
+                " excluded.next_attempt_ms, last_contact_ms = excluded.last_contact_ms,"
+                " last_error = excluded.last_error",
+                (state.partner, state.failures, state.next_attempt_ms, state.last_contact_ms,
+                 state.last_error),
+            )
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        rows = await self._read(
+            "SELECT partner, COUNT(*), MIN(queued_ms) FROM outbox GROUP BY partner")
+        return {row[0]: QueueStats(*row) for row in rows}
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
         rows = await self._read(

@@ -1,0 +1,56 @@
+"""The federation channel: what partner gateways call, each call a signed hop request.
+
+``POST /v1/federation/messages`` takes a relay batch and answers one signed receipt per
+message; ``GET /v1/federation/directory`` gives this gateway's signed desk directory to a
+partner (officer keys and bindings are for partners, not for the public). A request whose
+hop signature does not verify is refused (401/403) before anything is read into the store.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
+from gateway.errors import TooLargeError, UnsupportedMediaError
+from gateway.hop import H_KEY
+from gateway.partners import FEDERATION_DIRECTORY_PATH, FEDERATION_MESSAGES_PATH
+from gateway.relay import BATCH_MEDIA_TYPE
+
+DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
+
+
+async def _authenticate(request: web.Request, body: bytes) -> str:
+    """The calling partner's id, after its hop signature verified."""
+    return request.app[HOP].verify(request.method, request.path_qs, request.headers, body)
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    limit = request.app[CONFIG].federation.batch_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"a relay batch is at most {limit} bytes", code="too_large")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise TooLargeError(f"a relay batch is at most {limit} bytes", code="too_large")
+    caller = await _authenticate(request, body)
+    if request.content_type != BATCH_MEDIA_TYPE:
+        raise UnsupportedMediaError(f"a relay batch is {BATCH_MEDIA_TYPE}",
+                                    code="unsupported_media_type")
+    partner = request.app[PARTNERS].get(caller)
+    assert partner is not None  # the hop check admits partners only
+    key = VerifyKey.from_b64(request.headers[H_KEY], ROLE_GATEWAY_SIGNING)
+    receipts, senders = await request.app[RECEIVER].receive(partner, key, body)
+    await request.app[PARTNERS].learn_officers(partner, senders)
+    return web.json_response({"receipts": receipts})
+
+
+async def get_directory(request: web.Request) -> web.Response:
+    await _authenticate(request, await request.read())
+    directory = await request.app[DIRECTORY].get()
+    return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
+                        headers={"Content-Type": DIRECTORY_MEDIA_TYPE})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(FEDERATION_MESSAGES_PATH, post_messages)
+    app.router.add_get(FEDERATION_DIRECTORY_PATH, get_directory)

@@ -1,0 +1,139 @@
+"""Signed hop requests: how one gateway proves to another that a request comes from it.
+
+Every gateway-to-gateway request carries five headers (docs/PROTOCOL.md, "Hop requests"):
+
+    FPG-Hop-Gateway:   the calling gateway's id
+    FPG-Hop-Key:       its gateway signing key, base64 (32 bytes)
+    FPG-Hop-Time:      Unix milliseconds when it was signed
+    FPG-Hop-Nonce:     16 random bytes, base64url without padding (22 characters)
+    FPG-Hop-Signature: Ed25519 signature, base64, over the signing string below
+
+The signing string binds the method, the path with its query, the destination gateway
+(so a request cannot be replayed to another partner), the caller, the time, the nonce and
+the SHA-256 of the body:
+
+    fpg hop v1
+    METHOD
+    PATH
+    DESTINATION
+    CALLER
+    TIME
+    NONCE
+    BODY-SHA256-HEX
+
+(one field per line, each line ending in a newline, no spaces). The receiver refuses a
+caller that is not a partner, a key whose fingerprint it does not trust for that caller,
+a bad signature, a time outside its window and a nonce it has already seen within it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from gateway.clock import Clock
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
+from gateway.errors import CryptoError, ForbiddenError, HopAuthError
+
+H_GATEWAY = "FPG-Hop-Gateway"
+H_KEY = "FPG-Hop-Key"
+H_TIME = "FPG-Hop-Time"
+H_NONCE = "FPG-Hop-Nonce"
+H_SIGNATURE = "FPG-Hop-Signature"
+HOP_HEADERS = (H_GATEWAY, H_KEY, H_TIME, H_NONCE, H_SIGNATURE)
+
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
+_TIME = re.compile(r"[0-9]{1,15}")
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+MAX_NONCES = 1_000_000  # remembered at once; beyond that the oldest are forgotten early
+
+
+def signing_string(method: str, path: str, destination: str, caller: str, time_ms: int,
+                   nonce: str, body: bytes) -> bytes:
+    return (f"fpg hop v1\n{method.upper()}\n{path}\n{destination}\n{caller}\n{time_ms}\n"
+            f"{nonce}\n{hashlib.sha256(body).hexdigest()}\n").encode()
+
+
+def new_nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+
+
+def sign_hop(key: GatewaySigningKey, caller: str, destination: str, method: str, path: str,
+             body: bytes, time_ms: int, nonce: str | None = None) -> dict[str, str]:
+    """The hop headers for one request."""
+    nonce = nonce or new_nonce()
+    signature = key.sign(signing_string(method, path, destination, caller, time_ms, nonce, body))
+    return {
+        H_GATEWAY: caller,
+        H_KEY: key.public.b64(),
+        H_TIME: str(time_ms),
+        H_NONCE: nonce,
+        H_SIGNATURE: base64.b64encode(signature).decode("ascii"),
+    }
+
+
+class HopVerifier:
+    """Checks inbound hop requests against the trusted partners' keys.
+
+    ``trusted(caller)`` gives the fingerprints trusted for a partner id, or None if the
+    caller is not a partner. Seen nonces are kept for twice the time window (a request
+    older than the window is refused on its time anyway), in memory: after a restart a
+    replay within the window is possible, and harmless, since every message and receipt
+    is deduplicated by its id in the database.
+    """
+
+    def __init__(self, me: str, clock: Clock, window_ms: int,
+                 trusted: Callable[[str], frozenset[str] | None]) -> None:
+        self.me = me
+        self.clock = clock
+        self.window_ms = window_ms
+        self.trusted = trusted
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+        """The authenticated caller's gateway id; raises HopAuthError or ForbiddenError."""
+        values = {h: headers.get(h, "") for h in HOP_HEADERS}
+        missing = [h for h, v in values.items() if not v]
+        if missing:
+            raise HopAuthError(f"hop request lacks {', '.join(missing)}", code="hop_unsigned")
+        caller, nonce, when = values[H_GATEWAY], values[H_NONCE], values[H_TIME]
+        if not _NAME.fullmatch(caller) or not _NONCE.fullmatch(nonce) or not _TIME.fullmatch(when):
+            raise HopAuthError("malformed hop headers", code="hop_malformed")
+        fingerprints = self.trusted(caller)
+        if fingerprints is None:
+            raise ForbiddenError(f"gateway {caller} is not a partner of this gateway",
+                                 code="unknown_partner")
+        try:
+            key = VerifyKey.from_b64(values[H_KEY], ROLE_GATEWAY_SIGNING)
+            signature = base64.b64decode(values[H_SIGNATURE], validate=True)
+        except (CryptoError, binascii.Error, ValueError):
+            raise HopAuthError("malformed hop key or signature", code="hop_malformed") from None
+        if key.fingerprint not in fingerprints:
+            raise ForbiddenError(f"the key signing for {caller} is not one this gateway "
+                                 "trusts for it", code="untrusted_key")
+        time_ms = int(when)
+        now = self.clock.now_ms()
+        if abs(now - time_ms) > self.window_ms:
+            raise HopAuthError("hop request time is outside the allowed window; check the "
+                               "clocks", code="hop_stale")
+        try:
+            key.verify(signing_string(method, path, self.me, caller, time_ms, nonce, body),
+                       signature)
+        except CryptoError:
+            raise HopAuthError("hop signature does not verify", code="hop_bad_signature") \
+                from None
+        self._forget(now)
+        if (caller, nonce) in self._seen:
+            raise HopAuthError("hop nonce already used (replayed request)", code="hop_replay")
+        self._seen[(caller, nonce)] = now + 2 * self.window_ms
+        return caller
+
+    def _forget(self, now: int) -> None:
+        seen = self._seen
+        while seen and (len(seen) >= MAX_NONCES or next(iter(seen.values())) < now):
+            seen.popitem(last=False)

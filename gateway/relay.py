@@ -1,0 +1,309 @@
+"""Relay between partner gateways: the per-partner senders and the receiving side.
+
+**Sending.** One supervised task per partner drains that partner's outbox: a batch of
+at most ``batch_size`` messages (flash before immediate before priority before routine,
+first queued first within a rank), one batch in flight per partner, posted as a signed
+hop request to ``/v1/federation/messages``. The partner answers one signed receipt per
+message; only receipts that verify, name this gateway and match the message's digest are
+recorded (the message leaves the outbox, its ``relayed`` and ``receipt`` events are
+written, the sending desk hears of it). Any failure (unreachable, an error status, a bad
+receipt) keeps the whole batch queued and backs off: ``retry_first_seconds`` doubling up
+to ``retry_max_seconds``, with jitter, stored in the database so a restart keeps it. While
+a partner is down it is probed every ``health_seconds`` (gateway.partners) and its sender
+catches up as soon as it answers. A partner's sender never waits on another's.
+
+**Receiving.** A batch is accepted only from a partner whose hop signature verifies. Each
+message is then checked on its own: the sending officer's binding must be signed by the
+calling partner and cover the sender desk and the time; the envelope must verify with the
+officer's key; the recipient desk must exist here and at least one of its current officers
+must be able to open it; it must not have expired. Accepted messages are committed
+together (group commit) before any receipt is signed. A resend of a stored message gets a
+``duplicate`` receipt, which is only ever given for a message that is durably stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import random
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.config import FederationSection
+from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
+from gateway.directory import DirectoryService, open_binding
+from gateway.errors import ClientError, CryptoError, PeerError
+from gateway.identity import Identity
+from gateway.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
+from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipt
+from gateway.store import (
+    CONFLICT,
+    IncomingMessage,
+    OutboxItem,
+    PartnerState,
+    RelayResult,
+    Store,
+)
+
+log = structlog.get_logger("gateway.relay")
+
+BATCH_MEDIA_TYPE = "application/vnd.fpg.batch+json"
+MAX_BATCH_ITEMS = 5000
+
+
+def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random) -> float:
+    """Wait after ``failures`` consecutive failures: doubling from ``first``, capped,
+    with "equal jitter" (between half and all of it) so that partners do not retry in step."""
+    base: float = min(cap, first * (2 ** min(failures - 1, 30)))
+    return base / 2 + rng.random() * base / 2
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+class Sender:
+    """The relay task of one partner."""
+
+    def __init__(self, partner: Partner, partners: Partners, store: Store, clock: Clock,
+                 settings: FederationSection, me: str, rng: random.Random | None = None) -> None:
+        self.partner = partner
+        self.partners = partners
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.me = me
+        self.rng = rng or random.Random()  # noqa: S311 -- jitter, not a secret
+
+    async def run(self) -> None:
+        p, s = self.partner, self.settings
+        state = await self.store.partner_state(p.id)
+        while True:
+            wait_ms = state.next_attempt_ms - self.clock.now_ms()
+            if wait_ms > 0:  # backing off: only a kick (partner answers, operator) ends it
+                await _wait(p.kick, wait_ms / 1000)
+            p.kick.clear()
+            p.queued.clear()
+            batch = await self.store.outbox_batch(p.id, s.batch_size, s.batch_bytes)
+            if not batch:
+                await _wait_any((p.queued, p.kick))
+                continue
+            try:
+                recorded = await self.send(batch)
+            except PeerError as exc:
+                failures = state.failures + 1
+                delay = backoff_seconds(failures, s.retry_first_seconds, s.retry_max_seconds,
+                                        self.rng)
+                self.partners.mark(p, up=False, error=exc.message)
+                log.warning("relay_failed", partner=p.id, messages=len(batch),
+                            failures=failures, retry_in=round(delay, 2), error=exc.message)
+                state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),
+                                     state.last_contact_ms, exc.message[:200])
+                await self.store.set_partner_state(state)
+                continue
+            log.debug("relayed", partner=p.id, messages=recorded)
+            if state.failures or state.next_attempt_ms:
+                state = PartnerState(p.id, 0, 0, self.clock.now_ms(), None)
+                await self.store.set_partner_state(state)
+
+    async def send(self, batch: list[OutboxItem]) -> int:
+        """Post one batch and record its receipts; raises PeerError on any failure."""
+        p = self.partner
+        if p.key is None:
+            await self.partners.refresh(p)
+        key = p.key
+        assert key is not None
+        body = json.dumps({"v": 1, "messages": [
+            {"envelope": _b64(item.envelope),
+             "binding": _b64(item.binding) if item.binding is not None else None}
+            for item in batch
+        ]}, separators=(",", ":")).encode("ascii")
+        sent_ms = self.clock.now_ms()
+        status, answer = await self.partners.request(p, "POST", FEDERATION_MESSAGES_PATH, body,
+                                                     BATCH_MEDIA_TYPE)
+        if status != 200:
+            raise PeerError(f"{p.id} answered the batch with HTTP {status}: "
+                            f"{_error_code(answer)}")
+        try:
+            notes = json.loads(answer)["receipts"]
+            if not isinstance(notes, list) or len(notes) != len(batch):
+                raise ValueError("wrong number of receipts")
+            results = []
+            for item, note in zip(batch, notes, strict=True):
+                raw = note.encode("utf-8")
+                receipt = open_receipt(raw, p.id, [key])
+                # A rejection of an envelope the partner could not verify names no id.
+                named = receipt.message_id == item.message_id or (
+                    receipt.outcome == REJECTED and receipt.message_id == "")
+                if receipt.sender != self.me or not named or receipt.digest != item.digest:
+                    raise ValueError(f"receipt for {item.message_id} names another message")
+                results.append(RelayResult(item.message_id, receipt.outcome, receipt.reason,
+                                           raw, sent_ms, self.clock.now_ms(), key.key_id))
+        except (ValueError, KeyError, TypeError, AttributeError, CryptoError) as exc:
+            message = exc.message if isinstance(exc, CryptoError) else str(exc)
+            log.error("receipts_refused", partner=p.id, error=message)
+            raise PeerError(f"{p.id}: receipts refused ({message})") from None
+        self.partners.mark(p, up=True)
+        return await self.store.record_relay(p.id, results)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...]) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _error_code(answer: bytes) -> str:
+    try:
+        return str(json.loads(answer).get("error", "no error code"))
+    except (ValueError, AttributeError):
+        return "no error code"
+
+
+# --- receiving -------------------------------------------------------------------------
+
+
+class Receiver:
+    """Checks, stores and answers the batches partners relay to this gateway."""
+
+    def __init__(self, store: Store, directory: DirectoryService, identity: Identity,
+                 clock: Clock, max_envelope: int) -> None:
+        self.store = store
+        self.directory = directory
+        self.identity = identity
+        self.clock = clock
+        self.max_envelope = max_envelope
+
+    async def receive(self, partner: Partner, caller_key: Any,
+                      body: bytes) -> tuple[list[str], set[str]]:
+        """One signed receipt (as text) per message of the batch, in order; and the signing
+        key ids of the officers whose messages were accepted."""
+        try:
+            doc = json.loads(body)
+            items = doc["messages"]
+            if doc.get("v") != 1 or not isinstance(items, list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ClientError("a relay batch is a JSON object {\"v\": 1, \"messages\": [...]}",
+                              code="bad_batch") from None
+        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise ClientError(f"a relay batch holds 1 to {MAX_BATCH_ITEMS} messages",
+                              code="bad_batch")
+        # Checks one message at a time, then every accept submitted in batch order (the
+        # store commits them together and keeps that order in the inbox).
+        now = self.clock.now_ms()
+        receipts: list[Receipt | None] = []
+        accepts: list[tuple[int, Envelope, Any]] = []
+        for item in items:
+            decided = await self._decide(partner, caller_key, item, now)
+            if isinstance(decided, Receipt):
+                receipts.append(decided)
+                continue
+            envelope, actor = decided
+            accepts.append((len(receipts), envelope, self.store.accept(IncomingMessage(
+                envelope, now, partner.id, actor, deliver_to=envelope.header.recipient))))
+            receipts.append(None)
+        for i, envelope, pending in accepts:
+            outcome = await pending
+            status, reason = ((REJECTED, "id_conflict") if outcome.status == CONFLICT
+                              else (outcome.status, None))
+            receipts[i] = self._receipt(partner, envelope.header.id, envelope.digest, status,
+                                        reason, now)
+        key = self.identity.signing_key
+        signed = [r.sign(key).decode("utf-8") for r in receipts if r is not None]
+        assert len(signed) == len(items)
+        return signed, {envelope.signer for _, envelope, _ in accepts}
+
+    async def _decide(self, partner: Partner, caller_key: Any, item: Any,
+                      now: int) -> Receipt | tuple[Envelope, str]:
+        """A receipt now (rejected, duplicate), or the verified envelope to accept."""
+        try:
+            envelope, actor = self._check(partner, caller_key, item, now)
+        except _Refused as refused:
+            return self._receipt(partner, refused.message_id, refused.digest, REJECTED,
+                                 refused.reason, now)
+        h = envelope.header
+        stored = await self.store.get_message(h.id)
+        if stored is not None:
+            return self._resent(partner, envelope, stored.digest, now)
+        directory = await self.directory.get()
+        desk = directory.desk(h.recipient)
+        reason = None
+        if desk is None:
+            reason = "unknown_desk"
+        elif not desk.recipient_key_ids & frozenset(h.recipients):
+            reason = "no_current_recipient"
+        elif h.expires <= now:
+            reason = "expired"
+        if reason is not None:
+            return self._receipt(partner, h.id, envelope.digest, REJECTED, reason, now)
+        return envelope, actor
+
+    def _check(self, partner: Partner, caller_key: Any, item: Any,
+               now: int) -> tuple[Envelope, str]:
+        try:
+            data = base64.b64decode(item["envelope"], validate=True)
+            binding_note = base64.b64decode(item["binding"] or "", validate=True)
+        except (KeyError, TypeError, binascii.Error, ValueError):
+            raise _Refused("", "", "malformed_item") from None
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            signer = read_signer(data, max_size=self.max_envelope)
+        except CryptoError:
+            raise _Refused("", digest, "malformed_envelope") from None
+        try:
+            binding = open_binding(binding_note, partner.id, caller_key)
+        except CryptoError:
+            raise _Refused("", digest, "bad_binding") from None
+        if binding.sign_key.key_id != signer:
+            raise _Refused("", digest, "bad_binding")
+        try:
+            envelope = verify_envelope(data, binding.sign_key, max_size=self.max_envelope)
+        except CryptoError:
+            raise _Refused("", digest, "bad_signature") from None
+        h = envelope.header
+        if (h.sender not in binding.desks or h.sender.partition("@")[2] != partner.id
+                or not binding.not_before <= h.created < binding.not_after):
+            raise _Refused(h.id, digest, "sender_not_bound")
+        if h.recipient.partition("@")[2] != self.identity.gateway_id:
+            raise _Refused(h.id, digest, "not_for_this_gateway")
+        return envelope, binding.sign_key.key_id
+
+    def _resent(self, partner: Partner, envelope: Envelope, stored_digest: str,
+                now: int) -> Receipt:
+        h = envelope.header
+        if stored_digest != envelope.digest:
+            return self._receipt(partner, h.id, envelope.digest, REJECTED, "id_conflict", now)
+        return self._receipt(partner, h.id, envelope.digest, DUPLICATE, None, now)
+
+    def _receipt(self, partner: Partner, message_id: str, digest: str, outcome: str,
+                 reason: str | None, now: int) -> Receipt:
+        if outcome == REJECTED:
+            log.info("relay_rejected", partner=partner.id, message=message_id, reason=reason)
+        assert outcome in (ACCEPTED, DUPLICATE, REJECTED)
+        return Receipt(self.identity.gateway_id, partner.id, message_id, digest, outcome,
+                       reason, now)
+
+
+class _Refused(Exception):
+    def __init__(self, message_id: str, digest: str, reason: str) -> None:
+        super().__init__(reason)
+        self.message_id, self.digest, self.reason = message_id, digest, reason

@@ -1,0 +1,464 @@
+"""Federation: real gateways on 127.0.0.1 relaying to each other (vn-mps, kh-cnp, la-mps).
+
+Each gateway is the real application on a real socket with its own SQLite file; partners
+are pinned by URL and key fingerprint in configuration. Faults are injected only in the
+network: a partner stopped, an answer dropped by a proxy between two gateways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.appkeys import CLOCK, STORE
+from gateway.client.api import GatewayClient, enroll
+from gateway.config import parse_config
+from gateway.crypto.keyfile import KeyBundle
+from gateway.crypto.keys import (
+    ROLE_GATEWAY_SIGNING,
+    GatewaySigningKey,
+    OfficerEncryptionKey,
+    OfficerSigningKey,
+)
+from gateway.enrollment import code_hash, new_code
+from gateway.hop import sign_hop
+from gateway.partners import FEDERATION_MESSAGES_PATH
+from gateway.relay import BATCH_MEDIA_TYPE
+
+FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
+        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05}
+PRIORITIES = ("flash", "immediate", "priority", "routine")
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Gw:
+    id: str
+    key: GatewaySigningKey
+    directory: Path
+    sock: socket.socket
+    partners: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> url, fp
+    app: web.Application | None = None
+    runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "gateway.sqlite3"
+
+    def config(self) -> Any:
+        return parse_config({
+            "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
+            "keys": {"file": "unused.key"},
+            "ledger": {"checkpoint_interval": 3600.0},
+            "limits": {"requests_per_second": 10_000, "burst": 100_000,
+                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
+            "log": {"level": "warning"},
+            "federation": FAST,
+            "partners": [{"id": p, "url": url, "fingerprint": fp}
+                         for p, (url, fp) in self.partners.items()],
+        }, self.directory / "gateway.toml")
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.sock.fileno() < 0:  # stopped before: listen on the same port again
+            port, self.sock = self.port_was, free_socket_on(self.port_was)
+            assert self.port == port
+        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}))
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+    async def stop(self) -> None:
+        self.port_was = self.port
+        assert self.runner is not None
+        await self.runner.cleanup()
+        self.sock.close()
+        self.app = self.runner = None
+
+    async def add_desk(self, name: str) -> None:
+        assert self.app is not None
+        await self.app[STORE].add_desk(name, None, self.app[CLOCK].now_ms())
+
+    async def officer(self, http: aiohttp.ClientSession, desk: str) -> GatewayClient:
+        assert self.app is not None
+        code, now = new_code(), self.app[CLOCK].now_ms()
+        await self.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
+        creds, _ = await enroll(http, self.url, code, OfficerSigningKey.generate(),
+                                OfficerEncryptionKey.generate(),
+                                fingerprint=self.key.public.fingerprint)
+        client = GatewayClient(http, creds)
+        await client.sign_in()
+        return client
+
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        with sqlite3.connect(self.database) as db:
+            return db.execute(sql, params).fetchall()
+
+
+def free_socket_on(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def pin(a: Gw, b: Gw, url: str | None = None) -> None:
+    """a trusts b (at ``url``, default b's own) and b trusts a."""
+    a.partners[b.id] = (url or b.url, b.key.public.fingerprint)
+    b.partners[a.id] = (a.url, a.key.public.fingerprint)
+
+
+async def until(check: Any, what: str, seconds: float = 20.0) -> None:
+    """Poll ``check()`` (sync or async) until true; fail naming ``what`` after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def make(tmp_path: Path, name: str) -> Gw:
+    return Gw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket())
+
+
+async def started(*gws: Gw) -> None:
+    for gw in gws:
+        await gw.start()
+    for gw in gws:
+        for desk in ("trafficking", "border-liaison", "anti-trafficking"):
+            await gw.add_desk(desk)
+
+
+async def stop_all(*gws: Gw) -> None:
+    for gw in gws:
+        if gw.runner is not None:
+            await gw.stop()
+
+
+async def partner_known(client: GatewayClient, gateway: str) -> None:
+    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
+    async def known() -> bool:
+        try:
+            desks = await client.directory(refresh=True, gateway=gateway)
+            desk = desks.get(f"anti-trafficking@{gateway}")
+            return desk is not None and bool(desk.members)
+        except Exception:
+            return False
+    await until(known, f"the directory of {gateway} through {client.creds.gateway_id}")
+
+
+def events_of(status: dict[str, Any]) -> list[str]:
+    return [e["type"] + (f":{e['outcome']}" if e.get("outcome") else "")
+            for e in status["events"]]
+
+
+# --- a flash hotline across a border, read and answered ------------------------------------
+
+
+async def test_flash_hotline_vn_to_kh_is_read_and_answered(tmp_path, http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        k = await kh.officer(http, "anti-trafficking")
+        await partner_known(a, "kh-cnp")
+        events: list[tuple[str, dict[str, Any]]] = []
+        connected = asyncio.Event()
+
+        async def watch() -> None:
+            async for kind, data in a.stream(connected=connected):
+                events.append((kind, data))
+        watcher = asyncio.create_task(watch())
+        await asyncio.wait_for(connected.wait(), 10)
+
+        text = "Nạn nhân được tìm thấy — ជនរងគ្រោះត្រូវបានរកឃើញ"
+        sent = await a.send("hotline", "anti-trafficking@kh-cnp",
+                            {"type": "hotline", "text": text}, priority="flash")
+        assert sent["status"] == "accepted"
+        mid = sent["id"]
+        await until(lambda: any(k == "receipt" for k, _ in events), "VN's receipt event")
+        receipt = next(d for k, d in events if k == "receipt")
+        assert receipt["outcome"] == "accepted" and receipt["partner"] == "kh-cnp"
+
+        inbox = await k.inbox("anti-trafficking")
+        assert [m["id"] for m in inbox["messages"]] == [mid]
+        opened = await k.read(mid)
+        assert opened.payload["text"] == text
+        assert opened.header.sender == "border-liaison@vn-mps"
+        answer = await k.send("reply", "border-liaison@vn-mps",
+                              {"type": "reply", "text": "Đã nhận. Đội đang đến."},
+                              priority="flash", in_reply_to=mid, thread=mid)
+        assert answer["status"] == "accepted"
+        await until(lambda: any(k == "reply" for k, _ in events), "the reply on VN's stream")
+        replies = await a.inbox("border-liaison")
+        assert [m["id"] for m in replies["messages"]] == [answer["id"]]
+        assert (await a.read(answer["id"])).payload["text"] == "Đã nhận. Đội đang đến."
+
+        vn_side = events_of(await a.status(mid))
+        assert vn_side[:3] == ["accepted", "relayed", "receipt:accepted"]
+        assert "replied" in vn_side
+        kh_side = events_of(await k.status(mid))
+        assert kh_side[:2] == ["accepted", "delivered"] and "read" in kh_side
+        assert "replied" in kh_side
+        # The reply went back the same way: KH holds VN's receipt for it.
+        assert events_of(await k.status(answer["id"]))[:3] == [
+            "accepted", "relayed", "receipt:accepted"]
+        watcher.cancel()
+    finally:
+        await stop_all(vn, kh)
+    # No plaintext in either database outside the ciphertexts.
+    for gw in (vn, kh):
+        assert text.encode() not in gw.database.read_bytes()
+
+
+# --- an outage: the backlog drains in priority order, nothing lost or duplicated ----------
+
+
+async def test_backlog_drains_in_priority_order_after_an_outage(tmp_path, http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        await kh.officer(http, "anti-trafficking")
+        await partner_known(a, "kh-cnp")
+        await kh.stop()
+        acknowledged: list[tuple[str, str]] = []  # (priority, id) in the order VN accepted
+
+        async def send(i: int) -> None:
+            priority = PRIORITIES[(i * 7) % 4]
+            answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                                  {"type": "hotline", "text": f"#{i}"}, priority=priority)
+            assert answer["status"] == "accepted"
+            acknowledged.append((priority, answer["id"]))
+        for i in range(1000):  # one at a time: VN's acceptance order is the FIFO order
+            await send(i)
+        assert vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 1000
+        await kh.start()
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
+                    "VN's outbox to drain", 60)
+        arrived = [r[0] for r in kh.rows(
+            "SELECT message_id FROM inbox WHERE desk = 'anti-trafficking@kh-cnp' ORDER BY seq")]
+        expected = [mid for _, mid in sorted(acknowledged,
+                                             key=lambda pm: PRIORITIES.index(pm[0]))]
+        assert len(arrived) == len(set(arrived)) == 1000  # none duplicated
+        assert set(arrived) == {mid for _, mid in acknowledged}  # none lost
+        assert arrived == expected  # flash, immediate, priority, routine; FIFO within
+        outcomes = vn.rows("SELECT outcome, COUNT(*) FROM receipts GROUP BY outcome")
+        assert outcomes == [("accepted", 1000)]
+    finally:
+        await stop_all(vn, kh)
+
+
+# --- the answer is lost after the receiver committed ---------------------------------------
+
+
+class DroppingProxy:
+    """Forwards to a gateway; drops the answers of the first ``drop`` batches."""
+
+    def __init__(self, target: str, drop: int) -> None:
+        self.target, self.drop, self.forwarded = target, drop, 0
+        self.sock = free_socket()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in ("host", "content-length")}
+            async with http.request(request.method, self.target + request.path_qs,
+                                    data=body or None, headers=headers) as answer:
+                data = await answer.read()
+            if request.path == FEDERATION_MESSAGES_PATH and self.drop > 0:
+                self.drop -= 1
+                assert request.transport is not None
+                request.transport.close()  # the receiver committed; its answer is lost
+                raise asyncio.CancelledError
+            self.forwarded += 1
+            return web.Response(status=answer.status, body=data,
+                                content_type=answer.content_type)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+
+async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    proxy = DroppingProxy(kh.url, drop=0)
+    pin(vn, kh, url=proxy.url)
+    await proxy.start(http)
+    await started(vn, kh)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        k = await kh.officer(http, "anti-trafficking")
+        await partner_known(a, "kh-cnp")
+        proxy.drop = 1
+        sent = await a.send("hotline", "anti-trafficking@kh-cnp",
+                            {"type": "hotline", "text": "once"}, priority="flash")
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0, "the retry")
+        assert proxy.drop == 0
+        inbox = await k.inbox("anti-trafficking")
+        assert [m["id"] for m in inbox["messages"]] == [sent["id"]]
+        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(1,)]
+        # The retry was answered "duplicate": the first attempt had been committed.
+        assert events_of(await a.status(sent["id"]))[:3] == [
+            "accepted", "relayed", "receipt:duplicate"]
+        assert vn.rows("SELECT failures, next_attempt_ms FROM partner_state") == [(0, 0)]
+    finally:
+        await stop_all(vn, kh)
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+# --- hop requests that must be refused -----------------------------------------------------
+
+
+async def test_bad_hop_requests_are_refused_and_store_nothing(tmp_path, http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        await kh.officer(http, "anti-trafficking")
+        body = json.dumps({"v": 1, "messages": [{"envelope": "", "binding": None}]}).encode()
+        url = kh.url + FEDERATION_MESSAGES_PATH
+        assert kh.app is not None
+        now = kh.app[CLOCK].now_ms()
+
+        def before() -> Any:
+            return kh.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM"
+                           " ledger), (SELECT COUNT(*) FROM inbox)")
+        state = before()
+
+        async def post(headers: dict[str, str], data: bytes = body) -> tuple[int, str]:
+            async with http.post(url, data=data, headers={
+                    **headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+                return r.status, (await r.json())["error"] if r.status != 200 else ""
+
+        good = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
+        assert (await post(good))[0] == 200  # a malformed item: a rejected receipt, no more
+        assert await post(good) == (401, "hop_replay")
+        stranger = GatewaySigningKey.generate()
+        assert await post(sign_hop(stranger, "vn-mps", "kh-cnp", "POST",
+                                   FEDERATION_MESSAGES_PATH, body, now)) == (403, "untrusted_key")
+        assert await post(sign_hop(stranger, "xx-evil", "kh-cnp", "POST",
+                                   FEDERATION_MESSAGES_PATH, body, now)) == (403,
+                                                                             "unknown_partner")
+        assert await post(sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH,
+                                   body, now - 10 * 60_000)) == (401, "hop_stale")
+        tampered = body.replace(b'"v": 1', b'"v": 2')
+        fresh = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
+        assert await post(fresh, tampered) == (401, "hop_bad_signature")
+        other = sign_hop(vn.key, "vn-mps", "la-mps", "POST", FEDERATION_MESSAGES_PATH, body, now)
+        assert await post(other) == (401, "hop_bad_signature")  # signed for another gateway
+        assert await post({}) == (401, "hop_unsigned")
+        assert before() == state
+    finally:
+        await stop_all(vn, kh)
+
+
+async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(tmp_path, http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        await kh.officer(http, "anti-trafficking")
+        await partner_known(a, "kh-cnp")
+        await kh.stop()
+        sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
+                                                                    "text": "x"})
+        envelope, binding = vn.rows(
+            "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
+            " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
+        await vn.stop()  # so that VN does not relay the genuine one meanwhile
+        await kh.start()
+        assert kh.app is not None
+        # The same envelope, with the binding flipped in one byte: rejected, not stored.
+        bad = bytearray(binding)
+        bad[len(bad) // 3] ^= 1
+        body = json.dumps({"v": 1, "messages": [
+            {"envelope": base64.b64encode(envelope).decode(),
+             "binding": base64.b64encode(bytes(bad)).decode()}]}).encode()
+        headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
+                           kh.app[CLOCK].now_ms())
+        async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
+                             headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+            assert r.status == 200
+            (note,) = (await r.json())["receipts"]
+        assert '"outcome":"rejected","reason":"bad_binding"' in note
+        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
+    finally:
+        await stop_all(vn, kh)
+
+
+# --- a dead partner delays nobody ----------------------------------------------------------
+
+
+async def test_an_unreachable_partner_does_not_hold_up_the_others(tmp_path, http) -> None:
+    vn, kh, la = (make(tmp_path, n) for n in ("vn-mps", "kh-cnp", "la-mps"))
+    pin(vn, kh)
+    pin(vn, la)
+    await started(vn, kh, la)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        await kh.officer(http, "anti-trafficking")
+        await la.officer(http, "anti-trafficking")
+        await partner_known(a, "la-mps")
+        await partner_known(a, "kh-cnp")
+        await la.stop()
+        for i in range(20):
+            await a.send("hotline", "anti-trafficking@la-mps", {"type": "hotline",
+                                                                "text": f"la {i}"})
+        sent = await a.send("hotline", "anti-trafficking@kh-cnp",
+                            {"type": "hotline", "text": "kh"}, priority="flash")
+        await until(lambda: kh.rows("SELECT COUNT(*) FROM inbox WHERE message_id = ?",
+                                    sent["id"]) == [(1,)], "KH's delivery while LA is down")
+        assert vn.rows("SELECT COUNT(*) FROM outbox WHERE partner = 'la-mps'") == [(20,)]
+        await until(lambda: (vn.rows("SELECT failures FROM partner_state WHERE partner ="
+                                     " 'la-mps'") or [(0,)])[0][0] >= 2, "LA's retries")
+        await la.start()  # LA answers again: its backlog goes at once
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox") == [(0,)], "LA's catch-up")
+    finally:
+        await stop_all(vn, kh, la)
