@@ -31,6 +31,7 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/crypto.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/accept.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
