@@ -75,3 +75,30 @@ def test_errors_name_file_key_and_problem(tmp_path: Path, text: str, expected: s
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_example_pins_a_partner() -> None:
+    config = load_config(EXAMPLE)
+    partner = config.partner("kh-cnp")
+    assert partner is not None and partner.url.startswith("https://")
+    assert config.federation.retry_max_seconds == 120
+
+
+PARTNER = '\n[[partners]]\nid = "{id}"\nurl = "http://127.0.0.1:9"\nfingerprint = "{fp}"\n'
+FP = "ABCD EFGH IJKL MNOP QRST UVWX YZ23 4567"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (PARTNER.format(id="kh-cnp", fp="not a fingerprint"), "#1 fingerprint: must be a key"),
+    (PARTNER.format(id="vn-mps", fp=FP), "#1 id: vn-mps is this gateway"),
+    (PARTNER.format(id="kh-cnp", fp=FP) * 2, "#2 id: kh-cnp is listed twice"),
+    ('partners = "kh-cnp"\n', "[[partners]]: expected an array of tables"),
+    ("\n[federation]\nretry_max_seconds = 0\n", "[federation] retry_max_seconds: must be"),
+])
+def test_partner_and_federation_errors_name_the_key(tmp_path: Path, extra: str,
+                                                    message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        # A top-level key goes before the first table; tables go after the others.
+        text = extra + MINIMAL if not extra.startswith("\n") else MINIMAL + extra
+        load_config(write(tmp_path, text))
+    assert message in str(err.value) and str(tmp_path) in str(err.value)
