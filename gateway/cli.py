@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import signal
 import sys
 import time
@@ -38,10 +37,10 @@ from gateway.errors import ConfigError, GatewayError, KeyFileError, LedgerError
 from gateway.identity import Identity
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
+from gateway.names import is_name
 from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"
-_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +150,7 @@ format = "auto"
 def cmd_init(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     gateway_id = args.gateway_id or directory.resolve().name
-    if not _ID.fullmatch(gateway_id):
+    if not is_name(gateway_id):
         raise ConfigError(
             f"gateway id {gateway_id!r}: must be 1-63 lowercase letters, digits or inner hyphens"
         )
@@ -308,7 +307,7 @@ def cmd_desks(args: argparse.Namespace) -> int:
         store = await SqliteStore.open(config.database)
         try:
             if args.desks_command == "add":
-                if not _ID.fullmatch(args.name):
+                if not is_name(args.name):
                     raise ConfigError(f"desk name {args.name!r}: must be 1-63 lowercase "
                                       "letters, digits or inner hyphens")
                 await store.add_desk(args.name, args.supervisor, clock.now_ms())

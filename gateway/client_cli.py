@@ -72,6 +72,7 @@ from gateway.directory import open_binding
 from gateway.enrollment import code_hash
 from gateway.errors import ClientError, ConfigError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
+from gateway.names import NAME
 
 PROG = "gateway-client"
 EXIT_USAGE = 2
@@ -81,8 +82,7 @@ BACKOFF_MAX = 5.0  # and never more than this between attempts
 MAX_TEXT_BYTES = 4 * payload.MAX_TEXT + 4  # UTF-8 takes at most 4 bytes a character
 MAX_ATTACHMENT_NAME = 200
 _ID = re.compile(r"[0-9a-f]{32}")
-_NAME = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DESK = re.compile(rf"{_NAME}(?:@{_NAME})?")
+_DESK = re.compile(rf"{NAME}(?:@{NAME})?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # What never reaches a terminal from a message or a gateway: control characters (which
 # could move the cursor or recolour the screen) and lone surrogates (not text at all).

@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.names import is_name
 
-_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LEVELS = ("debug", "info", "warning", "error")
 
 Check = Callable[[Any], str | None]
 
 
 def _name(value: str) -> str | None:
-    if not _NAME.fullmatch(value):
+    if not is_name(value):
         return "must be 1-63 lowercase letters, digits or inner hyphens"
     return None
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from gateway.clock import Clock
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.errors import CryptoError, ForbiddenError, HopAuthError
+from gateway.names import is_name
 
 H_GATEWAY = "FPG-Hop-Gateway"
 H_KEY = "FPG-Hop-Key"
@@ -49,7 +50,6 @@ HOP_HEADERS = (H_GATEWAY, H_KEY, H_TIME, H_NONCE, H_SIGNATURE)
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
 _TIME = re.compile(r"[0-9]{1,15}")
-_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 MAX_NONCES = 1_000_000  # remembered at once; beyond that the oldest are forgotten early
 
 
@@ -102,7 +102,7 @@ class HopVerifier:
         if missing:
             raise HopAuthError(f"hop request lacks {', '.join(missing)}", code="hop_unsigned")
         caller, nonce, when = values[H_GATEWAY], values[H_NONCE], values[H_TIME]
-        if not _NAME.fullmatch(caller) or not _NONCE.fullmatch(nonce) or not _TIME.fullmatch(when):
+        if not is_name(caller) or not _NONCE.fullmatch(nonce) or not _TIME.fullmatch(when):
             raise HopAuthError("malformed hop headers", code="hop_malformed")
         fingerprints = self.trusted(caller)
         if fingerprints is None:

@@ -44,6 +44,7 @@ from gateway.errors import (
     NotARecipientError,
     SignerMismatchError,
 )
+from gateway.names import NAME
 
 MAGIC = b"FPGE"
 VERSION = 1
@@ -70,9 +71,8 @@ _HEADER_FIELDS = frozenset(
 )
 _ID = re.compile(r"[0-9a-f]{32}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-#: ``desk@gateway``: lowercase letters, digits and inner hyphens, 1 to 63 characters each.
-_NAME = r"[a-z0-9][a-z0-9-]{0,62}(?<!-)"  # written to match without backtracking
-_ADDRESS = re.compile(rf"{_NAME}@{_NAME}")
+#: ``desk@gateway``: two names (gateway.names).
+_ADDRESS = re.compile(rf"{NAME}@{NAME}")
 _MAX_TIME_MS = 2**53
 
 
@@ -245,7 +245,7 @@ class EnvelopeHeader:
 
 
 _INT = r"(0|[1-9][0-9]{0,15})"
-_QADDR = rf'"({_NAME}@{_NAME})"'
+_QADDR = rf'"({NAME}@{NAME})"'
 _CANONICAL = re.compile(
     r'\{"created":' + _INT + r',"expires":' + _INT + r',"from":' + _QADDR
     + r',"id":"([0-9a-f]{32})","in_reply_to":(?:null|"([0-9a-f]{32})")'
