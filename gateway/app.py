@@ -164,22 +164,19 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
             max_envelope=config.server.max_body_bytes,
             clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=partners,
         )
-        await partners.start()
-        try:
-            async with contextlib.AsyncExitStack() as tasks:
-                await tasks.enter_async_context(background("checkpoints", schedule.run))
-                await tasks.enter_async_context(background("directory", directory.watch))
-                for partner in partners.by_id.values():
-                    sender = Sender(partner, partners, store, app[CLOCK], config.federation,
-                                    identity.gateway_id)
-                    await tasks.enter_async_context(
-                        background(f"refresh:{partner.id}",
-                                   functools.partial(partners.refresh_loop, partner)))
-                    await tasks.enter_async_context(background(f"relay:{partner.id}",
-                                                               sender.run))
-                yield
-        finally:
-            await partners.close()
+        async with contextlib.AsyncExitStack() as tasks:
+            await partners.start()
+            tasks.push_async_callback(partners.close)  # after every task below has ended
+            await tasks.enter_async_context(background("checkpoints", schedule.run))
+            await tasks.enter_async_context(background("directory", directory.watch))
+            for partner in partners.by_id.values():
+                sender = Sender(partner, partners, store, app[CLOCK], config.federation,
+                                identity.gateway_id)
+                await tasks.enter_async_context(
+                    background(f"refresh:{partner.id}",
+                               functools.partial(partners.refresh_loop, partner)))
+                await tasks.enter_async_context(background(f"relay:{partner.id}", sender.run))
+            yield
         await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
     finally:
         await store.close()

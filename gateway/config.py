@@ -22,7 +22,8 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import ConfigError
+from gateway.crypto.keys import normalize_fingerprint
+from gateway.errors import BadKeyError, ConfigError
 from gateway.names import is_name
 
 _LEVELS = ("debug", "info", "warning", "error")
@@ -152,8 +153,9 @@ class LimitsSection:
 
 
 def _fingerprint(value: str) -> str | None:
-    compact = "".join(ch for ch in value.upper() if ch not in " -\t")
-    if len(compact) != 32 or any(ch not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for ch in compact):
+    try:
+        normalize_fingerprint(value)
+    except BadKeyError:
         return "must be a key fingerprint: 32 base32 characters, as `gateway keys show` prints"
     return None
 
@@ -208,9 +210,6 @@ class Config:
     log: LogSection
     federation: FederationSection = field(default_factory=FederationSection)
     partners: tuple[PartnerSection, ...] = ()
-
-    def partner(self, gateway_id: str) -> PartnerSection | None:
-        return next((p for p in self.partners if p.id == gateway_id), None)
 
     @property
     def data_dir(self) -> Path:

@@ -29,7 +29,6 @@ from gateway.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    UnavailableError,
 )
 from gateway.events import decode_entry
 from gateway.partners import Partner, Partners
@@ -136,11 +135,7 @@ class Delivery:
 
     @staticmethod
     def _partner_desk_keys(partner: Partner, address: str) -> frozenset[str]:
-        if partner.directory is None:
-            raise UnavailableError(f"the directory of {partner.id} is not known yet (it has "
-                                   "not answered since this gateway started)",
-                                   code="partner_directory_unknown")
-        entry = partner.directory.get(address)
+        entry = partner.verified_directory().get(address)
         if entry is None:
             raise NotFoundError(f"no desk {address}", code="unknown_desk")
         return frozenset(m["enc_key_id"] for m in entry.members)

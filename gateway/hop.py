@@ -95,8 +95,10 @@ class HopVerifier:
         self.trusted = trusted
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
-        """The authenticated caller's gateway id; raises HopAuthError or ForbiddenError."""
+    def verify(self, method: str, path: str, headers: Mapping[str, str],
+               body: bytes) -> tuple[str, VerifyKey]:
+        """The authenticated caller's gateway id and the key it signed with; raises
+        HopAuthError or ForbiddenError."""
         values = {h: headers.get(h, "") for h in HOP_HEADERS}
         missing = [h for h, v in values.items() if not v]
         if missing:
@@ -131,7 +133,7 @@ class HopVerifier:
         if (caller, nonce) in self._seen:
             raise HopAuthError("hop nonce already used (replayed request)", code="hop_replay")
         self._seen[(caller, nonce)] = now + 2 * self.window_ms
-        return caller
+        return caller, key
 
     def _forget(self, now: int) -> None:
         seen = self._seen

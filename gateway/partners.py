@@ -25,7 +25,7 @@ from gateway.crypto.keys import VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
 from gateway.descriptor import DESCRIPTOR_PATH, Descriptor, peek_descriptor, verify_descriptor
 from gateway.directory import DirectoryEntry, open_directory
-from gateway.errors import CryptoError, PeerError
+from gateway.errors import CryptoError, PeerError, UnavailableError
 from gateway.hop import sign_hop
 from gateway.identity import Identity
 
@@ -60,6 +60,12 @@ class Partner:
 
     def base(self) -> str:
         return self.config.url.rstrip("/")
+
+    def verified_directory(self) -> dict[str, DirectoryEntry]:
+        """Its desks, from the last directory that verified; UnavailableError before any."""
+        if self.directory is None:
+            raise _directory_unknown(self.id)
+        return self.directory
 
 
 class Partners:
@@ -174,14 +180,11 @@ class Partners:
         except PeerError as exc:
             log.warning("partner_refresh_failed", partner=partner.id, error=exc.message)
 
-    async def directory_for_clients(self, gateway_id: str) -> bytes | None:
+    async def directory_for_clients(self, partner: Partner) -> bytes:
         """The partner's signed directory with this gateway's signature added, so that an
-        officer who pinned only its home gateway can check it; None if not known yet.
-        Fetched again first if older than ``directory_max_age_seconds`` (the cached one is
-        served if the partner does not answer)."""
-        partner = self.by_id.get(gateway_id)
-        if partner is None:
-            return None
+        officer who pinned only its home gateway can check it; UnavailableError if not
+        known yet. Fetched again first if older than ``directory_max_age_seconds`` (the
+        cached one is served if the partner does not answer)."""
         age_ms = self.clock.now_ms() - partner.fetched_ms
         if age_ms > self.config.federation.directory_max_age_seconds * 1000:
             try:
@@ -189,7 +192,7 @@ class Partners:
             except PeerError as exc:
                 self.mark(partner, up=False, error=exc.message)
         if partner.directory_note is None:
-            return None
+            raise _directory_unknown(partner.id)
         return cosign_note(partner.directory_note,
                            NoteSigner(self.identity.gateway_id, self.identity.signing_key))
 
@@ -203,3 +206,9 @@ class Partners:
                 self.mark(partner, up=False, error=exc.message)
                 wait = self.config.federation.health_seconds
             await self.clock.sleep(wait)
+
+
+def _directory_unknown(gateway_id: str) -> UnavailableError:
+    return UnavailableError(f"the directory of {gateway_id} is not known yet (it has not "
+                            "answered since this gateway started)",
+                            code="partner_directory_unknown")

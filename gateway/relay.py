@@ -36,6 +36,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import FederationSection
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
+from gateway.crypto.keys import VerifyKey
 from gateway.directory import DirectoryService, open_binding
 from gateway.errors import ClientError, CryptoError, PeerError
 from gateway.identity import Identity
@@ -192,7 +193,7 @@ class Receiver:
         self.clock = clock
         self.max_envelope = max_envelope
 
-    async def receive(self, partner: Partner, caller_key: Any,
+    async def receive(self, partner: Partner, caller_key: VerifyKey,
                       body: bytes) -> tuple[list[str], set[str]]:
         """One signed receipt (as text) per message of the batch, in order; and the signing
         key ids of the officers whose messages were accepted."""
@@ -217,9 +218,10 @@ class Receiver:
             if isinstance(decided, Receipt):
                 receipts.append(decided)
                 continue
-            envelope, actor = decided
+            envelope = decided
             accepts.append((len(receipts), envelope, self.store.accept(IncomingMessage(
-                envelope, now, partner.id, actor, deliver_to=envelope.header.recipient))))
+                envelope, now, partner.id, envelope.signer,
+                deliver_to=envelope.header.recipient))))
             receipts.append(None)
         for i, envelope, pending in accepts:
             outcome = await pending
@@ -232,11 +234,11 @@ class Receiver:
         assert len(signed) == len(items)
         return signed, {envelope.signer for _, envelope, _ in accepts}
 
-    async def _decide(self, partner: Partner, caller_key: Any, item: Any,
-                      now: int) -> Receipt | tuple[Envelope, str]:
+    async def _decide(self, partner: Partner, caller_key: VerifyKey, item: Any,
+                      now: int) -> Receipt | Envelope:
         """A receipt now (rejected, duplicate), or the verified envelope to accept."""
         try:
-            envelope, actor = self._check(partner, caller_key, item, now)
+            envelope = self._check(partner, caller_key, item)
         except _Refused as refused:
             return self._receipt(partner, refused.message_id, refused.digest, REJECTED,
                                  refused.reason, now)
@@ -255,10 +257,11 @@ class Receiver:
             reason = "expired"
         if reason is not None:
             return self._receipt(partner, h.id, envelope.digest, REJECTED, reason, now)
-        return envelope, actor
+        return envelope
 
-    def _check(self, partner: Partner, caller_key: Any, item: Any,
-               now: int) -> tuple[Envelope, str]:
+    def _check(self, partner: Partner, caller_key: VerifyKey, item: Any) -> Envelope:
+        """The envelope, verified with the key of an officer the partner vouches for
+        (``envelope.signer`` is that key's id); raises _Refused."""
         try:
             data = base64.b64decode(item["envelope"], validate=True)
             binding_note = base64.b64decode(item["binding"] or "", validate=True)
@@ -285,7 +288,7 @@ class Receiver:
             raise _Refused(h.id, digest, "sender_not_bound")
         if h.recipient.partition("@")[2] != self.identity.gateway_id:
             raise _Refused(h.id, digest, "not_for_this_gateway")
-        return envelope, binding.sign_key.key_id
+        return envelope
 
     def _resent(self, partner: Partner, envelope: Envelope, stored_digest: str,
                 now: int) -> Receipt:

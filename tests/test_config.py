@@ -79,8 +79,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_example_pins_a_partner() -> None:
     config = load_config(EXAMPLE)
-    partner = config.partner("kh-cnp")
-    assert partner is not None and partner.url.startswith("https://")
+    (partner,) = config.partners
+    assert partner.id == "kh-cnp" and partner.url.startswith("https://")
     assert config.federation.retry_max_seconds == 120
 
 

@@ -39,7 +39,6 @@ from gateway.errors import (
     ClientError,
     NotFoundError,
     TooLargeError,
-    UnavailableError,
     UnsupportedMediaError,
 )
 from gateway.sessions import AuthError, session_text
@@ -184,15 +183,11 @@ async def get_directory(request: web.Request) -> web.Response:
     await signed_in(request)
     gateway = request.query.get("gateway", request.app[IDENTITY].gateway_id)
     if gateway != request.app[IDENTITY].gateway_id:
-        partners = request.app[PARTNERS]
-        if partners.get(gateway) is None:
+        partner = request.app[PARTNERS].get(gateway)
+        if partner is None:
             raise NotFoundError(f"gateway {gateway[:64]!r} is not a partner of this gateway",
                                 code="unknown_gateway")
-        note = await partners.directory_for_clients(gateway)
-        if note is None:
-            raise UnavailableError(f"the directory of {gateway} is not known yet (it has not "
-                                   "answered since this gateway started)",
-                                   code="partner_directory_unknown")
+        note = await request.app[PARTNERS].directory_for_clients(partner)
         return web.Response(body=note, headers={"Content-Type": NOTE_TYPE})
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),

@@ -11,17 +11,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
-from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
+from gateway.crypto.keys import VerifyKey
 from gateway.errors import TooLargeError, UnsupportedMediaError
-from gateway.hop import H_KEY
 from gateway.partners import FEDERATION_DIRECTORY_PATH, FEDERATION_MESSAGES_PATH
 from gateway.relay import BATCH_MEDIA_TYPE
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
-async def _authenticate(request: web.Request, body: bytes) -> str:
-    """The calling partner's id, after its hop signature verified."""
+def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyKey]:
+    """The calling partner's id and key, after its hop signature verified."""
     return request.app[HOP].verify(request.method, request.path_qs, request.headers, body)
 
 
@@ -32,20 +31,19 @@ async def post_messages(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise TooLargeError(f"a relay batch is at most {limit} bytes", code="too_large")
-    caller = await _authenticate(request, body)
+    caller, key = _authenticate(request, body)
     if request.content_type != BATCH_MEDIA_TYPE:
         raise UnsupportedMediaError(f"a relay batch is {BATCH_MEDIA_TYPE}",
                                     code="unsupported_media_type")
     partner = request.app[PARTNERS].get(caller)
     assert partner is not None  # the hop check admits partners only
-    key = VerifyKey.from_b64(request.headers[H_KEY], ROLE_GATEWAY_SIGNING)
     receipts, senders = await request.app[RECEIVER].receive(partner, key, body)
     await request.app[PARTNERS].learn_officers(partner, senders)
     return web.json_response({"receipts": receipts})
 
 
 async def get_directory(request: web.Request) -> web.Response:
-    await _authenticate(request, await request.read())
+    _authenticate(request, await request.read())
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
                         headers={"Content-Type": DIRECTORY_MEDIA_TYPE})
