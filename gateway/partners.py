@@ -36,6 +36,21 @@ FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
 MAX_ANSWER = 16 * 1024 * 1024  # largest answer read from a partner
 
 
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body of ``stream``, or None if it is longer than ``limit`` bytes.
+
+    (``StreamReader.read(n)`` returns what has arrived so far, up to ``n``: a large body
+    comes in several pieces.)"""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+    return b"".join(chunks)
+
+
 @dataclass
 class Partner:
     config: PartnerSection
@@ -114,8 +129,8 @@ class Partners:
         try:
             async with self._http.request(method, partner.base() + path, data=body or None,
                                           headers=headers) as response:
-                data = await response.content.read(MAX_ANSWER + 1)
-                if len(data) > MAX_ANSWER:
+                data = await read_at_most(response.content, MAX_ANSWER)
+                if data is None:
                     raise PeerError(f"{partner.id} answered more than {MAX_ANSWER} bytes")
                 return response.status, data
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
