@@ -27,6 +27,7 @@ from gateway.descriptor import DESCRIPTOR_PATH, Descriptor, peek_descriptor, ver
 from gateway.directory import DirectoryEntry, open_directory
 from gateway.errors import CryptoError, PeerError, UnavailableError
 from gateway.hop import sign_hop
+from gateway.httpbody import read_at_most
 from gateway.identity import Identity
 
 log = structlog.get_logger("gateway.partners")
@@ -34,21 +35,6 @@ log = structlog.get_logger("gateway.partners")
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
 MAX_ANSWER = 16 * 1024 * 1024  # largest answer read from a partner
-
-
-async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
-    """The whole body of ``stream``, or None if it is longer than ``limit`` bytes.
-
-    (``StreamReader.read(n)`` returns what has arrived so far, up to ``n``: a large body
-    comes in several pieces.)"""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
-    return b"".join(chunks)
 
 
 @dataclass

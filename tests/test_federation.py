@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, STORE
@@ -35,7 +34,7 @@ from gateway.crypto.keys import (
 )
 from gateway.enrollment import code_hash, new_code
 from gateway.hop import sign_hop
-from gateway.partners import FEDERATION_MESSAGES_PATH, read_at_most
+from gateway.partners import FEDERATION_MESSAGES_PATH
 from gateway.relay import BATCH_MEDIA_TYPE
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
@@ -464,23 +463,3 @@ async def test_an_unreachable_partner_does_not_hold_up_the_others(tmp_path, http
     finally:
         await stop_all(vn, kh, la)
 
-
-# --- reading bodies that arrive in pieces --------------------------------------------------
-
-
-def stream_of(*pieces: bytes) -> aiohttp.StreamReader:
-    loop = asyncio.get_running_loop()
-    stream = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-    for piece in pieces:
-        stream.feed_data(piece)
-    stream.feed_eof()
-    return stream
-
-
-async def test_read_at_most_reads_every_piece_and_refuses_too_much() -> None:
-    """Regression: one StreamReader.read(n) returned only the first piece of a large relay
-    batch (a bad signature over half a body) or of a partner's answer."""
-    assert await read_at_most(stream_of(b"a" * 10, b"b" * 10, b"c"), 21) == b"a" * 10 + \
-        b"b" * 10 + b"c"
-    assert await read_at_most(stream_of(b"a" * 10, b"b" * 10, b"c"), 20) is None
-    assert await read_at_most(stream_of(), 5) == b""

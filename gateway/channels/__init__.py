@@ -1,7 +1,9 @@
 """Transports. Each channel turns its wire protocol into calls on the core and back:
 
-* :mod:`gateway.channels.peer`: gateway to gateway over HTTP(S);
-* the client channel (officers' API) and intake adapters come with later issues.
+* :mod:`gateway.channels.peer`: the public routes partners read (descriptor, ledger);
+* :mod:`gateway.channels.federation`: signed hop requests from partners (relay batches,
+  the desk directory);
+* :mod:`gateway.channels.client`: the officers' API.
 
 Core logic (store, ledger, routing, metrics) imports nothing from here.
 """

@@ -38,9 +38,9 @@ from gateway.errors import (
     BadSignatureError,
     ClientError,
     NotFoundError,
-    TooLargeError,
     UnsupportedMediaError,
 )
+from gateway.httpbody import read_body
 from gateway.sessions import AuthError, session_text
 from gateway.store import ACCEPTED
 
@@ -50,23 +50,6 @@ MAX_JSON_BODY = 64 * 1024
 HEARTBEAT_SECONDS = 15.0
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts others
 ENVELOPE_TYPES = (ENVELOPE_TYPE, "application/octet-stream")
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused with 413 from its declared length before reading it."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise TooLargeError(f"request body of {length} bytes exceeds the limit of {limit}")
-    chunks: list[bytes] = []
-    total = 0
-    while True:  # read() returns what has arrived, so gather until the end or the limit
-        chunk = await request.content.read(min(1 << 16, limit + 1 - total))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise TooLargeError(f"request body exceeds the limit of {limit} bytes")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

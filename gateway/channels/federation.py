@@ -12,8 +12,9 @@ from aiohttp import web
 
 from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
 from gateway.crypto.keys import VerifyKey
-from gateway.errors import TooLargeError, UnsupportedMediaError
-from gateway.partners import FEDERATION_DIRECTORY_PATH, FEDERATION_MESSAGES_PATH, read_at_most
+from gateway.errors import UnsupportedMediaError
+from gateway.httpbody import read_body
+from gateway.partners import FEDERATION_DIRECTORY_PATH, FEDERATION_MESSAGES_PATH
 from gateway.relay import BATCH_MEDIA_TYPE
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
@@ -25,12 +26,7 @@ def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyKey]:
 
 
 async def post_messages(request: web.Request) -> web.Response:
-    limit = request.app[CONFIG].federation.batch_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLargeError(f"a relay batch is at most {limit} bytes", code="too_large")
-    body = await read_at_most(request.content, limit)
-    if body is None:
-        raise TooLargeError(f"a relay batch is at most {limit} bytes", code="too_large")
+    body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
     caller, key = _authenticate(request, body)
     if request.content_type != BATCH_MEDIA_TYPE:
         raise UnsupportedMediaError(f"a relay batch is {BATCH_MEDIA_TYPE}",
