@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import files
 from gateway.client.api import Credentials
 from gateway.crypto.envelope import is_address
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public
@@ -127,19 +127,10 @@ def make_dir(directory: Path) -> None:
 
 def write_new(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600; never overwrite."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if the file appeared meanwhile
-        except FileExistsError:
-            raise ProfileError(f"{path}: already exists; refusing to overwrite") from None
-    finally:
-        os.unlink(tmp)
+        files.write_new(path, data)
+    except FileExistsError:
+        raise ProfileError(f"{path}: already exists; refusing to overwrite") from None
 
 
 def save_profile(profile: Profile) -> None:

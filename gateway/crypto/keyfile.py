@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import nacl.utils
 
 from gateway.crypto.keys import SECRET_KEY_CLASSES, SecretKey
 from gateway.errors import BadKeyError, KeyFileError, WrongPassphraseError
+from gateway.files import write_new
 
 FORMAT = "fpg-keyfile"
 VERSION = 1
@@ -137,16 +136,11 @@ def save_bundle(
     if path.exists():
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)  # fails if someone created the file meanwhile
-    finally:
-        os.unlink(tmp)
+        write_new(path, data)
+    except FileExistsError:  # someone created it meanwhile
+        raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") \
+            from None
 
 
 def _read_doc(path: Path) -> dict[str, Any]:
