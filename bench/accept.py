@@ -81,6 +81,7 @@ from aiohttp import web
 
 from gateway.client import payload
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
+from gateway.cliutil import until_stopped, write_port_file
 from gateway.config import LimitsSection
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
@@ -227,14 +228,8 @@ async def raw_server(port_file: Path) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        tmp = port_file.with_name(port_file.name + ".tmp")
-        tmp.write_text(f"{runner.addresses[0][1]}\n")
-        tmp.replace(port_file)
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopped.set)
-        await stopped.wait()
+        write_port_file(port_file, runner.addresses[0][1])
+        await until_stopped()
     finally:
         await runner.cleanup()
 

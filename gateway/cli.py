@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from gateway.cliutil import (
     prompt_passphrase,
     read_passphrase_file,
     run_command,
+    until_stopped,
+    write_port_file,
 )
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
@@ -384,14 +385,8 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
                  url=f"{scheme}://{config.server.host}:{port}")
         port_file = port_file or config.server.port_file
         if port_file is not None:
-            tmp = port_file.with_name(port_file.name + ".tmp")
-            tmp.write_text(f"{port}\n")
-            tmp.replace(port_file)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+            write_port_file(port_file, port)
+        await until_stopped()
         log.info("stopping", gateway=config.gateway.id)
     finally:
         await runner.cleanup()

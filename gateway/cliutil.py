@@ -1,4 +1,5 @@
-"""What both command-line tools share: passphrase sources and the error boundary.
+"""What the command-line tools share: passphrase sources, the error boundary, and how a
+server says where it listens and waits to be stopped.
 
 Every command runs inside :func:`run_command`: a :class:`GatewayError` becomes one line on
 standard error and exit status 2 for configuration errors, 1 for the rest; never a
@@ -8,8 +9,10 @@ handed on as bytes without ever being printed or logged.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +97,19 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port to ``path`` atomically: a reader sees no file or the whole one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+async def until_stopped() -> None:
+    """Return when the process receives SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
