@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from gateway.crypto.keys import VerifyKey
 from gateway.descriptor import peek_descriptor, verify_descriptor
+from tests.helpers import start_gateway
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -112,19 +112,9 @@ def test_run_serves_health_and_a_signed_descriptor(tmp_path: Path) -> None:
     d = tmp_path / "gw"
     assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
                    "--insecure-dev-keys").returncode == 0
-    port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml"),
-         "--port-file", str(port_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc, base = start_gateway(d / "gateway.toml", tmp_path / "port",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port_file.read_text().strip()}"
         with urllib.request.urlopen(base + "/healthz", timeout=10) as resp:
             assert resp.status == 200 and b'"vn-mps"' in resp.read()
         with urllib.request.urlopen(base + "/.well-known/fpg/descriptor", timeout=10) as resp:

@@ -36,6 +36,7 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.errors import KeyFileError
+from tests import helpers
 
 TEXT = ("Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — "
         "ພົບຜູ້ເຄາະຮ້າຍ — พบผู้เสียหาย")
@@ -81,19 +82,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int = 1) ->
 
 
 def start_gateway(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = directory / "port"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(directory / "gateway.toml"),
-         "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert proc.poll() is None, "the gateway stopped at start"
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"
+    return helpers.start_gateway(directory / "gateway.toml", directory / "port",
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop_gateway(proc: subprocess.Popen[bytes]) -> None:

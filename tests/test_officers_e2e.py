@@ -14,7 +14,6 @@ import base64
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger import open_checkpoint
 from gateway.merkle import leaf_hash, verify_inclusion
+from tests.helpers import start_gateway
 from tests.test_cli import gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"
@@ -42,19 +42,12 @@ def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
         fh.write('\n[ledger]\ncheckpoint_interval = 0.5\n')
     for desk in ("trafficking", "border-liaison", "victim-support"):
         assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
-    port_file = d / "port"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(cfg),
-                             "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, url = start_gateway(cfg, d / "port", stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
             "fingerprint: ")[1].strip()
-        yield f"http://127.0.0.1:{port_file.read_text().strip()}", cfg, fingerprint
+        yield url, cfg, fingerprint
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
