@@ -182,6 +182,26 @@ async def partner_known(client: GatewayClient, gateway: str) -> None:
     await until(known, f"the directory of {gateway} through {client.creds.gateway_id}")
 
 
+@pytest.fixture
+async def vn_kh(tmp_path: Path) -> AsyncIterator[tuple[Gw, Gw]]:
+    """vn-mps and kh-cnp, partners of each other, running (stopped after the test)."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    yield vn, kh
+    await stop_all(vn, kh)
+
+
+async def officers(vn: Gw, kh: Gw,
+                   http: aiohttp.ClientSession) -> tuple[GatewayClient, GatewayClient]:
+    """An officer of VN's border-liaison desk whose gateway knows KH's directory, and an
+    officer of KH's anti-trafficking desk."""
+    a = await vn.officer(http, "border-liaison")
+    k = await kh.officer(http, "anti-trafficking")
+    await partner_known(a, "kh-cnp")
+    return a, k
+
+
 def events_of(status: dict[str, Any]) -> list[str]:
     return [e["type"] + (f":{e['outcome']}" if e.get("outcome") else "")
             for e in status["events"]]
@@ -190,58 +210,52 @@ def events_of(status: dict[str, Any]) -> list[str]:
 # --- a flash hotline across a border, read and answered ------------------------------------
 
 
-async def test_flash_hotline_vn_to_kh_is_read_and_answered(tmp_path, http) -> None:
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    pin(vn, kh)
-    await started(vn, kh)
-    try:
-        a = await vn.officer(http, "border-liaison")
-        k = await kh.officer(http, "anti-trafficking")
-        await partner_known(a, "kh-cnp")
-        events: list[tuple[str, dict[str, Any]]] = []
-        connected = asyncio.Event()
+async def test_flash_hotline_vn_to_kh_is_read_and_answered(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    events: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
 
-        async def watch() -> None:
-            async for kind, data in a.stream(connected=connected):
-                events.append((kind, data))
-        watcher = asyncio.create_task(watch())
-        await asyncio.wait_for(connected.wait(), 10)
+    async def watch() -> None:
+        async for kind, data in a.stream(connected=connected):
+            events.append((kind, data))
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(connected.wait(), 10)
 
-        text = "Nạn nhân được tìm thấy — ជនរងគ្រោះត្រូវបានរកឃើញ"
-        sent = await a.send("hotline", "anti-trafficking@kh-cnp",
-                            {"type": "hotline", "text": text}, priority="flash")
-        assert sent["status"] == "accepted"
-        mid = sent["id"]
-        await until(lambda: any(k == "receipt" for k, _ in events), "VN's receipt event")
-        receipt = next(d for k, d in events if k == "receipt")
-        assert receipt["outcome"] == "accepted" and receipt["partner"] == "kh-cnp"
+    text = "Nạn nhân được tìm thấy — ជនរងគ្រោះត្រូវបានរកឃើញ"
+    sent = await a.send("hotline", "anti-trafficking@kh-cnp",
+                        {"type": "hotline", "text": text}, priority="flash")
+    assert sent["status"] == "accepted"
+    mid = sent["id"]
+    await until(lambda: any(k == "receipt" for k, _ in events), "VN's receipt event")
+    receipt = next(d for k, d in events if k == "receipt")
+    assert receipt["outcome"] == "accepted" and receipt["partner"] == "kh-cnp"
 
-        inbox = await k.inbox("anti-trafficking")
-        assert [m["id"] for m in inbox["messages"]] == [mid]
-        opened = await k.read(mid)
-        assert opened.payload["text"] == text
-        assert opened.header.sender == "border-liaison@vn-mps"
-        answer = await k.send("reply", "border-liaison@vn-mps",
-                              {"type": "reply", "text": "Đã nhận. Đội đang đến."},
-                              priority="flash", in_reply_to=mid, thread=mid)
-        assert answer["status"] == "accepted"
-        await until(lambda: any(k == "reply" for k, _ in events), "the reply on VN's stream")
-        replies = await a.inbox("border-liaison")
-        assert [m["id"] for m in replies["messages"]] == [answer["id"]]
-        assert (await a.read(answer["id"])).payload["text"] == "Đã nhận. Đội đang đến."
+    inbox = await k.inbox("anti-trafficking")
+    assert [m["id"] for m in inbox["messages"]] == [mid]
+    opened = await k.read(mid)
+    assert opened.payload["text"] == text
+    assert opened.header.sender == "border-liaison@vn-mps"
+    answer = await k.send("reply", "border-liaison@vn-mps",
+                          {"type": "reply", "text": "Đã nhận. Đội đang đến."},
+                          priority="flash", in_reply_to=mid, thread=mid)
+    assert answer["status"] == "accepted"
+    await until(lambda: any(k == "reply" for k, _ in events), "the reply on VN's stream")
+    replies = await a.inbox("border-liaison")
+    assert [m["id"] for m in replies["messages"]] == [answer["id"]]
+    assert (await a.read(answer["id"])).payload["text"] == "Đã nhận. Đội đang đến."
 
-        vn_side = events_of(await a.status(mid))
-        assert vn_side[:3] == ["accepted", "relayed", "receipt:accepted"]
-        assert "replied" in vn_side
-        kh_side = events_of(await k.status(mid))
-        assert kh_side[:2] == ["accepted", "delivered"] and "read" in kh_side
-        assert "replied" in kh_side
-        # The reply went back the same way: KH holds VN's receipt for it.
-        assert events_of(await k.status(answer["id"]))[:3] == [
-            "accepted", "relayed", "receipt:accepted"]
-        watcher.cancel()
-    finally:
-        await stop_all(vn, kh)
+    vn_side = events_of(await a.status(mid))
+    assert vn_side[:3] == ["accepted", "relayed", "receipt:accepted"]
+    assert "replied" in vn_side
+    kh_side = events_of(await k.status(mid))
+    assert kh_side[:2] == ["accepted", "delivered"] and "read" in kh_side
+    assert "replied" in kh_side
+    # The reply went back the same way: KH holds VN's receipt for it.
+    assert events_of(await k.status(answer["id"]))[:3] == [
+        "accepted", "relayed", "receipt:accepted"]
+    watcher.cancel()
+    await stop_all(vn, kh)  # so that everything is in the database files
     # No plaintext in either database outside the ciphertexts.
     for gw in (vn, kh):
         assert text.encode() not in gw.database.read_bytes()
@@ -250,40 +264,33 @@ async def test_flash_hotline_vn_to_kh_is_read_and_answered(tmp_path, http) -> No
 # --- an outage: the backlog drains in priority order, nothing lost or duplicated ----------
 
 
-async def test_backlog_drains_in_priority_order_after_an_outage(tmp_path, http) -> None:
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    pin(vn, kh)
-    await started(vn, kh)
-    try:
-        a = await vn.officer(http, "border-liaison")
-        await kh.officer(http, "anti-trafficking")
-        await partner_known(a, "kh-cnp")
-        await kh.stop()
-        acknowledged: list[tuple[str, str]] = []  # (priority, id) in the order VN accepted
+async def test_backlog_drains_in_priority_order_after_an_outage(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    acknowledged: list[tuple[str, str]] = []  # (priority, id) in the order VN accepted
 
-        async def send(i: int) -> None:
-            priority = PRIORITIES[(i * 7) % 4]
-            answer = await a.send("hotline", "anti-trafficking@kh-cnp",
-                                  {"type": "hotline", "text": f"#{i}"}, priority=priority)
-            assert answer["status"] == "accepted"
-            acknowledged.append((priority, answer["id"]))
-        for i in range(1000):  # one at a time: VN's acceptance order is the FIFO order
-            await send(i)
-        assert vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 1000
-        await kh.start()
-        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
-                    "VN's outbox to drain", 60)
-        arrived = [r[0] for r in kh.rows(
-            "SELECT message_id FROM inbox WHERE desk = 'anti-trafficking@kh-cnp' ORDER BY seq")]
-        expected = [mid for _, mid in sorted(acknowledged,
-                                             key=lambda pm: PRIORITIES.index(pm[0]))]
-        assert len(arrived) == len(set(arrived)) == 1000  # none duplicated
-        assert set(arrived) == {mid for _, mid in acknowledged}  # none lost
-        assert arrived == expected  # flash, immediate, priority, routine; FIFO within
-        outcomes = vn.rows("SELECT outcome, COUNT(*) FROM receipts GROUP BY outcome")
-        assert outcomes == [("accepted", 1000)]
-    finally:
-        await stop_all(vn, kh)
+    async def send(i: int) -> None:
+        priority = PRIORITIES[(i * 7) % 4]
+        answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                              {"type": "hotline", "text": f"#{i}"}, priority=priority)
+        assert answer["status"] == "accepted"
+        acknowledged.append((priority, answer["id"]))
+    for i in range(1000):  # one at a time: VN's acceptance order is the FIFO order
+        await send(i)
+    assert vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 1000
+    await kh.start()
+    await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
+                "VN's outbox to drain", 60)
+    arrived = [r[0] for r in kh.rows(
+        "SELECT message_id FROM inbox WHERE desk = 'anti-trafficking@kh-cnp' ORDER BY seq")]
+    expected = [mid for _, mid in sorted(acknowledged,
+                                         key=lambda pm: PRIORITIES.index(pm[0]))]
+    assert len(arrived) == len(set(arrived)) == 1000  # none duplicated
+    assert set(arrived) == {mid for _, mid in acknowledged}  # none lost
+    assert arrived == expected  # flash, immediate, priority, routine; FIFO within
+    outcomes = vn.rows("SELECT outcome, COUNT(*) FROM receipts GROUP BY outcome")
+    assert outcomes == [("accepted", 1000)]
 
 
 # --- the answer is lost after the receiver committed ---------------------------------------
@@ -331,9 +338,7 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
     await proxy.start(http)
     await started(vn, kh)
     try:
-        a = await vn.officer(http, "border-liaison")
-        k = await kh.officer(http, "anti-trafficking")
-        await partner_known(a, "kh-cnp")
+        a, k = await officers(vn, kh, http)
         proxy.drop = 1
         sent = await a.send("hotline", "anti-trafficking@kh-cnp",
                             {"type": "hotline", "text": "once"}, priority="flash")
@@ -355,82 +360,70 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
 # --- hop requests that must be refused -----------------------------------------------------
 
 
-async def test_bad_hop_requests_are_refused_and_store_nothing(tmp_path, http) -> None:
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    pin(vn, kh)
-    await started(vn, kh)
-    try:
-        await kh.officer(http, "anti-trafficking")
-        body = json.dumps({"v": 1, "messages": [{"envelope": "", "binding": None}]}).encode()
-        url = kh.url + FEDERATION_MESSAGES_PATH
-        assert kh.app is not None
-        now = kh.app[CLOCK].now_ms()
+async def test_bad_hop_requests_are_refused_and_store_nothing(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    await kh.officer(http, "anti-trafficking")
+    body = json.dumps({"v": 1, "messages": [{"envelope": "", "binding": None}]}).encode()
+    url = kh.url + FEDERATION_MESSAGES_PATH
+    assert kh.app is not None
+    now = kh.app[CLOCK].now_ms()
 
-        def before() -> Any:
-            return kh.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM"
-                           " ledger), (SELECT COUNT(*) FROM inbox)")
-        state = before()
+    def before() -> Any:
+        return kh.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM"
+                       " ledger), (SELECT COUNT(*) FROM inbox)")
+    state = before()
 
-        async def post(headers: dict[str, str], data: bytes = body) -> tuple[int, str]:
-            async with http.post(url, data=data, headers={
-                    **headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
-                return r.status, (await r.json())["error"] if r.status != 200 else ""
+    async def post(headers: dict[str, str], data: bytes = body) -> tuple[int, str]:
+        async with http.post(url, data=data, headers={
+                **headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+            return r.status, (await r.json())["error"] if r.status != 200 else ""
 
-        good = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
-        assert (await post(good))[0] == 200  # a malformed item: a rejected receipt, no more
-        assert await post(good) == (401, "hop_replay")
-        stranger = GatewaySigningKey.generate()
-        assert await post(sign_hop(stranger, "vn-mps", "kh-cnp", "POST",
-                                   FEDERATION_MESSAGES_PATH, body, now)) == (403, "untrusted_key")
-        assert await post(sign_hop(stranger, "xx-evil", "kh-cnp", "POST",
-                                   FEDERATION_MESSAGES_PATH, body, now)) == (403,
-                                                                             "unknown_partner")
-        assert await post(sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH,
-                                   body, now - 10 * 60_000)) == (401, "hop_stale")
-        tampered = body.replace(b'"v": 1', b'"v": 2')
-        fresh = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
-        assert await post(fresh, tampered) == (401, "hop_bad_signature")
-        other = sign_hop(vn.key, "vn-mps", "la-mps", "POST", FEDERATION_MESSAGES_PATH, body, now)
-        assert await post(other) == (401, "hop_bad_signature")  # signed for another gateway
-        assert await post({}) == (401, "hop_unsigned")
-        assert before() == state
-    finally:
-        await stop_all(vn, kh)
+    good = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
+    assert (await post(good))[0] == 200  # a malformed item: a rejected receipt, no more
+    assert await post(good) == (401, "hop_replay")
+    stranger = GatewaySigningKey.generate()
+    assert await post(sign_hop(stranger, "vn-mps", "kh-cnp", "POST",
+                               FEDERATION_MESSAGES_PATH, body, now)) == (403, "untrusted_key")
+    assert await post(sign_hop(stranger, "xx-evil", "kh-cnp", "POST",
+                               FEDERATION_MESSAGES_PATH, body, now)) == (403,
+                                                                         "unknown_partner")
+    assert await post(sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH,
+                               body, now - 10 * 60_000)) == (401, "hop_stale")
+    tampered = body.replace(b'"v": 1', b'"v": 2')
+    fresh = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body, now)
+    assert await post(fresh, tampered) == (401, "hop_bad_signature")
+    other = sign_hop(vn.key, "vn-mps", "la-mps", "POST", FEDERATION_MESSAGES_PATH, body, now)
+    assert await post(other) == (401, "hop_bad_signature")  # signed for another gateway
+    assert await post({}) == (401, "hop_unsigned")
+    assert before() == state
 
 
-async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(tmp_path, http) -> None:
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    pin(vn, kh)
-    await started(vn, kh)
-    try:
-        a = await vn.officer(http, "border-liaison")
-        await kh.officer(http, "anti-trafficking")
-        await partner_known(a, "kh-cnp")
-        await kh.stop()
-        sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
-                                                                    "text": "x"})
-        envelope, binding = vn.rows(
-            "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
-            " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
-        await vn.stop()  # so that VN does not relay the genuine one meanwhile
-        await kh.start()
-        assert kh.app is not None
-        # The same envelope, with the binding flipped in one byte: rejected, not stored.
-        bad = bytearray(binding)
-        bad[len(bad) // 3] ^= 1
-        body = json.dumps({"v": 1, "messages": [
-            {"envelope": base64.b64encode(envelope).decode(),
-             "binding": base64.b64encode(bytes(bad)).decode()}]}).encode()
-        headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
-                           kh.app[CLOCK].now_ms())
-        async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
-                             headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
-            assert r.status == 200
-            (note,) = (await r.json())["receipts"]
-        assert '"outcome":"rejected","reason":"bad_binding"' in note
-        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
-    finally:
-        await stop_all(vn, kh)
+async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
+                                                                "text": "x"})
+    envelope, binding = vn.rows(
+        "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
+        " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
+    await vn.stop()  # so that VN does not relay the genuine one meanwhile
+    await kh.start()
+    assert kh.app is not None
+    # The same envelope, with the binding flipped in one byte: rejected, not stored.
+    bad = bytearray(binding)
+    bad[len(bad) // 3] ^= 1
+    body = json.dumps({"v": 1, "messages": [
+        {"envelope": base64.b64encode(envelope).decode(),
+         "binding": base64.b64encode(bytes(bad)).decode()}]}).encode()
+    headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
+                       kh.app[CLOCK].now_ms())
+    async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
+                         headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+        assert r.status == 200
+        (note,) = (await r.json())["receipts"]
+    assert '"outcome":"rejected","reason":"bad_binding"' in note
+    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
 
 
 # --- a dead partner delays nobody ----------------------------------------------------------
