@@ -98,7 +98,8 @@ def test_documented_hop_request_and_receipt_verify() -> None:
     kh = GatewaySigningKey(vectors.fixed(NOTE_KEY_LABEL)).public
     verifier = HopVerifier("kh-cnp", ManualClock(vectors.T0 + 2000), 60_000,
                            lambda g: frozenset({vn.fingerprint}) if g == "vn-mps" else None)
-    assert verifier.verify("POST", "/v1/federation/messages", f["headers"], f["body"]) == "vn-mps"
+    assert verifier.verify("POST", "/v1/federation/messages", f["headers"], f["body"]) == (
+        "vn-mps", vn)
     receipt = open_receipt(f["receipt"], "kh-cnp", [kh])
     assert receipt.outcome == "accepted" and receipt.sender == "vn-mps"
     assert receipt.digest == hashlib.sha256(vectors.VECTORS[0].seal()).hexdigest()
