@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, STORE
-from gateway.client.api import GatewayClient, enroll
+from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import (
@@ -456,3 +456,29 @@ async def test_an_unreachable_partner_does_not_hold_up_the_others(tmp_path, http
     finally:
         await stop_all(vn, kh, la)
 
+
+
+# --- a partner that has never answered ------------------------------------------------------
+
+
+async def test_a_partner_never_heard_from_gives_clear_errors_and_stores_nothing(tmp_path,
+                                                                                http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)  # kh-cnp is pinned but never started
+    await started(vn)
+    try:
+        a = await vn.officer(http, "border-liaison")
+        headers = {"Authorization": f"Bearer {a._token}"}
+        for query, status, code in (("kh-cnp", 503, "partner_directory_unknown"),
+                                    ("xx-none", 404, "unknown_gateway")):
+            async with http.get(f"{vn.url}/v1/directory?gateway={query}",
+                                headers=headers) as r:
+                assert (r.status, (await r.json())["error"]) == (status, code)
+                assert (r.headers.get("Retry-After") is not None) == (status == 503)
+        with pytest.raises(ApiError) as err:
+            await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "x"})
+        assert err.value.status == 503 and err.value.code == "partner_directory_unknown"
+        assert vn.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM outbox)"
+                       ) == [(0, 0)]
+    finally:
+        await stop_all(vn)
