@@ -155,4 +155,41 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        5,
+        """
+        -- Read acknowledgements of messages that came from partners, waiting to travel
+        -- back to the sender's gateway (the ack and the reading officer's binding).
+        CREATE TABLE read_outbox (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            partner    TEXT NOT NULL,
+            message_id TEXT NOT NULL REFERENCES messages(id),
+            officer_id TEXT NOT NULL,
+            read_ms    INTEGER NOT NULL,
+            ack        BLOB NOT NULL,
+            binding    BLOB NOT NULL,
+            UNIQUE (partner, message_id, officer_id)
+        );
+        CREATE INDEX read_outbox_order ON read_outbox (partner, seq);
+
+        -- Signed non-delivery notices for messages that expired before delivery.
+        CREATE TABLE notices (
+            message_id TEXT PRIMARY KEY REFERENCES messages(id),
+            desk       TEXT NOT NULL,
+            reason     TEXT NOT NULL,
+            notice     BLOB NOT NULL,
+            made_ms    INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        -- The newest ledger checkpoint seen from each partner, checked for consistency
+        -- with the one before it (witnessing).
+        CREATE TABLE partner_checkpoints (
+            partner TEXT PRIMARY KEY,
+            size    INTEGER NOT NULL,
+            root    BLOB NOT NULL,
+            note    BLOB NOT NULL,
+            seen_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
