@@ -32,6 +32,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/crypto.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/accept.py
+	$(BIN)/python bench/relay.py --backlog 20000
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

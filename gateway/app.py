@@ -32,11 +32,13 @@ from gateway.appkeys import (
     IDENTITY,
     LEDGER,
     LIMITER,
+    METRICS,
     PARTNERS,
     RECEIVER,
     REQUEST_ID,
     SESSIONS,
     STORE,
+    WITNESS,
 )
 from gateway.channels import client, federation, peer
 from gateway.clock import Clock, SystemClock
@@ -49,11 +51,13 @@ from gateway.hop import HopVerifier
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.metrics import Metrics
 from gateway.partners import Partners
 from gateway.relay import Receiver, Sender
 from gateway.sessions import RateLimiter, Sessions
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
+from gateway.witness import Witness
 
 log = structlog.get_logger("gateway.app")
 
@@ -153,10 +157,11 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                                    config.limits.burst)
         app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
                                         config.limits.anonymous_burst)
-        partners = app[PARTNERS] = Partners(config, identity, app[CLOCK])
+        partners = app[PARTNERS] = Partners(config, identity, app[CLOCK], store)
+        await partners.load_keys()  # key rotations followed before a restart
         app[HOP] = HopVerifier(identity.gateway_id, app[CLOCK],
                                int(config.federation.hop_window_seconds * 1000),
-                               partners.trusted)
+                               partners.trusted, partners.learn_key)
         app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK],
                                  config.server.max_body_bytes)
         app[DELIVERY] = Delivery(
@@ -164,6 +169,8 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
             max_envelope=config.server.max_body_bytes,
             clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=partners,
         )
+        witness = app[WITNESS] = Witness(store, partners, app[CLOCK], app[METRICS],
+                                         config.federation.witness_seconds)
         async with contextlib.AsyncExitStack() as tasks:
             await partners.start()
             tasks.push_async_callback(partners.close)  # after every task below has ended
@@ -176,6 +183,9 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                     background(f"refresh:{partner.id}",
                                functools.partial(partners.refresh_loop, partner)))
                 await tasks.enter_async_context(background(f"relay:{partner.id}", sender.run))
+                await tasks.enter_async_context(
+                    background(f"witness:{partner.id}",
+                               functools.partial(witness.run, partner)))
             yield
         await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
     finally:
@@ -195,6 +205,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[CONFIG] = config
     app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
     app[CLOCK] = clock or SystemClock()
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(store_and_ledger)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)

@@ -12,10 +12,12 @@ from gateway.hop import HopVerifier
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import Ledger
+from gateway.metrics import Metrics
 from gateway.partners import Partners
 from gateway.relay import Receiver
 from gateway.sessions import RateLimiter, Sessions
 from gateway.store import Store
+from gateway.witness import Witness
 
 CONFIG = web.AppKey("config", Config)
 IDENTITY = web.AppKey("identity", Identity)
@@ -33,3 +35,5 @@ REQUEST_ID = web.RequestKey("request_id", str)  # per request, set by the error 
 PARTNERS = web.AppKey("partners", Partners)
 HOP = web.AppKey("hop", HopVerifier)
 RECEIVER = web.AppKey("receiver", Receiver)
+METRICS = web.AppKey("metrics", Metrics)
+WITNESS = web.AppKey("witness", Witness)

@@ -11,13 +11,16 @@ import asyncio
 import json
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin_cli import partners_command
 from gateway.app import create_app, ssl_context
+from gateway.channels import admin
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
@@ -29,16 +32,32 @@ from gateway.cliutil import (
     write_port_file,
 )
 from gateway.clock import SystemClock
-from gateway.config import Config, load_config
-from gateway.crypto.keyfile import KeyBundle, load_bundle, read_public, save_bundle
-from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
+from gateway.config import Config, PartnerSection, build_section, load_config
+from gateway.crypto.keyfile import (
+    KeyBundle,
+    load_bundle,
+    read_history,
+    read_public,
+    replace_bundle,
+    save_bundle,
+)
+from gateway.crypto.keys import (
+    ROLE_ANCHOR_SIGNING,
+    ROLE_GATEWAY_SIGNING,
+    AnchorSigningKey,
+    GatewaySigningKey,
+    VerifyKey,
+    normalize_fingerprint,
+)
 from gateway.crypto.note import NoteVerifier
 from gateway.enrollment import code_hash, new_code
-from gateway.errors import ConfigError, GatewayError, KeyFileError, LedgerError
+from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
 from gateway.identity import Identity
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
 from gateway.names import is_name
+from gateway.roster import RosterEntry, load_rosters, make_roster, peek_roster
+from gateway.rotation import rotate_bundle, verify_history
 from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"
@@ -49,6 +68,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         "--config", "-c", type=Path, default=Path("gateway.toml"), metavar="FILE",
         help="the gateway's TOML configuration (default: ./gateway.toml)",
     )
+
+
+def _add_passphrase_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--passphrase-env", metavar="NAME",
+                       help="read the passphrase from environment variable NAME")
+    group.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                       help="read the passphrase from the first line of FILE")
+    group.add_argument("--insecure-dev-keys", action="store_true",
+                       help="the key file is UNENCRYPTED (demo and tests only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
     show = keys_sub.add_parser("show", help="print key ids and fingerprints (no passphrase)")
     _add_config(show)
+    rotate = keys_sub.add_parser(
+        "rotate", help="replace the gateway signing key by a new one, announced in a "
+        "statement signed by the old key (partners follow it); restart the gateway after")
+    _add_config(rotate)
+
+    p = sub.add_parser("roster", help="trust anchors: make an anchor key, sign and show rosters")
+    roster_sub = p.add_subparsers(dest="roster_command", metavar="ROSTER_COMMAND",
+                                  required=True)
+    anchor = roster_sub.add_parser("anchor-init", help="make a trust anchor's key file")
+    anchor.add_argument("key_file", type=Path, metavar="KEY_FILE")
+    anchor.add_argument("--id", dest="anchor_id", required=True,
+                        help="the anchor's name, e.g. asean-ta")
+    _add_passphrase_options(anchor)
+    sign = roster_sub.add_parser("sign", help="sign a roster of gateways with an anchor key")
+    sign.add_argument("gateways", type=Path, metavar="GATEWAYS_TOML",
+                      help="TOML file of [[gateways]] tables: id, url, fingerprint")
+    sign.add_argument("--anchor-key", type=Path, required=True, metavar="KEY_FILE")
+    sign.add_argument("--days", type=float, default=30.0,
+                      help="how long the roster is valid (default 30)")
+    sign.add_argument("--out", type=Path, required=True, metavar="FILE",
+                      help="where to write the signed roster")
+    _add_passphrase_options(sign)
+    show_roster = roster_sub.add_parser(
+        "show", help="print a roster's anchor fingerprint and gateways (NOT verified)")
+    show_roster.add_argument("roster", type=Path, metavar="FILE")
 
     p = sub.add_parser("config", help="check a configuration file")
     config_sub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
@@ -116,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = off_sub.add_parser("revoke", help="end an officer's binding at once")
     revoke.add_argument("officer", metavar="OFFICER_ID")
     _add_config(revoke)
+
+    p = sub.add_parser("partners", help="partner gateways: state, queues, checkpoints "
+                       "(from the running gateway)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    partners_sub = p.add_subparsers(dest="partners_command")
+    retry = partners_sub.add_parser("retry", help="wake a partner's sender now (ends backoff)")
+    retry.add_argument("partner", metavar="ID")
+    _add_config(retry)
 
     p = sub.add_parser("run", help="serve the gateway until interrupted")
     _add_config(p)
@@ -199,7 +262,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --- keys, config ----------------------------------------------------------------------
 
 
-def cmd_keys_show(args: argparse.Namespace) -> int:
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "rotate":
+        return cmd_keys_rotate(args)
     config = load_config(args.config)
     _, public, protection = read_public(config.keys.file)
     print(f"gateway:    {config.gateway.id}")
@@ -209,32 +274,144 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         print(f"{role}:")
         print(f"  key id:      {key.key_id}")
         print(f"  fingerprint: {key.fingerprint}")
+        if role == ROLE_GATEWAY_SIGNING:
+            history = _gateway_history(config, key)
+            for old in history[:-1]:
+                print(f"  replaced:    {old.key_id} ({old.fingerprint})")
     return EXIT_OK
 
 
-def unlock_keys(config: Config) -> KeyBundle:
-    """Open the gateway's key file with the passphrase source the config names."""
+def _gateway_history(config: Config, current: VerifyKey) -> list[VerifyKey]:
+    """Every gateway signing key of the key file's history, the current one last."""
+    try:
+        history = verify_history(read_history(config.keys.file), config.gateway.id, current)
+    except CryptoError as exc:
+        raise KeyFileError(f"{config.keys.file}: key history does not verify "
+                           f"({exc.message})") from None
+    return [k.key for k in history.keys]
+
+
+def _unlock(config: Config) -> tuple[KeyBundle, bytes | None]:
+    """The gateway's key bundle, opened with the passphrase source the config names, and
+    that passphrase (None for a development key file)."""
     keys = config.keys
-    if keys.insecure_dev_mode:
-        protection = read_public(keys.file)[2]
-        if protection.startswith("INSECURE"):
-            return load_bundle(keys.file, None, allow_insecure=True)
-    passphrase = get_passphrase(
-        f"key file {keys.file}", env=keys.passphrase_env, file=keys.passphrase_file
-    )
-    bundle = load_bundle(keys.file, passphrase, allow_insecure=keys.insecure_dev_mode)
+    passphrase: bytes | None = None
+    if keys.insecure_dev_mode and read_public(keys.file)[2].startswith("INSECURE"):
+        bundle = load_bundle(keys.file, None, allow_insecure=True)
+    else:
+        passphrase = get_passphrase(
+            f"key file {keys.file}", env=keys.passphrase_env, file=keys.passphrase_file
+        )
+        bundle = load_bundle(keys.file, passphrase, allow_insecure=keys.insecure_dev_mode)
     if bundle.owner != config.gateway.id:
         raise KeyFileError(
             f"{keys.file}: belongs to {bundle.owner!r}, not to gateway {config.gateway.id!r}"
         )
-    return bundle
+    return bundle, passphrase
+
+
+def unlock_keys(config: Config) -> KeyBundle:
+    """Open the gateway's key file with the passphrase source the config names."""
+    return _unlock(config)[0]
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    bundle, passphrase = _unlock(config)
+    old = bundle.get(ROLE_GATEWAY_SIGNING)
+    rotated = rotate_bundle(bundle, config.gateway.id, SystemClock().now_ms())
+    new = rotated.get(ROLE_GATEWAY_SIGNING)
+    retired = config.keys.file.with_name(f"{config.keys.file.name}.{old.key_id}.retired")
+    replace_bundle(config.keys.file, rotated, passphrase, keep_old_as=retired)
+    print(f"gateway {config.gateway.id}: signing key rotated")
+    print(f"  old key id:      {old.key_id} ({old.public.fingerprint})")
+    print(f"  new key id:      {new.key_id}")
+    print(f"  new fingerprint: {new.public.fingerprint}")
+    print(f"  rotations:       {len(rotated.history)}")
+    print(f"  old key file:    {retired} (destroy it once partners follow the new key)")
+    print("Restart the gateway to sign with the new key; partners follow it on their own.")
+    return EXIT_OK
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     unlock_keys(config)
-    print(f"{config.path}: ok (gateway {config.gateway.id})")
+    rosters = load_rosters(config, SystemClock().now_ms())
+    listed = sum(len(r.gateways) for _, r in rosters)
+    extra = f", {listed} gateway(s) in {len(rosters)} roster(s)" if rosters else ""
+    print(f"{config.path}: ok (gateway {config.gateway.id}{extra})")
     return EXIT_OK
+
+
+# --- rosters ---------------------------------------------------------------------------
+
+
+def _key_passphrase(args: argparse.Namespace, what: str, *, confirm: bool) -> bytes | None:
+    if args.insecure_dev_keys:
+        return None
+    return get_passphrase(what, env=args.passphrase_env, file=args.passphrase_file,
+                          confirm=confirm)
+
+
+def cmd_roster(args: argparse.Namespace) -> int:
+    now = SystemClock().now_ms()
+    if args.roster_command == "anchor-init":
+        if not is_name(args.anchor_id):
+            raise ConfigError(f"anchor id {args.anchor_id!r}: must be 1-63 lowercase "
+                              "letters, digits or inner hyphens")
+        passphrase = _key_passphrase(args, f"the new key of anchor {args.anchor_id}",
+                                     confirm=True)
+        key = AnchorSigningKey.generate()
+        save_bundle(args.key_file, KeyBundle(args.anchor_id, {ROLE_ANCHOR_SIGNING: key}),
+                    passphrase)
+        warning = "  (INSECURE development key)" if passphrase is None else ""
+        print(f"trust anchor {args.anchor_id}: key file {args.key_file}{warning}")
+        print(f"  fingerprint: {key.public.fingerprint}")
+        return EXIT_OK
+    if args.roster_command == "show":
+        roster = peek_roster(args.roster)
+        print(f"roster of anchor {roster.anchor} (NOT verified: check the fingerprint)")
+        print(f"  anchor fingerprint: {roster.anchor_key.fingerprint}")
+        print(f"  issued {_fmt_time(roster.issued)}, valid until "
+              f"{_fmt_time(roster.valid_until)}")
+        for g in roster.gateways:
+            print(f"  {g.gateway}  {g.url}  {g.fingerprint}  until {_fmt_time(g.not_after)}")
+        return EXIT_OK
+    passphrase = _key_passphrase(args, f"anchor key file {args.anchor_key}", confirm=False)
+    bundle = load_bundle(args.anchor_key, passphrase, allow_insecure=args.insecure_dev_keys)
+    signer = bundle.get(ROLE_ANCHOR_SIGNING)
+    if not isinstance(signer, AnchorSigningKey):
+        raise KeyFileError(f"{args.anchor_key}: holds no trust anchor key")
+    if not 0 < args.days <= 3650:
+        raise ConfigError(f"--days {args.days}: must be more than 0 and at most 3650")
+    until = now + int(args.days * 86_400_000)
+    entries = [RosterEntry(p.id, p.url, p.fingerprint, now, until)
+               for p in _roster_gateways(args.gateways)]
+    note = make_roster(bundle.owner, signer, entries, now, until)
+    if args.out.exists():
+        raise ConfigError(f"{args.out}: already exists; refusing to overwrite")
+    args.out.write_bytes(note)
+    print(f"roster of {bundle.owner} with {len(entries)} gateway(s) written to {args.out}; "
+          f"valid until {_fmt_time(until)}")
+    return EXIT_OK
+
+
+def _roster_gateways(path: Path) -> list[PartnerSection]:
+    """The ``[[gateways]]`` tables (id, url, fingerprint) of a roster source file."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    tables = doc.get("gateways")
+    if set(doc) != {"gateways"} or not isinstance(tables, list):
+        raise ConfigError(f"{path}: expected only [[gateways]] tables")
+    gateways = [build_section(PartnerSection, t, f"[[gateways]] #{i + 1}", path)
+                for i, t in enumerate(tables)]
+    return [PartnerSection(g.id, g.url, normalize_fingerprint(g.fingerprint))
+            for g in gateways]
 
 
 # --- ledger ----------------------------------------------------------------------------
@@ -248,11 +425,13 @@ async def _open_ledger(config: Config, bundle: KeyBundle | None) -> Ledger:
         raise KeyFileError(f"{config.keys.file}: holds no gateway signing key")
     key = VerifyKey.from_b64(public[ROLE_GATEWAY_SIGNING], ROLE_GATEWAY_SIGNING)
     origin = config.gateway.ledger_origin
+    # Checkpoints signed before a key rotation verify with the key of their time.
+    verifiers = [NoteVerifier(origin, k) for k in reversed(_gateway_history(config, key))]
     store = await SqliteStore.open(config.database)
     signer = None
     if bundle is not None:
         signer = Identity.from_bundle(config.gateway.id, bundle).checkpoint_signer(origin)
-    return Ledger(store, origin, [NoteVerifier(origin, key)], signer, SystemClock())
+    return Ledger(store, origin, verifiers, signer, SystemClock())
 
 
 def _progress_printer() -> Callable[[int, int], None]:
@@ -368,6 +547,13 @@ def cmd_officers(args: argparse.Namespace) -> int:
 # --- run -------------------------------------------------------------------------------
 
 
+def cmd_partners(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    retry = args.partner if args.partners_command == "retry" else None
+    print(partners_command(config, retry, args.json))
+    return EXIT_OK
+
+
 async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     log = get_logger("gateway.run")
@@ -383,10 +569,11 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
         scheme = "https" if config.server.tls_cert_file else "http"
         log.info("listening", gateway=config.gateway.id,
                  url=f"{scheme}://{config.server.host}:{port}")
-        port_file = port_file or config.server.port_file
-        if port_file is not None:
-            write_port_file(port_file, port)
-        await until_stopped()
+        async with admin.serving(app, config.admin_socket):
+            port_file = port_file or config.server.port_file
+            if port_file is not None:
+                write_port_file(port_file, port)
+            await until_stopped()
         log.info("stopping", gateway=config.gateway.id)
     finally:
         await runner.cleanup()
@@ -408,11 +595,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "init": cmd_init,
-    "keys": cmd_keys_show,
+    "keys": cmd_keys,
     "config": cmd_config_check,
+    "roster": cmd_roster,
     "ledger": cmd_ledger,
     "desks": cmd_desks,
     "officers": cmd_officers,
+    "partners": cmd_partners,
     "run": cmd_run,
 }
 

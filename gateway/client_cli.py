@@ -70,9 +70,10 @@ from gateway.crypto.keys import (
 )
 from gateway.directory import open_binding
 from gateway.enrollment import code_hash
-from gateway.errors import ClientError, ConfigError, GatewayError, KeyFileError
+from gateway.errors import ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
 from gateway.names import NAME
+from gateway.notices import open_notice
 
 PROG = "gateway-client"
 EXIT_USAGE = 2
@@ -691,6 +692,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         say(f"reads:       {len(reads)}")
         for r in reads:
             say(f"  {r['officer']}  at {fmt_time(r['read'])}")
+        for note in status.get("notices") or []:
+            try:
+                notice = open_notice(note.encode("utf-8"), profile.gateway_id,
+                                     profile.gateway_key)
+                say(f"NOT DELIVERED: {notice.reason}: {notice.partner} had not taken it when "
+                    f"it expired at {fmt_time(notice.expires_ms)} (notice signed by "
+                    f"{notice.gateway} at {fmt_time(notice.time_ms)})")
+            except CryptoError as exc:
+                say(f"a non-delivery notice that does not verify: {exc.message}")
         say("ledger events:")
         for e in status.get("events") or []:
             extra = "  ".join(f"{k} {e[k]}" for k in ("actor", "ref", "partner", "outcome",
@@ -722,6 +732,13 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
     if kind == "reply":
         return (f"{now}  reply    {desk}  {data.get('id')}  answered by {data.get('reply')} "
                 f"from {data.get('sender')}")
+    if kind == "receipt":
+        why = f" ({data['reason']})" if data.get("reason") else ""
+        return (f"{now}  receipt  {desk}  {data.get('id')}  {data.get('outcome')}{why} by "
+                f"{data.get('partner')}")
+    if kind == "expired":
+        return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  expired before "
+                f"{data.get('partner')} took it")
     return f"{now}  {kind}  {json.dumps(data, ensure_ascii=False, sort_keys=True)}"
 
 

@@ -170,6 +170,15 @@ class PartnerSection:
 
 
 @dataclass(frozen=True)
+class TrustAnchorSection:
+    id: str = _key(check=_name, doc="the trust anchor's name, e.g. asean-ta")
+    fingerprint: str = _key(check=_fingerprint,
+                            doc="fingerprint of the anchor's signing key, from its operator")
+    roster: Path = _key(doc="the roster file signed by this anchor (downloaded by the "
+                        "operator); its gateways are trusted like pinned partners")
+
+
+@dataclass(frozen=True)
 class FederationSection:
     hop_window_seconds: float = _key(60.0, _range(1, 3600),
                                      doc="how far a hop request's timestamp may be from now")
@@ -189,6 +198,9 @@ class FederationSection:
         "this gets it fetched again first (if the partner answers)")
     request_timeout_seconds: float = _key(15.0, _range(0.1, 600),
                                           doc="timeout of one request to a partner")
+    witness_seconds: float = _key(60.0, _range(0.05, 86_400),
+                                  doc="how often each partner's ledger checkpoint is fetched "
+                                  "and checked against the last one seen")
 
 
 @dataclass(frozen=True)
@@ -210,6 +222,7 @@ class Config:
     log: LogSection
     federation: FederationSection = field(default_factory=FederationSection)
     partners: tuple[PartnerSection, ...] = ()
+    trust_anchors: tuple[TrustAnchorSection, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -218,6 +231,11 @@ class Config:
     @property
     def database(self) -> Path:
         return self.store.path or self.gateway.data_dir / "gateway.sqlite3"
+
+    @property
+    def admin_socket(self) -> Path:
+        """The operator API's Unix socket (gateway.channels.admin)."""
+        return self.gateway.data_dir / "admin.sock"
 
 
 _SECTIONS: dict[str, tuple[type[Any], bool]] = {
@@ -321,14 +339,15 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from a parsed TOML document."""
     path = Path(path)
     for name in doc:
-        if name not in _SECTIONS and name != "partners":
+        if name not in _SECTIONS and name not in ("partners", "trust_anchors"):
             raise ConfigError(f"{path}: [{name}]: unknown section")
     sections: dict[str, Any] = {}
     for name, (cls, required) in _SECTIONS.items():
         if name not in doc and required:
             raise ConfigError(f"{path}: [{name}]: required section is missing")
         sections[name] = build_section(cls, doc.get(name, {}), f"[{name}]", path)
-    config = Config(path=path, **sections, partners=_partners(doc.get("partners", []), path))
+    config = Config(path=path, **sections, partners=_partners(doc.get("partners", []), path),
+                    trust_anchors=_trust_anchors(doc.get("trust_anchors", []), path))
     _cross_checks(config)
     return config
 
@@ -345,6 +364,21 @@ def _partners(tables: Any, path: Path) -> tuple[PartnerSection, ...]:
             raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is listed twice")
         partners.append(partner)
     return tuple(partners)
+
+
+def _trust_anchors(tables: Any, path: Path) -> tuple[TrustAnchorSection, ...]:
+    """``[[trust_anchors]]``: the anchors whose signed rosters name trusted gateways."""
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: [[trust_anchors]]: expected an array of tables "
+                          f"([[trust_anchors]]), got {_type_name(tables)}")
+    anchors: list[TrustAnchorSection] = []
+    for i, table in enumerate(tables):
+        anchor = build_section(TrustAnchorSection, table, f"[[trust_anchors]] #{i + 1}", path)
+        if any(a.id == anchor.id for a in anchors):
+            raise ConfigError(f"{path}: [[trust_anchors]] #{i + 1} id: {anchor.id} is "
+                              "listed twice")
+        anchors.append(anchor)
+    return tuple(anchors)
 
 
 def _cross_checks(config: Config) -> None:

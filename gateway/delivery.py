@@ -9,9 +9,10 @@ Every check happens before anything is written, so a refused request changes not
   inbox row in one commit).
 * **inbox / fetch / status**: only for officers of the desk concerned.
 * **read**: a signed acknowledgement over ``fpg read v1\\n<message id>\\n<envelope
-  SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk.
+  SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk. For a message
+  that came from a partner, the acknowledgement is also queued to travel back there.
 
-Messages to desks of partner gateways are refused here until federation routes them.
+Messages to desks of partner gateways go to that partner's outbox (gateway.relay).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ class Delivery:
             "first_reply": message.first_reply_ms,
             "reads": [{"officer": o, "read": t} for o, t in await self.store.reads_of(message_id)],
             "events": events,
+            "notices": [n.decode("utf-8") for n in await self.store.notices_of(message_id)],
         }
 
     async def read(self, officer: Officer, message_id: str, read_ms: int,
@@ -216,7 +218,14 @@ class Delivery:
         except (binascii.Error, ValueError, BadSignatureError):
             raise ClientError("the read acknowledgement's signature does not verify",
                               code="bad_signature") from None
-        return await self.store.record_read(ReadAck(
-            message_id, officer.id, officer.sign_key.key_id, read_ms, ack + signature
+        # A message that came from a partner: the acknowledgement travels back to it.
+        partner = None if message.origin == "local" else self._partner(message.sender)
+        recorded = await self.store.record_read(ReadAck(
+            message_id, officer.id, officer.sign_key.key_id, read_ms, ack + signature,
+            forward_to=partner.id if partner is not None else None,
+            binding=officer.binding if partner is not None else None,
         ))
+        if partner is not None:
+            partner.queued.set()
+        return recorded
 

@@ -4,17 +4,23 @@ Served at ``GET /.well-known/fpg/descriptor`` as a signed note (gateway.crypto.n
 text is the line ``fpg descriptor v1`` followed by one line of JSON and signed by the
 gateway's identity key under its gateway id. A partner that pinned the gateway's
 fingerprint checks the signature before reading anything else.
+
+``key_history`` lists the gateway's key rotation statements (gateway.rotation), oldest
+first, so that a partner that trusts an older key can walk from it to the one that signs
+the descriptor: :func:`verify_descriptor_history`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import MalformedError
+from gateway.rotation import ChainKey, decode_history, encode_history, verify_history
 
 DESCRIPTOR_LINE = "fpg descriptor v1"
 DESCRIPTOR_PATH = "/.well-known/fpg/descriptor"
@@ -30,6 +36,7 @@ class Descriptor:
     ledger_origin: str
     issued: int
     valid_until: int
+    key_history: tuple[bytes, ...] = ()  # rotation statements, oldest first
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +54,7 @@ class Descriptor:
             "ledger_origin": self.ledger_origin,
             "issued": self.issued,
             "valid_until": self.valid_until,
+            "key_history": encode_history(self.key_history),
         }
 
 
@@ -73,6 +81,7 @@ def _parse_text(text: str) -> Descriptor:
             ledger_origin=str(doc["ledger_origin"]),
             issued=int(doc["issued"]),
             valid_until=int(doc["valid_until"]),
+            key_history=decode_history(doc.get("key_history", [])),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, MalformedError):
@@ -87,6 +96,21 @@ def verify_descriptor(data: bytes, gateway: str, key: VerifyKey) -> Descriptor:
     if descriptor.gateway != gateway or descriptor.signing_key != key:
         raise MalformedError("descriptor names another gateway or key than its signer")
     return descriptor
+
+
+def verify_descriptor_history(data: bytes, gateway: str,
+                              trusted: Collection[str]) -> tuple[Descriptor, tuple[ChainKey, ...]]:
+    """Verify a descriptor of ``gateway`` whose key may have been rotated since the key a
+    verifier trusts (``trusted``: fingerprints): its key history must verify and lead from
+    a trusted key to the key that signed it. Returns the descriptor and the keys from the
+    newest trusted one to the current one. Raises CryptoError (KeyHistoryError when the
+    history is broken or starts at no trusted key)."""
+    unverified = peek_descriptor(data)
+    if unverified.gateway != gateway:
+        raise MalformedError("descriptor names another gateway")
+    history = verify_history(unverified.key_history, gateway, unverified.signing_key)
+    chain = history.since_trusted(trusted)
+    return verify_descriptor(data, gateway, unverified.signing_key), chain
 
 
 def peek_descriptor(data: bytes) -> Descriptor:

@@ -24,6 +24,10 @@ the SHA-256 of the body:
 (one field per line, each line ending in a newline, no spaces). The receiver refuses a
 caller that is not a partner, a key whose fingerprint it does not trust for that caller,
 a bad signature, a time outside its window and a nonce it has already seen within it.
+
+A partner that rotated its key (gateway.rotation) signs with its new key from its next
+start on: :meth:`HopVerifier.authenticate` lets the partners module fetch that partner's
+descriptor and follow the rotation (``learn``) before it refuses the key as untrusted.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import hashlib
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.clock import Clock
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
@@ -88,12 +92,45 @@ class HopVerifier:
     """
 
     def __init__(self, me: str, clock: Clock, window_ms: int,
-                 trusted: Callable[[str], frozenset[str] | None]) -> None:
+                 trusted: Callable[[str], frozenset[str] | None],
+                 learn: Callable[[str, VerifyKey], Awaitable[bool]] | None = None) -> None:
         self.me = me
         self.clock = clock
         self.window_ms = window_ms
         self.trusted = trusted
+        self.learn = learn  # (caller, key) -> is the key trusted now (after a rotation)?
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    async def authenticate(self, method: str, path: str, headers: Mapping[str, str],
+                           body: bytes) -> tuple[str, VerifyKey]:
+        """:meth:`verify`, but a request from a partner signed by a key not trusted for it
+        (fresh, and whose signature verifies with that key) first asks ``learn`` whether
+        the partner rotated to it; refused as ``untrusted_key`` if not."""
+        try:
+            return self.verify(method, path, headers, body)
+        except ForbiddenError as exc:
+            if exc.code != "untrusted_key" or self.learn is None:
+                raise
+            caller = headers[H_GATEWAY]
+            key = VerifyKey.from_b64(headers[H_KEY], ROLE_GATEWAY_SIGNING)
+            if not self._signed(key, method, path, headers, body) \
+                    or not await self.learn(caller, key):
+                raise
+        return self.verify(method, path, headers, body)
+
+    def _signed(self, key: VerifyKey, method: str, path: str, headers: Mapping[str, str],
+                body: bytes) -> bool:
+        """Whether the request is fresh and signed by ``key`` (nothing else checked)."""
+        try:
+            time_ms = int(headers[H_TIME])
+            if abs(self.clock.now_ms() - time_ms) > self.window_ms:
+                return False
+            signature = base64.b64decode(headers[H_SIGNATURE], validate=True)
+            key.verify(signing_string(method, path, self.me, headers[H_GATEWAY], time_ms,
+                                      headers[H_NONCE], body), signature)
+        except (CryptoError, binascii.Error, ValueError, KeyError):
+            return False
+        return True
 
     def verify(self, method: str, path: str, headers: Mapping[str, str],
                body: bytes) -> tuple[str, VerifyKey]:

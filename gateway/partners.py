@@ -1,11 +1,23 @@
 """The partner gateways this gateway trusts, and what it knows of each.
 
 Trust comes from configuration only: each ``[[partners]]`` entry pins a partner's id, its
-base URL and the fingerprint of its gateway signing key. Everything after that is
-automatic: the partner's signed descriptor is fetched and checked against the pinned
+base URL and the fingerprint of its gateway signing key; each ``[[trust_anchors]]`` entry
+names a roster signed by that anchor (gateway.roster), whose gateways are partners like
+pinned ones (a pinned entry wins over a roster's for the same id). Everything after that
+is automatic: the partner's signed descriptor is fetched and checked against the trusted
 fingerprint, its signed desk directory is fetched with a signed hop request, both are
 renewed every ``refresh_seconds``, and the partner is marked up or down by whether it
 answers. A descriptor signed by any other key is refused and logged, never accepted.
+
+**Key rotation** (gateway.rotation): a descriptor signed by a key we do not trust yet is
+accepted only if its key history leads, one statement signed by the previous key at a
+time, from the key we trust to the new one. Then the new key is the one trusted (the old
+one no longer signs anything new for this partner), the history is stored so that a
+restart keeps following it, and officer bindings the partner signed with a key of that
+chain before it was replaced still verify (:meth:`Partner.open_binding`). A hop request
+signed by an unknown key of a partner makes us fetch the partner's descriptor first (at
+most once per ``health_seconds``, :meth:`Partners.learn_key`), so that a partner that just
+rotated is followed before it is refused.
 
 Outbound requests to partners are made here (:meth:`Partners.request`), always signed
 as hop requests (gateway.hop).
@@ -15,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -23,24 +36,35 @@ from gateway.clock import Clock
 from gateway.config import Config, PartnerSection
 from gateway.crypto.keys import VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
-from gateway.descriptor import DESCRIPTOR_PATH, Descriptor, peek_descriptor, verify_descriptor
-from gateway.directory import DirectoryEntry, open_directory
+from gateway.descriptor import (
+    DESCRIPTOR_PATH,
+    Descriptor,
+    peek_descriptor,
+    verify_descriptor_history,
+)
+from gateway.directory import Binding, DirectoryEntry, open_binding, open_directory
 from gateway.errors import CryptoError, PeerError, UnavailableError
 from gateway.hop import sign_hop
 from gateway.httpbody import read_at_most
 from gateway.identity import Identity
+from gateway.roster import load_rosters
+from gateway.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 log = structlog.get_logger("gateway.partners")
 
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
+FEDERATION_READS_PATH = "/v1/federation/reads"
 MAX_ANSWER = 16 * 1024 * 1024  # largest answer read from a partner
 
 
 @dataclass
 class Partner:
     config: PartnerSection
-    fingerprints: frozenset[str]  # trusted key fingerprints (the pinned one)
+    fingerprints: frozenset[str]  # trusted key fingerprints (pinned, or followed since)
     descriptor: Descriptor | None = None
     directory_note: bytes | None = None
     directory: dict[str, DirectoryEntry] | None = None
@@ -50,6 +74,15 @@ class Partner:
     last_error: str | None = None
     kick: asyncio.Event = field(default_factory=asyncio.Event)  # retry now
     queued: asyncio.Event = field(default_factory=asyncio.Event)  # new messages
+    source: str = "pinned"  # or "roster <anchor>"
+    valid_from: int | None = None  # roster partners: when they are trusted (Unix ms)
+    valid_until: int | None = None
+    # Keys trusted for this partner, oldest first, from the configured one to the current
+    # one (empty until its descriptor or a stored history was verified), and the key
+    # history statements behind them.
+    chain: tuple[ChainKey, ...] = ()
+    history: tuple[bytes, ...] = ()
+    learned_ms: int = -(10**15)  # last descriptor fetch caused by an unknown hop key
 
     @property
     def id(self) -> str:
@@ -62,6 +95,36 @@ class Partner:
     def base(self) -> str:
         return self.config.url.rstrip("/")
 
+    @property
+    def keys(self) -> list[VerifyKey]:
+        """Every key trusted for this partner, newest first (for statements it signed
+        before a rotation, e.g. checkpoints); only the first signs anything new."""
+        chain = [k.key for k in reversed(self.chain)]
+        return chain or [k for k in (self.key,) if k is not None]
+
+    def valid_at(self, now_ms: int) -> bool:
+        return ((self.valid_from is None or self.valid_from <= now_ms)
+                and (self.valid_until is None or now_ms < self.valid_until))
+
+    def open_binding(self, note: bytes, caller_key: VerifyKey) -> Binding:
+        """An officer binding signed by this partner: with ``caller_key`` (the key its
+        request was signed with), or with an older key of its chain if the binding was
+        made before that key was replaced. Raises CryptoError."""
+        try:
+            return open_binding(note, self.id, caller_key)
+        except CryptoError as exc:
+            first = exc
+        for old in reversed(self.chain):
+            if old.key == caller_key or old.retired is None:
+                continue
+            try:
+                binding = open_binding(note, self.id, old.key)
+            except CryptoError:
+                continue
+            if binding.not_before <= old.retired:
+                return binding
+        raise first
+
     def verified_directory(self) -> dict[str, DirectoryEntry]:
         """Its desks, from the last directory that verified; UnavailableError before any."""
         if self.directory is None:
@@ -70,23 +133,101 @@ class Partner:
 
 
 class Partners:
-    def __init__(self, config: Config, identity: Identity, clock: Clock) -> None:
+    def __init__(self, config: Config, identity: Identity, clock: Clock,
+                 store: Store | None = None) -> None:
+        """Raises ConfigError if a configured roster cannot be read or does not verify."""
         self.config = config
         self.identity = identity
         self.clock = clock
+        self.store = store
         self.by_id = {
             p.id: Partner(p, frozenset({normalize_fingerprint(p.fingerprint)}))
             for p in config.partners
         }
+        self._add_roster_partners()
         self._http: aiohttp.ClientSession | None = None
         self._refreshing: dict[str, asyncio.Lock] = {p: asyncio.Lock() for p in self.by_id}
+        self._learning: dict[str, asyncio.Lock] = {p: asyncio.Lock() for p in self.by_id}
+
+    def _add_roster_partners(self) -> None:
+        me = self.identity.gateway_id
+        for anchor, roster in load_rosters(self.config, self.clock.now_ms()):
+            log.info("roster_loaded", anchor=anchor.id, gateways=len(roster.gateways),
+                     valid_until=roster.valid_until)
+            for entry in roster.gateways:
+                known = self.by_id.get(entry.gateway)
+                if entry.gateway == me:
+                    continue
+                if known is not None:
+                    if entry.fingerprint not in known.fingerprints:
+                        log.warning("roster_entry_ignored", anchor=anchor.id,
+                                    partner=entry.gateway, trusted_by=known.source,
+                                    fingerprint=entry.fingerprint)
+                    continue
+                section = PartnerSection(id=entry.gateway, url=entry.url,
+                                         fingerprint=entry.fingerprint)
+                self.by_id[entry.gateway] = Partner(
+                    section, frozenset({entry.fingerprint}), source=f"roster {anchor.id}",
+                    valid_from=entry.not_before,
+                    valid_until=min(entry.not_after, roster.valid_until))
 
     # --- trust ---------------------------------------------------------------------------
 
     def trusted(self, gateway_id: str) -> frozenset[str] | None:
-        """Fingerprints trusted for ``gateway_id``; None if it is not a partner."""
+        """Fingerprints trusted for ``gateway_id``; None if it is not a partner (or a
+        roster's partner outside its validity)."""
         partner = self.by_id.get(gateway_id)
-        return partner.fingerprints if partner is not None else None
+        if partner is None or not partner.valid_at(self.clock.now_ms()):
+            return None
+        return partner.fingerprints
+
+    async def load_keys(self) -> None:
+        """Follow the key rotations stored for each partner (from before a restart): the
+        stored history must verify and descend from the configured key; if it does not
+        (the operator pinned another key since), it is ignored, loudly."""
+        if self.store is None:
+            return
+        for partner in self.by_id.values():
+            statements = await self.store.partner_key_history(partner.id)
+            if not statements:
+                continue
+            try:
+                current = peek_rotation(statements[-1]).new_key
+                history = verify_history(statements, partner.id, current)
+                chain = history.since_trusted(partner.fingerprints)
+            except CryptoError as exc:
+                log.warning("partner_stored_keys_ignored", partner=partner.id,
+                            error=exc.message)
+                continue
+            partner.chain, partner.history = chain, tuple(statements)
+            partner.fingerprints = frozenset({current.fingerprint})
+            log.info("partner_key_followed", partner=partner.id, key_id=current.key_id,
+                     fingerprint=current.fingerprint, rotations=len(chain) - 1, stored=True)
+
+    async def learn_key(self, gateway_id: str, key: VerifyKey) -> bool:
+        """A partner's hop request came signed by ``key``, which we do not trust for it:
+        fetch its descriptor (at most once per ``health_seconds``) in case it rotated to
+        that key. Whether ``key`` is trusted now."""
+        partner = self.by_id.get(gateway_id)
+        if partner is None:
+            return False
+        async with self._learning[partner.id]:
+            if key.fingerprint in partner.fingerprints:
+                return True  # learnt by a request that waited on the lock before us
+            now = self.clock.now_ms()
+            if now - partner.learned_ms < self.config.federation.health_seconds * 1000:
+                log.warning("hop_key_untrusted", partner=partner.id,
+                            fingerprint=key.fingerprint, checked="recently")
+                return False
+            partner.learned_ms = now
+            try:
+                await self._descriptor(partner)
+            except PeerError as exc:
+                log.warning("partner_refresh_failed", partner=partner.id, error=exc.message)
+            if key.fingerprint in partner.fingerprints:
+                return True
+            log.error("hop_key_untrusted", partner=partner.id, fingerprint=key.fingerprint)
+            return False
 
     def get(self, gateway_id: str) -> Partner | None:
         return self.by_id.get(gateway_id)
@@ -125,24 +266,53 @@ class Partners:
 
     # --- descriptors and directories -------------------------------------------------
 
+    async def _descriptor(self, partner: Partner) -> Descriptor:
+        """Fetch and verify the partner's descriptor, following a key rotation if its key
+        history leads from our trusted key to its new one. Raises PeerError."""
+        status, data = await self.request(partner, "GET", DESCRIPTOR_PATH)
+        if status != 200:
+            raise PeerError(f"{partner.id}: descriptor request answered HTTP {status}")
+        try:
+            descriptor, chain = verify_descriptor_history(data, partner.id,
+                                                          partner.fingerprints)
+        except KeyHistoryError as exc:
+            log.error("partner_key_untrusted", partner=partner.id,
+                      fingerprint=_fingerprint_of(data), error=exc.message)
+            raise PeerError(f"{partner.id}: its descriptor is signed by a key that is not "
+                            f"trusted for it and does not follow from one ({exc.message})") \
+                from None
+        except CryptoError as exc:
+            log.error("partner_descriptor_refused", partner=partner.id, error=exc.message)
+            raise PeerError(f"{partner.id}: descriptor refused ({exc.message})") from None
+        if descriptor.signing_key.fingerprint not in partner.fingerprints:
+            await self._follow(partner, descriptor, chain)
+        elif not partner.chain:
+            partner.chain = chain
+        partner.descriptor = descriptor
+        return descriptor
+
+    async def _follow(self, partner: Partner, descriptor: Descriptor,
+                      chain: tuple[ChainKey, ...]) -> None:
+        """Trust the partner's new key (``chain`` leads to it from the one we trusted),
+        durably first."""
+        if self.store is not None:
+            await self.store.set_partner_key_history(partner.id, descriptor.key_history,
+                                                     self.clock.now_ms())
+        old = partner.fingerprints
+        partner.chain = tuple(k for k in partner.chain if k.key != chain[0].key) + chain
+        partner.history = descriptor.key_history
+        partner.fingerprints = frozenset({descriptor.signing_key.fingerprint})
+        log.warning("partner_key_rotated", partner=partner.id,
+                    old_fingerprints=sorted(old), fingerprint=descriptor.signing_key.fingerprint,
+                    key_id=descriptor.signing_key.key_id, rotations=len(chain) - 1)
+
     async def refresh(self, partner: Partner) -> None:
         """Fetch and verify the partner's descriptor and desk directory. Raises PeerError
         (unreachable, or refused: a key we do not trust, a bad signature)."""
         async with self._refreshing[partner.id]:
-            status, data = await self.request(partner, "GET", DESCRIPTOR_PATH)
-            if status != 200:
-                raise PeerError(f"{partner.id}: descriptor request answered HTTP {status}")
-            try:
-                unverified = peek_descriptor(data)
-                if unverified.signing_key.fingerprint not in partner.fingerprints:
-                    log.error("partner_key_untrusted", partner=partner.id,
-                              fingerprint=unverified.signing_key.fingerprint)
-                    raise PeerError(f"{partner.id}: its descriptor is signed by a key whose "
-                                    "fingerprint is not pinned for it")
-                descriptor = verify_descriptor(data, partner.id, unverified.signing_key)
-            except CryptoError as exc:
-                log.error("partner_descriptor_refused", partner=partner.id, error=exc.message)
-                raise PeerError(f"{partner.id}: descriptor refused ({exc.message})") from None
+            if not partner.valid_at(self.clock.now_ms()):
+                raise PeerError(f"{partner.id}: its roster entry is not valid now")
+            descriptor = await self._descriptor(partner)
             status, note = await self.request(partner, "GET", FEDERATION_DIRECTORY_PATH)
             if status != 200:
                 raise PeerError(f"{partner.id}: directory request answered HTTP {status}")
@@ -151,8 +321,7 @@ class Partners:
             except CryptoError as exc:
                 log.error("partner_directory_refused", partner=partner.id, error=exc.message)
                 raise PeerError(f"{partner.id}: directory refused ({exc.message})") from None
-            partner.descriptor, partner.directory_note, partner.directory = \
-                descriptor, note, desks
+            partner.directory_note, partner.directory = note, desks
             partner.fetched_ms = self.clock.now_ms()
             self.mark(partner, up=True)
 
@@ -207,6 +376,14 @@ class Partners:
                 self.mark(partner, up=False, error=exc.message)
                 wait = self.config.federation.health_seconds
             await self.clock.sleep(wait)
+
+
+def _fingerprint_of(descriptor: bytes) -> str | None:
+    """The fingerprint a descriptor announces, unverified (for the log), if it parses."""
+    try:
+        return peek_descriptor(descriptor).signing_key.fingerprint
+    except CryptoError:
+        return None
 
 
 def _directory_unknown(gateway_id: str) -> UnavailableError:

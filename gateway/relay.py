@@ -36,17 +36,24 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import FederationSection
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
-from gateway.crypto.keys import VerifyKey
-from gateway.directory import DirectoryService, open_binding
+from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
+from gateway.delivery import READ_LINE, read_text
+from gateway.directory import DirectoryService
 from gateway.errors import ClientError, CryptoError, PeerError
 from gateway.identity import Identity
-from gateway.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
+from gateway.notices import NonDeliveryNotice
+from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH, Partner, Partners
 from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipt
 from gateway.store import (
     CONFLICT,
+    READ_DUPLICATE,
+    READ_RECORDED,
     IncomingMessage,
+    NonDelivery,
     OutboxItem,
     PartnerState,
+    QueuedRead,
+    ReadAck,
     RelayResult,
     Store,
 )
@@ -54,7 +61,12 @@ from gateway.store import (
 log = structlog.get_logger("gateway.relay")
 
 BATCH_MEDIA_TYPE = "application/vnd.fpg.batch+json"
+READS_MEDIA_TYPE = "application/vnd.fpg.reads+json"
 MAX_BATCH_ITEMS = 5000
+MAX_READ_ACK = 1024  # an acknowledgement's text and signature
+EXPIRED_REASON = "expired"
+READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME = "recorded", "duplicate"
+READ_OUTCOMES = (READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME, REJECTED)
 
 
 def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random) -> float:
@@ -84,40 +96,95 @@ class Sender:
         p, s = self.partner, self.settings
         state = await self.store.partner_state(p.id)
         while True:
-            wait_ms = state.next_attempt_ms - self.clock.now_ms()
-            if wait_ms > 0:  # backing off: only a kick (partner answers, operator) ends it
-                await _wait(p.kick, wait_ms / 1000)
+            now = self.clock.now_ms()
+            await self.expire(now)
+            if state.next_attempt_ms > now and not p.kick.is_set():
+                # Backing off: only a kick (partner answers, operator) ends it early; wake
+                # also when a queued message expires, to issue its notice on time.
+                until = state.next_attempt_ms
+                first_expiry = await self.store.next_expiry(p.id)
+                if first_expiry is not None:
+                    until = min(until, first_expiry + 1)
+                await _wait(p.kick, max(until - now, 1) / 1000)
+                continue
             p.kick.clear()
             p.queued.clear()
             batch = await self.store.outbox_batch(p.id, s.batch_size, s.batch_bytes)
-            if not batch:
+            reads = await self.store.read_outbox_batch(p.id, s.batch_size)
+            if not batch and not reads:
                 await _wait_any((p.queued, p.kick))
                 continue
             try:
-                recorded = await self.send(batch)
+                recorded = await self.send(batch) if batch else 0
+                if reads:
+                    await self.send_reads(reads)
             except PeerError as exc:
                 failures = state.failures + 1
                 delay = backoff_seconds(failures, s.retry_first_seconds, s.retry_max_seconds,
                                         self.rng)
                 self.partners.mark(p, up=False, error=exc.message)
-                log.warning("relay_failed", partner=p.id, messages=len(batch),
+                log.warning("relay_failed", partner=p.id, messages=len(batch), reads=len(reads),
                             failures=failures, retry_in=round(delay, 2), error=exc.message)
                 state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),
                                      state.last_contact_ms, exc.message[:200])
                 await self.store.set_partner_state(state)
                 continue
-            log.debug("relayed", partner=p.id, messages=recorded)
+            log.debug("relayed", partner=p.id, messages=recorded, reads=len(reads))
             if state.failures or state.next_attempt_ms:
                 state = PartnerState(p.id, 0, 0, self.clock.now_ms(), None)
                 await self.store.set_partner_state(state)
+
+    async def expire(self, now: int) -> None:
+        """Take messages that expired while queued out of the outbox, each with a signed
+        non-delivery notice for its sending desk (gateway.notices)."""
+        identity = self.partners.identity
+        key = identity.signing_key
+        while expired := await self.store.expired_outbox(self.partner.id, now, 1000):
+            notices = [NonDelivery(
+                item.message_id, item.sender, EXPIRED_REASON,
+                NonDeliveryNotice(identity.gateway_id, self.partner.id, item.message_id,
+                                  item.digest, item.sender, item.recipient, item.expires_ms,
+                                  EXPIRED_REASON, now).sign(key),
+                now, key.public.key_id,
+            ) for item in expired]
+            recorded = await self.store.record_expiry(self.partner.id, notices)
+            log.warning("relay_expired", partner=self.partner.id, messages=recorded)
+            if len(expired) < 1000:
+                return
+
+    async def send_reads(self, reads: list[QueuedRead]) -> None:
+        """Post read acknowledgements back to the partner the messages came from; raises
+        PeerError unless it answered each of them."""
+        p = self.partner
+        body = json.dumps({"v": 1, "reads": [
+            {"ack": _b64(r.ack), "binding": _b64(r.binding)} for r in reads
+        ]}, separators=(",", ":")).encode("ascii")
+        status, answer = await self.partners.request(p, "POST", FEDERATION_READS_PATH, body,
+                                                     READS_MEDIA_TYPE)
+        if status != 200:
+            raise PeerError(f"{p.id} answered the read acknowledgements with HTTP {status}: "
+                            f"{_error_code(answer)}")
+        try:
+            results = json.loads(answer)["results"]
+            if not isinstance(results, list) or len(results) != len(reads):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise PeerError(f"{p.id}: its answer to read acknowledgements is malformed") \
+                from None
+        for read, result in zip(reads, results, strict=True):
+            if not isinstance(result, dict) or result.get("outcome") not in READ_OUTCOMES:
+                raise PeerError(f"{p.id}: its answer to read acknowledgements is malformed")
+            if result["outcome"] == REJECTED:
+                log.warning("read_ack_rejected", partner=p.id, message=read.message_id,
+                            reason=str(result.get("reason"))[:64])
+        self.partners.mark(p, up=True)
+        await self.store.forget_reads(p.id, [r.seq for r in reads])
 
     async def send(self, batch: list[OutboxItem]) -> int:
         """Post one batch and record its receipts; raises PeerError on any failure."""
         p = self.partner
         if p.key is None:
             await self.partners.refresh(p)
-        key = p.key
-        assert key is not None
         body = json.dumps({"v": 1, "messages": [
             {"envelope": _b64(item.envelope),
              "binding": _b64(item.binding) if item.binding is not None else None}
@@ -129,6 +196,10 @@ class Sender:
         if status != 200:
             raise PeerError(f"{p.id} answered the batch with HTTP {status}: "
                             f"{_error_code(answer)}")
+        # The partner's key as of its answer: its call to us may have taught us a rotation
+        # while the batch was in flight.
+        key = p.key
+        assert key is not None
         try:
             notes = json.loads(answer)["receipts"]
             if not isinstance(notes, list) or len(notes) != len(batch):
@@ -234,6 +305,71 @@ class Receiver:
         assert len(signed) == len(items)
         return signed, {envelope.signer for _, envelope, _ in accepts}
 
+    async def receive_reads(self, partner: Partner, caller_key: VerifyKey,
+                            body: bytes) -> list[dict[str, str | None]]:
+        """Record the read acknowledgements a partner's officers made of messages this
+        gateway relayed to them; one outcome per acknowledgement, in order."""
+        try:
+            doc = json.loads(body)
+            items = doc["reads"]
+            if doc.get("v") != 1 or not isinstance(items, list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ClientError("read acknowledgements are a JSON object "
+                              "{\"v\": 1, \"reads\": [...]}", code="bad_batch") from None
+        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise ClientError(f"a batch holds 1 to {MAX_BATCH_ITEMS} read acknowledgements",
+                              code="bad_batch")
+        results: list[dict[str, str | None]] = []
+        for item in items:
+            try:
+                ack = await self._check_read(partner, caller_key, item)
+            except _Refused as refused:
+                log.info("read_ack_rejected", partner=partner.id, message=refused.message_id,
+                         reason=refused.reason)
+                results.append({"id": refused.message_id, "outcome": REJECTED,
+                                "reason": refused.reason})
+                continue
+            recorded = await self.store.record_read(ack)
+            outcome = READ_DUPLICATE_OUTCOME if recorded == READ_DUPLICATE else \
+                READ_RECORDED_OUTCOME
+            assert recorded in (READ_RECORDED, READ_DUPLICATE)  # the message was found
+            results.append({"id": ack.message_id, "outcome": outcome, "reason": None})
+        return results
+
+    async def _check_read(self, partner: Partner, caller_key: VerifyKey, item: Any) -> ReadAck:
+        """A partner officer's read acknowledgement, checked; raises _Refused."""
+        try:
+            ack = base64.b64decode(item["ack"], validate=True)
+            binding_note = base64.b64decode(item["binding"], validate=True)
+            if not SIGNATURE_SIZE < len(ack) <= MAX_READ_ACK:
+                raise ValueError
+            text, signature = ack[:-SIGNATURE_SIZE], ack[-SIGNATURE_SIZE:]
+            line, message_id, digest, read_field, end = text.decode("ascii").split("\n")
+            read_ms = int(read_field)
+            if line != READ_LINE or end != "" or read_text(message_id, digest, read_ms) != text:
+                raise ValueError
+        except (KeyError, TypeError, binascii.Error, ValueError, UnicodeDecodeError):
+            raise _Refused("", "", "malformed_item") from None
+        try:
+            binding = partner.open_binding(binding_note, caller_key)
+        except CryptoError:
+            raise _Refused(message_id, digest, "bad_binding") from None
+        message = await self.store.get_message(message_id)
+        if message is None or message.digest != digest:
+            raise _Refused(message_id, digest, "unknown_message")
+        if (message.recipient.partition("@")[2] != partner.id
+                or message.recipient not in binding.desks):
+            raise _Refused(message_id, digest, "not_a_member")
+        if not binding.not_before <= read_ms < binding.not_after:
+            raise _Refused(message_id, digest, "outside_binding")
+        try:
+            binding.sign_key.verify(text, signature)
+        except CryptoError:
+            raise _Refused(message_id, digest, "bad_signature") from None
+        return ReadAck(message_id, f"{binding.officer}@{partner.id}",
+                       binding.sign_key.key_id, read_ms, ack)
+
     async def _decide(self, partner: Partner, caller_key: VerifyKey, item: Any,
                       now: int) -> Receipt | Envelope:
         """A receipt now (rejected, duplicate), or the verified envelope to accept."""
@@ -273,7 +409,7 @@ class Receiver:
         except CryptoError:
             raise _Refused("", digest, "malformed_envelope") from None
         try:
-            binding = open_binding(binding_note, partner.id, caller_key)
+            binding = partner.open_binding(binding_note, caller_key)
         except CryptoError:
             raise _Refused("", digest, "bad_binding") from None
         if binding.sign_key.key_id != signer:

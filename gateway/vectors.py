@@ -38,6 +38,7 @@ from gateway.hop import sign_hop
 from gateway.hop import signing_string as hop_signing_string
 from gateway.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
 from gateway.receipts import Receipt
+from gateway.rotation import sign_rotation
 from gateway.sessions import session_text
 
 BEGIN = "<!-- vectors:begin -->"
@@ -228,6 +229,7 @@ def render() -> str:
     out.append("")
     out.extend(_officer_vectors(len(VECTORS) + 2))
     out.extend(_federation_vectors(len(VECTORS) + 3))
+    out.extend(_rotation_vectors(len(VECTORS) + 4))
     out.append(END)
     return "\n".join(out) + "\n"
 
@@ -340,6 +342,37 @@ def _federation_vectors(number: int) -> list[str]:
     out.append("")
     out.append("```")
     out.append(f["receipt"].decode("utf-8").rstrip("\n"))
+    out.append("```")
+    out.append("")
+    return out
+
+
+ROTATED_KEY_LABEL = "fpg vector kh-cnp rotated gateway signing"
+ROTATION_TIME = T0 + 30 * 86_400_000
+
+
+def rotation_statement() -> bytes:
+    """kh-cnp rotates from the gateway key of vector 3 to a new one, 30 days after T0."""
+    old = GatewaySigningKey(fixed(NOTE_KEY_LABEL))
+    new = GatewaySigningKey(fixed(ROTATED_KEY_LABEL))
+    return sign_rotation("kh-cnp", old, new, ROTATION_TIME)
+
+
+def _rotation_vectors(number: int) -> list[str]:
+    new = GatewaySigningKey(fixed(ROTATED_KEY_LABEL))
+    out = [f"### Vector {number}: a gateway key rotation statement", ""]
+    out.append("`kh-cnp` replaces the gateway key of vector 3 by the key with seed "
+               f"SHA-256(\"{ROTATED_KEY_LABEL}\") at T0 + 30 days; signed by the old key, "
+               "then by the new one (section 10.6).")
+    out.append("")
+    out.append(f"- new public key: `{new.public.raw.hex()}`")
+    out.append(f"  - key id: `{new.key_id}`, fingerprint: `{new.public.fingerprint}`")
+    out.append(f"  - note key name `kh-cnp`, note key id: "
+               f"`{note_key_id('kh-cnp', new.public).hex()}`")
+    out.append("- statement (signed note):")
+    out.append("")
+    out.append("```")
+    out.append(rotation_statement().decode("utf-8").rstrip("\n"))
     out.append("```")
     out.append("")
     return out

@@ -32,13 +32,16 @@ from gateway.crypto.keys import (
     OfficerEncryptionKey,
     OfficerSigningKey,
 )
+from gateway.delivery import read_text
 from gateway.enrollment import code_hash, new_code
 from gateway.hop import sign_hop
-from gateway.partners import FEDERATION_MESSAGES_PATH
-from gateway.relay import BATCH_MEDIA_TYPE
+from gateway.notices import open_notice
+from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
+from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
-        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05}
+        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05,
+        "witness_seconds": 0.2}
 PRIORITIES = ("flash", "immediate", "priority", "routine")
 
 
@@ -236,6 +239,14 @@ async def test_flash_hotline_vn_to_kh_is_read_and_answered(vn_kh, http) -> None:
     opened = await k.read(mid)
     assert opened.payload["text"] == text
     assert opened.header.sender == "border-liaison@vn-mps"
+    # KH's officer's signed read acknowledgement travels back to VN.
+    await until(lambda: any(k == "read" for k, _ in events), "the read ack on VN's stream")
+    read = next(d for k, d in events if k == "read")
+    assert read["id"] == mid and read["officer"].endswith("@kh-cnp")
+    vn_status = await a.status(mid)
+    assert [r["officer"] for r in vn_status["reads"]] == [read["officer"]]
+    assert vn_status["first_read"] == read["read"]
+    assert kh.rows("SELECT COUNT(*) FROM read_outbox")[0][0] == 0
     answer = await k.send("reply", "border-liaison@vn-mps",
                           {"type": "reply", "text": "Đã nhận. Đội đang đến."},
                           priority="flash", in_reply_to=mid, thread=mid)
@@ -246,7 +257,7 @@ async def test_flash_hotline_vn_to_kh_is_read_and_answered(vn_kh, http) -> None:
     assert (await a.read(answer["id"])).payload["text"] == "Đã nhận. Đội đang đến."
 
     vn_side = events_of(await a.status(mid))
-    assert vn_side[:3] == ["accepted", "relayed", "receipt:accepted"]
+    assert vn_side[:4] == ["accepted", "relayed", "receipt:accepted", "read"]
     assert "replied" in vn_side
     kh_side = events_of(await k.status(mid))
     assert kh_side[:2] == ["accepted", "delivered"] and "read" in kh_side
@@ -350,7 +361,9 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
         # The retry was answered "duplicate": the first attempt had been committed.
         assert events_of(await a.status(sent["id"]))[:3] == [
             "accepted", "relayed", "receipt:duplicate"]
-        assert vn.rows("SELECT failures, next_attempt_ms FROM partner_state") == [(0, 0)]
+        # The sender clears its retry state just after recording the receipts.
+        await until(lambda: vn.rows("SELECT failures, next_attempt_ms FROM partner_state")
+                    == [(0, 0)], "the retry state to be cleared")
     finally:
         await stop_all(vn, kh)
         assert proxy.runner is not None
@@ -424,6 +437,85 @@ async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http)
         (note,) = (await r.json())["receipts"]
     assert '"outcome":"rejected","reason":"bad_binding"' in note
     assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
+
+
+async def test_read_acknowledgements_from_a_partner_are_checked(vn_kh, http) -> None:
+    """VN records a KH officer's read ack only if KH vouches for the officer, the officer
+    is of the recipient desk, the ack names a message VN sent there, and it verifies."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    await kh.stop()  # nothing relayed: the acks below are the only ones VN sees
+    sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "x"})
+    mid, digest = sent["id"], vn.rows("SELECT digest FROM messages WHERE id = ?", sent["id"])[0][0]
+    (binding,) = kh.rows("SELECT binding FROM officers")[0]
+    assert vn.app is not None
+    now = vn.app[CLOCK].now_ms()
+
+    def ack(message_id: str, signer: Any, at: int = now) -> bytes:
+        text = read_text(message_id, digest, at)
+        return text + signer.sign(text)
+
+    stranger = OfficerSigningKey.generate()
+    forged_binding = bytearray(binding)
+    forged_binding[len(binding) // 3] ^= 1
+    items = [
+        (ack(mid, stranger), binding),  # not the bound officer's key
+        (ack("m-" + "0" * 26, k.creds.signing), binding),  # VN never sent it
+        (ack(mid, k.creds.signing), bytes(forged_binding)),  # binding not signed by KH
+        (b"fpg read v1\n" + b"x" * 80, binding),  # not an acknowledgement
+        (ack(mid, k.creds.signing), binding),  # genuine
+        (ack(mid, k.creds.signing, now + 1), binding),  # the same officer again
+    ]
+    body = json.dumps({"v": 1, "reads": [
+        {"ack": base64.b64encode(a_).decode(), "binding": base64.b64encode(b).decode()}
+        for a_, b in items]}).encode()
+    headers = sign_hop(kh.key, "kh-cnp", "vn-mps", "POST", FEDERATION_READS_PATH, body, now)
+    async with http.post(vn.url + FEDERATION_READS_PATH, data=body,
+                         headers={**headers, "Content-Type": READS_MEDIA_TYPE}) as r:
+        assert r.status == 200, await r.text()
+        results = (await r.json())["results"]
+    assert [(r["outcome"], r["reason"]) for r in results] == [
+        ("rejected", "bad_signature"), ("rejected", "unknown_message"),
+        ("rejected", "bad_binding"), ("rejected", "malformed_item"),
+        ("recorded", None), ("duplicate", None)]
+    assert vn.rows("SELECT COUNT(*) FROM reads WHERE message_id = ?", mid) == [(1,)]
+    assert [e["type"] for e in (await a.status(mid))["events"]] == ["accepted", "read"]
+
+
+# --- expiry: nothing is dropped silently ---------------------------------------------------
+
+
+async def test_a_message_expiring_in_the_outbox_gets_a_signed_non_delivery_notice(
+        vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    events: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+
+    async def watch() -> None:
+        async for kind, data in a.stream(connected=connected):
+            events.append((kind, data))
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(connected.wait(), 10)
+    await kh.stop()
+    short = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "1"},
+                         lifetime_ms=1500)
+    long = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "2"})
+    await until(lambda: any(k == "expired" for k, _ in events), "the non-delivery notice", 15)
+    expired = next(d for k, d in events if k == "expired")
+    assert expired["id"] == short["id"] and expired["reason"] == "expired"
+    status = await a.status(short["id"])
+    assert [e["type"] for e in status["events"]] == ["accepted", "expired"]
+    (note,) = status["notices"]
+    notice = open_notice(note.encode(), "vn-mps", vn.key.public)
+    assert (notice.message_id, notice.partner, notice.recipient, notice.sender) == (
+        short["id"], "kh-cnp", "anti-trafficking@kh-cnp", "border-liaison@vn-mps")
+    assert notice.digest == status["digest"] and notice.time_ms >= notice.expires_ms
+    assert [r[0] for r in vn.rows("SELECT message_id FROM outbox")] == [long["id"]]
+    await kh.start()  # the live one is still relayed; the expired one never is
+    await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0, "the relay")
+    assert [r[0] for r in kh.rows("SELECT message_id FROM inbox")] == [long["id"]]
+    watcher.cancel()
 
 
 # --- a dead partner delays nobody ----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from gateway.errors import StoreError
 from gateway.events import READ, LedgerEvent, decode_entry
 from gateway.merkle import leaf_hash, root_from_leaves, root_from_nodes, subtree_ranges_for_size
-from gateway.store import ACCEPTED, CONFLICT, DUPLICATE
+from gateway.store import ACCEPTED, CONFLICT, DUPLICATE, PartnerState
 from gateway.store.schema import MIGRATIONS
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import T0, Officer, db_path, incoming, make_envelope
@@ -209,3 +210,19 @@ async def test_commits_still_work_after_a_wal_checkpoint(store, people) -> None:
     outcomes = await asyncio.gather(*(store.accept(incoming(e)) for e in envs))
     assert {o.status for o in outcomes} == {ACCEPTED}
     assert await store.append_events([LedgerEvent(READ, first.header.id, T0)])
+
+
+async def test_a_write_cancelled_as_it_begins_leaves_no_transaction_open(store, people) -> None:
+    """Regression: a background loop cancelled at shutdown while its small write was
+    starting (BEGIN sent, not yet answered) left the transaction open, and every later
+    commit failed with "cannot start a transaction within a transaction"."""
+    sender, readers = people
+    for steps in range(6):  # cancel at different points of the write
+        task = asyncio.create_task(store.set_partner_state(PartnerState("kh-cnp", 1, 5)))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        outcome = await store.accept(incoming(make_envelope(sender, readers)))
+        assert outcome.status == ACCEPTED

@@ -32,7 +32,7 @@ def _code_blocks(section: str) -> list[str]:
 
 def test_documented_envelopes_verify_and_open() -> None:
     sections = block().split("### Vector ")[1:]
-    assert len(sections) == len(vectors.VECTORS) + 3
+    assert len(sections) == len(vectors.VECTORS) + 4
     for section, vector in zip(sections, vectors.VECTORS, strict=False):
         payload_text, header_text, hex_text = _code_blocks(section)
         data = bytes.fromhex("".join(hex_text.split()))
@@ -51,7 +51,7 @@ def test_documented_envelopes_verify_and_open() -> None:
 
 
 def test_documented_ledger_and_checkpoint_verify() -> None:
-    section = block().split("### Vector ")[-3]
+    section = block().split("### Vector ")[len(vectors.VECTORS) + 1]
     entries_text, note_text = _code_blocks(section)
     entries = [line.encode("utf-8") for line in entries_text.split("\n")]
     leaves = [leaf_hash(e) for e in entries]
@@ -75,7 +75,7 @@ def test_documented_ledger_and_checkpoint_verify() -> None:
 
 
 def test_documented_officer_statements_verify() -> None:
-    section = block().split("### Vector ")[-2]
+    section = block().split("### Vector ")[len(vectors.VECTORS) + 2]
     binding_text, enroll, session, read = _code_blocks(section)
     gateway_key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL)).public
     binding = open_binding((binding_text + "\n").encode(), "kh-cnp", gateway_key)
@@ -106,3 +106,18 @@ def test_documented_hop_request_and_receipt_verify() -> None:
     # The documented bytes are these: the block in docs/PROTOCOL.md shows them.
     assert f["receipt"].decode("utf-8").rstrip("\n") in block()
     assert f["headers"]["FPG-Hop-Signature"] in block()
+
+
+def test_documented_rotation_statement_verifies() -> None:
+    from gateway.rotation import verify_history
+    from gateway.vectors import NOTE_KEY_LABEL, ROTATED_KEY_LABEL, ROTATION_TIME
+
+    section = block().split("### Vector ")[len(vectors.VECTORS) + 4]
+    assert section.startswith(f"{len(vectors.VECTORS) + 4}: a gateway key rotation")
+    (note,) = _code_blocks(section)
+    old = GatewaySigningKey(vectors.fixed(NOTE_KEY_LABEL)).public
+    new = GatewaySigningKey(vectors.fixed(ROTATED_KEY_LABEL)).public
+    history = verify_history([(note + "\n").encode("utf-8")], "kh-cnp", new)
+    assert [k.key for k in history.keys] == [old, new]
+    assert history.keys[0].retired == ROTATION_TIME
+    assert history.since_trusted({old.fingerprint})[-1].key == new

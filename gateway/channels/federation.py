@@ -1,9 +1,11 @@
 """The federation channel: what partner gateways call, each call a signed hop request.
 
 ``POST /v1/federation/messages`` takes a relay batch and answers one signed receipt per
-message; ``GET /v1/federation/directory`` gives this gateway's signed desk directory to a
-partner (officer keys and bindings are for partners, not for the public). A request whose
-hop signature does not verify is refused (401/403) before anything is read into the store.
+message; ``POST /v1/federation/reads`` takes partner officers' read acknowledgements of
+messages this gateway relayed; ``GET /v1/federation/directory`` gives this gateway's
+signed desk directory to a partner (officer keys and bindings are for partners, not for
+the public). A request whose hop signature does not verify is refused (401/403) before
+anything is read into the store.
 """
 
 from __future__ import annotations
@@ -14,20 +16,25 @@ from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
 from gateway.crypto.keys import VerifyKey
 from gateway.errors import UnsupportedMediaError
 from gateway.httpbody import read_body
-from gateway.partners import FEDERATION_DIRECTORY_PATH, FEDERATION_MESSAGES_PATH
-from gateway.relay import BATCH_MEDIA_TYPE
+from gateway.partners import (
+    FEDERATION_DIRECTORY_PATH,
+    FEDERATION_MESSAGES_PATH,
+    FEDERATION_READS_PATH,
+)
+from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
-def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyKey]:
+async def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyKey]:
     """The calling partner's id and key, after its hop signature verified."""
-    return request.app[HOP].verify(request.method, request.path_qs, request.headers, body)
+    return await request.app[HOP].authenticate(request.method, request.path_qs,
+                                               request.headers, body)
 
 
 async def post_messages(request: web.Request) -> web.Response:
     body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
-    caller, key = _authenticate(request, body)
+    caller, key = await _authenticate(request, body)
     if request.content_type != BATCH_MEDIA_TYPE:
         raise UnsupportedMediaError(f"a relay batch is {BATCH_MEDIA_TYPE}",
                                     code="unsupported_media_type")
@@ -38,8 +45,20 @@ async def post_messages(request: web.Request) -> web.Response:
     return web.json_response({"receipts": receipts})
 
 
+async def post_reads(request: web.Request) -> web.Response:
+    body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
+    caller, key = await _authenticate(request, body)
+    if request.content_type != READS_MEDIA_TYPE:
+        raise UnsupportedMediaError(f"read acknowledgements are {READS_MEDIA_TYPE}",
+                                    code="unsupported_media_type")
+    partner = request.app[PARTNERS].get(caller)
+    assert partner is not None  # the hop check admits partners only
+    results = await request.app[RECEIVER].receive_reads(partner, key, body)
+    return web.json_response({"results": results})
+
+
 async def get_directory(request: web.Request) -> web.Response:
-    _authenticate(request, await request.read())
+    await _authenticate(request, await request.read())
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
                         headers={"Content-Type": DIRECTORY_MEDIA_TYPE})
@@ -47,4 +66,5 @@ async def get_directory(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post(FEDERATION_MESSAGES_PATH, post_messages)
+    app.router.add_post(FEDERATION_READS_PATH, post_reads)
     app.router.add_get(FEDERATION_DIRECTORY_PATH, get_directory)

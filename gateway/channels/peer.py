@@ -31,6 +31,7 @@ async def get_descriptor(request: web.Request) -> web.Response:
         ledger_origin=config.gateway.ledger_origin,
         issued=now,
         valid_until=now + DEFAULT_VALIDITY_MS,
+        key_history=identity.history,
     )
     body = sign_descriptor(descriptor, identity.signing_key)
     return web.Response(body=body, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,10 +39,15 @@ from gateway.crypto.keys import (
     fingerprints_equal,
 )
 from gateway.delivery import read_text
-from gateway.descriptor import DESCRIPTOR_PATH, peek_descriptor, verify_descriptor
+from gateway.descriptor import (
+    DESCRIPTOR_PATH,
+    peek_descriptor,
+    verify_descriptor,
+    verify_descriptor_history,
+)
 from gateway.directory import DirectoryEntry, open_binding, open_directory
 from gateway.enrollment import enroll_text
-from gateway.errors import ClientError, CryptoError, GatewayError
+from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
 from gateway.sessions import session_text
 
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
@@ -192,9 +198,36 @@ class GatewayClient:
                 _, body, _ = await self.request("GET", "/v1/directory")
             else:
                 _, body, _ = await self.request("GET", f"/v1/directory?gateway={gateway}")
-            self._directories[gateway] = open_directory(
-                body, home, self.creds.gateway_key, directory_of=gateway)
+            try:
+                desks = open_directory(body, home, self.creds.gateway_key,
+                                       directory_of=gateway)
+            except BadSignatureError:
+                if not await self.follow_key_rotation():
+                    raise
+                desks = open_directory(body, home, self.creds.gateway_key,
+                                       directory_of=gateway)
+            self._directories[gateway] = desks
         return self._directories[gateway]
+
+    async def follow_key_rotation(self) -> bool:
+        """The home gateway may have rotated its key since it was pinned: follow its key
+        history from the pinned key to its current one (each step signed by the key it
+        replaces) and pin that, for this session. Whether the key changed; ClientError
+        (``fingerprint``) if the new key does not follow from the pinned one."""
+        async with self.http.get(self._url(DESCRIPTOR_PATH)) as response:
+            await _raise_for(response)
+            data = await response.read()
+        pinned = self.creds.gateway_key
+        try:
+            descriptor, _ = verify_descriptor_history(data, self.creds.gateway_id,
+                                                      {pinned.fingerprint})
+        except CryptoError as exc:
+            raise ClientError(f"the gateway's key is not the pinned one and does not follow "
+                              f"from it ({exc.message})", code="fingerprint") from None
+        if descriptor.signing_key == pinned:
+            return False
+        self.creds = dataclasses.replace(self.creds, gateway_key=descriptor.signing_key)
+        return True
 
     async def _desk(self, address: str, refresh: bool = False) -> DirectoryEntry:
         desk = (await self.directory(refresh, address.partition("@")[2])).get(address)

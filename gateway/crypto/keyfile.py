@@ -10,6 +10,9 @@ A key file is one JSON object (see docs/PROTOCOL.md, "Key files"):
 * or ``protection: "INSECURE-DEVELOPMENT-PLAINTEXT"``: the seeds in base64, for the demo and
   tests only. Loading such a file needs ``allow_insecure=True``, which only configuration
   that says ``insecure_dev_mode = true`` passes; callers log a warning every time.
+* ``key_history`` (gateway key files, after ``gateway keys rotate``): the gateway's key
+  rotation statements, base64 of signed notes, oldest first. They are public and signed,
+  so they live beside ``public``; gateway.rotation checks them when the file is used.
 
 On load the public keys are recomputed from the secrets and must equal the ``public``
 section, so a tampered public half is caught even though SecretBox does not cover it.
@@ -19,7 +22,10 @@ Files are written atomically with mode 0600.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +78,7 @@ class KeyBundle:
     owner: str
     keys: Mapping[str, SecretKey]
     insecure: bool = False
+    history: tuple[bytes, ...] = ()  # key rotation statements (signed notes), oldest first
 
     def get(self, role: str) -> SecretKey:
         try:
@@ -106,6 +113,8 @@ def encode_bundle(
         "owner": bundle.owner,
         "public": bundle.public_map(),
     }
+    if bundle.history:
+        doc["key_history"] = [base64.b64encode(s).decode("ascii") for s in bundle.history]
     if passphrase is None:
         doc["protection"] = INSECURE
         doc["secret"] = secrets
@@ -143,6 +152,46 @@ def save_bundle(
             from None
 
 
+def replace_bundle(path: Path, bundle: KeyBundle, passphrase: bytes | None, *,
+                   keep_old_as: Path, kdf: KdfParams | None = None) -> None:
+    """Replace the key file at ``path`` by ``bundle`` (key rotation): the old file is kept
+    under ``keep_old_as`` (a hard link, made first; refuses if that exists), then the new
+    one is written beside it and renamed over ``path`` atomically, mode 0600. The new file
+    uses the old one's Argon2id cost unless ``kdf`` is given."""
+    path, keep_old_as = Path(path), Path(keep_old_as)
+    if kdf is None and passphrase is not None:
+        kdf_doc = _read_doc(path).get("kdf")
+        if isinstance(kdf_doc, dict):
+            try:
+                kdf = KdfParams(int(kdf_doc["opslimit"]), int(kdf_doc["memlimit"]))
+            except (KeyError, TypeError, ValueError):
+                kdf = None
+    data = encode_bundle(bundle, passphrase, kdf)
+    try:
+        os.link(path, keep_old_as)
+    except FileExistsError:
+        raise KeyFileError(f"{keep_old_as}: already exists; refusing to overwrite a key "
+                           "file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot keep the old key file ({exc.strerror})") from None
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _read_doc(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
@@ -168,6 +217,22 @@ def read_public(path: Path) -> tuple[str, dict[str, str], str]:
     """Owner, public keys (base64 by role) and protection of a key file, no passphrase."""
     doc = _read_doc(Path(path))
     return doc["owner"], dict(doc["public"]), str(doc.get("protection"))
+
+
+def _history(doc: dict[str, Any], path: Path) -> tuple[bytes, ...]:
+    items = doc.get("key_history", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise KeyFileError(f"{path}: key_history is not a list of base64 strings")
+    try:
+        return tuple(base64.b64decode(i, validate=True) for i in items)
+    except (binascii.Error, ValueError):
+        raise KeyFileError(f"{path}: key_history is not valid base64") from None
+
+
+def read_history(path: Path) -> tuple[bytes, ...]:
+    """The key rotation statements of a key file, oldest first (no passphrase)."""
+    path = Path(path)
+    return _history(_read_doc(path), path)
 
 
 def is_insecure(path: Path) -> bool:
@@ -239,7 +304,8 @@ def load_bundle(
             keys[role] = cls(_b64(value, path, f"secret key {role}"))
         except BadKeyError:
             raise KeyFileError(f"{path}: damaged {role} key") from None
-    bundle = KeyBundle(owner=doc["owner"], keys=keys, insecure=protection == INSECURE)
+    bundle = KeyBundle(owner=doc["owner"], keys=keys, insecure=protection == INSECURE,
+                       history=_history(doc, path))
     if bundle.public_map() != doc["public"]:
         raise KeyFileError(f"{path}: public keys do not match the secret keys")
     return bundle

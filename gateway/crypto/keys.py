@@ -32,8 +32,9 @@ from gateway.errors import BadKeyError, BadSignatureError, DecryptionError
 ROLE_GATEWAY_SIGNING = "gateway-signing"
 ROLE_OFFICER_SIGNING = "officer-signing"
 ROLE_OFFICER_ENCRYPTION = "officer-encryption"
+ROLE_ANCHOR_SIGNING = "anchor-signing"
 
-SIGNING_ROLES = frozenset({ROLE_GATEWAY_SIGNING, ROLE_OFFICER_SIGNING})
+SIGNING_ROLES = frozenset({ROLE_GATEWAY_SIGNING, ROLE_OFFICER_SIGNING, ROLE_ANCHOR_SIGNING})
 KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 KEY_ID_SIZE = 8
@@ -211,6 +212,13 @@ class OfficerSigningKey(SigningKey):
     ROLE = ROLE_OFFICER_SIGNING
 
 
+class AnchorSigningKey(SigningKey):
+    """A trust anchor's key: signs rosters of the gateways it vouches for."""
+
+    __slots__ = ()
+    ROLE = ROLE_ANCHOR_SIGNING
+
+
 class OfficerEncryptionKey:
     """An officer's X25519 private key: unwraps content keys sealed to it."""
 
@@ -248,10 +256,11 @@ class OfficerEncryptionKey:
         return f"OfficerEncryptionKey(id={self.key_id})"
 
 
-SecretKey = GatewaySigningKey | OfficerSigningKey | OfficerEncryptionKey
+SecretKey = GatewaySigningKey | OfficerSigningKey | OfficerEncryptionKey | AnchorSigningKey
 
 SECRET_KEY_CLASSES: dict[str, type[SecretKey]] = {
     ROLE_GATEWAY_SIGNING: GatewaySigningKey,
     ROLE_OFFICER_SIGNING: OfficerSigningKey,
     ROLE_OFFICER_ENCRYPTION: OfficerEncryptionKey,
+    ROLE_ANCHOR_SIGNING: AnchorSigningKey,
 }

@@ -80,6 +80,10 @@ class ReadAck:
     officer_key_id: str
     read_ms: int
     ack: bytes  # the signed acknowledgement as received, kept as evidence
+    # For a message that came from a partner: that partner, and the reading officer's
+    # binding, so that the acknowledgement travels back to the sender's gateway.
+    forward_to: str | None = None
+    binding: bytes | None = None
 
 
 READ_RECORDED = "recorded"
@@ -187,6 +191,39 @@ class RelayResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedRead:
+    """A read acknowledgement waiting to travel back to the sender's gateway."""
+
+    seq: int
+    message_id: str
+    ack: bytes  # the officer's signed acknowledgement (text then signature)
+    binding: bytes  # the reading officer's binding, signed by this gateway
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredItem:
+    """A queued message whose expiry passed before the partner took it."""
+
+    message_id: str
+    digest: str
+    sender: str
+    recipient: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NonDelivery:
+    """A signed non-delivery notice to record for an expired queued message."""
+
+    message_id: str
+    sender: str  # the sending desk, which is told
+    reason: str
+    notice: bytes  # the signed notice
+    time_ms: int
+    actor: str  # key id of this gateway's key that signed it
+
+
+@dataclass(frozen=True, slots=True)
 class PartnerState:
     partner: str
     failures: int = 0
@@ -229,12 +266,48 @@ class Store(Protocol):
         ``relayed`` and ``receipt`` ledger events, in one commit; how many it recorded
         (results about messages this store does not hold are ignored)."""
 
+    async def read_outbox_batch(self, partner: str, limit: int) -> list[QueuedRead]:
+        """The oldest read acknowledgements waiting for ``partner``."""
+
+    async def forget_reads(self, partner: str, seqs: Sequence[int]) -> None:
+        """Drop read acknowledgements the partner has answered."""
+
+    async def next_expiry(self, partner: str) -> int | None:
+        """When the first message queued for ``partner`` expires (None: nothing queued)."""
+
+    async def expired_outbox(self, partner: str, now_ms: int, limit: int) -> list[ExpiredItem]:
+        """Messages queued for ``partner`` whose expiry is ``now_ms`` or earlier."""
+
+    def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
+        """Take expired messages out of the partner's outbox, keep their non-delivery
+        notices, write their ``expired`` events and tell their sending desks, in one
+        commit; how many it recorded."""
+
+    async def notices_of(self, message_id: str) -> list[bytes]:
+        """The signed non-delivery notices of a message."""
+
+    async def partner_key_history(self, partner: str) -> list[bytes]:
+        """The key rotation statements followed for ``partner``, oldest first (gateway.rotation)."""
+
+    async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
+                                      now_ms: int) -> None:
+        """Replace the partner's followed key history by ``statements``, durably."""
+
+    async def partner_checkpoint(self, partner: str) -> StoredCheckpoint | None:
+        """The newest consistent checkpoint seen from ``partner`` (witnessing)."""
+
+    async def set_partner_checkpoint(self, partner: str, checkpoint: StoredCheckpoint) -> None:
+        """Keep ``checkpoint`` as the newest seen from ``partner``."""
+
     async def partner_state(self, partner: str) -> PartnerState: ...
 
     async def set_partner_state(self, state: PartnerState) -> None: ...
 
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Outbox depth and oldest queued time of every partner with queued messages."""
+
+    async def read_queue_depths(self) -> dict[str, int]:
+        """How many read acknowledgements wait for each partner that has some."""
 
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a recently committed message, from memory; None if not known."""

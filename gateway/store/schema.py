@@ -172,6 +172,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX read_outbox_order ON read_outbox (partner, seq);
 
+        -- When each queued message expires, so that the sender finds expired ones fast.
+        ALTER TABLE outbox ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+        UPDATE outbox SET expires_ms =
+            (SELECT m.expires_ms FROM messages m WHERE m.id = outbox.message_id);
+        CREATE INDEX outbox_expiry ON outbox (partner, expires_ms);
+
         -- Signed non-delivery notices for messages that expired before delivery.
         CREATE TABLE notices (
             message_id TEXT PRIMARY KEY REFERENCES messages(id),
@@ -189,6 +195,21 @@ MIGRATIONS: list[tuple[int, str]] = [
             root    BLOB NOT NULL,
             note    BLOB NOT NULL,
             seen_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        6,
+        """
+        -- Partner key rotations this gateway has verified and followed (gateway.rotation):
+        -- each partner's key history as its descriptor served it, oldest statement first,
+        -- so that a restart keeps trusting the partner's current key.
+        CREATE TABLE partner_keys (
+            partner    TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            statement  BLOB NOT NULL,
+            learned_ms INTEGER NOT NULL,
+            PRIMARY KEY (partner, seq)
         ) WITHOUT ROWID;
         """,
     ),

@@ -42,7 +42,7 @@ import structlog
 
 from gateway.errors import StoreError
 from gateway.events import ACCEPTED as EV_ACCEPTED
-from gateway.events import DELIVERED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
+from gateway.events import DELIVERED, EXPIRED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
 from gateway.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
 from gateway.store import (
     ACCEPTED,
@@ -53,12 +53,15 @@ from gateway.store import (
     READ_RECORDED,
     READ_UNKNOWN,
     AcceptOutcome,
+    ExpiredItem,
     InboxItem,
     IncomingMessage,
     LedgerRow,
+    NonDelivery,
     Notification,
     OutboxItem,
     PartnerState,
+    QueuedRead,
     QueueStats,
     ReadAck,
     RelayResult,
@@ -76,8 +79,17 @@ _INSERT_MESSAGE = (
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_INBOX = "INSERT INTO inbox (desk, message_id, delivered_ms) VALUES (?,?,?)"
-_INSERT_OUTBOX = "INSERT INTO outbox (partner, rank, message_id, queued_ms) VALUES (?,?,?,?)"
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (partner, rank, message_id, queued_ms, expires_ms) VALUES (?,?,?,?,?)"
+)
 _INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
+_QUEUE_READ = (
+    "INSERT OR IGNORE INTO read_outbox (partner, message_id, officer_id, read_ms, ack, binding)"
+    " VALUES (?,?,?,?,?,?)"
+)
+_INSERT_NOTICE = (
+    "INSERT OR IGNORE INTO notices (message_id, desk, reason, notice, made_ms) VALUES (?,?,?,?,?)"
+)
 _FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
 _FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
 _DELETE_OUTBOX = "DELETE FROM outbox WHERE partner = ? AND message_id = ?"
@@ -269,7 +281,7 @@ class _AcceptOp(_Op):
                         sender=h.sender, thread=h.thread, in_reply_to=h.in_reply_to)
         else:
             plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
-                     (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms))
+                     (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
         original = plan.known.get(h.in_reply_to) if h.in_reply_to is not None else None
         if original is not None and h.kind == "reply":
             # The answered message's own record: when its first reply came, and by whom.
@@ -320,6 +332,9 @@ class _ReadOp(_Op):
         plan.add(PHASE_DEPENDENTS, _INSERT_READ, (a.message_id, a.officer_id, a.read_ms, a.ack))
         plan.add(PHASE_DEPENDENTS, _FIRST_READ, (a.read_ms, a.message_id))
         plan.add_event(LedgerEvent(READ, a.message_id, a.read_ms, actor=a.officer_key_id))
+        if a.forward_to is not None and a.binding is not None:
+            plan.add(PHASE_DEPENDENTS, _QUEUE_READ, (
+                a.forward_to, a.message_id, a.officer_id, a.read_ms, a.ack, a.binding))
         plan.notify(original.sender, "read", id=a.message_id, officer=a.officer_id,
                     read=a.read_ms)
         self.result = READ_RECORDED
@@ -353,6 +368,35 @@ class _RelayOp(_Op):
                                        reason=r.reason))
             plan.notify(original.sender, "receipt", id=r.message_id, partner=self.partner,
                         outcome=r.outcome, reason=r.reason, time=r.received_ms)
+        self.result = recorded
+
+
+class _ExpiryOp(_Op):
+    __slots__ = ("notices", "partner")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
+                 notices: Sequence[NonDelivery]) -> None:
+        super().__init__(loop)
+        self.partner = partner
+        self.notices = notices
+
+    def ids(self) -> Iterable[str]:
+        return [n.message_id for n in self.notices]
+
+    def plan(self, plan: _Plan) -> None:
+        recorded = 0
+        for n in self.notices:
+            original = plan.known.get(n.message_id)
+            if original is None:
+                continue
+            recorded += 1
+            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, n.message_id))
+            plan.add(PHASE_DEPENDENTS, _INSERT_NOTICE, (
+                n.message_id, n.sender, n.reason, n.notice, n.time_ms))
+            plan.add_event(LedgerEvent(EXPIRED, n.message_id, n.time_ms, digest=original.digest,
+                                       partner=self.partner, actor=n.actor, reason=n.reason))
+            plan.notify(n.sender, "expired", id=n.message_id, partner=self.partner,
+                        reason=n.reason, time=n.time_ms)
         self.result = recorded
 
 
@@ -512,6 +556,9 @@ class SqliteStore(DeskQueries):
     def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
         return self._submit(_RelayOp(self._loop, partner, results))
 
+    def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
+        return self._submit(_ExpiryOp(self._loop, partner, notices))
+
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         if checkpoint.size > self._committed.frontier.size:
             raise StoreError("a checkpoint cannot be ahead of the ledger")
@@ -670,11 +717,16 @@ class SqliteStore(DeskQueries):
             raise StoreError("the store is closed")
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a task cancelled while BEGIN is on its way (a background
+                # loop stopped at shutdown) must still roll back, or the transaction stays
+                # open and every later commit fails. aiosqlite runs requests in order, so
+                # the ROLLBACK always follows the BEGIN, even if this task is cancelled.
+                await w.execute("BEGIN IMMEDIATE")
                 yield w
             except BaseException:
-                await w.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # none if BEGIN itself failed
+                    await w.execute("ROLLBACK")
                 raise
             try:
                 await w.execute("COMMIT")
@@ -733,6 +785,63 @@ class SqliteStore(DeskQueries):
             items.append(OutboxItem(*row))
         return items
 
+    async def read_outbox_batch(self, partner: str, limit: int) -> list[QueuedRead]:
+        rows = await self._read(
+            "SELECT seq, message_id, ack, binding FROM read_outbox WHERE partner = ?"
+            " ORDER BY seq LIMIT ?", (partner, limit))
+        return [QueuedRead(*row) for row in rows]
+
+    async def forget_reads(self, partner: str, seqs: Sequence[int]) -> None:
+        async with self.transaction() as w:
+            await w.executemany("DELETE FROM read_outbox WHERE partner = ? AND seq = ?",
+                                [(partner, seq) for seq in seqs])
+
+    async def next_expiry(self, partner: str) -> int | None:
+        rows = await self._read(
+            "SELECT MIN(expires_ms) FROM outbox WHERE partner = ?", (partner,))
+        return rows[0][0] if rows else None
+
+    async def expired_outbox(self, partner: str, now_ms: int, limit: int) -> list[ExpiredItem]:
+        rows = await self._read(
+            "SELECT m.id, m.digest, m.sender, m.recipient, q.expires_ms FROM outbox q"
+            " JOIN messages m ON m.id = q.message_id WHERE q.partner = ? AND q.expires_ms <= ?"
+            " ORDER BY q.expires_ms LIMIT ?", (partner, now_ms, limit))
+        return [ExpiredItem(*row) for row in rows]
+
+    async def notices_of(self, message_id: str) -> list[bytes]:
+        rows = await self._read(
+            "SELECT notice FROM notices WHERE message_id = ? ORDER BY made_ms", (message_id,))
+        return [row[0] for row in rows]
+
+    async def partner_key_history(self, partner: str) -> list[bytes]:
+        rows = await self._read(
+            "SELECT statement FROM partner_keys WHERE partner = ? ORDER BY seq", (partner,))
+        return [bytes(row[0]) for row in rows]
+
+    async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
+                                      now_ms: int) -> None:
+        async with self.transaction() as w:
+            await w.execute("DELETE FROM partner_keys WHERE partner = ?", (partner,))
+            await w.executemany(
+                "INSERT INTO partner_keys (partner, seq, statement, learned_ms)"
+                " VALUES (?,?,?,?)",
+                [(partner, i, bytes(s), now_ms) for i, s in enumerate(statements)])
+
+    async def partner_checkpoint(self, partner: str) -> StoredCheckpoint | None:
+        rows = await self._read(
+            "SELECT size, root, note, seen_ms FROM partner_checkpoints WHERE partner = ?",
+            (partner,))
+        return StoredCheckpoint(*rows[0]) if rows else None
+
+    async def set_partner_checkpoint(self, partner: str, checkpoint: StoredCheckpoint) -> None:
+        async with self.transaction() as w:
+            await w.execute(
+                "INSERT INTO partner_checkpoints (partner, size, root, note, seen_ms)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (partner) DO UPDATE SET size = excluded.size,"
+                " root = excluded.root, note = excluded.note, seen_ms = excluded.seen_ms",
+                (partner, checkpoint.size, checkpoint.root, checkpoint.note,
+                 checkpoint.made_ms))
+
     async def partner_state(self, partner: str) -> PartnerState:
         rows = await self._read(
             "SELECT partner, failures, next_attempt_ms, last_contact_ms, last_error"
@@ -756,6 +865,10 @@ class SqliteStore(DeskQueries):
         rows = await self._read(
             "SELECT partner, COUNT(*), MIN(queued_ms) FROM outbox GROUP BY partner")
         return {row[0]: QueueStats(*row) for row in rows}
+
+    async def read_queue_depths(self) -> dict[str, int]:
+        rows = await self._read("SELECT partner, COUNT(*) FROM read_outbox GROUP BY partner")
+        return {row[0]: row[1] for row in rows}
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
         rows = await self._read(

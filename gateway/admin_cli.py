@@ -1,0 +1,90 @@
+"""``gateway partners``: the operator's view of the partner gateways, from the running
+gateway's admin socket (gateway.channels.admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.config import Config
+from gateway.errors import GatewayError, PeerError
+
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+async def admin_request(socket_path: Path, method: str, path: str) -> Any:
+    """One request to the running gateway's admin socket; its JSON answer."""
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as http, \
+                http.request(method, "http://gateway" + path) as response:
+            body = await response.json()
+            if response.status != 200:
+                raise GatewayError(str(body.get("message", f"HTTP {response.status}")))
+            return body
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise PeerError(f"{socket_path}: the gateway does not answer ({exc})") from None
+
+
+def _age(now_ms: int, then_ms: int | None) -> str:
+    if then_ms is None:
+        return "-"
+    seconds = max(0, (now_ms - then_ms) // 1000)
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def format_partners(report: dict[str, Any]) -> str:
+    now = report["now"]
+    header = ("PARTNER", "STATE", "QUEUED", "OLDEST", "READS", "LAST CONTACT", "CHECKPOINT")
+    rows = [header]
+    notes = []
+    for p in report["partners"]:
+        state = p["state"]
+        if p["failures"]:
+            state += f" ({p['failures']} failures)"
+        checkpoint = p["checkpoint"]
+        rows.append((
+            p["id"], state, str(p["queued"]), _age(now, p["oldest_queued"]),
+            str(p["reads_queued"]), _age(now, p["last_contact"]),
+            "-" if checkpoint is None else
+            f"size {checkpoint['size']}, {_age(now, checkpoint['seen'])}",
+        ))
+        if p["next_attempt"] is not None:
+            notes.append(f"{p['id']}: next attempt in "
+                         f"{max(0, p['next_attempt'] - now) / 1000:.1f}s")
+        if p["last_error"]:
+            notes.append(f"{p['id']}: last error: {p['last_error']}")
+        if p["alarm"] is not None:
+            a = p["alarm"]
+            notes.append(f"{p['id']}: LEDGER ALARM {a['reason']} {_age(now, a['time'])}: "
+                         f"refused a checkpoint of size {a['seen_size']}, kept size "
+                         f"{a['kept_size']}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    if len(rows) == 1:
+        lines.append("(no partners configured)")
+    return "\n".join(lines + notes)
+
+
+def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
+    socket_path = config.admin_socket
+    if not socket_path.exists():
+        raise PeerError(f"{socket_path}: no admin socket; is the gateway running on this "
+                        "data directory?")
+    if retry is not None:
+        answer = asyncio.run(admin_request(socket_path, "POST", f"/partners/{retry}/retry"))
+        return f"{answer['partner']}: sender woken; it retries now"
+    report = asyncio.run(admin_request(socket_path, "GET", "/partners"))
+    if as_json:
+        return json.dumps(report, indent=2)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(report["now"] / 1000))
+    return f"{config.gateway.id} partners at {stamp} UTC\n" + format_partners(report)

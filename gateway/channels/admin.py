@@ -1,0 +1,125 @@
+"""The operator channel: a small HTTP API on a Unix socket in the data directory.
+
+Only local users who may open ``<data_dir>/admin.sock`` (mode 0600: the gateway's own
+user) reach it; nothing on the network does. ``gateway partners`` reads from it.
+
+``GET /partners``
+    every partner: state, retry state, queue depth and oldest queued message, read
+    acknowledgements waiting, last contact, the last checkpoint witnessed, the last alarm.
+``POST /partners/{id}/retry``
+    wake that partner's sender now, ending its backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import error_middleware
+from gateway.appkeys import CLOCK, PARTNERS, STORE, WITNESS
+from gateway.errors import ConfigError, NotFoundError
+from gateway.partners import Partner
+
+MAIN = web.AppKey("main", web.Application)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
+
+
+async def get_partners(request: web.Request) -> web.Response:
+    app = request.app[MAIN]
+    store, witness, now = app[STORE], app[WITNESS], app[CLOCK].now_ms()
+    queues, reads = await store.queue_stats(), await store.read_queue_depths()
+    report: list[dict[str, Any]] = []
+    for partner in app[PARTNERS].by_id.values():
+        state = await store.partner_state(partner.id)
+        queue = queues.get(partner.id)
+        checkpoint = await store.partner_checkpoint(partner.id)
+        alarm = witness.alarms.get(partner.id)
+        contacts = [t for t in (partner.last_contact_ms, state.last_contact_ms) if t is not None]
+        report.append({
+            "id": partner.id,
+            "url": partner.config.url,
+            "state": _state(partner),
+            "failures": state.failures,
+            "next_attempt": state.next_attempt_ms if state.next_attempt_ms > now else None,
+            "last_error": partner.last_error or state.last_error,
+            "last_contact": max(contacts) if contacts else None,
+            "queued": queue.depth if queue is not None else 0,
+            "oldest_queued": queue.oldest_queued_ms if queue is not None else None,
+            "reads_queued": reads.get(partner.id, 0),
+            "checkpoint": None if checkpoint is None else {
+                "size": checkpoint.size, "seen": checkpoint.made_ms},
+            "alarm": None if alarm is None else {
+                "reason": alarm.reason, "time": alarm.time_ms, "seen_size": alarm.seen_size,
+                "kept_size": alarm.kept_size},
+        })
+    return web.json_response({"now": now, "partners": report})
+
+
+def _state(partner: Partner) -> str:
+    return {True: "up", False: "down", None: "unknown"}[partner.up]
+
+
+async def post_retry(request: web.Request) -> web.Response:
+    partner_id = request.match_info["partner"]
+    partner = request.app[MAIN][PARTNERS].get(partner_id)
+    if partner is None:
+        raise NotFoundError(f"{partner_id} is not a partner of this gateway",
+                            code="unknown_partner")
+    partner.kick.set()
+    return web.json_response({"partner": partner.id, "woken": True})
+
+
+def admin_app(main: web.Application) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[MAIN] = main
+    app.router.add_get("/partners", get_partners)
+    app.router.add_post("/partners/{partner}/retry", post_retry)
+    return app
+
+
+def admin_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, readable and writable by this user only. A
+    socket left by a gateway that died is replaced; one a live gateway serves is not."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"{path}: too long for a Unix socket path; use a shorter data_dir")
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()  # left behind by a gateway that is gone
+        except OSError as exc:
+            raise ConfigError(f"{path}: exists and is not a usable socket ({exc})") from None
+        else:
+            raise ConfigError(f"{path}: another gateway is running on this data directory")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(16)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(main: web.Application, path: Path) -> Any:
+    """Serve the admin API on ``path`` while the block runs; remove the socket after."""
+    sock = admin_socket(path)
+    runner = web.AppRunner(admin_app(main), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        yield
+    finally:
+        await runner.cleanup()
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -1,0 +1,75 @@
+"""Signed non-delivery notices: what the sending desk gets when a message expired unsent.
+
+A message queued for a partner that has not taken it before the message's ``expires``
+time is taken out of the outbox, and the gateway signs a notice for the sending desk. The
+notice is a signed note (gateway.crypto.note) by the sending gateway whose text is
+``fpg non-delivery v1`` and one line of canonical JSON:
+
+    {"digest": SHA-256 hex of the envelope, "expires": the message's expiry (Unix ms),
+     "gateway": this gateway, "id": message id, "partner": the gateway it was queued for,
+     "reason": "expired", "recipient": desk address, "sender": desk address,
+     "time": when the notice was made (Unix ms), "v": 1}
+
+The notice is kept with the message, written to the ledger as an ``expired`` event and
+pushed to the sending desk's officers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.crypto.keys import GatewaySigningKey, VerifyKey
+from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
+from gateway.errors import MalformedError
+
+NOTICE_LINE = "fpg non-delivery v1"
+MAX_NOTICE_SIZE = 4096
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class NonDeliveryNotice:
+    gateway: str  # the sending gateway (which signs)
+    partner: str  # the gateway the message was queued for
+    message_id: str
+    digest: str
+    sender: str
+    recipient: str
+    expires_ms: int
+    reason: str
+    time_ms: int
+
+    def text(self) -> str:
+        body: dict[str, Any] = {
+            "digest": self.digest, "expires": self.expires_ms, "gateway": self.gateway,
+            "id": self.message_id, "partner": self.partner, "reason": self.reason,
+            "recipient": self.recipient, "sender": self.sender, "time": self.time_ms, "v": 1,
+        }
+        return f"{NOTICE_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
+
+    def sign(self, key: GatewaySigningKey) -> bytes:
+        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+
+
+def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
+    """Verify a non-delivery notice signed by ``gateway`` with ``key`` and parse it."""
+    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=MAX_NOTICE_SIZE)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != NOTICE_LINE:
+        raise MalformedError("not a non-delivery notice")
+    try:
+        doc = json.loads(lines[1])
+        notice = NonDeliveryNotice(
+            gateway=str(doc["gateway"]), partner=str(doc["partner"]),
+            message_id=str(doc["id"]), digest=str(doc["digest"]), sender=str(doc["sender"]),
+            recipient=str(doc["recipient"]), expires_ms=int(doc["expires"]),
+            reason=str(doc["reason"]), time_ms=int(doc["time"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise MalformedError("non-delivery notice lacks a field or has a wrong type") from None
+    if doc.get("v") != 1 or notice.gateway != gateway or notice.text() != text:
+        raise MalformedError("non-delivery notice has a wrong version or gateway, or is not "
+                             "in canonical form")
+    return notice
