@@ -58,6 +58,7 @@ log = structlog.get_logger("gateway.partners")
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
 FEDERATION_READS_PATH = "/v1/federation/reads"
+MAX_CACHED_BINDINGS = 4096
 MAX_ANSWER = 16 * 1024 * 1024  # largest answer read from a partner
 
 
@@ -83,6 +84,9 @@ class Partner:
     chain: tuple[ChainKey, ...] = ()
     history: tuple[bytes, ...] = ()
     learned_ms: int = -(10**15)  # last descriptor fetch caused by an unknown hop key
+    # Bindings already verified, by (note, key that verified it): a partner relays many
+    # messages from few officers, and checking a binding costs more than the envelope.
+    _bindings: dict[tuple[bytes, bytes], Binding] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
@@ -110,10 +114,18 @@ class Partner:
         """An officer binding signed by this partner: with ``caller_key`` (the key its
         request was signed with), or with an older key of its chain if the binding was
         made before that key was replaced. Raises CryptoError."""
+        cached = self._bindings.get((note, caller_key.raw))
+        if cached is not None:
+            return cached
         try:
-            return open_binding(note, self.id, caller_key)
+            binding = open_binding(note, self.id, caller_key)
         except CryptoError as exc:
             first = exc
+        else:
+            if len(self._bindings) >= MAX_CACHED_BINDINGS:
+                self._bindings.clear()
+            self._bindings[(note, caller_key.raw)] = binding
+            return binding
         for old in reversed(self.chain):
             if old.key == caller_key or old.retired is None:
                 continue

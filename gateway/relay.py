@@ -38,7 +38,7 @@ from gateway.config import FederationSection
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
 from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
 from gateway.delivery import READ_LINE, read_text
-from gateway.directory import DirectoryService
+from gateway.directory import Directory, DirectoryService
 from gateway.errors import ClientError, CryptoError, PeerError
 from gateway.identity import Identity
 from gateway.notices import NonDeliveryNotice
@@ -279,13 +279,18 @@ class Receiver:
         if not 1 <= len(items) <= MAX_BATCH_ITEMS:
             raise ClientError(f"a relay batch holds 1 to {MAX_BATCH_ITEMS} messages",
                               code="bad_batch")
-        # Checks one message at a time, then every accept submitted in batch order (the
-        # store commits them together and keeps that order in the inbox).
+        # Checks each message on its own, looks up all their ids at once, then submits
+        # every accept in batch order (the store commits them together and keeps that
+        # order in the inbox).
         now = self.clock.now_ms()
+        checked = [self._checked(partner, caller_key, item, now) for item in items]
+        stored = await self.store.stored_digests(
+            [c.header.id for c in checked if isinstance(c, Envelope)])
+        directory = await self.directory.get()
         receipts: list[Receipt | None] = []
         accepts: list[tuple[int, Envelope, Any]] = []
-        for item in items:
-            decided = await self._decide(partner, caller_key, item, now)
+        for envelope_or_receipt in checked:
+            decided = self._decide(partner, envelope_or_receipt, stored, directory, now)
             if isinstance(decided, Receipt):
                 receipts.append(decided)
                 continue
@@ -370,19 +375,23 @@ class Receiver:
         return ReadAck(message_id, f"{binding.officer}@{partner.id}",
                        binding.sign_key.key_id, read_ms, ack)
 
-    async def _decide(self, partner: Partner, caller_key: VerifyKey, item: Any,
-                      now: int) -> Receipt | Envelope:
-        """A receipt now (rejected, duplicate), or the verified envelope to accept."""
+    def _checked(self, partner: Partner, caller_key: VerifyKey, item: Any,
+                 now: int) -> Receipt | Envelope:
+        """The verified envelope, or the receipt rejecting it."""
         try:
-            envelope = self._check(partner, caller_key, item)
+            return self._check(partner, caller_key, item)
         except _Refused as refused:
             return self._receipt(partner, refused.message_id, refused.digest, REJECTED,
                                  refused.reason, now)
-        h = envelope.header
-        stored = await self.store.get_message(h.id)
-        if stored is not None:
-            return self._resent(partner, envelope, stored.digest, now)
-        directory = await self.directory.get()
+
+    def _decide(self, partner: Partner, checked: Receipt | Envelope,
+                stored: dict[str, str], directory: Directory, now: int) -> Receipt | Envelope:
+        """A receipt now (rejected, duplicate), or the verified envelope to accept."""
+        if isinstance(checked, Receipt):
+            return checked
+        envelope, h = checked, checked.header
+        if h.id in stored:
+            return self._resent(partner, envelope, stored[h.id], now)
         desk = directory.desk(h.recipient)
         reason = None
         if desk is None:

@@ -309,6 +309,9 @@ class Store(Protocol):
     async def read_queue_depths(self) -> dict[str, int]:
         """How many read acknowledgements wait for each partner that has some."""
 
+    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """The digests of those of ``message_ids`` that are stored (one lookup for many)."""
+
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a recently committed message, from memory; None if not known."""
 

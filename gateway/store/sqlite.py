@@ -755,6 +755,23 @@ class SqliteStore(DeskQueries):
         )
         return StoredMessage(*rows[0]) if rows else None
 
+    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unknown = []
+        for message_id in message_ids:
+            known = self._recent.get(message_id)
+            if known is not None:
+                found[message_id] = known.digest
+            else:
+                unknown.append(message_id)
+        for i in range(0, len(unknown), 500):
+            chunk = unknown[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT id, digest FROM messages WHERE id IN ({marks})", chunk)  # noqa: S608
+            found.update((row[0], row[1]) for row in rows)
+        return found
+
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a message committed lately, from memory (None if not known there)."""
         known = self._recent.get(message_id)
