@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.appkeys import CLOCK, STORE
+from gateway.appkeys import CLOCK, LEDGER, STORE
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
@@ -32,9 +32,13 @@ from gateway.crypto.keys import (
     OfficerEncryptionKey,
     OfficerSigningKey,
 )
+from gateway.crypto.note import NoteVerifier
 from gateway.delivery import read_text
 from gateway.enrollment import code_hash, new_code
+from gateway.events import decode_entry
 from gateway.hop import sign_hop
+from gateway.ledger import open_checkpoint
+from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.notices import open_notice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
@@ -265,6 +269,21 @@ async def test_flash_hotline_vn_to_kh_is_read_and_answered(vn_kh, http) -> None:
     # The reply went back the same way: KH holds VN's receipt for it.
     assert events_of(await k.status(answer["id"]))[:3] == [
         "accepted", "relayed", "receipt:accepted"]
+    # Each ledger proves its side: every event of the alert is included in a checkpoint
+    # signed by that gateway's key.
+    for gw, side in ((vn, vn_side), (kh, kh_side)):
+        assert gw.app is not None
+        await gw.app[LEDGER].make_checkpoint()
+        proof = await gw.app[LEDGER].prove_message(mid)
+        origin = proof["checkpoint"]["origin"]
+        checkpoint = open_checkpoint(proof["checkpoint"]["note"].encode(), origin,
+                                     [NoteVerifier(origin, gw.key.public)])
+        assert [decode_entry(e["entry"].encode())["type"] for e in proof["events"]] == [
+            s.split(":")[0] for s in side]
+        for e in proof["events"]:
+            verify_inclusion(leaf_hash(e["entry"].encode()), e["seq"], checkpoint.size,
+                             [base64.b64decode(h) for h in e["inclusion_proof"]],
+                             checkpoint.root)
     watcher.cancel()
     await stop_all(vn, kh)  # so that everything is in the database files
     # No plaintext in either database outside the ciphertexts.
