@@ -6,11 +6,13 @@ first queued first within a rank), one batch in flight per partner, posted as a 
 hop request to ``/v1/federation/messages``. The partner answers one signed receipt per
 message; only receipts that verify, name this gateway and match the message's digest are
 recorded (the message leaves the outbox, its ``relayed`` and ``receipt`` events are
-written, the sending desk hears of it). Any failure (unreachable, an error status, a bad
-receipt) keeps the whole batch queued and backs off: ``retry_first_seconds`` doubling up
-to ``retry_max_seconds``, with jitter, stored in the database so a restart keeps it. While
-a partner is down it is probed every ``health_seconds`` (gateway.partners) and its sender
-catches up as soon as it answers. A partner's sender never waits on another's.
+written, the sending desk hears of it); that commit runs while the next batch is built
+and posted, with the messages being recorded left out of it. Any failure (unreachable,
+an error status, a bad receipt) keeps the whole batch queued and backs off:
+``retry_first_seconds`` doubling up to ``retry_max_seconds``, with jitter, stored in the
+database so a restart keeps it. While a partner is down it is probed every
+``health_seconds`` (gateway.partners) and its sender catches up as soon as it answers.
+A partner's sender never waits on another's.
 
 **Receiving.** A batch is accepted only from a partner whose hop signature verifies. Each
 message is then checked on its own: the sending officer's binding must be signed by the
@@ -29,6 +31,7 @@ import binascii
 import hashlib
 import json
 import random
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -39,7 +42,7 @@ from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
 from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
 from gateway.delivery import READ_LINE, read_text
 from gateway.directory import Directory, DirectoryService
-from gateway.errors import ClientError, CryptoError, PeerError
+from gateway.errors import ClientError, CryptoError, PeerError, StoreError
 from gateway.identity import Identity
 from gateway.notices import NonDeliveryNotice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH, Partner, Partners
@@ -91,6 +94,8 @@ class Sender:
         self.settings = settings
         self.me = me
         self.rng = rng or random.Random()  # noqa: S311 -- jitter, not a secret
+        self._recording: Awaitable[int] | None = None  # receipts of the last batch
+        self._recording_ids: frozenset[str] = frozenset()
 
     async def run(self) -> None:
         p, s = self.partner, self.settings
@@ -109,9 +114,15 @@ class Sender:
                 continue
             p.kick.clear()
             p.queued.clear()
-            batch = await self.store.outbox_batch(p.id, s.batch_size, s.batch_bytes)
+            # A partner that failed is probed with one message, not a full batch: building
+            # and encoding hundreds of envelopes for a dead partner would hold up this
+            # gateway's event loop, and so the other partners, at every retry.
+            batch = await self.next_batch(1 if state.failures else s.batch_size)
             reads = await self.store.read_outbox_batch(p.id, s.batch_size)
             if not batch and not reads:
+                if self._recording is not None:
+                    await self.recorded()
+                    continue
                 await _wait_any((p.queued, p.kick))
                 continue
             try:
@@ -134,12 +145,35 @@ class Sender:
                 state = PartnerState(p.id, 0, 0, self.clock.now_ms(), None)
                 await self.store.set_partner_state(state)
 
+    async def next_batch(self, size: int) -> list[OutboxItem]:
+        """The next batch of at most ``size``: first in priority order, leaving out the
+        messages whose receipts are still being recorded."""
+        recording = self._recording_ids
+        batch = await self.store.outbox_batch(self.partner.id, size + len(recording),
+                                              self.settings.batch_bytes)
+        if recording:
+            batch = [item for item in batch if item.message_id not in recording]
+        return batch[:size]
+
+    async def recorded(self) -> int:
+        """Wait for the receipts of the last batch to be recorded; how many were. A failed
+        commit leaves those messages queued: they are sent again (answered duplicate)."""
+        pending, self._recording = self._recording, None
+        try:
+            return await pending if pending is not None else 0
+        except StoreError as exc:
+            log.error("receipts_not_recorded", partner=self.partner.id, error=exc.message)
+            return 0
+        finally:
+            self._recording_ids = frozenset()
+
     async def expire(self, now: int) -> None:
         """Take messages that expired while queued out of the outbox, each with a signed
         non-delivery notice for its sending desk (gateway.notices)."""
         identity = self.partners.identity
         key = identity.signing_key
-        while expired := await self.store.expired_outbox(self.partner.id, now, 1000):
+        while expired := [e for e in await self.store.expired_outbox(self.partner.id, now, 1000)
+                          if e.message_id not in self._recording_ids]:
             notices = [NonDelivery(
                 item.message_id, item.sender, EXPIRED_REASON,
                 NonDeliveryNotice(identity.gateway_id, self.partner.id, item.message_id,
@@ -181,7 +215,9 @@ class Sender:
         await self.store.forget_reads(p.id, [r.seq for r in reads])
 
     async def send(self, batch: list[OutboxItem]) -> int:
-        """Post one batch and record its receipts; raises PeerError on any failure."""
+        """Post one batch and have its receipts recorded (the commit goes on while the
+        next batch is prepared; see :meth:`recorded`); raises PeerError on any failure.
+        Answers how many receipts of the batch before were recorded."""
         p = self.partner
         if p.key is None:
             await self.partners.refresh(p)
@@ -220,7 +256,12 @@ class Sender:
             log.error("receipts_refused", partner=p.id, error=message)
             raise PeerError(f"{p.id}: receipts refused ({message})") from None
         self.partners.mark(p, up=True)
-        return await self.store.record_relay(p.id, results)
+        # The receipts are committed while the next batch goes out (their messages are
+        # left out of it): recording overlaps the partner's work instead of adding to it.
+        previous = await self.recorded()
+        self._recording = self.store.record_relay(p.id, results)
+        self._recording_ids = frozenset(r.message_id for r in results)
+        return previous
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
