@@ -352,33 +352,32 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     return config
 
 
+_Listed = TypeVar("_Listed", PartnerSection, TrustAnchorSection)
+
+
+def _tables(cls: type[_Listed], name: str, tables: Any,
+            path: Path) -> tuple[_Listed, ...]:
+    """An array of tables ``[[name]]``, each a ``cls`` section, ids unique."""
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: [[{name}]]: expected an array of tables "
+                          f"([[{name}]]), got {_type_name(tables)}")
+    sections: list[_Listed] = []
+    for i, table in enumerate(tables):
+        section = build_section(cls, table, f"[[{name}]] #{i + 1}", path)
+        if any(other.id == section.id for other in sections):
+            raise ConfigError(f"{path}: [[{name}]] #{i + 1} id: {section.id} is listed twice")
+        sections.append(section)
+    return tuple(sections)
+
+
 def _partners(tables: Any, path: Path) -> tuple[PartnerSection, ...]:
     """``[[partners]]``: an array of tables, one per pinned partner gateway."""
-    if not isinstance(tables, list):
-        raise ConfigError(f"{path}: [[partners]]: expected an array of tables "
-                          f"([[partners]]), got {_type_name(tables)}")
-    partners: list[PartnerSection] = []
-    for i, table in enumerate(tables):
-        partner = build_section(PartnerSection, table, f"[[partners]] #{i + 1}", path)
-        if any(p.id == partner.id for p in partners):
-            raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is listed twice")
-        partners.append(partner)
-    return tuple(partners)
+    return _tables(PartnerSection, "partners", tables, path)
 
 
 def _trust_anchors(tables: Any, path: Path) -> tuple[TrustAnchorSection, ...]:
     """``[[trust_anchors]]``: the anchors whose signed rosters name trusted gateways."""
-    if not isinstance(tables, list):
-        raise ConfigError(f"{path}: [[trust_anchors]]: expected an array of tables "
-                          f"([[trust_anchors]]), got {_type_name(tables)}")
-    anchors: list[TrustAnchorSection] = []
-    for i, table in enumerate(tables):
-        anchor = build_section(TrustAnchorSection, table, f"[[trust_anchors]] #{i + 1}", path)
-        if any(a.id == anchor.id for a in anchors):
-            raise ConfigError(f"{path}: [[trust_anchors]] #{i + 1} id: {anchor.id} is "
-                              "listed twice")
-        anchors.append(anchor)
-    return tuple(anchors)
+    return _tables(TrustAnchorSection, "trust_anchors", tables, path)
 
 
 def _cross_checks(config: Config) -> None:

@@ -78,8 +78,8 @@ class Gw:
     def database(self) -> Path:
         return self.directory / "gateway.sqlite3"
 
-    def config(self) -> Any:
-        return parse_config({
+    def config_doc(self) -> dict[str, Any]:
+        return {
             "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
             "keys": {"file": "unused.key"},
             "ledger": {"checkpoint_interval": 3600.0},
@@ -89,7 +89,10 @@ class Gw:
             "federation": FAST,
             "partners": [{"id": p, "url": url, "fingerprint": fp}
                          for p, (url, fp) in self.partners.items()],
-        }, self.directory / "gateway.toml")
+        }
+
+    def config(self) -> Any:
+        return parse_config(self.config_doc(), self.directory / "gateway.toml")
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -209,6 +212,21 @@ async def officers(vn: Gw, kh: Gw,
     return a, k
 
 
+async def watching(client: GatewayClient) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                   asyncio.Task[None]]:
+    """The officer's live events as they come (a list that grows), and the task filling
+    it, once the stream is connected."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+
+    async def watch() -> None:
+        async for kind, data in client.stream(connected=connected):
+            events.append((kind, data))
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(connected.wait(), 10)
+    return events, watcher
+
+
 def events_of(status: dict[str, Any]) -> list[str]:
     return [e["type"] + (f":{e['outcome']}" if e.get("outcome") else "")
             for e in status["events"]]
@@ -220,14 +238,7 @@ def events_of(status: dict[str, Any]) -> list[str]:
 async def test_flash_hotline_vn_to_kh_is_read_and_answered(vn_kh, http) -> None:
     vn, kh = vn_kh
     a, k = await officers(vn, kh, http)
-    events: list[tuple[str, dict[str, Any]]] = []
-    connected = asyncio.Event()
-
-    async def watch() -> None:
-        async for kind, data in a.stream(connected=connected):
-            events.append((kind, data))
-    watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(connected.wait(), 10)
+    events, watcher = await watching(a)
 
     text = "Nạn nhân được tìm thấy — ជនរងគ្រោះត្រូវបានរកឃើញ"
     sent = await a.send("hotline", "anti-trafficking@kh-cnp",
@@ -508,14 +519,7 @@ async def test_a_message_expiring_in_the_outbox_gets_a_signed_non_delivery_notic
         vn_kh, http) -> None:
     vn, kh = vn_kh
     a, _ = await officers(vn, kh, http)
-    events: list[tuple[str, dict[str, Any]]] = []
-    connected = asyncio.Event()
-
-    async def watch() -> None:
-        async for kind, data in a.stream(connected=connected):
-            events.append((kind, data))
-    watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(connected.wait(), 10)
+    events, watcher = await watching(a)
     await kh.stop()
     short = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "1"},
                          lifetime_ms=1500)

@@ -56,7 +56,6 @@ from gateway.rotation import (
 )
 from tests.helpers import start_gateway
 from tests.test_federation import (
-    FAST,
     Gw,
     free_socket,
     free_socket_on,
@@ -269,20 +268,10 @@ class RGw(Gw):
     history: tuple[bytes, ...] = ()
     anchors: list[tuple[str, str, Path]] = field(default_factory=list)
 
-    def config(self) -> Any:
-        return parse_config({
-            "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
-            "keys": {"file": "unused.key"},
-            "ledger": {"checkpoint_interval": 3600.0},
-            "limits": {"requests_per_second": 10_000, "burst": 100_000,
-                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
-            "log": {"level": "warning"},
-            "federation": FAST,
-            "partners": [{"id": p, "url": url, "fingerprint": fp}
-                         for p, (url, fp) in self.partners.items()],
-            "trust_anchors": [{"id": a, "fingerprint": fp, "roster": str(path)}
-                              for a, fp, path in self.anchors],
-        }, self.directory / "gateway.toml")
+    def config_doc(self) -> dict[str, Any]:
+        return {**super().config_doc(),
+                "trust_anchors": [{"id": a, "fingerprint": fp, "roster": str(path)}
+                                  for a, fp, path in self.anchors]}
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from gateway.partners import (
     FEDERATION_DIRECTORY_PATH,
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
+    Partner,
 )
 from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 
@@ -32,27 +33,29 @@ async def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyK
                                                request.headers, body)
 
 
-async def post_messages(request: web.Request) -> web.Response:
+async def _partner_post(request: web.Request, media_type: str,
+                        what: str) -> tuple[Partner, VerifyKey, bytes]:
+    """The calling partner, the key it signed with, and the body, of a hop-signed POST of
+    ``media_type`` (at most ``batch_bytes``)."""
     body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
     caller, key = await _authenticate(request, body)
-    if request.content_type != BATCH_MEDIA_TYPE:
-        raise UnsupportedMediaError(f"a relay batch is {BATCH_MEDIA_TYPE}",
-                                    code="unsupported_media_type")
+    if request.content_type != media_type:
+        raise UnsupportedMediaError(f"{what} {media_type}", code="unsupported_media_type")
     partner = request.app[PARTNERS].get(caller)
     assert partner is not None  # the hop check admits partners only
+    return partner, key, body
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    partner, key, body = await _partner_post(request, BATCH_MEDIA_TYPE, "a relay batch is")
     receipts, senders = await request.app[RECEIVER].receive(partner, key, body)
     await request.app[PARTNERS].learn_officers(partner, senders)
     return web.json_response({"receipts": receipts})
 
 
 async def post_reads(request: web.Request) -> web.Response:
-    body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
-    caller, key = await _authenticate(request, body)
-    if request.content_type != READS_MEDIA_TYPE:
-        raise UnsupportedMediaError(f"read acknowledgements are {READS_MEDIA_TYPE}",
-                                    code="unsupported_media_type")
-    partner = request.app[PARTNERS].get(caller)
-    assert partner is not None  # the hop check admits partners only
+    partner, key, body = await _partner_post(request, READS_MEDIA_TYPE,
+                                             "read acknowledgements are")
     results = await request.app[RECEIVER].receive_reads(partner, key, body)
     return web.json_response({"results": results})
 
