@@ -25,7 +25,6 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import nacl.utils
 
 from gateway.crypto.keys import SECRET_KEY_CLASSES, SecretKey
 from gateway.errors import BadKeyError, KeyFileError, WrongPassphraseError
-from gateway.files import write_new
+from gateway.files import replace_private, write_new
 
 FORMAT = "fpg-keyfile"
 VERSION = 1
@@ -174,22 +173,7 @@ def replace_bundle(path: Path, bundle: KeyBundle, passphrase: bytes | None, *,
                            "file") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot keep the old key file ({exc.strerror})") from None
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_private(path, data)
 
 
 def _read_doc(path: Path) -> dict[str, Any]:
