@@ -81,10 +81,11 @@ from aiohttp import web
 
 from gateway.client import payload
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
-from gateway.cliutil import until_stopped, write_port_file
+from gateway.cliutil import until_stopped
 from gateway.config import LimitsSection
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
+from gateway.files import write_port_file
 
 GATEWAY_ID = "vn-mps"
 SENDER_DESK = "trafficking"

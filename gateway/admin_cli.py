@@ -1,5 +1,5 @@
-"""``gateway partners``: the operator's view of the partner gateways, from the running
-gateway's admin socket (gateway.channels.admin)."""
+"""``gateway partners`` and ``gateway status``: the operator's view of the running
+gateway, from its admin socket (gateway.channels.admin)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,56 @@ def format_partners(report: dict[str, Any]) -> str:
     return "\n".join(lines + notes)
 
 
-def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
+def _socket(config: Config) -> Path:
     socket_path = config.admin_socket
     if not socket_path.exists():
         raise PeerError(f"{socket_path}: no admin socket; is the gateway running on this "
                         "data directory?")
+    return socket_path
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+def format_status(report: dict[str, Any]) -> str:
+    now = report["now"]
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now / 1000))
+    ledger = report["ledger"]
+    checkpoint = ledger["checkpoint"]
+    covered = ("no checkpoint yet" if checkpoint is None else
+               f"last checkpoint at size {checkpoint['size']}, {_age(now, checkpoint['made'])}")
+    lines = [f"{report['gateway']} (version {report['version']}) at {stamp} UTC",
+             f"ledger: {ledger['size']} entries; {covered}", "", "partners:"]
+    lines += ["  " + line for line in format_partners(report).split("\n")]
+    lines += ["", "service levels (breaches recorded):"]
+    if not report["service_levels"]:
+        lines.append("  (none configured)")
+    for level in report["service_levels"]:
+        escalate = ", escalated" if level["escalate"] else ""
+        mark = "  BREACHED" if level["breaches"] else ""
+        lines.append(f"  {level['priority']:<9} {level['stage']:<9} within "
+                     f"{_duration(level['within_seconds']):<6}{escalate:<11} "
+                     f"{level['breaches']:>6}{mark}")
+    lines += ["", "response times since start (count, mean):"]
+    if not report["responses"]:
+        lines.append("  (nothing observed yet)")
+    for r in report["responses"]:
+        mean = "-" if r["mean_seconds"] is None else _duration(r["mean_seconds"])
+        lines.append(f"  {r['stage']:<9} {r['priority']:<9} {r['count']:>6}  {mean}")
+    return "\n".join(lines)
+
+
+def status_command(config: Config, as_json: bool) -> str:
+    report = asyncio.run(admin_request(_socket(config), "GET", "/status"))
+    return json.dumps(report, indent=2) if as_json else format_status(report)
+
+
+def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
+    socket_path = _socket(config)
     if retry is not None:
         answer = asyncio.run(admin_request(socket_path, "POST", f"/partners/{retry}/retry"))
         return f"{answer['partner']}: sender woken; it retries now"

@@ -36,7 +36,9 @@ from gateway.appkeys import (
     PARTNERS,
     RECEIVER,
     REQUEST_ID,
+    SERVICE_LEVELS,
     SESSIONS,
+    STAGES,
     STORE,
     WITNESS,
 )
@@ -54,7 +56,9 @@ from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
 from gateway.metrics import Metrics
 from gateway.partners import Partners
 from gateway.relay import Receiver, Sender
+from gateway.service_levels import ServiceLevels
 from gateway.sessions import RateLimiter, Sessions
+from gateway.stages import Stages
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
 from gateway.witness import Witness
@@ -82,6 +86,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except GatewayError as exc:
         log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
+        _count_refusal(request, exc.code)
         response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
         if exc.http_status == 401:
             response.headers["WWW-Authenticate"] = getattr(exc, "challenge", "Bearer")
@@ -94,6 +99,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, "http_error"
         )
         log.info("request_refused", code=code, status=exc.status, path=request.path)
+        _count_refusal(request, code)
         response = web.json_response(error_body(code, exc.reason), status=exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
@@ -105,6 +111,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not response.prepared:  # a stream has sent its headers already (with the id)
         response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _count_refusal(request: web.Request, code: str) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is not None:  # the admin channel shares the middleware, not the metrics
+        metrics.rejected.labels(code).inc()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -151,6 +163,8 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
         await directory.reload()
         hub = Hub(config.limits.stream_queue)
         store.on_notify.append(hub.publish)
+        stages = app[STAGES] = Stages(store, app[METRICS], identity.gateway_id)
+        store.on_events.append(stages.observe)
         app[DIRECTORY], app[HUB] = directory, hub
         app[SESSIONS] = Sessions(app[CLOCK], ttl_seconds=config.officers.session_minutes * 60)
         app[LIMITER] = RateLimiter(app[CLOCK], config.limits.requests_per_second,
@@ -171,14 +185,21 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
         )
         witness = app[WITNESS] = Witness(store, partners, app[CLOCK], app[METRICS],
                                          config.federation.witness_seconds)
+        levels = app[SERVICE_LEVELS] = ServiceLevels(
+            config.service_levels, store, directory, stages, app[METRICS], app[CLOCK],
+            identity.signing_key, identity.gateway_id, config.metrics.check_seconds)
+        levels.listeners.append(hub.publish)
         async with contextlib.AsyncExitStack() as tasks:
             await partners.start()
             tasks.push_async_callback(partners.close)  # after every task below has ended
             await tasks.enter_async_context(background("checkpoints", schedule.run))
             await tasks.enter_async_context(background("directory", directory.watch))
+            await tasks.enter_async_context(background("stages", stages.run))
+            if config.service_levels:
+                await tasks.enter_async_context(background("service_levels", levels.run))
             for partner in partners.by_id.values():
                 sender = Sender(partner, partners, store, app[CLOCK], config.federation,
-                                identity.gateway_id)
+                                identity.gateway_id, metrics=app[METRICS])
                 await tasks.enter_async_context(
                     background(f"refresh:{partner.id}",
                                functools.partial(partners.refresh_loop, partner)))
@@ -206,6 +227,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
+    app[METRICS].info.labels(config.gateway.id, __version__).set(1)
     app.cleanup_ctx.append(store_and_ledger)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)

@@ -15,7 +15,9 @@ from gateway.ledger import Ledger
 from gateway.metrics import Metrics
 from gateway.partners import Partners
 from gateway.relay import Receiver
+from gateway.service_levels import ServiceLevels
 from gateway.sessions import RateLimiter, Sessions
+from gateway.stages import Stages
 from gateway.store import Store
 from gateway.witness import Witness
 
@@ -37,3 +39,5 @@ HOP = web.AppKey("hop", HopVerifier)
 RECEIVER = web.AppKey("receiver", Receiver)
 METRICS = web.AppKey("metrics", Metrics)
 WITNESS = web.AppKey("witness", Witness)
+STAGES = web.AppKey("stages", Stages)
+SERVICE_LEVELS = web.AppKey("service_levels", ServiceLevels)

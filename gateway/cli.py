@@ -18,9 +18,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin_cli import partners_command
+from gateway.admin_cli import partners_command, status_command
 from gateway.app import create_app, ssl_context
 from gateway.channels import admin
+from gateway.channels import metrics as metrics_channel
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
@@ -29,7 +30,6 @@ from gateway.cliutil import (
     read_passphrase_file,
     run_command,
     until_stopped,
-    write_port_file,
 )
 from gateway.clock import SystemClock
 from gateway.config import Config, PartnerSection, build_section, load_config
@@ -52,6 +52,7 @@ from gateway.crypto.keys import (
 from gateway.crypto.note import NoteVerifier
 from gateway.enrollment import code_hash, new_code
 from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
+from gateway.files import write_port_file
 from gateway.identity import Identity
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", dest="gateway_id", help="gateway id, e.g. vn-mps (default: DIR name)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="listen port (default 8443)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="port of the /metrics listener on 127.0.0.1 (default 9464; 0 picks a "
+                   "free one, and is the default with --port 0)")
     p.add_argument("--public-url", help="URL partners use (default http://HOST:PORT)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--passphrase-env", metavar="NAME",
@@ -180,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("partner", metavar="ID")
     _add_config(retry)
 
+    p = sub.add_parser("status", help="one-screen summary: ledger, partners, service-level "
+                       "breaches, response times (from the running gateway)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     p = sub.add_parser("run", help="serve the gateway until interrupted")
     _add_config(p)
     p.add_argument("--port-file", type=Path, metavar="FILE",
@@ -205,6 +214,10 @@ file = "keys/gateway.key"
 host = "{host}"
 port = {port}
 
+[metrics]   # Prometheus scrapes http://127.0.0.1:{metrics_port}/metrics (loopback: no token)
+host = "127.0.0.1"
+port = {metrics_port}
+
 [log]
 level = "info"
 format = "auto"
@@ -220,6 +233,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be from 0 to 65535")
+    metrics_port = args.metrics_port
+    if metrics_port is None:
+        metrics_port = 9464 if args.port else 0
+    if not 0 <= metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port {metrics_port}: must be from 0 to 65535")
     config_path = directory / "gateway.toml"
     key_path = directory / "keys" / "gateway.key"
     for existing in (config_path, key_path):
@@ -245,7 +263,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     config_path.write_text(
         _CONFIG_TEMPLATE.format(
             gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
-            keys_extra=keys_extra,
+            metrics_port=metrics_port, keys_extra=keys_extra,
         ),
         encoding="utf-8",
     )
@@ -554,6 +572,11 @@ def cmd_partners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    print(status_command(load_config(args.config), args.json))
+    return EXIT_OK
+
+
 async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     log = get_logger("gateway.run")
@@ -569,7 +592,11 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
         scheme = "https" if config.server.tls_cert_file else "http"
         log.info("listening", gateway=config.gateway.id,
                  url=f"{scheme}://{config.server.host}:{port}")
-        async with admin.serving(app, config.admin_socket):
+        async with admin.serving(app, config.admin_socket), \
+                metrics_channel.serving(app, config.metrics) as metrics_port:
+            if metrics_port is not None:
+                log.info("metrics_listening",
+                         url=f"http://{config.metrics.host}:{metrics_port}/metrics")
             port_file = port_file or config.server.port_file
             if port_file is not None:
                 write_port_file(port_file, port)
@@ -602,6 +629,7 @@ COMMANDS = {
     "desks": cmd_desks,
     "officers": cmd_officers,
     "partners": cmd_partners,
+    "status": cmd_status,
     "run": cmd_run,
 }
 

@@ -719,6 +719,9 @@ def backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 16)))
 
 
+_STAGE_WORDS = {"delivered": "delivered", "read": "read", "reply": "answered"}
+
+
 def event_line(kind: str, data: dict[str, Any]) -> str:
     now = fmt_time(int(time.time() * 1000))
     desk = data.get("desk", "")
@@ -739,6 +742,13 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
     if kind == "expired":
         return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  expired before "
                 f"{data.get('partner')} took it")
+    if kind == "breach":
+        return (f"{now}  LATE     {desk}  {data.get('id')}  {data.get('priority')} "
+                f"{data.get('kind')} not {_STAGE_WORDS.get(str(data.get('stage')), '?')} "
+                f"by {fmt_time(data.get('due'))}")
+    if kind == "escalation":
+        return (f"{now}  ESCALATED  {desk}  {data.get('id')}  {data.get('priority')} "
+                f"{data.get('stage')} service level missed by {data.get('late_desk')}")
     return f"{now}  {kind}  {json.dumps(data, ensure_ascii=False, sort_keys=True)}"
 
 

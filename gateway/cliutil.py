@@ -99,13 +99,6 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
         return EXIT_FAILURE
 
 
-def write_port_file(path: Path, port: int) -> None:
-    """Write the bound port to ``path`` atomically: a reader sees no file or the whole one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
-
-
 async def until_stopped() -> None:
     """Return when the process receives SIGINT or SIGTERM."""
     stop = asyncio.Event()

@@ -105,12 +105,16 @@ class ServerSection:
 
     @property
     def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,56 @@ class FederationSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    enabled: bool = _key(True, doc="serve Prometheus metrics on a listener of their own")
+    host: str = _key("127.0.0.1", doc="address of the metrics listener")
+    port: int = _key(9464, _range(0, 65535), doc="TCP port of the metrics listener; 0 picks "
+                     "a free one")
+    port_file: Path | None = _key(None, doc="write the metrics port here once listening")
+    token_file: Path | None = _key(None, doc="file whose first line is a bearer token "
+                                   "scrapers must send; required off loopback")
+    check_seconds: float = _key(15.0, _range(0.05, 3600),
+                                doc="how often service levels are checked")
+
+
+PRIORITIES = ("flash", "immediate", "priority", "routine")
+SLO_STAGES = ("delivered", "read", "reply")
+
+
+@dataclass(frozen=True)
+class ServiceLevelSection:
+    priority: str = _key(check=_one_of(*PRIORITIES), doc="message priority it applies to")
+    stage: str = _key(check=_one_of(*SLO_STAGES), doc="delivered, read or reply")
+    within_seconds: float = _key(check=_range(0.001, 90 * 86_400),
+                                 doc="time allowed from accept to the stage")
+    escalate: bool = _key(False, doc="also send a gateway-signed breach notice to the "
+                          "desk's supervisor desk")
+
+    @property
+    def id(self) -> str:
+        return f"{self.priority}/{self.stage}"
+
+
+def _level(priority: str, stage: str, within: float, escalate: bool) -> ServiceLevelSection:
+    return ServiceLevelSection(priority, stage, within, escalate)
+
+
+#: Used when the configuration has no ``service_levels`` at all; ``service_levels = []``
+#: turns them off.
+DEFAULT_SERVICE_LEVELS = (
+    _level("flash", "delivered", 60, True),
+    _level("flash", "read", 15 * 60, True),
+    _level("flash", "reply", 2 * 3600, True),
+    _level("immediate", "delivered", 5 * 60, False),
+    _level("immediate", "read", 3600, True),
+    _level("immediate", "reply", 8 * 3600, False),
+    _level("priority", "read", 8 * 3600, False),
+    _level("priority", "reply", 3 * 86_400, False),
+    _level("routine", "read", 3 * 86_400, False),
+)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
     format: str = _key("auto", _one_of("auto", "json", "console"), doc="auto: JSON unless a tty")
@@ -221,6 +275,8 @@ class Config:
     limits: LimitsSection
     log: LogSection
     federation: FederationSection = field(default_factory=FederationSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    service_levels: tuple[ServiceLevelSection, ...] = DEFAULT_SERVICE_LEVELS
     partners: tuple[PartnerSection, ...] = ()
     trust_anchors: tuple[TrustAnchorSection, ...] = ()
 
@@ -249,6 +305,7 @@ _SECTIONS: dict[str, tuple[type[Any], bool]] = {
     "limits": (LimitsSection, False),
     "log": (LogSection, False),
     "federation": (FederationSection, False),
+    "metrics": (MetricsSection, False),
 }
 
 T = TypeVar("T")
@@ -339,20 +396,25 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from a parsed TOML document."""
     path = Path(path)
     for name in doc:
-        if name not in _SECTIONS and name not in ("partners", "trust_anchors"):
+        if name not in _SECTIONS and name not in _LISTS:
             raise ConfigError(f"{path}: [{name}]: unknown section")
     sections: dict[str, Any] = {}
     for name, (cls, required) in _SECTIONS.items():
         if name not in doc and required:
             raise ConfigError(f"{path}: [{name}]: required section is missing")
         sections[name] = build_section(cls, doc.get(name, {}), f"[{name}]", path)
+    levels: tuple[ServiceLevelSection, ...] = DEFAULT_SERVICE_LEVELS
+    if "service_levels" in doc:
+        levels = _service_levels(doc["service_levels"], path)
     config = Config(path=path, **sections, partners=_partners(doc.get("partners", []), path),
-                    trust_anchors=_trust_anchors(doc.get("trust_anchors", []), path))
+                    trust_anchors=_trust_anchors(doc.get("trust_anchors", []), path),
+                    service_levels=levels)
     _cross_checks(config)
     return config
 
 
-_Listed = TypeVar("_Listed", PartnerSection, TrustAnchorSection)
+_LISTS = ("partners", "trust_anchors", "service_levels")
+_Listed = TypeVar("_Listed", PartnerSection, TrustAnchorSection, ServiceLevelSection)
 
 
 def _tables(cls: type[_Listed], name: str, tables: Any,
@@ -380,6 +442,11 @@ def _trust_anchors(tables: Any, path: Path) -> tuple[TrustAnchorSection, ...]:
     return _tables(TrustAnchorSection, "trust_anchors", tables, path)
 
 
+def _service_levels(tables: Any, path: Path) -> tuple[ServiceLevelSection, ...]:
+    """``[[service_levels]]``: one table per priority and stage (none: the defaults)."""
+    return _tables(ServiceLevelSection, "service_levels", tables, path)
+
+
 def _cross_checks(config: Config) -> None:
     path, keys, server = config.path, config.keys, config.server
     if keys.passphrase_env and keys.passphrase_file:
@@ -393,6 +460,12 @@ def _cross_checks(config: Config) -> None:
     for i, partner in enumerate(config.partners):
         if partner.id == config.gateway.id:
             raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is this gateway")
+    metrics = config.metrics
+    if metrics.enabled and metrics.token_file is None and not _is_loopback(metrics.host):
+        raise ConfigError(
+            f"{path}: [metrics] token_file: required when metrics listen on"
+            f" {metrics.host!r}; without a token they are served on loopback only"
+        )
     if server.tls_cert_file is None and not server.loopback:
         raise ConfigError(
             f"{path}: [server] tls_cert_file: required when listening on {server.host!r};"

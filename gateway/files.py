@@ -47,3 +47,10 @@ def replace_private(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port to ``path`` atomically: a reader sees no file or the whole one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)

@@ -44,6 +44,7 @@ from gateway.delivery import READ_LINE, read_text
 from gateway.directory import Directory, DirectoryService
 from gateway.errors import ClientError, CryptoError, PeerError, StoreError
 from gateway.identity import Identity
+from gateway.metrics import Metrics
 from gateway.notices import NonDeliveryNotice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH, Partner, Partners
 from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipt
@@ -86,8 +87,10 @@ class Sender:
     """The relay task of one partner."""
 
     def __init__(self, partner: Partner, partners: Partners, store: Store, clock: Clock,
-                 settings: FederationSection, me: str, rng: random.Random | None = None) -> None:
+                 settings: FederationSection, me: str, rng: random.Random | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.partner = partner
+        self.metrics = metrics
         self.partners = partners
         self.store = store
         self.clock = clock
@@ -134,6 +137,8 @@ class Sender:
                 delay = backoff_seconds(failures, s.retry_first_seconds, s.retry_max_seconds,
                                         self.rng)
                 self.partners.mark(p, up=False, error=exc.message)
+                if self.metrics is not None:
+                    self.metrics.retries.labels(p.id).inc()
                 log.warning("relay_failed", partner=p.id, messages=len(batch), reads=len(reads),
                             failures=failures, retry_in=round(delay, 2), error=exc.message)
                 state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),

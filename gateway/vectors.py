@@ -39,6 +39,7 @@ from gateway.hop import signing_string as hop_signing_string
 from gateway.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
 from gateway.receipts import Receipt
 from gateway.rotation import sign_rotation
+from gateway.service_levels import BreachNotice
 from gateway.sessions import session_text
 
 BEGIN = "<!-- vectors:begin -->"
@@ -230,6 +231,7 @@ def render() -> str:
     out.extend(_officer_vectors(len(VECTORS) + 2))
     out.extend(_federation_vectors(len(VECTORS) + 3))
     out.extend(_rotation_vectors(len(VECTORS) + 4))
+    out.extend(_breach_vectors(len(VECTORS) + 5))
     out.append(END)
     return "\n".join(out) + "\n"
 
@@ -376,6 +378,23 @@ def _rotation_vectors(number: int) -> list[str]:
     out.append("```")
     out.append("")
     return out
+
+
+def breach_notice() -> bytes:
+    """kh-cnp's anti-trafficking desk has not read vector 1's alert 15 minutes after kh-cnp
+    accepted it (T0 + 5 s); kh-cnp tells the desk's supervisor desk, 60 s later."""
+    accepted = T0 + 5_000
+    notice = BreachNotice("kh-cnp", ALERT_ID, "anti-trafficking@kh-cnp",
+                          "duty-officer@kh-cnp", "hotline", "flash", "read", accepted,
+                          accepted + 900_000, accepted + 960_000)
+    return notice.sign(GatewaySigningKey(fixed(NOTE_KEY_LABEL)))
+
+
+def _breach_vectors(number: int) -> list[str]:
+    return [f"### Vector {number}: a service-level breach notice", "",
+            "Signed by `kh-cnp` with the gateway key of vector 3 (section 11.2): vector 1's "
+            "flash alert, accepted by kh-cnp at T0 + 5 s, was not read within 900 s.", "",
+            "```", breach_notice().decode("utf-8").rstrip("\n"), "```", ""]
 
 
 def replace_block(document: str, block: str) -> str:

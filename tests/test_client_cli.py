@@ -130,7 +130,7 @@ def client_json(profile: Path, *args: str, stdin: bytes | None = None,
 
 def init_gateway(directory: Path, port: int = 0) -> None:
     ok(run("gateway", "init", str(directory), "--id", "vn-mps", "--port", str(port),
-           "--insecure-dev-keys"))
+           "--metrics-port", "0", "--insecure-dev-keys"))
 
 
 def gateway_fingerprint(directory: Path) -> str:

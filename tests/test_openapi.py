@@ -32,13 +32,15 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway import sessions
 from gateway.app import create_app
-from gateway.appkeys import CLOCK, DIRECTORY, HUB, LEDGER, STORE
-from gateway.config import parse_config
+from gateway.appkeys import CLOCK, DIRECTORY, HUB, LEDGER, SERVICE_LEVELS, STORE
+from gateway.clock import ManualClock
+from gateway.config import ServiceLevelSection, parse_config
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.delivery import read_text
 from gateway.enrollment import code_hash, enroll_text, new_code
+from gateway.service_levels import ServiceLevels
 from gateway.sessions import session_text
 from gateway.store import Notification
 from tests.helpers import GATEWAY_KEY
@@ -346,8 +348,9 @@ async def make_world(tmp_path: Path, aiohttp_server: Any) -> Any:
         config = gateway_config(tmp_path / f"gw{len(made)}", **limits)
         app = create_app(config, KeyBundle(GATEWAY, {ROLE_GATEWAY_SIGNING: GATEWAY_KEY}))
         server = await aiohttp_server(app)
-        for desk in ("trafficking", "border-liaison", "victim-support"):
-            await app[STORE].add_desk(desk, None, app[CLOCK].now_ms())
+        for desk, supervisor in (("victim-support", None), ("trafficking", None),
+                                 ("border-liaison", "victim-support")):
+            await app[STORE].add_desk(desk, supervisor, app[CLOCK].now_ms())
         world = World(server, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
         made.append(world)
         return world
@@ -822,6 +825,28 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     assert {"event": "reply", "data": {"desk": "trafficking@vn-mps", "id": mid, "reply": rid,
                                        "sender": "border-liaison@vn-mps"}} in got
 
+    # An unread flash past its service level: the desk is told, its supervisor desk gets
+    # the signed notice (a level of one second, checked an hour later by the clock).
+    boss = await w.officer("victim-support")
+    boss_events = EventReader(await open_stream(w, boss))
+    await asyncio.sleep(0.05)
+    late = (await w.send(a, w.seal(a, [b]), expect=201)).doc["id"]
+    assert (await b_events.next())["event"] == "message"
+    real = w.app[SERVICE_LEVELS]
+    later = ManualClock(real.clock.now_ms() + 3_600_000)
+    level = ServiceLevelSection("flash", "read", 1.0, escalate=True)
+    checker = ServiceLevels((level,), real.store, real.directory, real.stages, real.metrics,
+                            later, real.key, real.gateway, 1.0)
+    checker.listeners = real.listeners
+    assert [b.message_id for b in await checker.check()] == [late]
+    breach = await b_events.next()
+    assert breach is not None and breach["event"] == "breach"
+    assert breach["data"]["id"] == late and breach["data"]["stage"] == "read"
+    escalation = await boss_events.next()
+    assert escalation is not None and escalation["event"] == "escalation"
+    assert escalation["data"]["late_desk"] == "border-liaison@vn-mps"
+    assert escalation["data"]["desk"] == "victim-support@vn-mps"
+
     # A stream that falls behind is cut with resync; stopping the gateway ends the others.
     for _ in range(20):
         w.app[HUB].publish(Notification("trafficking@vn-mps", "message", {
@@ -841,4 +866,5 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     for choice in schema["oneOf"]:
         event = resolve(choice["$ref"][1:])[1]["properties"]["event"]
         named |= {event["const"]} if "const" in event else set(event["enum"])
-    assert named == {"message", "read", "reply", "resync", "shutdown"}
+    assert named == {"message", "read", "reply", "receipt", "expired", "breach", "escalation",
+                     "resync", "shutdown"}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from gateway.admin_cli import admin_request, format_partners
@@ -80,7 +82,10 @@ def test_partners_command_against_a_running_gateway(tmp_path: Path) -> None:
     closed.close()  # nothing listens there: the partner is down
     config = d / "gateway.toml"
     fingerprint = GatewaySigningKey.generate().public.fingerprint
-    config.write_text(config.read_text() + f"""
+    metrics_port_file = tmp_path / "metrics.port"
+    text = config.read_text().replace(
+        "\n[metrics]", f'\n[metrics]\nport_file = "{metrics_port_file}"', 1)
+    config.write_text(text + f"""
 [federation]
 health_seconds = 0.1
 
@@ -112,6 +117,24 @@ fingerprint = "{fingerprint}"
         assert "not a partner" in one_line_error(unknown)
         as_json = gateway("partners", "--json", "--config", str(config))
         assert '"id": "kh-cnp"' in as_json.stdout
+        status = gateway("status", "--config", str(config))
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert lines[0].startswith("vn-mps (version ")
+        assert lines[1].startswith("ledger: ")
+        assert any(line.split()[:2] == ["kh-cnp", "down"] for line in lines), status.stdout
+        assert any(line.split()[:3] == ["flash", "read", "within"] for line in lines)
+        assert "(nothing observed yet)" in status.stdout
+        status_json = json.loads(gateway("status", "--json", "--config", str(config)).stdout)
+        assert status_json["gateway"] == "vn-mps"
+        assert {lv["stage"] for lv in status_json["service_levels"]} == {
+            "delivered", "read", "reply"}
+        metrics_port = int(metrics_port_file.read_text())
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=10) as response:
+            page = response.read().decode()
+        assert 'fpg_partner_up{partner="kh-cnp"} 0.0' in page
+        assert 'fpg_gateway_info{gateway="vn-mps"' in page
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

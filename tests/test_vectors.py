@@ -14,6 +14,7 @@ from gateway.directory import open_binding
 from gateway.events import decode_entry
 from gateway.ledger import open_checkpoint
 from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.service_levels import open_breach_notice
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 
@@ -32,7 +33,7 @@ def _code_blocks(section: str) -> list[str]:
 
 def test_documented_envelopes_verify_and_open() -> None:
     sections = block().split("### Vector ")[1:]
-    assert len(sections) == len(vectors.VECTORS) + 4
+    assert len(sections) == len(vectors.VECTORS) + 5
     for section, vector in zip(sections, vectors.VECTORS, strict=False):
         payload_text, header_text, hex_text = _code_blocks(section)
         data = bytes.fromhex("".join(hex_text.split()))
@@ -121,3 +122,13 @@ def test_documented_rotation_statement_verifies() -> None:
     assert [k.key for k in history.keys] == [old, new]
     assert history.keys[0].retired == ROTATION_TIME
     assert history.since_trusted({old.fingerprint})[-1].key == new
+
+
+def test_documented_breach_notice_verifies() -> None:
+    section = block().split("### Vector ")[len(vectors.VECTORS) + 5]
+    (note_text,) = _code_blocks(section)
+    key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL))
+    notice = open_breach_notice((note_text + "\n").encode(), "kh-cnp", key.public)
+    assert (notice.message_id, notice.stage, notice.priority) == (
+        vectors.VECTORS[0].header.id, "read", "flash")
+    assert notice.due_ms - notice.accepted_ms == 900_000

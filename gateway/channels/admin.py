@@ -8,6 +8,10 @@ user) reach it; nothing on the network does. ``gateway partners`` reads from it.
     acknowledgements waiting, last contact, the last checkpoint witnessed, the last alarm.
 ``POST /partners/{id}/retry``
     wake that partner's sender now, ending its backoff.
+``GET /status``
+    the one-screen summary: ledger, partners, service levels and their breaches, and
+    response times observed since the gateway started (counts and means per stage and
+    priority, from its metrics).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import __version__
 from gateway.app import error_middleware
-from gateway.appkeys import CLOCK, PARTNERS, STORE, WITNESS
+from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
 from gateway.errors import ConfigError, NotFoundError
+from gateway.metrics import Metrics
 from gateway.partners import Partner
 
 MAIN = web.AppKey("main", web.Application)
@@ -31,6 +37,10 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
 
 async def get_partners(request: web.Request) -> web.Response:
     app = request.app[MAIN]
+    return web.json_response(await partners_report(app))
+
+
+async def partners_report(app: web.Application) -> dict[str, Any]:
     store, witness, now = app[STORE], app[WITNESS], app[CLOCK].now_ms()
     queues, reads = await store.queue_stats(), await store.read_queue_depths()
     report: list[dict[str, Any]] = []
@@ -57,7 +67,46 @@ async def get_partners(request: web.Request) -> web.Response:
                 "reason": alarm.reason, "time": alarm.time_ms, "seen_size": alarm.seen_size,
                 "kept_size": alarm.kept_size},
         })
-    return web.json_response({"now": now, "partners": report})
+    return {"now": now, "partners": report}
+
+
+async def get_status(request: web.Request) -> web.Response:
+    app = request.app[MAIN]
+    store, config = app[STORE], app[CONFIG]
+    report = await partners_report(app)
+    latest = await store.latest_checkpoint()
+    breaches = await store.breach_counts()
+    report.update({
+        "gateway": config.gateway.id,
+        "version": __version__,
+        "ledger": {"size": store.ledger_size(),
+                   "checkpoint": None if latest is None else {
+                       "size": latest.size, "made": latest.made_ms}},
+        "service_levels": [{
+            "priority": level.priority, "stage": level.stage,
+            "within_seconds": level.within_seconds, "escalate": level.escalate,
+            "breaches": breaches.get((level.priority, level.stage), 0),
+        } for level in config.service_levels],
+        "responses": _responses(app[METRICS]),
+    })
+    return web.json_response(report)
+
+
+def _responses(metrics: Metrics) -> list[dict[str, Any]]:
+    """Observations of fpg_response_seconds since start, by stage and priority."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for family in metrics.registry.collect():
+        if family.name != "fpg_response_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels["stage"], sample.labels["priority"])
+            if sample.name.endswith("_count"):
+                sums.setdefault(key, [0.0, 0.0])[0] += sample.value
+            elif sample.name.endswith("_sum"):
+                sums.setdefault(key, [0.0, 0.0])[1] += sample.value
+    return [{"stage": stage, "priority": priority, "count": int(count),
+             "mean_seconds": total / count if count else None}
+            for (stage, priority), (count, total) in sorted(sums.items())]
 
 
 def _state(partner: Partner) -> str:
@@ -78,6 +127,7 @@ def admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[MAIN] = main
     app.router.add_get("/partners", get_partners)
+    app.router.add_get("/status", get_status)
     app.router.add_post("/partners/{partner}/retry", post_retry)
     return app
 

@@ -239,6 +239,35 @@ class QueueStats:
     oldest_queued_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageTimes:
+    """What response-time metrics and service levels need of a stored message."""
+
+    id: str
+    kind: str
+    priority: str
+    sender: str  # desk address
+    recipient: str  # desk address
+    origin: str  # "local" or the partner it came from
+    accepted_ms: int
+    first_read_ms: int | None
+    first_reply_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A message that missed a service level, as recorded (gateway.service_levels)."""
+
+    message_id: str
+    stage: str
+    desk: str  # desk address told
+    priority: str
+    due_ms: int
+    found_ms: int
+    supervisor: str | None = None  # desk address escalated to
+    notice: bytes | None = None  # the gateway-signed notice sent there
+
+
 class Store(Protocol):
     """What the gateway needs from durable storage."""
 
@@ -305,6 +334,22 @@ class Store(Protocol):
 
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Outbox depth and oldest queued time of every partner with queued messages."""
+
+    async def message_times(self, message_ids: Sequence[str]) -> dict[str, MessageTimes]:
+        """Kind, priority, desks, origin and stage times of the stored messages among
+        ``message_ids``."""
+
+    async def overdue(self, stage: str, priority: str, due_before_ms: int, since_ms: int,
+                      limit: int) -> list[MessageTimes]:
+        """Messages of ``priority`` accepted (for ``delivered``: queued) in
+        [since_ms, due_before_ms] that have not reached ``stage`` and have no breach
+        recorded for it; hotlines and cases only."""
+
+    async def record_breaches(self, breaches: Sequence[Breach]) -> list[Breach]:
+        """Store new breaches; the ones already recorded are left out of the answer."""
+
+    async def breach_counts(self) -> dict[tuple[str, str], int]:
+        """How many breaches were recorded, by (priority, stage)."""
 
     async def read_queue_depths(self) -> dict[str, int]:
         """How many read acknowledgements wait for each partner that has some."""

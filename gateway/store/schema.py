@@ -213,4 +213,28 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        7,
+        """
+        -- Service-level breaches found (gateway.service_levels): one row per message and
+        -- stage, so that a breach is counted and told once, across restarts. ``notice``
+        -- is the gateway-signed breach notice sent to the supervisor desk, if any.
+        CREATE TABLE breaches (
+            message_id TEXT NOT NULL REFERENCES messages(id),
+            stage      TEXT NOT NULL,
+            desk       TEXT NOT NULL,
+            priority   TEXT NOT NULL,
+            due_ms     INTEGER NOT NULL,
+            found_ms   INTEGER NOT NULL,
+            supervisor TEXT,
+            notice     BLOB,
+            PRIMARY KEY (message_id, stage)
+        ) WITHOUT ROWID;
+        -- What the service-level check scans: messages still unread or unanswered.
+        CREATE INDEX messages_unread ON messages (priority, accepted_ms)
+            WHERE first_read_ms IS NULL;
+        CREATE INDEX messages_unanswered ON messages (priority, accepted_ms)
+            WHERE first_reply_ms IS NULL;
+        """,
+    ),
 ]

@@ -53,10 +53,12 @@ from gateway.store import (
     READ_RECORDED,
     READ_UNKNOWN,
     AcceptOutcome,
+    Breach,
     ExpiredItem,
     InboxItem,
     IncomingMessage,
     LedgerRow,
+    MessageTimes,
     NonDelivery,
     Notification,
     OutboxItem,
@@ -97,6 +99,8 @@ _INSERT_RECEIPT = (
     "INSERT OR IGNORE INTO receipts (message_id, partner, outcome, reason, receipt, received_ms)"
     " VALUES (?,?,?,?,?,?)"
 )
+_TIMES = ("m.id, m.kind, m.priority, m.sender, m.recipient, m.origin, m.accepted_ms,"
+          " m.first_read_ms, m.first_reply_ms")
 _INSERT_LEDGER = "INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES (?,?,?,?,?)"
 _MAX_PARAMS = 30_000  # parameters per statement, under SQLite's 32,766
 _MIN_SPLIT = 64  # an idle writer splits a waiting crowd of at least twice this in two
@@ -177,6 +181,7 @@ class _Plan:
     new_messages: dict[str, _Known] = field(default_factory=dict)
     reads: set[tuple[str, str]] = field(default_factory=set)  # (message, officer) acknowledged
     notifications: list[Notification] = field(default_factory=list)
+    events: list[LedgerEvent] = field(default_factory=list)  # appended, in ledger order
     # The state after this batch, copied when planning ends: ``tip`` itself moves on
     # while the next batch is planned on top of this one.
     end: _Tip | None = None
@@ -217,6 +222,7 @@ class _Plan:
         frontier = self.tip.frontier
         seq = frontier.size
         entry = event.encode(seq)
+        self.events.append(event)
         leaf = sha256(b"\x00" + entry).digest()  # merkle.leaf_hash, inlined: hot path
         known = self.known.get(event.message_id)
         self.ledger_rows.append(
@@ -466,6 +472,8 @@ class SqliteStore(DeskQueries):
         self.committed_ops = 0
         self.on_commit: list[Callable[[int], None]] = []  # called with the new ledger size
         self.on_notify: list[Callable[[Notification], None]] = []  # after the commit
+        # called after each commit with the ledger events it appended (metrics)
+        self.on_events: list[Callable[[list[LedgerEvent]], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -642,6 +650,9 @@ class SqliteStore(DeskQueries):
         for notification in plan.notifications:
             for listener in self.on_notify:
                 listener(notification)
+        if plan.events:
+            for observer in self.on_events:
+                observer(plan.events)
         return True
 
     async def _make_plan(self, batch: list[_Op], tip: _Tip, previous: _Plan | None) -> _Plan:
@@ -886,6 +897,60 @@ class SqliteStore(DeskQueries):
     async def read_queue_depths(self) -> dict[str, int]:
         rows = await self._read("SELECT partner, COUNT(*) FROM read_outbox GROUP BY partner")
         return {row[0]: row[1] for row in rows}
+
+    async def message_times(self, message_ids: Sequence[str]) -> dict[str, MessageTimes]:
+        found: dict[str, MessageTimes] = {}
+        ids = list(dict.fromkeys(message_ids))
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT {_TIMES} FROM messages m WHERE m.id IN ({marks})", chunk)  # noqa: S608
+            found.update({row[0]: MessageTimes(*row) for row in rows})
+        return found
+
+    async def overdue(self, stage: str, priority: str, due_before_ms: int, since_ms: int,
+                      limit: int) -> list[MessageTimes]:
+        if stage == "delivered":
+            source = ("outbox o JOIN messages m ON m.id = o.message_id"
+                      " WHERE o.queued_ms BETWEEN ? AND ?")
+        elif stage == "read":
+            source = ("messages m INDEXED BY messages_unread WHERE m.first_read_ms IS NULL"
+                      " AND m.accepted_ms BETWEEN ? AND ?")
+        elif stage == "reply":
+            source = ("messages m INDEXED BY messages_unanswered WHERE m.first_reply_ms IS NULL"
+                      " AND m.accepted_ms BETWEEN ? AND ?")
+        else:
+            raise ValueError(f"no service level for stage {stage!r}")
+        rows = await self._read(
+            f"SELECT {_TIMES} FROM {source} AND m.priority = ?"  # noqa: S608
+            " AND m.kind IN ('hotline', 'case')"
+            " AND NOT EXISTS (SELECT 1 FROM breaches b WHERE b.message_id = m.id"
+            " AND b.stage = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.message_id = m.id)"
+            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = m.id"
+            " AND r.outcome = 'rejected')"
+            " ORDER BY m.accepted_ms LIMIT ?",
+            (since_ms, due_before_ms, priority, stage, limit))
+        return [MessageTimes(*row) for row in rows]
+
+    async def record_breaches(self, breaches: Sequence[Breach]) -> list[Breach]:
+        new: list[Breach] = []
+        async with self.transaction() as w:
+            for b in breaches:
+                cursor = await w.execute(
+                    "INSERT OR IGNORE INTO breaches (message_id, stage, desk, priority, due_ms,"
+                    " found_ms, supervisor, notice) VALUES (?,?,?,?,?,?,?,?)",
+                    (b.message_id, b.stage, b.desk, b.priority, b.due_ms, b.found_ms,
+                     b.supervisor, b.notice))
+                if cursor.rowcount == 1:
+                    new.append(b)
+        return new
+
+    async def breach_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._read(
+            "SELECT priority, stage, COUNT(*) FROM breaches GROUP BY priority, stage")
+        return {(row[0], row[1]): row[2] for row in rows}
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
         rows = await self._read(
