@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -48,6 +48,9 @@ class Stages:
         # (message, stage) pairs already observed: two officers reading in the same
         # millisecond must not count as two first reads
         self._firsts: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # labelled series, by label values (bounded: see gateway.metrics)
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._histograms: dict[tuple[str, ...], Any] = {}
 
     def observe(self, events: list[LedgerEvent]) -> None:
         """Called by the store after each commit (keep it cheap)."""
@@ -129,11 +132,17 @@ class Stages:
 
     def _count(self, route: Route, kind: str | None, priority: str | None,
                outcome: str) -> None:
-        self.metrics.messages.labels(route.direction, route.partner, kind or "",
-                                     priority or "", outcome).inc()
+        key = (route.direction, route.partner, kind or "", priority or "", outcome)
+        counter = self._counters.get(key)
+        if counter is None:  # labels() takes a lock and builds a key: once per series
+            counter = self._counters[key] = self.metrics.messages.labels(*key)
+        counter.inc()
 
     def _observe(self, route: Route, kind: str | None, priority: str | None, stage: str,
                  took_ms: int) -> None:
+        key = (route.direction, route.partner, kind or "", priority or "", stage)
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = self.metrics.response.labels(*key)
         # Clocks of two gateways may differ by up to the hop window: never negative.
-        self.metrics.response.labels(route.direction, route.partner, kind or "",
-                                     priority or "", stage).observe(max(took_ms, 0) / 1000)
+        histogram.observe(max(took_ms, 0) / 1000)
