@@ -9,6 +9,7 @@ before answering.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.admin_cli import admin_request, format_status
+from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
 from gateway.config import MetricsSection
 from gateway.crypto.keys import GatewaySigningKey
@@ -127,6 +130,12 @@ async def test_each_stage_of_a_flash_alert_is_measured_on_both_sides(vn_kh, http
             await until(lambda s=stage: observed(kh_url, inb, s), f"KH's {stage} stage")
         vn_page, kh_page = await scrape(vn_url), await scrape(kh_url)
     vn_s, kh_s = samples(vn_page), samples(kh_page)
+    assert vn.app is not None
+    async with admin.serving(vn.app, vn.directory / "admin.sock"):
+        status = await admin_request(vn.directory / "admin.sock", "GET", "/status")
+    shown = format_status(status)
+    assert "reply     flash          1" in shown  # one reply observed, flash
+    assert [lv["breaches"] for lv in status["service_levels"]] == [0, 1]
     assert vn_s[key("fpg_messages_total", outcome="accepted", **out)] == 1
     assert vn_s[key("fpg_messages_total", outcome="relayed", **out)] == 1
     assert vn_s[key("fpg_messages_total", outcome="read", **out)] == 1
@@ -145,6 +154,8 @@ async def test_each_stage_of_a_flash_alert_is_measured_on_both_sides(vn_kh, http
     for page in (vn_page, kh_page):
         for secret in (mid, answer["id"], text, "anti-trafficking", "border-liaison", "@"):
             assert secret not in page
+    for secret in (mid, answer["id"], text, "anti-trafficking", "border-liaison", "off-"):
+        assert secret not in shown and secret not in json.dumps(status)
         for value in set(re.findall(r'="([^"]*)"', page)):  # names, codes, numbers only
             assert re.fullmatch(r"[a-z0-9_.+-]{1,24}|\+Inf", value), value
 
