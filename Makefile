@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN_DIR ?= .run
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,17 @@ run: $(BIN)/.installed
 	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port 8443 --insecure-dev-keys
 	$(BIN)/gateway run --config $(RUN_DIR)/gateway/gateway.toml
 
+## demo: three gateways (vn-mps, kh-cnp, la-mps) on 127.0.0.1 play a scenario, then serve until Ctrl-C
+demo: $(BIN)/.installed
+	$(BIN)/gateway demo --dir $(RUN_DIR)/demo
+
 ## test: the whole test suite
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 ## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/merkle.py)
 lint: $(BIN)/.installed
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests bench docker
 	$(BIN)/mypy gateway
 
 ## bench: every benchmark, each printing its figures next to the raw limit

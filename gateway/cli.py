@@ -50,6 +50,8 @@ from gateway.crypto.keys import (
     normalize_fingerprint,
 )
 from gateway.crypto.note import NoteVerifier
+from gateway.demo import add_parser as add_demo_parser
+from gateway.demo import cmd_demo
 from gateway.enrollment import code_hash, new_code
 from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
 from gateway.files import write_port_file
@@ -193,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--port-file", type=Path, metavar="FILE",
                    help="write the bound port to FILE once listening")
+    add_demo_parser(sub)
     return parser
 
 
@@ -631,6 +634,7 @@ COMMANDS = {
     "partners": cmd_partners,
     "status": cmd_status,
     "run": cmd_run,
+    "demo": cmd_demo,
 }
 
 

@@ -1,0 +1,46 @@
+# The focal-point gateway as a container image, installed from this repository's own
+# files. docker-compose.yml runs the three-country demo federation with it; on its own:
+#
+#   docker build -t fpg-gateway .
+#   docker run --rm -it -v fpg:/data fpg-gateway init /data/gateway --id xx-yy
+#   docker run -it -v fpg:/data fpg-gateway    # gateway run --config /data/gateway/gateway.toml
+#
+# (-it: both prompt for the key file's passphrase unless the configuration names a
+# passphrase file or variable.)
+# A gateway serves plain HTTP and unauthenticated metrics on loopback only: to be reached
+# from outside its container it needs [server] tls_cert_file/tls_key_file and
+# [metrics] token_file, and a host of 0.0.0.0 (see config/gateway.example.toml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Only what `pip install .` needs (.dockerignore keeps the rest out of the context).
+COPY pyproject.toml README.md /src/
+COPY gateway /src/gateway
+RUN pip install /src && rm -rf /src
+
+COPY docker/healthcheck.py /usr/local/bin/fpg-healthcheck
+
+# Never root: keys, databases and the admin socket belong to this user, under /data.
+RUN useradd --system --user-group --uid 10001 --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin fpg \
+    && mkdir /data && chown fpg:fpg /data
+USER fpg
+WORKDIR /data
+VOLUME ["/data"]
+
+# The defaults of `gateway init` ([server] port) and of [metrics] port; the demo's
+# configurations use 8441-8443 and 9464-9466.
+EXPOSE 8443 9464
+
+# FPG_CONFIG names the configuration the health check reads (host, port, TLS); keep it
+# equal to the --config the container runs with.
+ENV FPG_CONFIG=/data/gateway/gateway.toml
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/bin/fpg-healthcheck"]
+
+ENTRYPOINT ["gateway"]
+CMD ["run", "--config", "/data/gateway/gateway.toml"]
