@@ -31,12 +31,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check gateway tests bench docker
 	$(BIN)/mypy gateway
 
-## bench: every benchmark, each printing its figures next to the raw limit
+## bench: every benchmark in one run; bench/REPORT.md with each figure beside its raw limit
 bench: $(BIN)/.installed
-	$(BIN)/python bench/crypto.py
-	$(BIN)/python bench/ledger.py
-	$(BIN)/python bench/accept.py
-	$(BIN)/python bench/relay.py --backlog 20000
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

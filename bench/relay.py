@@ -182,7 +182,7 @@ class Gateway:
     def init(self) -> None:
         """``gateway init`` on the chosen port; read the key fingerprint back."""
         gateway_command("init", str(self.directory), "--id", self.id, "--port",
-                        str(self.port), "--insecure-dev-keys")
+                        str(self.port), "--metrics-port", "0", "--insecure-dev-keys")
         shown = gateway_command("keys", "show", "--config", str(self.config))
         self.fingerprint = shown.split("fingerprint: ", 1)[1].splitlines()[0].strip()
 
