@@ -50,6 +50,7 @@ from gateway.delivery import Delivery
 from gateway.directory import DirectoryService
 from gateway.errors import GatewayError, LedgerError
 from gateway.hop import HopVerifier
+from gateway.httpbody import BODY_TIMEOUT
 from gateway.hub import Hub
 from gateway.identity import Identity
 from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
@@ -224,6 +225,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
         middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
     )
     app[CONFIG] = config
+    app[BODY_TIMEOUT] = config.server.body_timeout_seconds
     app[IDENTITY] = Identity.from_bundle(config.gateway.id, bundle)
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()

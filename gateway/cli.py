@@ -55,6 +55,7 @@ from gateway.demo import cmd_demo
 from gateway.enrollment import code_hash, new_code
 from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
 from gateway.files import write_port_file
+from gateway.httpbody import server_settings
 from gateway.identity import Identity
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
@@ -584,7 +585,8 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
     """Run the gateway until SIGINT or SIGTERM."""
     log = get_logger("gateway.run")
     app = create_app(config, bundle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           **server_settings(config.server.header_timeout_seconds))
     await runner.setup()
     try:
         site = web.TCPSite(

@@ -102,6 +102,12 @@ class ServerSection:
         8 * 1024 * 1024, _range(1024, 64 * 1024 * 1024), doc="largest request body accepted"
     )
     port_file: Path | None = _key(None, doc="write the bound port here once listening")
+    header_timeout_seconds: float = _key(
+        15.0, _range(0.1, 3600), doc="close a connection that has not sent a whole request "
+        "head this many seconds after it opened or after its last answer")
+    body_timeout_seconds: float = _key(
+        120.0, _range(0.1, 3600), doc="answer 408 to a request whose body is not whole this "
+        "many seconds after its head")
 
     @property
     def loopback(self) -> bool:

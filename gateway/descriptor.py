@@ -17,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import jsontext
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import MalformedError
@@ -70,7 +71,7 @@ def _parse_text(text: str) -> Descriptor:
     if len(lines) != 3 or lines[0] != DESCRIPTOR_LINE or lines[2] != "":
         raise MalformedError("not a v1 descriptor")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         keys = [k for k in doc["keys"] if k["role"] == ROLE_GATEWAY_SIGNING]
         if doc["v"] != 1 or len(keys) != 1:
             raise MalformedError("descriptor must announce exactly one gateway signing key")

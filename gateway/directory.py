@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from gateway import jsontext
 from gateway.clock import Clock
 from gateway.crypto.keys import (
     ROLE_OFFICER_SIGNING,
@@ -80,7 +81,7 @@ def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
     if len(lines) != 3 or lines[0] != BINDING_LINE:
         raise MalformedError("not an officer binding")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         binding = Binding(
             gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
             sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
@@ -213,7 +214,7 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
     if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
         raise MalformedError("not a desk directory")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
         return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}

@@ -175,6 +175,13 @@ class TooLargeError(ClientError):
     http_status = 413
 
 
+class BodyTimeoutError(ClientError):
+    """The request body did not arrive whole in time (a slow client)."""
+
+    code = "body_timeout"
+    http_status = 408
+
+
 class UnsupportedMediaError(ClientError):
     code = "unsupported_media_type"
     http_status = 415

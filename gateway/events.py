@@ -16,6 +16,7 @@ import operator
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
+from gateway import jsontext
 from gateway.errors import LedgerError
 
 ENTRY_VERSION = 1
@@ -97,7 +98,7 @@ class LedgerEvent(NamedTuple):
 def decode_entry(data: bytes) -> dict[str, Any]:
     """Parse entry bytes (for audits and proofs); raises LedgerError if not an entry."""
     try:
-        doc = json.loads(data)
+        doc = jsontext.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise LedgerError("ledger entry is not JSON") from None
     if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,12 +64,15 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode('ascii')}\n"
 
 
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}", re.ASCII)
+
+
 def parse_checkpoint_text(text: str) -> Checkpoint:
     lines = text.split("\n")
     if len(lines) < 4 or lines[-1] != "":
         raise LedgerError("a checkpoint has an origin, a size and a root hash line")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    if not _SIZE.fullmatch(size_text):  # ASCII digits, no leading zero, under 2^64
         raise LedgerError("checkpoint size is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import jsontext
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
@@ -60,7 +61,7 @@ def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
     if len(lines) != 3 or lines[0] != NOTICE_LINE:
         raise MalformedError("not a non-delivery notice")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         notice = NonDeliveryNotice(
             gateway=str(doc["gateway"]), partner=str(doc["partner"]),
             message_id=str(doc["id"]), digest=str(doc["digest"]), sender=str(doc["sender"]),

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import jsontext
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
@@ -62,7 +63,7 @@ def open_receipt(note: bytes, gateway: str, keys: list[VerifyKey]) -> Receipt:
     if len(lines) != 3 or lines[0] != RECEIPT_LINE:
         raise MalformedError("not a receipt")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         receipt = Receipt(
             gateway=str(doc["gateway"]), sender=str(doc["from"]), message_id=str(doc["id"]),
             digest=str(doc["digest"]), outcome=str(doc["outcome"]),

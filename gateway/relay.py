@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from gateway import jsontext
 from gateway.clock import Clock
 from gateway.config import FederationSection
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
@@ -204,7 +205,7 @@ class Sender:
             raise PeerError(f"{p.id} answered the read acknowledgements with HTTP {status}: "
                             f"{_error_code(answer)}")
         try:
-            results = json.loads(answer)["results"]
+            results = jsontext.loads(answer)["results"]
             if not isinstance(results, list) or len(results) != len(reads):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
@@ -242,7 +243,7 @@ class Sender:
         key = p.key
         assert key is not None
         try:
-            notes = json.loads(answer)["receipts"]
+            notes = jsontext.loads(answer)["receipts"]
             if not isinstance(notes, list) or len(notes) != len(batch):
                 raise ValueError("wrong number of receipts")
             results = []
@@ -291,7 +292,7 @@ def _b64(raw: bytes) -> str:
 
 def _error_code(answer: bytes) -> str:
     try:
-        return str(json.loads(answer).get("error", "no error code"))
+        return str(jsontext.loads(answer).get("error", "no error code"))
     except (ValueError, AttributeError):
         return "no error code"
 
@@ -315,7 +316,7 @@ class Receiver:
         """One signed receipt (as text) per message of the batch, in order; and the signing
         key ids of the officers whose messages were accepted."""
         try:
-            doc = json.loads(body)
+            doc = jsontext.loads(body)
             items = doc["messages"]
             if doc.get("v") != 1 or not isinstance(items, list):
                 raise ValueError
@@ -361,7 +362,7 @@ class Receiver:
         """Record the read acknowledgements a partner's officers made of messages this
         gateway relayed to them; one outcome per acknowledgement, in order."""
         try:
-            doc = json.loads(body)
+            doc = jsontext.loads(body)
             items = doc["reads"]
             if doc.get("v") != 1 or not isinstance(items, list):
                 raise ValueError

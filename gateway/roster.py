@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import jsontext
 from gateway.config import Config, TrustAnchorSection
 from gateway.crypto.keys import (
     ROLE_ANCHOR_SIGNING,
@@ -116,7 +117,7 @@ def _parse(text: str) -> Roster:
     if len(lines) != 3 or lines[0] != ROSTER_LINE or lines[2] != "":
         raise MalformedError("not a v1 roster")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         if doc["v"] != 1 or not isinstance(doc["gateways"], list):
             raise MalformedError("unsupported roster version")
         roster = Roster(anchor=str(doc["anchor"]),

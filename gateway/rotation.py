@@ -28,6 +28,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import jsontext
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
@@ -77,7 +78,7 @@ def _parse(text: str) -> Rotation:
     if len(lines) != 3 or lines[0] != ROTATION_LINE or lines[2] != "":
         raise MalformedError("not a v1 key rotation statement")
     try:
-        doc: Any = json.loads(lines[1])
+        doc: Any = jsontext.loads(lines[1])
         if doc["v"] != 1:
             raise MalformedError("unsupported key rotation version")
         rotation = Rotation(

@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from gateway import jsontext
 from gateway.clock import Clock
 from gateway.config import ServiceLevelSection
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
@@ -83,7 +84,7 @@ def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotic
     if len(lines) != 3 or lines[0] != NOTICE_LINE:
         raise MalformedError("not a service-level breach notice")
     try:
-        doc = json.loads(lines[1])
+        doc = jsontext.loads(lines[1])
         notice = BreachNotice(
             gateway=str(doc["gateway"]), message_id=str(doc["id"]), desk=str(doc["desk"]),
             supervisor=str(doc["supervisor"]), kind=str(doc["kind"]),

@@ -19,11 +19,11 @@ by ``gateway partners``. A partner that has made no checkpoint yet is simply ski
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 
 import structlog
 
+from gateway import jsontext
 from gateway.clock import Clock
 from gateway.crypto.note import NoteVerifier
 from gateway.errors import LedgerError, PeerError
@@ -133,7 +133,7 @@ class Witness:
                               f"no consistency proof from {kept.size} to {new.size} "
                               f"(HTTP {status})")
         try:
-            hashes = json.loads(answer)["proof"]
+            hashes = jsontext.loads(answer)["proof"]
             if not isinstance(hashes, list) or len(hashes) > MAX_PROOF_HASHES:
                 raise ValueError
             proof = [_b64decode(h) for h in hashes]

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import jsontext
 from gateway.appkeys import (
     ANON_LIMITER,
     CLOCK,
@@ -55,8 +56,8 @@ ENVELOPE_TYPES = (ENVELOPE_TYPE, "application/octet-stream")
 async def read_json(request: web.Request) -> dict[str, Any]:
     body = await read_body(request, MAX_JSON_BODY)
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsontext.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
         raise ClientError("the body must be a JSON object", code="bad_json") from None
     if not isinstance(doc, dict):
         raise ClientError("the body must be a JSON object", code="bad_json")

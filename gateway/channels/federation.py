@@ -61,7 +61,8 @@ async def post_reads(request: web.Request) -> web.Response:
 
 
 async def get_directory(request: web.Request) -> web.Response:
-    await _authenticate(request, await request.read())
+    # A hop-signed GET has an empty body: read it like any other (size and time bounded).
+    await _authenticate(request, await read_body(request, 0))
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
                         headers={"Content-Type": DIRECTORY_MEDIA_TYPE})

@@ -21,6 +21,7 @@ from gateway.appkeys import CLOCK, METRICS, PARTNERS, STORE
 from gateway.config import MetricsSection
 from gateway.errors import ConfigError
 from gateway.files import write_port_file
+from gateway.httpbody import server_settings
 
 MAIN = web.AppKey("main", web.Application)
 TOKEN = web.AppKey("token", bytes)
@@ -90,7 +91,7 @@ async def serving(main: web.Application, settings: MetricsSection) -> AsyncItera
         yield None
         return
     runner = web.AppRunner(metrics_app(main, settings), access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, **server_settings())
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from gateway import jsontext
 from gateway.client import payload
 from gateway.clock import Clock, SystemClock
 from gateway.crypto.envelope import (
@@ -183,7 +183,7 @@ class GatewayClient:
         raise AssertionError("unreachable")
 
     async def get_json(self, path: str) -> Any:
-        return json.loads((await self.request("GET", path))[1])
+        return jsontext.loads((await self.request("GET", path))[1])
 
     # --- directory ---------------------------------------------------------------------
 
@@ -290,7 +290,7 @@ class GatewayClient:
                 if exc.code == "recipients_mismatch" and not refresh:
                     continue  # the desk changed since we fetched the directory
                 raise
-            result: dict[str, Any] = json.loads(answer)
+            result: dict[str, Any] = jsontext.loads(answer)
             return result
         raise AssertionError("unreachable")
 
@@ -339,7 +339,7 @@ class GatewayClient:
             "POST", f"/v1/messages/{message.header.id}/read",
             json={"read": read_ms, "signature": base64.b64encode(signature).decode("ascii")},
         )
-        result: dict[str, Any] = json.loads(body)
+        result: dict[str, Any] = jsontext.loads(body)
         return result
 
     async def read(self, message_id: str) -> OpenedMessage:
@@ -387,5 +387,5 @@ class GatewayClient:
                 elif line.startswith("data: "):
                     data.append(line[6:])
                 elif line == "" and kind is not None:
-                    yield kind, json.loads("\n".join(data)) if data else {}
+                    yield kind, jsontext.loads("\n".join(data)) if data else {}
                     kind, data = None, []

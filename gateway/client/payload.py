@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from gateway import jsontext
 from gateway.errors import ClientError
 
 LEGAL_BASES = ("treaty", "reciprocity", "convention", "other")
@@ -93,7 +94,7 @@ def encode(doc: dict[str, Any], kind: str) -> bytes:
 
 def decode(data: bytes, kind: str) -> dict[str, Any]:
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = jsontext.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise PayloadError("the payload is not UTF-8 JSON") from None
     return validate(doc, kind)
