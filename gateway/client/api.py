@@ -169,10 +169,11 @@ class GatewayClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes, Any]:
         """Make an authenticated request (signing in again once if the session ended)."""
+        extra = kwargs.pop("headers", {})  # the same on the retry after signing in again
         for attempt in (0, 1):
             if self._token is None:
                 await self.sign_in()
-            headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
+            headers = {"Authorization": f"Bearer {self._token}", **extra}
             async with self.http.request(method, self._url(path), headers=headers,
                                          **kwargs) as response:
                 if response.status == 401 and attempt == 0:
