@@ -272,7 +272,10 @@ class Partners:
                 if data is None:
                     raise PeerError(f"{partner.id} answered more than {MAX_ANSWER} bytes")
                 return response.status, data
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError:  # a partner that accepts the connection and never answers
+            raise PeerError(f"{partner.id} did not answer within "
+                            f"{self.config.federation.request_timeout_seconds:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise PeerError(f"{partner.id} unreachable ({type(exc).__name__}: {exc})") \
                 from None
 

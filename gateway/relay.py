@@ -10,7 +10,8 @@ written, the sending desk hears of it); that commit runs while the next batch is
 and posted, with the messages being recorded left out of it. Any failure (unreachable,
 an error status, a bad receipt) keeps the whole batch queued and backs off:
 ``retry_first_seconds`` doubling up to ``retry_max_seconds``, with jitter, stored in the
-database so a restart keeps it. While a partner is down it is probed every
+database so a restart keeps it (a deadline further off than the cap, left by a wall clock
+that was set back since, is cut to the cap). While a partner is down it is probed every
 ``health_seconds`` (gateway.partners) and its sender catches up as soon as it answers.
 A partner's sender never waits on another's.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import random
@@ -107,6 +109,11 @@ class Sender:
         while True:
             now = self.clock.now_ms()
             await self.expire(now)
+            latest = now + int(s.retry_max_seconds * 1000)
+            if state.next_attempt_ms > latest:
+                # Further off than any backoff: the wall clock was set back since the
+                # deadline was written (or the cap lowered). Wait no longer than the cap.
+                state = dataclasses.replace(state, next_attempt_ms=latest)
             if state.next_attempt_ms > now and not p.kick.is_set():
                 # Backing off: only a kick (partner answers, operator) ends it early; wake
                 # also when a queued message expires, to issue its notice on time.

@@ -525,16 +525,23 @@ class SqliteStore(DeskQueries):
             return
         self._closed = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-        if self._wal_task is not None:
-            self._wal_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wal_task
-            await self._wal.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-            await self._wal.close()
-        await self._reader.close()
-        await self._writer.close()
+        try:
+            if self._task is not None:
+                await self._task
+        finally:
+            # Whatever happened, every connection is closed: each has a thread of its own,
+            # and one left running keeps the process from exiting.
+            if self._wal_task is not None:
+                self._wal_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._wal_task
+                try:
+                    await self._wal.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # a full disk: the log is kept, and read at open
+                    log.warning("wal_checkpoint_failed", error=str(exc))
+                await self._wal.close()
+            await self._reader.close()
+            await self._writer.close()
 
     # --- writes ------------------------------------------------------------------------
 
@@ -604,10 +611,19 @@ class SqliteStore(DeskQueries):
             batch = await self._next_batch(in_flight)
             if batch is None:
                 break
-            plan = await self._make_plan(batch, tip, previous)
-            if in_flight is not None and not await in_flight:
-                tip = self._committed.copy()
-                plan = await self._make_plan(batch, tip, None)
+            try:
+                plan = await self._make_plan(batch, tip, previous)
+                if in_flight is not None and not await in_flight:
+                    tip = self._committed.copy()
+                    plan = await self._make_plan(batch, tip, None)
+            except Exception as exc:  # the loop boundary: fail this batch, keep serving
+                # A lookup failed (a read I/O error) or an operation could not be planned.
+                # Nothing of this batch was written; the next one starts from what is.
+                if in_flight is not None:
+                    await in_flight
+                self._fail(batch, exc, "plan_failed")
+                tip, previous, in_flight = self._committed.copy(), None, None
+                continue
             previous = plan
             in_flight = self._loop.create_task(self._write(batch, plan))
         if in_flight is not None:
@@ -626,15 +642,7 @@ class SqliteStore(DeskQueries):
             # one call: aiosqlite has no public way to run a whole transaction at once.)
             await w._execute(_write_batch, w._conn, plan.take_writes())  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loop boundary: fail this batch, keep serving
-            if isinstance(exc, sqlite3.Error):
-                log.error("commit_failed", ops=len(batch), error=str(exc))
-                error = StoreError(f"database write failed ({exc}); nothing was saved")
-            else:
-                log.exception("commit_failed", ops=len(batch))
-                error = StoreError("the store could not commit; nothing was saved")
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(error)
+            self._fail(batch, exc, "commit_failed")
             return False
         assert plan.end is not None
         self._committed = plan.end
@@ -654,6 +662,20 @@ class SqliteStore(DeskQueries):
             for observer in self.on_events:
                 observer(plan.events)
         return True
+
+    @staticmethod
+    def _fail(batch: list[_Op], exc: Exception, event: str) -> None:
+        """Answer every operation of a batch that saved nothing with a StoreError."""
+        if isinstance(exc, sqlite3.Error | StoreError):
+            log.error(event, ops=len(batch), error=str(exc))
+            what = exc.message if isinstance(exc, StoreError) else f"database write failed ({exc})"
+            error = StoreError(f"{what}; nothing was saved")
+        else:
+            log.exception(event, ops=len(batch))
+            error = StoreError("the store could not commit; nothing was saved")
+        for op in batch:
+            if not op.future.done():
+                op.future.set_exception(error)
 
     async def _make_plan(self, batch: list[_Op], tip: _Tip, previous: _Plan | None) -> _Plan:
         """Plan ``batch`` on ``tip``. ``previous`` is the batch still being written: the
@@ -723,6 +745,8 @@ class SqliteStore(DeskQueries):
 
         Commits (with fsync) when the block ends, rolls back if it raises. It waits for,
         and holds off, the committer, so the two never interleave on the connection.
+        A database failure (a full disk, an I/O error: anything but a constraint, which
+        callers catch to mean "exists") is raised as StoreError, as the committer's are.
         """
         if self._closed:
             raise StoreError("the store is closed")
@@ -735,14 +759,21 @@ class SqliteStore(DeskQueries):
                 # the ROLLBACK always follows the BEGIN, even if this task is cancelled.
                 await w.execute("BEGIN IMMEDIATE")
                 yield w
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):  # none if BEGIN itself failed
                     await w.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                    log.error("transaction_failed", error=str(exc))
+                    raise StoreError(f"database write failed ({exc}); nothing was saved") \
+                        from None
                 raise
             try:
                 await w.execute("COMMIT")
             except sqlite3.Error as exc:
-                await w.execute("ROLLBACK")
+                # SQLite may have rolled back already (some full-disk and I/O errors do).
+                with contextlib.suppress(sqlite3.Error):
+                    await w.execute("ROLLBACK")
+                log.error("transaction_failed", error=str(exc))
                 raise StoreError(f"database write failed ({exc}); nothing was saved") from None
 
     async def checkpoint_wal(self) -> None:
@@ -756,8 +787,12 @@ class SqliteStore(DeskQueries):
 
         One call, not execute-then-fetch: two reads interleaved on the connection would keep
         a statement open across both, and with it an old snapshot of the database.
+        A failing database (an I/O error, a damaged file) is raised as StoreError.
         """
-        return list(await self._reader.execute_fetchall(sql, params))
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database read failed ({exc})") from None
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
         rows = await self._read(
