@@ -174,6 +174,7 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                                         config.limits.anonymous_burst)
         partners = app[PARTNERS] = Partners(config, identity, app[CLOCK], store)
         await partners.load_keys()  # key rotations followed before a restart
+        await partners.load_directories()  # so that a partner down at start can be queued
         app[HOP] = HopVerifier(identity.gateway_id, app[CLOCK],
                                int(config.federation.hop_window_seconds * 1000),
                                partners.trusted, partners.learn_key)

@@ -34,7 +34,7 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.config import Config, PartnerSection
-from gateway.crypto.keys import VerifyKey, normalize_fingerprint
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
 from gateway.descriptor import (
     DESCRIPTOR_PATH,
@@ -43,7 +43,7 @@ from gateway.descriptor import (
     verify_descriptor_history,
 )
 from gateway.directory import Binding, DirectoryEntry, open_binding, open_directory
-from gateway.errors import CryptoError, PeerError, UnavailableError
+from gateway.errors import BadKeyError, CryptoError, PeerError, UnavailableError
 from gateway.hop import sign_hop
 from gateway.httpbody import read_at_most
 from gateway.identity import Identity
@@ -216,6 +216,30 @@ class Partners:
             log.info("partner_key_followed", partner=partner.id, key_id=current.key_id,
                      fingerprint=current.fingerprint, rotations=len(chain) - 1, stored=True)
 
+    async def load_directories(self) -> None:
+        """Each partner's last verified directory, from before a restart: verified again
+        with the key that signed it, which must be one this gateway trusts for the
+        partner (by fingerprint). Refreshed from the partner as usual when it answers."""
+        if self.store is None:
+            return
+        for partner in self.by_id.values():
+            stored = await self.store.partner_directory(partner.id)
+            if stored is None:
+                continue
+            note, raw_key, fetched_ms = stored
+            try:
+                key = VerifyKey(raw_key, ROLE_GATEWAY_SIGNING)
+                trusted = partner.fingerprints | {k.fingerprint for k in partner.keys}
+                if key.fingerprint not in trusted:
+                    raise BadKeyError("signed by a key no longer trusted for the partner")
+                desks = open_directory(note, partner.id, key)
+            except CryptoError as exc:
+                log.warning("partner_stored_directory_ignored", partner=partner.id,
+                            error=exc.message)
+                continue
+            partner.directory_note, partner.directory = note, desks
+            partner.fetched_ms = fetched_ms
+
     async def learn_key(self, gateway_id: str, key: VerifyKey) -> bool:
         """A partner's hop request came signed by ``key``, which we do not trust for it:
         fetch its descriptor (at most once per ``health_seconds``) in case it rotated to
@@ -336,9 +360,13 @@ class Partners:
             except CryptoError as exc:
                 log.error("partner_directory_refused", partner=partner.id, error=exc.message)
                 raise PeerError(f"{partner.id}: directory refused ({exc.message})") from None
+            changed = note != partner.directory_note
             partner.directory_note, partner.directory = note, desks
             partner.fetched_ms = self.clock.now_ms()
             self.mark(partner, up=True)
+            if changed and self.store is not None:  # kept for a restart while it is down
+                await self.store.set_partner_directory(
+                    partner.id, note, descriptor.signing_key.raw, partner.fetched_ms)
 
     def mark(self, partner: Partner, *, up: bool, error: str | None = None) -> None:
         if partner.up is not up:

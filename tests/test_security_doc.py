@@ -21,7 +21,7 @@ def references() -> list[tuple[str, str | None]]:
             continue
         for cell in line.split("|"):
             current: str | None = None
-            for file, name in re.findall(r"`(test_\w+\.py)?(?:::(test_\w+))?`", cell):
+            for file, name in re.findall(r"`((?:chaos/)?test_\w+\.py)?(?:::(test_\w+))?`", cell):
                 if file:
                     current = file
                 if not file and not name:

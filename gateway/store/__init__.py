@@ -318,6 +318,13 @@ class Store(Protocol):
     async def partner_key_history(self, partner: str) -> list[bytes]:
         """The key rotation statements followed for ``partner``, oldest first (gateway.rotation)."""
 
+    async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
+        """The partner's last verified directory note, the raw key that signed it and
+        when it was fetched."""
+
+    async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
+                                    fetched_ms: int) -> None: ...
+
     async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
                                       now_ms: int) -> None:
         """Replace the partner's followed key history by ``statements``, durably."""

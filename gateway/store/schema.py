@@ -237,4 +237,18 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE first_reply_ms IS NULL;
         """,
     ),
+    (
+        8,
+        """
+        -- Each partner's last verified desk directory (a note it signed) and the key that
+        -- signed it, so that after a restart this gateway can still seal for and queue to
+        -- a partner that is down (gateway.partners).
+        CREATE TABLE partner_directories (
+            partner     TEXT PRIMARY KEY,
+            note        BLOB NOT NULL,
+            signing_key BLOB NOT NULL,
+            fetched_ms  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]

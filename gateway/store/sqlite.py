@@ -881,6 +881,20 @@ class SqliteStore(DeskQueries):
             "SELECT statement FROM partner_keys WHERE partner = ? ORDER BY seq", (partner,))
         return [bytes(row[0]) for row in rows]
 
+    async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
+        rows = await self._read("SELECT note, signing_key, fetched_ms FROM partner_directories"
+                                " WHERE partner = ?", (partner,))
+        return (bytes(rows[0][0]), bytes(rows[0][1]), rows[0][2]) if rows else None
+
+    async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
+                                    fetched_ms: int) -> None:
+        async with self.transaction() as w:
+            await w.execute(
+                "INSERT INTO partner_directories (partner, note, signing_key, fetched_ms)"
+                " VALUES (?,?,?,?) ON CONFLICT (partner) DO UPDATE SET note = excluded.note,"
+                " signing_key = excluded.signing_key, fetched_ms = excluded.fetched_ms",
+                (partner, note, signing_key, fetched_ms))
+
     async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
                                       now_ms: int) -> None:
         async with self.transaction() as w:
