@@ -430,12 +430,30 @@ async def until(check: Callable[[], Awaitable[bool] | bool], what: str,
 # --- gateway processes ------------------------------------------------------------------
 
 
-def _log_tail(node: Node, lines: int = 5) -> str:
+def log_tail(path: Path, lines: int = 5, width: int | None = None) -> str:
+    """The last ``lines`` of a gateway's log, indented (each cut at ``width``)."""
     try:
-        tail = node.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    return "\n".join("    " + line for line in tail[-lines:])
+    return "\n".join("    " + line[:width] for line in tail[-lines:])
+
+
+async def terminate(proc: asyncio.subprocess.Process, seconds: float) -> bool:
+    """SIGTERM ``proc`` and wait up to ``seconds``; SIGKILL it after that. Whether it
+    stopped on its own."""
+    if proc.returncode is not None:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), seconds)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return False
+    return True
 
 
 def _open_log(node: Node) -> BinaryIO:
@@ -453,7 +471,7 @@ async def start_gateway(node: Node, http: aiohttp.ClientSession) -> None:
     while True:
         if node.proc.returncode is not None:
             raise DemoError(f"{node.id} stopped at start (status {node.proc.returncode}); "
-                            f"the end of {node.log_path}:\n{_log_tail(node)}")
+                            f"the end of {node.log_path}:\n{log_tail(node.log_path)}")
         with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
             async with http.get(node.url + "/healthz",
                                 timeout=aiohttp.ClientTimeout(total=2)) as r:
@@ -471,17 +489,9 @@ async def stop_gateway(node: Node) -> int | None:
     proc, node.proc = node.proc, None
     if proc is None:
         return None
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise DemoError(f"{node.id} did not stop within {STOP_SECONDS:g} s after "
-                            "SIGTERM; killed") from None
+    if not await terminate(proc, STOP_SECONDS):
+        raise DemoError(f"{node.id} did not stop within {STOP_SECONDS:g} s after SIGTERM; "
+                        "killed")
     return proc.returncode
 
 

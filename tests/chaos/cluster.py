@@ -29,6 +29,7 @@ from gateway.admin_cli import admin_request
 from gateway.clock import SystemClock
 from gateway.crypto.keyfile import read_public
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
+from gateway.demo import log_tail, terminate
 from gateway.enrollment import code_hash, new_code
 from gateway.store.sqlite import SqliteStore
 
@@ -264,25 +265,13 @@ enabled = false
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_SECONDS)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise ClusterError(f"{self.id} did not stop within {STOP_SECONDS:g} s "
-                                   "after SIGTERM; killed") from None
+        if not await terminate(proc, STOP_SECONDS):
+            raise ClusterError(f"{self.id} did not stop within {STOP_SECONDS:g} s after "
+                               "SIGTERM; killed")
         return proc.returncode
 
     def log_tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join("    " + line[:400] for line in text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, width=400)
 
     # --- looking inside ----------------------------------------------------------------
 
