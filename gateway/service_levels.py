@@ -40,7 +40,7 @@ from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.directory import DirectoryService
 from gateway.errors import MalformedError
 from gateway.metrics import DIRECTIONS, Metrics
-from gateway.stages import Stages
+from gateway.stages import Route, Stages
 from gateway.store import Breach, MessageTimes, Notification, Store
 
 log = structlog.get_logger("gateway.service_levels")
@@ -138,7 +138,7 @@ class ServiceLevels:
         if not late:
             return []
         directory = await self.directory.get()
-        planned: list[tuple[Breach, MessageTimes]] = []
+        planned: list[tuple[Breach, MessageTimes, Route]] = []
         for m in late:
             route = self.stages.route(m)
             desk = m.sender if route.direction == "outbound" else m.recipient
@@ -151,12 +151,11 @@ class ServiceLevels:
                                       m.priority, level.stage, m.accepted_ms, due,
                                       now).sign(self.key)
             planned.append((Breach(m.id, level.stage, desk, m.priority, due, now,
-                                   supervisor, notice), m))
+                                   supervisor, notice), m, route))
         recorded = {(b.message_id, b.stage)
-                    for b in await self.store.record_breaches([b for b, _ in planned])}
-        new = [(b, m) for b, m in planned if (b.message_id, b.stage) in recorded]
-        for b, m in new:
-            route = self.stages.route(m)
+                    for b in await self.store.record_breaches([b for b, _, _ in planned])}
+        new = [p for p in planned if (p[0].message_id, p[0].stage) in recorded]
+        for b, m, route in new:
             self.metrics.breaches.labels(route.direction, b.priority, b.stage).inc()
             log.warning("service_level_breach", message=b.message_id, stage=b.stage,
                         priority=b.priority, direction=route.direction, partner=route.partner,
@@ -170,7 +169,7 @@ class ServiceLevels:
                     "id": b.message_id, "stage": b.stage, "priority": b.priority,
                     "late_desk": b.desk,
                     "notice": base64.b64encode(b.notice).decode("ascii")}))
-        return [b for b, _ in new]
+        return [b for b, _, _ in new]
 
     def _tell(self, item: Notification) -> None:
         for listener in self.listeners:

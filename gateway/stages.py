@@ -106,17 +106,16 @@ class Stages:
                 self._observe(route, m.kind, m.priority, "reply", e.time_ms - m.accepted_ms)
 
     def route(self, m: MessageTimes) -> Route:
-        if m.origin != "local":
-            return Route("inbound", m.origin)
-        gateway = m.recipient.partition("@")[2]
-        if gateway == self.gateway:
-            return Route("local", LOCAL)
-        return Route("outbound", gateway)
+        return self._route(None if m.origin == "local" else m.origin, m.recipient)
 
     def _route_of_event(self, e: LedgerEvent) -> Route:
-        if e.partner is not None:
-            return Route("inbound", e.partner)
-        gateway = (e.recipient or "").partition("@")[2]
+        """Of an ``accepted`` event, whose ``partner`` is the gateway it came from."""
+        return self._route(e.partner, e.recipient or "")
+
+    def _route(self, came_from: str | None, recipient: str) -> Route:
+        if came_from is not None:
+            return Route("inbound", came_from)
+        gateway = recipient.partition("@")[2]
         if gateway == self.gateway:
             return Route("local", LOCAL)
         return Route("outbound", gateway)
