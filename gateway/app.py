@@ -25,6 +25,7 @@ from gateway.appkeys import (
     ANON_LIMITER,
     CLOCK,
     CONFIG,
+    CRYPTO_WORKER,
     DELIVERY,
     DIRECTORY,
     HOP,
@@ -46,6 +47,7 @@ from gateway.channels import client, federation, peer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
+from gateway.crypto.worker import CryptoWorker
 from gateway.delivery import Delivery
 from gateway.directory import DirectoryService
 from gateway.errors import GatewayError, LedgerError
@@ -151,7 +153,9 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
     config, identity = app[CONFIG], app[IDENTITY]
     origin = config.gateway.ledger_origin
     store = await SqliteStore.open(config.database, max_batch=config.store.max_batch)
+    worker = app[CRYPTO_WORKER] = CryptoWorker()
     try:
+        await worker.start()
         ledger = Ledger(store, origin, identity.checkpoint_verifiers(origin),
                         identity.checkpoint_signer(origin), app[CLOCK])
         await check_ledger(ledger, config.ledger.verify_on_start)
@@ -178,10 +182,10 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
         app[HOP] = HopVerifier(identity.gateway_id, app[CLOCK],
                                int(config.federation.hop_window_seconds * 1000),
                                partners.trusted, partners.learn_key)
-        app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK],
+        app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK], worker,
                                  config.server.max_body_bytes)
         app[DELIVERY] = Delivery(
-            store, directory, app[CLOCK], gateway=identity.gateway_id,
+            store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
             max_envelope=config.server.max_body_bytes,
             clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=partners,
         )
@@ -201,7 +205,7 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                 await tasks.enter_async_context(background("service_levels", levels.run))
             for partner in partners.by_id.values():
                 sender = Sender(partner, partners, store, app[CLOCK], config.federation,
-                                identity.gateway_id, metrics=app[METRICS])
+                                identity.gateway_id, worker, metrics=app[METRICS])
                 await tasks.enter_async_context(
                     background(f"refresh:{partner.id}",
                                functools.partial(partners.refresh_loop, partner)))
@@ -212,6 +216,7 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
             yield
         await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
     finally:
+        worker.close()
         await store.close()
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.crypto.worker import CryptoWorker
 from gateway.delivery import Delivery
 from gateway.directory import DirectoryService
 from gateway.hop import HopVerifier
@@ -32,6 +33,7 @@ LIMITER = web.AppKey("limiter", RateLimiter)  # per officer
 ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # per client address, no token
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
+CRYPTO_WORKER = web.AppKey("crypto_worker", CryptoWorker)
 
 REQUEST_ID = web.RequestKey("request_id", str)  # per request, set by the error middleware
 PARTNERS = web.AppKey("partners", Partners)

@@ -22,7 +22,8 @@ import binascii
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
+from gateway.crypto.envelope import Envelope, read_signer, verify_envelope_on
+from gateway.crypto.worker import CryptoWorker
 from gateway.directory import Directory, DirectoryService, Officer
 from gateway.errors import (
     BadSignatureError,
@@ -52,10 +53,11 @@ def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
 
 
 class Delivery:
-    def __init__(self, store: Store, directory: DirectoryService, clock: Clock, *,
-                 gateway: str, max_envelope: int, clock_skew_ms: int,
-                 partners: Partners | None = None) -> None:
+    def __init__(self, store: Store, directory: DirectoryService, clock: Clock,
+                 worker: CryptoWorker, *, gateway: str, max_envelope: int,
+                 clock_skew_ms: int, partners: Partners | None = None) -> None:
         self.store = store
+        self.worker = worker
         self.directory = directory
         self.clock = clock
         self.gateway = gateway
@@ -69,7 +71,8 @@ class Delivery:
         if read_signer(data, max_size=self.max_envelope) != officer.sign_key.key_id:
             raise ForbiddenError("the envelope is not signed by the signed-in officer",
                                  code="signer_mismatch")
-        envelope = verify_envelope(data, officer.sign_key, max_size=self.max_envelope)
+        envelope = await verify_envelope_on(self.worker, data, officer.sign_key,
+                                            max_size=self.max_envelope)
         h = envelope.header
         # A resend of what is already stored is answered "duplicate" whatever has changed
         # since (expiry, desk members), so a client that lost the first answer may retry.

@@ -20,8 +20,9 @@ from typing import Any
 
 from gateway import jsontext
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
-from gateway.errors import MalformedError
+from gateway.crypto.note import NoteSigner, NoteVerifier, note_checks, sign_note, verify_note
+from gateway.crypto.worker import CryptoWorker
+from gateway.errors import BadSignatureError, MalformedError
 
 RECEIPT_LINE = "fpg receipt v1"
 MAX_RECEIPT_SIZE = 4096
@@ -59,6 +60,25 @@ def open_receipt(note: bytes, gateway: str, keys: list[VerifyKey]) -> Receipt:
     """Verify a receipt signed by ``gateway`` with one of ``keys`` and parse it."""
     text = verify_note(note, [NoteVerifier(gateway, k) for k in keys],
                        max_size=MAX_RECEIPT_SIZE)
+    return _parse(text, gateway)
+
+
+async def open_receipts_on(worker: CryptoWorker, notes: list[bytes], gateway: str,
+                           key: VerifyKey) -> list[Receipt]:
+    """:func:`open_receipt` for a batch's receipts, all signed by ``gateway`` with ``key``,
+    their signatures checked by ``worker`` in one job; raises on the first bad one."""
+    verifiers = [NoteVerifier(gateway, key)]
+    texts, checks = [], []
+    for note in notes:
+        text, needed = note_checks(note, verifiers, max_size=MAX_RECEIPT_SIZE)
+        texts.append(text)
+        checks.extend(needed)
+    if not all(await worker.check_all(checks)):
+        raise BadSignatureError("a receipt's signature does not verify")
+    return [_parse(text, gateway) for text in texts]
+
+
+def _parse(text: str, gateway: str) -> Receipt:
     lines = text.split("\n")
     if len(lines) != 3 or lines[0] != RECEIPT_LINE:
         raise MalformedError("not a receipt")

@@ -34,23 +34,24 @@ import hashlib
 import json
 import random
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from gateway import jsontext
 from gateway.clock import Clock
 from gateway.config import FederationSection
-from gateway.crypto.envelope import Envelope, read_signer, verify_envelope
+from gateway.crypto.envelope import Envelope, read_signer, verify_envelopes_on
 from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
+from gateway.crypto.worker import CryptoWorker
 from gateway.delivery import READ_LINE, read_text
-from gateway.directory import Directory, DirectoryService
+from gateway.directory import Binding, Directory, DirectoryService
 from gateway.errors import ClientError, CryptoError, PeerError, StoreError
 from gateway.identity import Identity
 from gateway.metrics import Metrics
 from gateway.notices import NonDeliveryNotice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH, Partner, Partners
-from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipt
+from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipts_on
 from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,
@@ -90,9 +91,10 @@ class Sender:
     """The relay task of one partner."""
 
     def __init__(self, partner: Partner, partners: Partners, store: Store, clock: Clock,
-                 settings: FederationSection, me: str, rng: random.Random | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 settings: FederationSection, me: str, worker: CryptoWorker,
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.partner = partner
+        self.worker = worker
         self.metrics = metrics
         self.partners = partners
         self.store = store
@@ -253,10 +255,10 @@ class Sender:
             notes = jsontext.loads(answer)["receipts"]
             if not isinstance(notes, list) or len(notes) != len(batch):
                 raise ValueError("wrong number of receipts")
+            raws = [note.encode("utf-8") for note in notes]
+            receipts = await open_receipts_on(self.worker, raws, p.id, key)
             results = []
-            for item, note in zip(batch, notes, strict=True):
-                raw = note.encode("utf-8")
-                receipt = open_receipt(raw, p.id, [key])
+            for item, raw, receipt in zip(batch, raws, receipts, strict=True):
                 # A rejection of an envelope the partner could not verify names no id.
                 named = receipt.message_id == item.message_id or (
                     receipt.outcome == REJECTED and receipt.message_id == "")
@@ -311,8 +313,9 @@ class Receiver:
     """Checks, stores and answers the batches partners relay to this gateway."""
 
     def __init__(self, store: Store, directory: DirectoryService, identity: Identity,
-                 clock: Clock, max_envelope: int) -> None:
+                 clock: Clock, worker: CryptoWorker, max_envelope: int) -> None:
         self.store = store
+        self.worker = worker
         self.directory = directory
         self.identity = identity
         self.clock = clock
@@ -337,7 +340,7 @@ class Receiver:
         # every accept in batch order (the store commits them together and keeps that
         # order in the inbox).
         now = self.clock.now_ms()
-        checked = [self._checked(partner, caller_key, item, now) for item in items]
+        checked = await self._check_all(partner, caller_key, items, now)
         stored = await self.store.stored_digests(
             [c.header.id for c in checked if isinstance(c, Envelope)])
         directory = await self.directory.get()
@@ -429,14 +432,33 @@ class Receiver:
         return ReadAck(message_id, f"{binding.officer}@{partner.id}",
                        binding.sign_key.key_id, read_ms, ack)
 
-    def _checked(self, partner: Partner, caller_key: VerifyKey, item: Any,
-                 now: int) -> Receipt | Envelope:
-        """The verified envelope, or the receipt rejecting it."""
-        try:
-            return self._check(partner, caller_key, item)
-        except _Refused as refused:
-            return self._receipt(partner, refused.message_id, refused.digest, REJECTED,
-                                 refused.reason, now)
+    async def _check_all(self, partner: Partner, caller_key: VerifyKey, items: list[Any],
+                         now: int) -> list[Receipt | Envelope]:
+        """Each item's verified envelope, or the receipt rejecting it. The signatures are
+        checked together, on the crypto worker's thread."""
+        prepared: list[_Refused | _Unverified] = []
+        for item in items:
+            try:
+                prepared.append(self._prepare(partner, caller_key, item))
+            except _Refused as refused:
+                prepared.append(refused)
+        unverified = [p for p in prepared if isinstance(p, _Unverified)]
+        outcomes = iter(await verify_envelopes_on(
+            self.worker, [(u.data, u.binding.sign_key) for u in unverified],
+            max_size=self.max_envelope))
+        checked: list[Receipt | Envelope] = []
+        for p in prepared:
+            try:
+                if isinstance(p, _Refused):
+                    raise p
+                outcome = next(outcomes)
+                if isinstance(outcome, CryptoError):
+                    raise _Refused("", p.digest, "bad_signature")
+                checked.append(self._bound(partner, p, outcome))
+            except _Refused as refused:
+                checked.append(self._receipt(partner, refused.message_id, refused.digest,
+                                             REJECTED, refused.reason, now))
+        return checked
 
     def _decide(self, partner: Partner, checked: Receipt | Envelope,
                 stored: dict[str, str], directory: Directory, now: int) -> Receipt | Envelope:
@@ -458,9 +480,9 @@ class Receiver:
             return self._receipt(partner, h.id, envelope.digest, REJECTED, reason, now)
         return envelope
 
-    def _check(self, partner: Partner, caller_key: VerifyKey, item: Any) -> Envelope:
-        """The envelope, verified with the key of an officer the partner vouches for
-        (``envelope.signer`` is that key's id); raises _Refused."""
+    def _prepare(self, partner: Partner, caller_key: VerifyKey, item: Any) -> _Unverified:
+        """The envelope and the binding of the officer the partner vouches for, whose key
+        must have signed it; raises _Refused."""
         try:
             data = base64.b64decode(item["envelope"], validate=True)
             binding_note = base64.b64decode(item["binding"] or "", validate=True)
@@ -477,16 +499,16 @@ class Receiver:
             raise _Refused("", digest, "bad_binding") from None
         if binding.sign_key.key_id != signer:
             raise _Refused("", digest, "bad_binding")
-        try:
-            envelope = verify_envelope(data, binding.sign_key, max_size=self.max_envelope)
-        except CryptoError:
-            raise _Refused("", digest, "bad_signature") from None
-        h = envelope.header
+        return _Unverified(data, digest, binding)
+
+    def _bound(self, partner: Partner, unverified: _Unverified, envelope: Envelope) -> Envelope:
+        """The verified envelope, if its officer's binding covers it; raises _Refused."""
+        h, binding = envelope.header, unverified.binding
         if (h.sender not in binding.desks or h.sender.partition("@")[2] != partner.id
                 or not binding.not_before <= h.created < binding.not_after):
-            raise _Refused(h.id, digest, "sender_not_bound")
+            raise _Refused(h.id, unverified.digest, "sender_not_bound")
         if h.recipient.partition("@")[2] != self.identity.gateway_id:
-            raise _Refused(h.id, digest, "not_for_this_gateway")
+            raise _Refused(h.id, unverified.digest, "not_for_this_gateway")
         return envelope
 
     def _resent(self, partner: Partner, envelope: Envelope, stored_digest: str,
@@ -503,6 +525,12 @@ class Receiver:
         assert outcome in (ACCEPTED, DUPLICATE, REJECTED)
         return Receipt(self.identity.gateway_id, partner.id, message_id, digest, outcome,
                        reason, now)
+
+
+class _Unverified(NamedTuple):
+    data: bytes
+    digest: str
+    binding: Binding
 
 
 class _Refused(Exception):

@@ -38,7 +38,10 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
     VerifyKey,
 )
+from gateway.crypto.worker import CryptoWorker
 from gateway.errors import (
+    BadSignatureError,
+    CryptoError,
     DecryptionError,
     MalformedError,
     NotARecipientError,
@@ -373,14 +376,63 @@ def verify_envelope(
     data: bytes, key: VerifyKey, *, max_size: int = DEFAULT_MAX_ENVELOPE_SIZE
 ) -> Envelope:
     """Verify the signature with ``key``, then parse; return the verified :class:`Envelope`."""
+    header_len, signed, signature = _signed_parts(data, key, max_size)
+    key.verify(signed, signature)
+    return _parse_verified(data, key, header_len, signed, signature)
+
+
+async def verify_envelope_on(
+    worker: CryptoWorker, data: bytes, key: VerifyKey, *,
+    max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
+) -> Envelope:
+    """:func:`verify_envelope` with the signature checked on ``worker``'s thread; the
+    parsing, after it, stays on the caller's."""
+    header_len, signed, signature = _signed_parts(data, key, max_size)
+    if not await worker.check(key, signed, signature):
+        raise BadSignatureError("signature does not verify")
+    return _parse_verified(data, key, header_len, signed, signature)
+
+
+async def verify_envelopes_on(
+    worker: CryptoWorker, items: Sequence[tuple[bytes, VerifyKey]], *,
+    max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
+) -> list[Envelope | CryptoError]:
+    """:func:`verify_envelope_on` for many envelopes at once (one job for the worker):
+    each one's :class:`Envelope`, or the error that refused it, in order."""
+    results: list[Envelope | CryptoError] = []
+    parts: list[tuple[int, tuple[int, bytes, bytes]]] = []
+    for data, key in items:
+        try:
+            parts.append((len(results), _signed_parts(data, key, max_size)))
+            results.append(BadSignatureError("signature does not verify"))  # until checked
+        except CryptoError as exc:
+            results.append(exc)
+    verified = await worker.check_all([
+        (items[i][1], signed, signature) for i, (_, signed, signature) in parts])
+    for (i, (header_len, signed, signature)), ok in zip(parts, verified, strict=True):
+        if not ok:
+            continue
+        data, key = items[i]
+        try:
+            results[i] = _parse_verified(data, key, header_len, signed, signature)
+        except CryptoError as exc:
+            results[i] = exc
+    return results
+
+
+def _signed_parts(data: bytes, key: VerifyKey, max_size: int) -> tuple[int, bytes, bytes]:
+    """The header length, the signed bytes and the signature, before any verification."""
     kid, header_len = _check_prefix(data, max_size)
     if kid != key.key_id_bytes:
         raise SignerMismatchError("envelope is signed by a different key")
     signed_len = len(data) - SIGNATURE_SIZE
-    signature = data[signed_len:]
-    body = key.verify(data[:signed_len], signature)
+    return header_len, data[:signed_len], data[signed_len:]
 
-    # Everything below reads bytes that the signature has just covered.
+
+def _parse_verified(data: bytes, key: VerifyKey, header_len: int, body: bytes,
+                    signature: bytes) -> Envelope:
+    """The envelope, from ``body``: bytes that the signature has just covered."""
+    signed_len = len(body)
     offset = _PREFIX.size
     if not 2 <= header_len <= MAX_HEADER_SIZE:
         raise MalformedError("bad header length")

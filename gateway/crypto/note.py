@@ -152,18 +152,28 @@ def verify_note(
     As the specification requires, signatures from unknown keys are ignored, a known key
     whose signature fails rejects the note, and a note with no known signature is rejected.
     """
+    text, checks = note_checks(data, verifiers, max_size=max_size)
+    for key, message, signature in checks:
+        key.verify(message, signature)
+    return text
+
+
+def note_checks(
+    data: bytes, verifiers: Iterable[NoteVerifier], *, max_size: int = MAX_NOTE_SIZE
+) -> tuple[str, list[tuple[VerifyKey, bytes, bytes]]]:
+    """The note's text, not yet verified, and the signatures by ``verifiers`` that must
+    all verify for it to be (at least one), as ``(key, message, signature)``."""
     text, sigs = split_note(data, max_size=max_size)
     known = {(v.name, v.key_id): v for v in verifiers}
     message = text.encode("utf-8")
-    verified = False
+    checks = []
     for sig in sigs:
         verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             continue
         if len(sig.signature) != SIGNATURE_SIZE:
             raise BadSignatureError(f"signature by {sig.name} has the wrong length")
-        verifier.key.verify(message, sig.signature)
-        verified = True
-    if not verified:
+        checks.append((verifier.key, message, sig.signature))
+    if not checks:
         raise BadSignatureError("note carries no signature by a trusted key")
-    return text
+    return text, checks
