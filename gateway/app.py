@@ -155,7 +155,6 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
     store = await SqliteStore.open(config.database, max_batch=config.store.max_batch)
     worker = app[CRYPTO_WORKER] = CryptoWorker()
     try:
-        await worker.start()
         ledger = Ledger(store, origin, identity.checkpoint_verifiers(origin),
                         identity.checkpoint_signer(origin), app[CLOCK])
         await check_ledger(ledger, config.ledger.verify_on_start)

@@ -26,7 +26,6 @@ from gateway.receipts import Receipt, open_receipt, open_receipts_on
 @pytest.fixture
 async def worker() -> AsyncIterator[CryptoWorker]:
     w = CryptoWorker()
-    await w.start()
     yield w
     w.close()
 
@@ -44,13 +43,13 @@ async def test_signatures_are_checked_on_another_thread(worker: CryptoWorker) ->
     key = OfficerSigningKey.generate()
     other = OfficerSigningKey.generate()
     good = key.sign(b"message")
-    answers = await asyncio.gather(
-        worker.check(key.public, b"message", good),
-        worker.check(key.public, b"messagf", good),  # another message
-        worker.check(other.public, b"message", good),  # another key
-        worker.check(key.public, b"message", good[:63]),  # a short signature
-        worker.check_all([(key.public, b"message", good)] * 3))
-    assert answers == [True, False, False, False, [True, True, True]]
+    answers = await worker.check_all([
+        (key.public, b"message", good),
+        (key.public, b"messagf", good),  # another message
+        (other.public, b"message", good),  # another key
+        (key.public, b"message", good[:63]),  # a short signature
+    ])
+    assert answers == [True, False, False, False]
     (thread,) = worker._pool._threads  # type: ignore[attr-defined]
     assert thread is not threading.current_thread() and thread.name.startswith("crypto")
 
@@ -68,9 +67,9 @@ async def test_checks_of_one_turn_go_as_one_job(worker: CryptoWorker,
     monkeypatch.setattr(worker._pool, "submit", counting)
     key = OfficerSigningKey.generate()
     sig = key.sign(b"m")
-    singles = [worker.check(key.public, b"m", sig) for _ in range(40)]
+    singles = [worker.check_all([(key.public, b"m", sig)]) for _ in range(40)]
     many = worker.check_all([(key.public, b"m", sig)] * 10)
-    assert await asyncio.gather(*singles) == [True] * 40
+    assert await asyncio.gather(*singles) == [[True]] * 40
     assert await many == [True] * 10
     assert sizes == [50]
 
@@ -78,10 +77,11 @@ async def test_checks_of_one_turn_go_as_one_job(worker: CryptoWorker,
 async def test_a_caller_that_gave_up_does_not_disturb_the_others(worker: CryptoWorker) -> None:
     key = OfficerSigningKey.generate()
     sig = key.sign(b"m")
-    abandoned, kept = worker.check(key.public, b"m", sig), worker.check(key.public, b"x", sig)
+    abandoned = worker.check_all([(key.public, b"m", sig)])
+    kept = worker.check_all([(key.public, b"x", sig)])
     abandoned.cancel()
-    assert await kept is False
-    assert await worker.check(key.public, b"m", sig) is True
+    assert await kept == [False]
+    assert await worker.check_all([(key.public, b"m", sig)]) == [True]
 
 
 async def test_the_loop_keeps_turning_while_signatures_are_checked(
@@ -110,11 +110,11 @@ async def test_the_loop_keeps_turning_while_signatures_are_checked(
 
 async def test_closed_worker_refuses_new_checks() -> None:
     w = CryptoWorker()
-    await w.start()
-    w.close()
     key = OfficerSigningKey.generate()
+    assert await w.check_all([(key.public, b"m", key.sign(b"m"))]) == [True]
+    w.close()
     with pytest.raises(RuntimeError, match="closed"):
-        w.check(key.public, b"m", key.sign(b"m"))
+        w.check_all([(key.public, b"m", key.sign(b"m"))])
 
 
 async def test_envelopes_checked_by_the_worker_match_the_plain_path(

@@ -387,10 +387,10 @@ async def verify_envelope_on(
 ) -> Envelope:
     """:func:`verify_envelope` with the signature checked on ``worker``'s thread; the
     parsing, after it, stays on the caller's."""
-    header_len, signed, signature = _signed_parts(data, key, max_size)
-    if not await worker.check(key, signed, signature):
-        raise BadSignatureError("signature does not verify")
-    return _parse_verified(data, key, header_len, signed, signature)
+    (outcome,) = await verify_envelopes_on(worker, [(data, key)], max_size=max_size)
+    if isinstance(outcome, CryptoError):
+        raise outcome
+    return outcome
 
 
 async def verify_envelopes_on(

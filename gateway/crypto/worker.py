@@ -1,11 +1,11 @@
 """Ed25519 verification on a thread of its own, so that the event loop keeps serving.
 
-A verification costs 60 to 100 µs of libsodium, the largest single cost of accepting a
-message. PyNaCl calls libsodium through cffi, which releases the GIL for the length of
-each call, so a check made on this thread runs on the second core while the event loop
-parses and answers other requests. The checks asked for during one turn of the loop go
-to the thread as one job and come back with one wake-up of the loop: a relay batch of 256
-envelopes costs the loop two hand-offs, not 512.
+A verification (:meth:`VerifyKey.verify`) costs 60 to 100 µs of libsodium, the largest
+single cost of accepting a message. PyNaCl calls libsodium through cffi, which releases
+the GIL for the length of each call, so a check made on this thread runs on the second
+core while the event loop parses and answers other requests. The checks asked for during
+one turn of the loop go to the thread as one job and come back with one wake-up of the
+loop: a relay batch of 256 envelopes costs the loop two hand-offs, not 512.
 
 Only public keys, signed bytes and signatures are handed over. Signing (receipts,
 notices, checkpoints) stays on the loop.
@@ -19,25 +19,22 @@ import contextlib
 import functools
 from collections.abc import Sequence
 
-import nacl.bindings
-import nacl.exceptions
+from gateway.crypto.keys import VerifyKey
+from gateway.errors import BadSignatureError
 
-from gateway.crypto.keys import SIGNATURE_SIZE, OfficerSigningKey, VerifyKey
-
-Check = tuple[bytes, bytes, bytes]  # raw public key, signed bytes, signature
+Check = tuple[VerifyKey, bytes, bytes]  # key, signed bytes, signature
 _Queued = tuple[list[Check], "asyncio.Future[list[bool]]"]
 
 
 def verify_all(checks: list[Check]) -> list[bool]:
-    """On the worker thread: whether each signature verifies (a wrong size is False)."""
+    """On the worker thread: whether each signature verifies."""
     results = []
     for key, message, signature in checks:
         try:
-            ok = len(signature) == SIGNATURE_SIZE and bool(
-                nacl.bindings.crypto_sign_open(signature + message, key))
-        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-            ok = False
-        results.append(ok)
+            key.verify(message, signature)
+            results.append(True)
+        except BadSignatureError:
+            results.append(False)
     return results
 
 
@@ -49,28 +46,8 @@ class CryptoWorker:
         self._queued: list[_Queued] = []
         self._closed = False
 
-    async def start(self) -> None:
-        """Check one good and one bad signature through the thread (fails fast)."""
-        key = OfficerSigningKey(bytes(32))
-        message = b"fpg crypto worker self-test\n"
-        good, bad = await self.check_all([(key.public, message, key.sign(message)),
-                                          (key.public, message + b".", key.sign(message))])
-        if good is not True or bad is not False:
-            raise RuntimeError("the signature worker gave wrong answers to its self-test")
-
-    def check(self, key: VerifyKey, message: bytes, signature: bytes) -> asyncio.Future[bool]:
-        """Whether ``signature`` by ``key`` over ``message`` verifies."""
-        future = asyncio.get_running_loop().create_future()
-        many = self._queue([(key.raw, message, signature)])
-        many.add_done_callback(functools.partial(_first, future))
-        return future
-
-    def check_all(self, checks: Sequence[tuple[VerifyKey, bytes, bytes]]
-                  ) -> asyncio.Future[list[bool]]:
-        """:meth:`check` for each ``(key, message, signature)``, in order."""
-        return self._queue([(key.raw, message, signature) for key, message, signature in checks])
-
-    def _queue(self, checks: list[Check]) -> asyncio.Future[list[bool]]:
+    def check_all(self, checks: Sequence[Check]) -> asyncio.Future[list[bool]]:
+        """Whether each ``signature`` by ``key`` over ``message`` verifies, in order."""
         if self._closed:
             raise RuntimeError("the signature worker is closed")
         loop = asyncio.get_running_loop()
@@ -78,7 +55,7 @@ class CryptoWorker:
         if not checks:
             future.set_result([])
             return future
-        self._queued.append((checks, future))
+        self._queued.append((list(checks), future))
         if len(self._queued) == 1:
             loop.call_soon(self._submit, loop)
         return future
@@ -97,17 +74,6 @@ class CryptoWorker:
         """Let the job in flight finish, then end the thread."""
         self._closed = True
         self._pool.shutdown(wait=True)
-
-
-def _first(future: asyncio.Future[bool], many: asyncio.Future[list[bool]]) -> None:
-    if future.done():
-        return
-    if many.cancelled():
-        future.cancel()
-    elif (error := many.exception()) is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(many.result()[0])
 
 
 def _wake(loop: asyncio.AbstractEventLoop, batch: list[_Queued],
