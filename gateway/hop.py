@@ -132,10 +132,18 @@ class HopVerifier:
             return False
         return True
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str],
-               body: bytes) -> tuple[str, VerifyKey]:
-        """The authenticated caller's gateway id and the key it signed with; raises
-        HopAuthError or ForbiddenError."""
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """Refuse, before its body is read, a hop request that :meth:`verify` would refuse
+        whatever the body: hop headers missing or malformed, a caller that is not a
+        partner, a time outside the window, a nonce already used. A stranger cannot make
+        this gateway read (up to ``batch_bytes`` of) a body it is going to refuse."""
+        caller, nonce, _, time_ms = self._headers(headers)
+        now = self.clock.now_ms()
+        self._check_time(time_ms, now)
+        self._check_nonce(caller, nonce, now)
+
+    def _headers(self, headers: Mapping[str, str]) -> tuple[str, str, frozenset[str], int]:
+        """Caller, nonce, the caller's trusted fingerprints and the request time."""
         values = {h: headers.get(h, "") for h in HOP_HEADERS}
         missing = [h for h, v in values.items() if not v]
         if missing:
@@ -147,28 +155,40 @@ class HopVerifier:
         if fingerprints is None:
             raise ForbiddenError(f"gateway {caller} is not a partner of this gateway",
                                  code="unknown_partner")
+        return caller, nonce, fingerprints, int(when)
+
+    def _check_time(self, time_ms: int, now: int) -> None:
+        if abs(now - time_ms) > self.window_ms:
+            raise HopAuthError("hop request time is outside the allowed window; check the "
+                               "clocks", code="hop_stale")
+
+    def _check_nonce(self, caller: str, nonce: str, now: int) -> None:
+        self._forget(now)
+        if (caller, nonce) in self._seen:
+            raise HopAuthError("hop nonce already used (replayed request)", code="hop_replay")
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str],
+               body: bytes) -> tuple[str, VerifyKey]:
+        """The authenticated caller's gateway id and the key it signed with; raises
+        HopAuthError or ForbiddenError."""
+        caller, nonce, fingerprints, time_ms = self._headers(headers)
         try:
-            key = VerifyKey.from_b64(values[H_KEY], ROLE_GATEWAY_SIGNING)
-            signature = base64.b64decode(values[H_SIGNATURE], validate=True)
+            key = VerifyKey.from_b64(headers[H_KEY], ROLE_GATEWAY_SIGNING)
+            signature = base64.b64decode(headers[H_SIGNATURE], validate=True)
         except (CryptoError, binascii.Error, ValueError):
             raise HopAuthError("malformed hop key or signature", code="hop_malformed") from None
         if key.fingerprint not in fingerprints:
             raise ForbiddenError(f"the key signing for {caller} is not one this gateway "
                                  "trusts for it", code="untrusted_key")
-        time_ms = int(when)
         now = self.clock.now_ms()
-        if abs(now - time_ms) > self.window_ms:
-            raise HopAuthError("hop request time is outside the allowed window; check the "
-                               "clocks", code="hop_stale")
+        self._check_time(time_ms, now)
         try:
             key.verify(signing_string(method, path, self.me, caller, time_ms, nonce, body),
                        signature)
         except CryptoError:
             raise HopAuthError("hop signature does not verify", code="hop_bad_signature") \
                 from None
-        self._forget(now)
-        if (caller, nonce) in self._seen:
-            raise HopAuthError("hop nonce already used (replayed request)", code="hop_replay")
+        self._check_nonce(caller, nonce, now)
         self._seen[(caller, nonce)] = now + 2 * self.window_ms
         return caller, key
 

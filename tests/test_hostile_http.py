@@ -741,10 +741,35 @@ def test_bodies_announced_far_above_the_limit_are_refused_before_they_are_sent(
             sock.sendall(head_of(method, target, headers, "Content-Length: 1000000000"))
             started = time.monotonic()
             status = read_status(sock, 5)
-            assert status.startswith(b"HTTP/1.1 413 "), (target, status)
+            # An unsigned hop request is refused (401) before its size matters.
+            refused = b"HTTP/1.1 401 " if "/federation/" in target else b"HTTP/1.1 413 "
+            assert status.startswith(refused), (target, status)
             assert time.monotonic() - started < 2, target
         assert limit < 10**9 and dump(world.database) == before, target
         assert not world.internal_errors(), target
+
+
+@pytest.mark.parametrize("path", [FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH])
+def test_hop_requests_no_body_can_make_valid_are_refused_before_the_body_is_read(
+        world: World, path: str) -> None:
+    """Headers only, a body announced within the limit and never sent: an answer proves
+    the gateway refused without waiting for the body (its body timeout is 120 s)."""
+    stranger = GatewaySigningKey.generate()
+    body = b"{}"
+    cases = [
+        ({}, b"HTTP/1.1 401 "),  # unsigned
+        (world.hop("POST", path, body, key=stranger, caller="xx-evil"), b"HTTP/1.1 403 "),
+        (world.hop("POST", path, body, time_ms=world.now() - 10 * 60_000), b"HTTP/1.1 401 "),
+    ]
+    before = dump(world.database)
+    for hop, refused in cases:
+        headers = {"Content-Type": "application/json", **hop}
+        with socket.create_connection(("127.0.0.1", world.port), timeout=5) as sock:
+            sock.sendall(head_of("POST", path, headers, "Content-Length: 1000"))
+            status = read_status(sock, 5)
+            assert status.startswith(refused), (hop, status)
+    assert dump(world.database) == before
+    assert not world.internal_errors()
 
 
 def test_chunked_bodies_are_cut_once_past_the_limit(world: World) -> None:
@@ -759,7 +784,8 @@ def test_chunked_bodies_are_cut_once_past_the_limit(world: World) -> None:
                     sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
                     sent += len(piece)
             status = read_status(sock, 5)
-            assert status.startswith(b"HTTP/1.1 413 "), (target, status)
+            refused = b"HTTP/1.1 401 " if "/federation/" in target else b"HTTP/1.1 413 "
+            assert status.startswith(refused), (target, status)
         assert not world.internal_errors(), target
 
 

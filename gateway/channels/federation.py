@@ -5,7 +5,8 @@ message; ``POST /v1/federation/reads`` takes partner officers' read acknowledgem
 messages this gateway relayed; ``GET /v1/federation/directory`` gives this gateway's
 signed desk directory to a partner (officer keys and bindings are for partners, not for
 the public). A request whose hop signature does not verify is refused (401/403) before
-anything is read into the store.
+anything is read into the store; one that no body could make valid (no partner's, stale,
+replayed) is refused before its body is read.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ async def _partner_post(request: web.Request, media_type: str,
                         what: str) -> tuple[Partner, VerifyKey, bytes]:
     """The calling partner, the key it signed with, and the body, of a hop-signed POST of
     ``media_type`` (at most ``batch_bytes``)."""
+    request.app[HOP].precheck(request.headers)
     body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
     caller, key = await _authenticate(request, body)
     if request.content_type != media_type:
@@ -62,6 +64,7 @@ async def post_reads(request: web.Request) -> web.Response:
 
 async def get_directory(request: web.Request) -> web.Response:
     # A hop-signed GET has an empty body: read it like any other (size and time bounded).
+    request.app[HOP].precheck(request.headers)
     await _authenticate(request, await read_body(request, 0))
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
