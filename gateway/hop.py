@@ -123,7 +123,7 @@ class HopVerifier:
         """Whether the request is fresh and signed by ``key`` (nothing else checked)."""
         try:
             time_ms = int(headers[H_TIME])
-            if abs(self.clock.now_ms() - time_ms) > self.window_ms:
+            if not self._fresh(time_ms, self.clock.now_ms()):
                 return False
             signature = base64.b64decode(headers[H_SIGNATURE], validate=True)
             key.verify(signing_string(method, path, self.me, headers[H_GATEWAY], time_ms,
@@ -157,8 +157,11 @@ class HopVerifier:
                                  code="unknown_partner")
         return caller, nonce, fingerprints, int(when)
 
+    def _fresh(self, time_ms: int, now: int) -> bool:
+        return abs(now - time_ms) <= self.window_ms
+
     def _check_time(self, time_ms: int, now: int) -> None:
-        if abs(now - time_ms) > self.window_ms:
+        if not self._fresh(time_ms, now):
             raise HopAuthError("hop request time is outside the allowed window; check the "
                                "clocks", code="hop_stale")
 

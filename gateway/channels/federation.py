@@ -28,19 +28,24 @@ from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
-async def _authenticate(request: web.Request, body: bytes) -> tuple[str, VerifyKey]:
-    """The calling partner's id and key, after its hop signature verified."""
-    return await request.app[HOP].authenticate(request.method, request.path_qs,
-                                               request.headers, body)
+async def _authenticated(request: web.Request,
+                         limit: int) -> tuple[str, VerifyKey, bytes]:
+    """The calling partner's id, its key and the body (at most ``limit`` bytes), after its
+    hop signature verified; a request no body could make valid is refused unread."""
+    hop = request.app[HOP]
+    hop.precheck(request.headers)
+    body = await read_body(request, limit)
+    caller, key = await hop.authenticate(request.method, request.path_qs,
+                                         request.headers, body)
+    return caller, key, body
 
 
 async def _partner_post(request: web.Request, media_type: str,
                         what: str) -> tuple[Partner, VerifyKey, bytes]:
     """The calling partner, the key it signed with, and the body, of a hop-signed POST of
     ``media_type`` (at most ``batch_bytes``)."""
-    request.app[HOP].precheck(request.headers)
-    body = await read_body(request, request.app[CONFIG].federation.batch_bytes)
-    caller, key = await _authenticate(request, body)
+    caller, key, body = await _authenticated(request,
+                                             request.app[CONFIG].federation.batch_bytes)
     if request.content_type != media_type:
         raise UnsupportedMediaError(f"{what} {media_type}", code="unsupported_media_type")
     partner = request.app[PARTNERS].get(caller)
@@ -64,8 +69,7 @@ async def post_reads(request: web.Request) -> web.Response:
 
 async def get_directory(request: web.Request) -> web.Response:
     # A hop-signed GET has an empty body: read it like any other (size and time bounded).
-    request.app[HOP].precheck(request.headers)
-    await _authenticate(request, await read_body(request, 0))
+    await _authenticated(request, 0)
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),
                         headers={"Content-Type": DIRECTORY_MEDIA_TYPE})
