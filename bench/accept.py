@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import floor  # bench/floor.py: the least work of a verifying, durable accept
 import http1  # bench/http1.py: the lean load client
 from aiohttp import web
 
@@ -235,6 +236,36 @@ async def raw_server(port_file: Path) -> None:
         await runner.cleanup()
 
 
+# --- the floor: the least work of a verifying, durable accept (bench/floor.py) --------
+
+
+def floor_run(directory: Path, processes: int, envelope: bytes, connections_: int,
+              warmup: float, seconds: float) -> ClosedLoop:
+    """The closed loop against ``processes`` floor servers sharing one port and one
+    database, each connection sending the same signed envelope (the floor stores it
+    under a fresh id every time)."""
+    key = OfficerSigningKey.generate()
+    body = floor.signed_body(envelope, key)
+    base = directory / f"floor-{processes}"
+    base.mkdir()
+    database = base / "floor.db"
+    with contextlib.ExitStack() as stack:
+        first, port = stack.enter_context(running(
+            floor.command(base / "port-0", database, key.public), base / "port-0",
+            base / "floor-0.log", "the floor server"))
+        others = [stack.enter_context(running(
+            floor.command(base / f"port-{k}", database, key.public, port),
+            base / f"port-{k}", base / f"floor-{k}.log", "a floor server"))[0]
+            for k in range(1, processes)]
+        request = http1.request_bytes("POST", "127.0.0.1", port, "/",
+                                      {"Content-Type": "application/octet-stream"}, body)
+        bound = 1_000_000  # requests per connection; the window ends long before
+        return asyncio.run(closed_loop(
+            port, [repeat((request, ""), bound) for _ in range(connections_)],
+            floor_accepted, warmup, seconds,
+            Usage(first.pid, also=tuple(p.pid for p in others))))
+
+
 # --- officers and envelopes ------------------------------------------------------------
 
 
@@ -317,6 +348,10 @@ def raw_answered(status: int, data: bytes, _mid: str) -> bool:
     return status == 200 and json.loads(data).get("bytes") == RAW_BODY_SIZE
 
 
+def floor_accepted(status: int, data: bytes, _mid: str) -> bool:
+    return status == 201 and json.loads(data).get("status") == "accepted"
+
+
 def outcome(status: int, data: bytes) -> str:
     """What a refusal is, for the error counts: status and stable error code."""
     try:
@@ -348,22 +383,27 @@ class Usage:
     everything else on the machine (other processes skew the figures: they are shown)."""
 
     pid: int
+    also: tuple[int, ...] = ()  # more server processes, counted in ``server``
     server: float | None = None
-    event_loop: float | None = None  # the server's main thread: its event loop
+    event_loop: float | None = None  # the main thread of ``pid``: its event loop
     generator: float | None = None
     others: float | None = None
     _start: tuple[float | None, float | None, float, float | None] = (None, None, 0.0, None)
 
+    def _server_seconds(self) -> float | None:
+        each = [cpu_seconds(pid) for pid in (self.pid, *self.also)]
+        return None if None in each else sum(s for s in each if s is not None)
+
     def begin(self) -> None:
-        self._start = (cpu_seconds(self.pid), cpu_seconds(self.pid, self.pid),
+        self._start = (self._server_seconds(), cpu_seconds(self.pid, self.pid),
                        time.process_time(), machine_busy_seconds())
 
     def end(self, seconds: float) -> None:
-        server, main, machine = (cpu_seconds(self.pid), cpu_seconds(self.pid, self.pid),
+        server, main, machine = (self._server_seconds(), cpu_seconds(self.pid, self.pid),
                                  machine_busy_seconds())
         if server is not None and self._start[0] is not None:
             self.server = (server - self._start[0]) / seconds
-        if main is not None and self._start[1] is not None:
+        if main is not None and self._start[1] is not None and not self.also:
             self.event_loop = (main - self._start[1]) / seconds
         self.generator = (time.process_time() - self._start[2]) / seconds
         if machine is not None and self._start[3] is not None and self.server is not None:
@@ -612,6 +652,10 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 raw_port, [repeat((raw_request, ""), bound) for _ in senders],
                 raw_answered, args.warmup, args.seconds, Usage(raw_proc.pid)))
 
+        # 4. the floor, in one process and in two (bench/floor.py).
+        floors = {n: floor_run(directory, n, sample, len(senders), args.warmup,
+                               args.seconds) for n in (1, 2)}
+
         # 1. closed loop on the gateway, envelopes sealed before the clock starts.
         per_officer = math.ceil(raw.per_second * (args.warmup + args.seconds) * 1.2
                                 / len(senders)) + 20
@@ -671,6 +715,11 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         # Server CPU per answered request: what each request costs the server itself,
         # whatever limited the rate (the generator, the other core, the disk).
         "raw_server_cpu_us_per_request": _per_request(raw.usage, raw.per_second),
+        "floor": {str(n): {"per_second": round(f.per_second), "cores": _cores(f.usage, "floor"),
+                           "cpu_us_per_message": _per_request(f.usage, f.per_second),
+                           "refused": dict(f.refused)} for n, f in floors.items()},
+        "accepted_ratio_to_floor": round(accepted_run.per_second
+                                         / max(floors[1].per_second, 1.0), 3),
         "gateway_cpu_us_per_message": _per_request(accepted_run.usage, accepted_run.per_second),
         "open_loop": {
             "offered_per_second": args.rate, "seconds": round(lat.seconds, 2),
@@ -747,14 +796,25 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"raw aiohttp, trivial handler (reads {RAW_BODY_SIZE} B, small JSON): "
           f"{r['raw_aiohttp_per_second']:>8,} req/s   ({cores(r['raw_cores'])}; "
           f"refused: {refusals(r['raw_refused'])})")
+    for n, f in r["floor"].items():
+        what = ("floor (bench/floor.py), one process:" if n == "1" else
+                f"floor, {n} processes on one port and one database:")
+        print(f"{what:<55}{f['per_second']:>8,} msg/s   ({cores(f['cores'])}; "
+              f"refused: {refusals(f['refused'])})")
+    print("  (the floor reads the request, checks the signature on the gateway's worker "
+          "thread and group-commits the envelope and a leaf hash; nothing else)")
     print(f"gateway accept, durable commit, closed loop:        "
-          f"{r['accepted_per_second']:>8,} msg/s = {r['accepted_ratio_to_raw']:.0%} of raw  "
+          f"{r['accepted_per_second']:>8,} msg/s = {r['accepted_ratio_to_raw']:.0%} of raw, "
+          f"{r['accepted_ratio_to_floor']:.0%} of the one-process floor  "
           f"({cores(r['accepted_cores'])}; refused: {refusals(r['accepted_refused'])})")
     raw_us, gw_us = r["raw_server_cpu_us_per_request"], r["gateway_cpu_us_per_message"]
-    if raw_us and gw_us:
-        print(f"  server CPU per request: trivial handler {raw_us:,.0f} us, gateway accept "
-              f"{gw_us:,.0f} us (x{gw_us / raw_us:.1f}); {TARGET_ACCEPTED:,.0f} msg/s on one "
-              f"core needs <= {1e6 / TARGET_ACCEPTED:,.0f} us")
+    floor_us = r["floor"]["1"]["cpu_us_per_message"]
+    if raw_us and gw_us and floor_us:
+        print(f"  server CPU per request: trivial handler {raw_us:,.0f} us, floor "
+              f"{floor_us:,.0f} us, gateway accept {gw_us:,.0f} us (x{gw_us / raw_us:.1f} "
+              f"the trivial handler, x{gw_us / floor_us:.1f} the floor); "
+              f"{TARGET_ACCEPTED:,.0f} msg/s on one core needs <= "
+              f"{1e6 / TARGET_ACCEPTED:,.0f} us")
     if r["accepted_pool_exhausted"]:
         print(f"  (the pre-sealed envelopes ran out: window {r['accepted_window_seconds']} s)")
     print(f"gateway accept latency, open loop at {o['offered_per_second']:,.0f}/s offered for "
@@ -767,7 +827,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
           f"max {ms(o['max_ms'])}  (generator start lag p99 {ms(o['generator_lag_p99_ms'])}; "
           f"{cores(o['cores'])})")
     busy = [(what, d.get("other processes")) for what, d in (
-        ("raw", r["raw_cores"]), ("closed loop", r["accepted_cores"]), ("open loop", o["cores"]))]
+        ("raw", r["raw_cores"]), *((f"floor {n}", f["cores"]) for n, f in r["floor"].items()),
+        ("closed loop", r["accepted_cores"]), ("open loop", o["cores"]))]
     busy = [(what, v) for what, v in busy if v is not None and v >= 0.15]
     if busy:
         print("WARNING: other processes were busy on this machine during the run ("

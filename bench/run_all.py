@@ -98,6 +98,14 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                    accept["accepted_per_second"], "msg/s", "trivial aiohttp handler",
                    raw_http, ">= 3,000 msg/s",
                    _met(accept_met, "accepted")))
+    floors = accept["floor"]
+    out.append(Row("accept", "accepted messages, durable (closed loop)",
+                   accept["accepted_per_second"], "msg/s",
+                   "floor: verify + group commit only, one process (bench/floor.py)",
+                   floors["1"]["per_second"], "a one-process gateway stays below it"))
+    out.append(Row("accept", "floor, two processes on one port and one database",
+                   floors["2"]["per_second"], "msg/s", "floor, one process",
+                   floors["1"]["per_second"]))
     loop = accept["open_loop"]
     offered = loop["offered_per_second"]
     out.append(Row("accept", f"answered at {offered:,.0f} msg/s offered (open loop)",
