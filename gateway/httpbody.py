@@ -75,9 +75,15 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if length is not None and length > limit:
         raise TooLargeError(f"request body of {length} bytes exceeds the limit of {limit}")
     seconds = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_SECONDS)
+    stream = request.content
     try:
-        async with asyncio.timeout(seconds):
-            body = await read_at_most(request.content, limit)
+        if stream.is_eof():
+            # The whole body is here already (a small one comes with the head): reading
+            # it cannot wait, so it needs no deadline (a timer per request, saved).
+            body = await read_at_most(stream, limit)
+        else:
+            async with asyncio.timeout(seconds):
+                body = await read_at_most(stream, limit)
     except TimeoutError:
         raise BodyTimeoutError(f"the request body did not arrive within {seconds:g} seconds"
                                ) from None

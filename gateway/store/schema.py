@@ -251,4 +251,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        9,
+        """
+        -- No query looks messages up by thread. The index cost every accept one more
+        -- write at a random place in a B-tree (a page of the write-ahead log per
+        -- message in small commits) and bought nothing.
+        DROP INDEX IF EXISTS messages_by_thread;
+        """,
+    ),
 ]
