@@ -42,6 +42,7 @@ from gateway.cliutil import until_stopped
 from gateway.crypto.keys import OfficerSigningKey, VerifyKey
 from gateway.crypto.worker import CryptoWorker
 from gateway.files import write_port_file
+from gateway.store.sqlite import _write_batch
 
 SIGNATURE_SIZE = 64
 MAX_BODY = 64 * 1024
@@ -79,16 +80,13 @@ def _open(database: Path) -> sqlite3.Connection:
 
 
 def _commit(conn: sqlite3.Connection, batch: list[Pending]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany("INSERT INTO envelopes (id, envelope) VALUES (?, ?)",
-                         [(i, envelope) for i, envelope, _, _ in batch])
-        conn.executemany("INSERT INTO leaves (id, leaf_hash) VALUES (?, ?)",
-                         [(i, leaf) for i, _, leaf, _ in batch])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    # The gateway's own transaction runner: BEGIN IMMEDIATE, the statements, COMMIT.
+    _write_batch(conn, [
+        ("INSERT INTO envelopes (id, envelope) VALUES (?, ?)",
+         [(i, envelope) for i, envelope, _, _ in batch], True),
+        ("INSERT INTO leaves (id, leaf_hash) VALUES (?, ?)",
+         [(i, leaf) for i, _, leaf, _ in batch], True),
+    ])
 
 
 async def serve(port_file: Path, database: Path, key: VerifyKey, port: int) -> None:
