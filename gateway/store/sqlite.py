@@ -129,6 +129,11 @@ def _write_batch(conn: sqlite3.Connection, writes: list[tuple[str, Any, bool]]) 
     """One transaction, run whole on the writer connection's thread (one hand-off from
     the event loop per batch, instead of one per statement)."""
     conn.execute("BEGIN IMMEDIATE")
+    _write_open(conn, writes)
+
+
+def _write_open(conn: sqlite3.Connection, writes: list[tuple[str, Any, bool]]) -> None:
+    """Run ``writes`` in the transaction open on ``conn`` and commit; roll back on error."""
     try:
         for sql, params, many in writes:
             if many:
@@ -137,11 +142,53 @@ def _write_batch(conn: sqlite3.Connection, writes: list[tuple[str, Any, bool]]) 
                 conn.execute(sql, params)
         conn.execute("COMMIT")
     except BaseException:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:  # the transaction may already be gone
-            pass
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:  # the transaction may already be gone
+        pass
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _commit_if_current(conn: sqlite3.Connection, writes: list[tuple[str, Any, bool]],
+                       version: int) -> tuple[int, _Tip | None]:
+    """Take the write lock; if no other connection has committed since ``version``, run
+    ``writes`` and commit: ``(version, None)``. Otherwise keep the transaction open and
+    return the new version with the tip as it now is, for the batch to be planned again
+    on it while this connection holds the lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        now = _data_version(conn)
+        if now != version:
+            return now, _tip_in(conn)
+    except BaseException:
+        _rollback(conn)
+        raise
+    _write_open(conn, writes)
+    return now, None
+
+
+def _tip_in(conn: sqlite3.Connection) -> _Tip:
+    """The committed tip, read on ``conn`` (inside its transaction, so it cannot move)."""
+    last = conn.execute("SELECT max(seq) FROM ledger").fetchone()[0]
+    size = 0 if last is None else int(last) + 1
+    nodes = subtree_ranges_for_size(size)
+    rows: dict[int, LedgerRow] = {}
+    if nodes:
+        seqs = [_node_row(n) for n in nodes]
+        marks = ",".join("?" * len(seqs))
+        query = f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})"  # noqa: S608
+        rows = {r[0]: LedgerRow(*r) for r in conn.execute(query, seqs)}
+    frontier = CompactRange(size, [_node_hash_in(rows, n) for n in nodes])
+    next_mseq = int(conn.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages").fetchone()[0])
+    return _Tip(frontier, next_mseq)
 _IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
 _RECENT_IDS = 65_536  # committed message ids kept in memory with their digest and number
 
@@ -454,6 +501,9 @@ class SqliteStore(DeskQueries):
         # (`gateway ledger verify` says what is wrong) but still serves reads.
         self._damaged = frontier is None
         self._committed = _Tip(frontier or CompactRange(), next_mseq)
+        # The writer connection's PRAGMA data_version when it last saw the tip: it changes
+        # when any other connection to the file commits (another process, say).
+        self._data_version = 0
         self._max_batch = max_batch
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Op] = []
@@ -497,11 +547,13 @@ class SqliteStore(DeskQueries):
             async with writer.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages") as cur:
                 row = await cur.fetchone()
             next_mseq = int(row[0]) if row else 1
+            version = await writer._execute(_data_version, writer._conn)  # type: ignore[no-untyped-call]
         except BaseException:
             for conn in opened:
                 await conn.close()
             raise
         store = cls(path, writer, reader, frontier, next_mseq, max_batch)
+        store._data_version = version
         loop = asyncio.get_running_loop()
         store._task = loop.create_task(store._committer(), name=f"store-committer:{path.name}")
         store._wal = wal
@@ -630,17 +682,35 @@ class SqliteStore(DeskQueries):
             await in_flight
 
     async def _write(self, batch: list[_Op], plan: _Plan) -> bool:
-        """Commit one planned batch; answer its callers. False if nothing was saved."""
+        """Commit one planned batch; answer its callers. False if the batch was not
+        committed as planned (see ``_write_locked``)."""
         async with self._write_lock:
             return await self._write_locked(batch, plan)
 
     async def _write_locked(self, batch: list[_Op], plan: _Plan) -> bool:
+        """Commit ``plan``; True if it was committed as planned. False if nothing was
+        saved, or if another connection (another gateway process on the same file) had
+        committed first and the batch was planned again on the tip it left: either way
+        the next batch, planned on this one, must be planned again too."""
         w = self._writer
+        as_planned = True
         try:
             # aiosqlite runs a function on its connection's thread with _execute; the
-            # sqlite3 connection object is only ever used there. (Private API, kept to this
-            # one call: aiosqlite has no public way to run a whole transaction at once.)
-            await w._execute(_write_batch, w._conn, plan.take_writes())  # type: ignore[no-untyped-call]
+            # sqlite3 connection object is only ever used there. (Private API, kept to
+            # these calls: aiosqlite has no public way to run a whole transaction at once.)
+            version, tip = await w._execute(  # type: ignore[no-untyped-call]
+                _commit_if_current, w._conn, plan.take_writes(), self._data_version)
+            if tip is not None:
+                # The transaction is open and holds SQLite's write lock, so the tip read
+                # in it stays true while the batch is planned again; lookups on the
+                # reader see everything committed, as nobody else can commit now.
+                self._data_version, as_planned = version, False
+                try:
+                    plan = await self._make_plan(batch, tip, None)
+                except BaseException:
+                    await w._execute(_rollback, w._conn)  # type: ignore[no-untyped-call]
+                    raise
+                await w._execute(_write_open, w._conn, plan.take_writes())  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loop boundary: fail this batch, keep serving
             self._fail(batch, exc, "commit_failed")
             return False
@@ -661,7 +731,7 @@ class SqliteStore(DeskQueries):
         if plan.events:
             for observer in self.on_events:
                 observer(plan.events)
-        return True
+        return as_planned
 
     @staticmethod
     def _fail(batch: list[_Op], exc: Exception, event: str) -> None:
