@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from gateway.crypto import worker as worker_module
 from gateway.crypto.envelope import (
     EnvelopeHeader,
     new_message_id,
@@ -18,7 +19,7 @@ from gateway.crypto.envelope import (
     verify_envelopes_on,
 )
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
-from gateway.crypto.worker import CryptoWorker
+from gateway.crypto.worker import SPLIT_AT, Check, CryptoWorker
 from gateway.errors import BadSignatureError, MalformedError, SignerMismatchError
 from gateway.receipts import Receipt, open_receipt, open_receipts_on
 
@@ -28,6 +29,56 @@ async def worker() -> AsyncIterator[CryptoWorker]:
     w = CryptoWorker()
     yield w
     w.close()
+
+
+class Gate:
+    """Stands in for ``verify_all``: notes the thread and size of each part of a job, and
+    holds every part until opened, so that a test can act while a job is in flight."""
+
+    def __init__(self, real: Callable[[list[Check]], list[bool]]) -> None:
+        self.real = real
+        self.parts: list[tuple[int, int]] = []  # (thread ident, checks)
+        self.finished = 0
+        self.arrived = threading.Semaphore(0)  # released by each part as it comes in
+        self.opened = threading.Event()
+        self.fail: Callable[[list[Check]], None] = lambda checks: None
+
+    def __call__(self, checks: list[Check]) -> list[bool]:
+        self.parts.append((threading.get_ident(), len(checks)))
+        self.arrived.release()
+        try:
+            self.fail(checks)  # before the gate: a part can fail while the other is held
+            if not self.opened.wait(10):
+                raise TimeoutError("the gate was never opened")
+            return self.real(checks)
+        finally:
+            self.finished += 1
+
+    @property
+    def threads(self) -> set[int]:
+        return {ident for ident, _ in self.parts}
+
+    async def entered(self, parts: int) -> None:
+        """Wait until ``parts`` parts are held at once (2: the job was split)."""
+        def wait() -> bool:
+            return all(self.arrived.acquire(timeout=2) for _ in range(parts))
+
+        assert await asyncio.to_thread(wait), f"{len(self.parts)} part(s), not {parts}"
+
+
+@pytest.fixture
+def gate(worker: CryptoWorker, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    g = Gate(worker_module.verify_all)
+    monkeypatch.setattr(worker_module, "verify_all", g)
+    yield g
+    g.opened.set()  # before the worker closes, even when the test failed
+
+
+def checks(n: int, bad: set[int]) -> list[Check]:
+    """``n`` checks by one key, those at the positions in ``bad`` over the wrong bytes."""
+    key = OfficerSigningKey.generate()
+    return [(key.public, b"m%d" % i if i not in bad else b"tampered", key.sign(b"m%d" % i))
+            for i in range(n)]
 
 
 def sealed(sender: OfficerSigningKey, text: bytes = b"alert") -> bytes:
@@ -154,3 +205,95 @@ async def test_receipts_opened_through_the_worker_match_open_receipt(
     altered = [*notes[:4], notes[4].replace(b"\"time\":1004", b"\"time\":1005")]
     with pytest.raises(BadSignatureError):
         await open_receipts_on(worker, altered, "kh-cnp", kh.public)
+
+
+async def test_a_big_job_is_split_over_two_threads_and_answered_in_order(
+        worker: CryptoWorker, gate: Gate) -> None:
+    # Three callers in one turn, 160 checks: the halves meet inside the second caller,
+    # failures sit in both halves and on both sides of the seam (79 | 80).
+    assert SPLIT_AT <= 160
+    bad = {3, 11, 79, 80, 120, 159}
+    every = checks(160, bad)
+    futures = [worker.check_all(every[:10]), worker.check_all(every[10:110]),
+               worker.check_all(every[110:])]
+    await gate.entered(2)  # both halves held at once: they run concurrently
+    gate.opened.set()
+    answers = await asyncio.gather(*futures)
+    expected = [i not in bad for i in range(160)]
+    assert answers == [expected[:10], expected[10:110], expected[110:]]
+    assert sorted(size for _, size in gate.parts) == [80, 80]
+    assert len(gate.threads) == 2 and threading.get_ident() not in gate.threads
+
+
+async def test_a_job_just_below_the_split_goes_to_one_thread(
+        worker: CryptoWorker, gate: Gate) -> None:
+    assert 2 <= SPLIT_AT <= 256  # batches of 256 (relay, receipts) are what it is for
+    gate.opened.set()
+    below = checks(SPLIT_AT - 1, {0, SPLIT_AT - 2})
+    answers = await asyncio.gather(worker.check_all(below[:1]), worker.check_all(below[1:]))
+    assert [*answers[0], *answers[1]] == [0 < i < SPLIT_AT - 2 for i in range(SPLIT_AT - 1)]
+    assert gate.parts == [(gate.parts[0][0], SPLIT_AT - 1)]
+    assert not worker._helper._threads
+    # One check more and the job is split.
+    assert await worker.check_all(checks(SPLIT_AT, set())) == [True] * SPLIT_AT
+    assert [size for _, size in gate.parts[1:]] == [SPLIT_AT // 2, SPLIT_AT - SPLIT_AT // 2]
+    assert len(gate.threads) == 2
+
+
+async def test_a_caller_that_gave_up_during_a_split_job_does_not_disturb_the_others(
+        worker: CryptoWorker, gate: Gate) -> None:
+    bad = {5, 70, 130}
+    every = checks(140, bad)
+    first = worker.check_all(every[:60])
+    abandoned = worker.check_all(every[60:80])  # straddles the halves (70 | 70)
+    last = worker.check_all(every[80:])
+    await gate.entered(2)
+    abandoned.cancel()
+    gate.opened.set()
+    assert await first == [i not in bad for i in range(60)]
+    assert await last == [i not in bad for i in range(80, 140)]
+    assert abandoned.cancelled()
+    assert await worker.check_all(every[:2]) == [True, True]
+
+
+async def test_close_lets_a_split_job_finish() -> None:
+    w = CryptoWorker()
+    g = Gate(worker_module.verify_all)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(worker_module, "verify_all", g)
+        every = checks(200, {0, 199})
+        future = w.check_all(every)
+        try:
+            await g.entered(2)
+        finally:
+            threading.Timer(0.05, g.opened.set).start()
+        w.close()  # blocks until both halves are done
+        assert g.finished == 2
+        assert await future == [0 < i < 199 for i in range(200)]
+        with pytest.raises(RuntimeError, match="closed"):
+            w.check_all(every[:1])
+
+
+async def test_a_failing_half_fails_every_caller_once_both_halves_are_done(
+        worker: CryptoWorker, gate: Gate) -> None:
+    class Boom(BaseException):
+        pass
+
+    every = checks(128, set())
+    second_half = every[64]
+
+    def boom(part: list[Check]) -> None:
+        if part[0] is second_half:
+            raise Boom
+
+    gate.fail = boom
+    futures = [worker.check_all(every[:32]), worker.check_all(every[32:])]
+    await gate.entered(2)
+    await asyncio.sleep(0.05)
+    assert gate.finished == 1  # the second half has failed, the first is held...
+    assert not any(future.done() for future in futures)  # ...and nobody is told yet
+    gate.opened.set()
+    for future in futures:
+        with pytest.raises(Boom):
+            await future
+    assert gate.finished == 2 and len(gate.threads) == 2
