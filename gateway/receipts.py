@@ -15,6 +15,7 @@ will be, for ``reason``. The sender keeps the note as evidence and records a led
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,19 @@ RECEIPT_LINE = "fpg receipt v1"
 MAX_RECEIPT_SIZE = 4096
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 OUTCOMES = (ACCEPTED, DUPLICATE, REJECTED)
+
+# What json.dumps writes for a str (ensure_ascii): the same function, called directly.
+_json_string = json.encoder.encode_basestring_ascii
+
+# A receipt's line when each string is printable ASCII without '"' or '\\' (written as is,
+# unescaped) and the time a plain decimal: parsed by this one match, not by json (see
+# _parse). Any other line, canonical or not, goes the general way.
+_PLAIN = r'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
+_PLAIN_LINE = re.compile(
+    r'\{"digest":' + _PLAIN + ',"from":' + _PLAIN + ',"gateway":' + _PLAIN + ',"id":' + _PLAIN
+    + ',"outcome":' + _PLAIN + ',"reason":(?:null|' + _PLAIN + ')'
+    + r',"time":(0|-?[1-9][0-9]{0,17}),"v":1\}'
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,19 @@ class Receipt:
         return self.outcome in (ACCEPTED, DUPLICATE)
 
     def text(self) -> str:
+        reason = self.reason
+        if (type(self.time_ms) is int and (reason is None or type(reason) is str)
+                and type(self.digest) is type(self.sender) is type(self.gateway)
+                is type(self.message_id) is type(self.outcome) is str):
+            # Byte for byte what the json.dumps below writes for these types.
+            q = _json_string
+            return (
+                f'{RECEIPT_LINE}\n{{"digest":{q(self.digest)},"from":{q(self.sender)},'
+                f'"gateway":{q(self.gateway)},"id":{q(self.message_id)},'
+                f'"outcome":{q(self.outcome)},'
+                f'"reason":{"null" if reason is None else q(reason)},'
+                f'"time":{self.time_ms},"v":1}}\n'
+            )
         body: dict[str, Any] = {
             "digest": self.digest, "from": self.sender, "gateway": self.gateway,
             "id": self.message_id, "outcome": self.outcome, "reason": self.reason,
@@ -53,7 +80,21 @@ class Receipt:
         return f"{RECEIPT_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+        return sign_note(self.text(), [_signer(self.gateway, key)])
+
+
+_last_signer: NoteSigner | None = None
+
+
+def _signer(gateway: str, key: GatewaySigningKey) -> NoteSigner:
+    """The NoteSigner of ``key`` under ``gateway``: a gateway signs every receipt with the
+    same key, so the last one built is kept rather than built (and its key id hashed) again
+    for each receipt."""
+    global _last_signer
+    signer = _last_signer
+    if signer is None or signer.key is not key or signer.name != gateway:
+        signer = _last_signer = NoteSigner(gateway, key)
+    return signer
 
 
 def open_receipt(note: bytes, gateway: str, keys: list[VerifyKey]) -> Receipt:
@@ -82,6 +123,16 @@ def _parse(text: str, gateway: str) -> Receipt:
     lines = text.split("\n")
     if len(lines) != 3 or lines[0] != RECEIPT_LINE:
         raise MalformedError("not a receipt")
+    plain = _PLAIN_LINE.fullmatch(lines[1])
+    if plain is not None:
+        # Such a line is canonical JSON of exactly these values (json.loads would give the
+        # same strings and int, and text() would write the line back unchanged), so this is
+        # the general way's answer without its parse and re-dump.
+        digest, sender, signer, message_id, outcome, reason, time_ms = plain.groups()
+        if outcome not in OUTCOMES or signer != gateway:
+            raise MalformedError("receipt has a wrong version, outcome or gateway")
+        return Receipt(gateway=signer, sender=sender, message_id=message_id, digest=digest,
+                       outcome=outcome, reason=reason, time_ms=int(time_ms))
     try:
         doc = jsontext.loads(lines[1])
         receipt = Receipt(
