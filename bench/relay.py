@@ -587,14 +587,15 @@ def relay_batches(kh_rows: Sequence[tuple[str, int]], vndb: Database) -> dict[st
 
     KH stamps every message of a batch with one time, taken when it starts handling the
     batch (after reading the body and checking the hop signature), so messages sharing a
-    ``delivered_ms`` came in one batch. VN stamps each receipt's ``received_ms`` after
-    verifying that receipt, one after another. Per batch (one machine, one clock):
-    ``kh``: KH's start -> VN has verified the first receipt (KH checks, stores and commits
-    the batch, signs the receipts, answers; VN reads the answer); ``vn_receipts``: first
-    -> last receipt verified at VN; ``vn_between``: last receipt verified -> KH starts the
-    next batch (VN commits the receipts, reads the next batch from its outbox, encodes and
-    signs it, posts it; KH reads and checks the request), which is idle time as well when
-    VN's outbox was empty."""
+    ``delivered_ms`` came in one batch. VN checks a batch's receipts together (one job on
+    its signature worker) and then stamps each receipt's ``received_ms``, one after
+    another. Per batch (one machine, one clock): ``kh``: KH's start -> VN has stamped the
+    first receipt (KH checks, stores and commits the batch, signs the receipts, answers;
+    VN reads the answer and checks every receipt); ``vn_receipts``: first -> last receipt
+    stamped at VN (so near zero: it no longer includes the checks); ``vn_between``: last
+    receipt stamped -> KH starts the next batch (VN encodes and signs the next batch,
+    read from its outbox meanwhile or now, and posts it; KH reads and checks the request),
+    which is idle time as well when VN's outbox was empty."""
     received = {mid: ms for mid, ms in vndb.rows(
         "SELECT message_id, received_ms FROM receipts WHERE partner = ?", KH)}
     groups: dict[int, list[str]] = {}
@@ -640,8 +641,8 @@ def show_batches(b: dict[str, Any]) -> str:
 
     return (f"relay batches: {b['batches']:,}, mean size {b['mean_size']:,.0f} (max "
             f"{b['max_size']}), one every {b['mean_cycle_ms'] or 0:,.0f} ms on average = "
-            + ", ".join((part("KH checks+commits+signs", "kh_ms"),
-                         part("VN verifies receipts", "vn_receipts_ms"),
+            + ", ".join((part("KH checks+commits+signs, VN checks receipts", "kh_ms"),
+                         part("VN stamps receipts", "vn_receipts_ms"),
                          part("VN between batches", "vn_between_ms"))))
 
 

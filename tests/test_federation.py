@@ -41,6 +41,7 @@ from gateway.ledger import open_checkpoint
 from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.notices import open_notice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
+from gateway.receipts import open_receipt
 from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
@@ -63,6 +64,7 @@ class Gw:
     directory: Path
     sock: socket.socket
     partners: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> url, fp
+    federation: dict[str, Any] = field(default_factory=lambda: dict(FAST))
     app: web.Application | None = None
     runner: web.AppRunner | None = None
 
@@ -86,7 +88,7 @@ class Gw:
             "limits": {"requests_per_second": 10_000, "burst": 100_000,
                        "anonymous_per_second": 1000, "anonymous_burst": 1000},
             "log": {"level": "warning"},
-            "federation": FAST,
+            "federation": self.federation,
             "partners": [{"id": p, "url": url, "fingerprint": fp}
                          for p, (url, fp) in self.partners.items()],
         }
@@ -400,6 +402,76 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
         await proxy.runner.cleanup()
 
 
+class HoldingProxy:
+    """Forwards to a gateway; holds each batch of messages until the test lets it go."""
+
+    def __init__(self, target: str) -> None:
+        self.target, self.hold = target, True
+        self.held: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+        self.sock = free_socket()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            if request.path == FEDERATION_MESSAGES_PATH and self.hold:
+                go = asyncio.Event()
+                self.held.put_nowait(go)
+                await go.wait()
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in ("host", "content-length")}
+            async with http.request(request.method, self.target + request.path_qs,
+                                    data=body or None, headers=headers) as answer:
+                data = await answer.read()
+            return web.Response(status=answer.status, body=data,
+                                content_type=answer.content_type)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+
+async def test_a_flash_queued_while_a_full_batch_is_in_flight_goes_next(tmp_path, http) -> None:
+    """After a full batch the sender reads the next one while the first is in flight; a
+    flash message queued meanwhile must still go before the routine ones read ahead."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    vn.federation["batch_size"] = 2
+    proxy = HoldingProxy(kh.url)
+    pin(vn, kh, url=proxy.url)
+    await proxy.start(http)
+    await started(vn, kh)
+    try:
+        a, _ = await officers(vn, kh, http)
+
+        async def send(text: str, priority: str = "routine") -> str:
+            answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                                  {"type": "hotline", "text": text}, priority=priority)
+            return str(answer["id"])
+        r = [await send("r0")]
+        first = await asyncio.wait_for(proxy.held.get(), 20)  # r0 alone, in flight
+        r += [await send(f"r{i}") for i in range(1, 7)]
+        first.set()
+        second = await asyncio.wait_for(proxy.held.get(), 20)  # r1 and r2: a full batch
+        await asyncio.sleep(0.3)  # the batch after it (r3, r4) has been read meanwhile
+        flash = await send("flash", "flash")
+        proxy.hold = False
+        second.set()
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
+                    "VN's outbox to drain")
+        arrived = [row[0] for row in kh.rows(
+            "SELECT message_id FROM inbox WHERE desk = 'anti-trafficking@kh-cnp' ORDER BY seq")]
+        assert arrived == [*r[:3], flash, *r[3:]]
+    finally:
+        await stop_all(vn, kh)
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
 # --- hop requests that must be refused -----------------------------------------------------
 
 
@@ -467,6 +539,42 @@ async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http)
         (note,) = (await r.json())["receipts"]
     assert '"outcome":"rejected","reason":"bad_binding"' in note
     assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
+
+
+async def test_one_message_in_two_concurrent_batches_is_accepted_once(vn_kh, http) -> None:
+    """Receipts are signed while the batch commits, as "accepted": one whose accept turned
+    out a duplicate (the same id committed by a batch in flight beside it) is signed again
+    with what the store said."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
+                                                                "text": "twice"})
+    envelope, binding = vn.rows(
+        "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
+        " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
+    await vn.stop()  # so that VN does not relay it meanwhile
+    await kh.start()
+    assert kh.app is not None
+    body = json.dumps({"v": 1, "messages": [
+        {"envelope": base64.b64encode(envelope).decode(),
+         "binding": base64.b64encode(binding).decode()}]}).encode()
+
+    async def post() -> str:
+        assert kh.app is not None
+        headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH,
+                           body, kh.app[CLOCK].now_ms())
+        async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
+                             headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+            assert r.status == 200
+            (note,) = (await r.json())["receipts"]
+            return str(note)
+
+    notes = await asyncio.gather(post(), post())
+    outcomes = sorted(open_receipt(n.encode(), "kh-cnp", [kh.key.public]).outcome
+                      for n in notes)
+    assert outcomes == ["accepted", "duplicate"]
+    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(1,)]
 
 
 async def test_read_acknowledgements_from_a_partner_are_checked(vn_kh, http) -> None:
