@@ -178,17 +178,26 @@ def _commit_if_current(conn: sqlite3.Connection, writes: list[tuple[str, Any, bo
 def _tip_in(conn: sqlite3.Connection) -> _Tip:
     """The committed tip, read on ``conn`` (inside its transaction, so it cannot move)."""
     last = conn.execute("SELECT max(seq) FROM ledger").fetchone()[0]
-    size = 0 if last is None else int(last) + 1
+    return _Tip(_frontier_in(conn, 0 if last is None else int(last) + 1), _next_mseq(conn))
+
+
+def _next_mseq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages").fetchone()[0])
+
+
+def _frontier_in(conn: sqlite3.Connection, size: int) -> CompactRange:
+    """The compact range of the first ``size`` entries, from the stored complete-subtree
+    hashes; StoreError if a row or a hash is missing."""
     nodes = subtree_ranges_for_size(size)
-    rows: dict[int, LedgerRow] = {}
-    if nodes:
-        seqs = [_node_row(n) for n in nodes]
-        marks = ",".join("?" * len(seqs))
-        query = f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})"  # noqa: S608
-        rows = {r[0]: LedgerRow(*r) for r in conn.execute(query, seqs)}
-    frontier = CompactRange(size, [_node_hash_in(rows, n) for n in nodes])
-    next_mseq = int(conn.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages").fetchone()[0])
-    return _Tip(frontier, next_mseq)
+    if not nodes:
+        return CompactRange()
+    seqs = [_node_row(n) for n in nodes]
+    marks = ",".join("?" * len(seqs))
+    query = f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})"  # noqa: S608
+    rows = {r[0]: LedgerRow(*r) for r in conn.execute(query, seqs)}
+    return CompactRange(size, [_node_hash_in(rows, n) for n in nodes])
+
+
 _IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
 _RECENT_IDS = 65_536  # committed message ids kept in memory with their digest and number
 
@@ -493,7 +502,8 @@ class SqliteStore(DeskQueries):
     """The :class:`gateway.store.Store` on one SQLite file."""
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 frontier: CompactRange | None, next_mseq: int, max_batch: int) -> None:
+                 frontier: CompactRange | None, next_mseq: int, data_version: int,
+                 max_batch: int) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
@@ -503,7 +513,7 @@ class SqliteStore(DeskQueries):
         self._committed = _Tip(frontier or CompactRange(), next_mseq)
         # The writer connection's PRAGMA data_version when it last saw the tip: it changes
         # when any other connection to the file commits (another process, say).
-        self._data_version = 0
+        self._data_version = data_version
         self._max_batch = max_batch
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Op] = []
@@ -543,17 +553,13 @@ class SqliteStore(DeskQueries):
             opened.append(reader)
             wal = await _connect(path, role="wal")
             opened.append(wal)
-            frontier = await _load_frontier(writer)
-            async with writer.execute("SELECT coalesce(max(mseq), 0) + 1 FROM messages") as cur:
-                row = await cur.fetchone()
-            next_mseq = int(row[0]) if row else 1
-            version = await writer._execute(_data_version, writer._conn)  # type: ignore[no-untyped-call]
+            frontier, next_mseq, version = await writer._execute(  # type: ignore[no-untyped-call]
+                _state_at_open, writer._conn)
         except BaseException:
             for conn in opened:
                 await conn.close()
             raise
-        store = cls(path, writer, reader, frontier, next_mseq, max_batch)
-        store._data_version = version
+        store = cls(path, writer, reader, frontier, next_mseq, version, max_batch)
         loop = asyncio.get_running_loop()
         store._task = loop.create_task(store._committer(), name=f"store-committer:{path.name}")
         store._wal = wal
@@ -1194,31 +1200,21 @@ def _split_sql(script: str) -> list[str]:
     return statements
 
 
-async def _load_frontier(conn: aiosqlite.Connection) -> CompactRange | None:
-    """Rebuild the in-memory compact range from the stored complete-subtree hashes.
+def _state_at_open(conn: sqlite3.Connection) -> tuple[CompactRange | None, int, int]:
+    """The stored tree's compact range, the next message number and the connection's
+    ``PRAGMA data_version``, read on the writer's thread when the store opens.
 
-    None if rows are missing or the hashes cannot be read: appending to a damaged tree
-    would bury the damage under new entries.
+    The range is None if rows are missing or the hashes cannot be read: appending to a
+    damaged tree would bury the damage under new entries.
     """
-    async with conn.execute("SELECT count(*), max(seq) FROM ledger") as cur:
-        counts = await cur.fetchone()
-    count, last = (counts[0], counts[1]) if counts else (0, None)
-    size = 0 if last is None else last + 1
-    if size == 0:
-        return CompactRange()
+    count, last = conn.execute("SELECT count(*), max(seq) FROM ledger").fetchone()
+    size = 0 if last is None else int(last) + 1
+    frontier: CompactRange | None = None
     if count != size:
         log.warning("ledger_rows_missing", rows=count, size=size)
-        return None
-    nodes = subtree_ranges_for_size(size)
-    rows: dict[int, LedgerRow] = {}
-    seqs = [_node_row(n) for n in nodes]
-    marks = ",".join("?" * len(seqs))
-    query = f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})"  # noqa: S608
-    async with conn.execute(query, seqs) as cur:
-        for r in await cur.fetchall():
-            rows[r[0]] = LedgerRow(*r)
-    try:
-        return CompactRange(size, [_node_hash_in(rows, n) for n in nodes])
-    except StoreError:
-        log.warning("ledger_frontier_unreadable", size=size)
-        return None
+    else:
+        try:
+            frontier = _frontier_in(conn, size)
+        except StoreError:
+            log.warning("ledger_frontier_unreadable", size=size)
+    return frontier, _next_mseq(conn), _data_version(conn)
