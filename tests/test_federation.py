@@ -339,11 +339,12 @@ async def test_backlog_drains_in_priority_order_after_an_outage(vn_kh, http) -> 
 # --- the answer is lost after the receiver committed ---------------------------------------
 
 
-class DroppingProxy:
-    """Forwards to a gateway; drops the answers of the first ``drop`` batches."""
+class Proxy:
+    """Forwards every request to a gateway and passes its answer back; subclasses step in
+    before a batch of messages is forwarded, or after it was answered."""
 
-    def __init__(self, target: str, drop: int) -> None:
-        self.target, self.drop, self.forwarded = target, drop, 0
+    def __init__(self, target: str) -> None:
+        self.target, self.forwarded = target, 0
         self.sock = free_socket()
         self.runner: web.AppRunner | None = None
 
@@ -351,19 +352,25 @@ class DroppingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
+    async def before_batch(self) -> None:
+        """Called before a batch of messages is forwarded."""
+
+    def after_batch(self, request: web.Request) -> None:
+        """Called once a batch of messages was answered, before the answer is passed on."""
+
     async def start(self, http: aiohttp.ClientSession) -> None:
         async def forward(request: web.Request) -> web.StreamResponse:
             body = await request.read()
+            batch = request.path == FEDERATION_MESSAGES_PATH
+            if batch:
+                await self.before_batch()
             headers = {k: v for k, v in request.headers.items()
                        if k.lower() not in ("host", "content-length")}
             async with http.request(request.method, self.target + request.path_qs,
                                     data=body or None, headers=headers) as answer:
                 data = await answer.read()
-            if request.path == FEDERATION_MESSAGES_PATH and self.drop > 0:
-                self.drop -= 1
-                assert request.transport is not None
-                request.transport.close()  # the receiver committed; its answer is lost
-                raise asyncio.CancelledError
+            if batch:
+                self.after_batch(request)
             self.forwarded += 1
             return web.Response(status=answer.status, body=data,
                                 content_type=answer.content_type)
@@ -372,6 +379,21 @@ class DroppingProxy:
         self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, self.sock).start()
+
+
+class DroppingProxy(Proxy):
+    """Drops the answers of the first ``drop`` batches."""
+
+    def __init__(self, target: str, drop: int) -> None:
+        super().__init__(target)
+        self.drop = drop
+
+    def after_batch(self, request: web.Request) -> None:
+        if self.drop > 0:
+            self.drop -= 1
+            assert request.transport is not None
+            request.transport.close()  # the receiver committed; its answer is lost
+            raise asyncio.CancelledError
 
 
 async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
@@ -402,38 +424,19 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
         await proxy.runner.cleanup()
 
 
-class HoldingProxy:
-    """Forwards to a gateway; holds each batch of messages until the test lets it go."""
+class HoldingProxy(Proxy):
+    """Holds each batch of messages until the test lets it go (while ``hold``)."""
 
     def __init__(self, target: str) -> None:
-        self.target, self.hold = target, True
+        super().__init__(target)
+        self.hold = True
         self.held: asyncio.Queue[asyncio.Event] = asyncio.Queue()
-        self.sock = free_socket()
-        self.runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        async def forward(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            if request.path == FEDERATION_MESSAGES_PATH and self.hold:
-                go = asyncio.Event()
-                self.held.put_nowait(go)
-                await go.wait()
-            headers = {k: v for k, v in request.headers.items()
-                       if k.lower() not in ("host", "content-length")}
-            async with http.request(request.method, self.target + request.path_qs,
-                                    data=body or None, headers=headers) as answer:
-                data = await answer.read()
-            return web.Response(status=answer.status, body=data,
-                                content_type=answer.content_type)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        await web.SockSite(self.runner, self.sock).start()
+    async def before_batch(self) -> None:
+        if self.hold:
+            go = asyncio.Event()
+            self.held.put_nowait(go)
+            await go.wait()
 
 
 async def test_a_flash_queued_while_a_full_batch_is_in_flight_goes_next(tmp_path, http) -> None:
