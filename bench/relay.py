@@ -44,8 +44,9 @@ cores each process used during each phase are printed from ``/proc`` (with the b
 other processes, when something else ran), with each gateway's CPU time per message,
 and the relay batches read back from the two databases (KH stamps all messages of a
 batch with one ``delivered_ms``, VN each receipt with the time it verified it), with
-where a batch's time went: KH checking, committing and signing; VN verifying the
-receipts; VN between one batch's receipts and the next batch. Benchmark configuration
+where a batch's time went: from KH starting it until VN has checked its receipts (KH
+checking, committing and signing, VN checking), and from then until KH starts the next
+batch (negative when VN checks while the next batch is in flight). Benchmark configuration
 (said in the output): ``[limits]`` raised as in ``bench/accept.py``, ``[log] level =
 warning``, and a ``[federation]`` section with ``health_seconds`` 1 (a stopped partner
 is noticed back within a second), ``retry_max_seconds`` 2 (VN keeps retrying a dead
@@ -588,14 +589,14 @@ def relay_batches(kh_rows: Sequence[tuple[str, int]], vndb: Database) -> dict[st
     KH stamps every message of a batch with one time, taken when it starts handling the
     batch (after reading the body and checking the hop signature), so messages sharing a
     ``delivered_ms`` came in one batch. VN checks a batch's receipts together (one job on
-    its signature worker) and then stamps each receipt's ``received_ms``, one after
-    another. Per batch (one machine, one clock): ``kh``: KH's start -> VN has stamped the
-    first receipt (KH checks, stores and commits the batch, signs the receipts, answers;
-    VN reads the answer and checks every receipt); ``vn_receipts``: first -> last receipt
-    stamped at VN (so near zero: it no longer includes the checks); ``vn_between``: last
-    receipt stamped -> KH starts the next batch (VN encodes and signs the next batch,
-    read from its outbox meanwhile or now, and posts it; KH reads and checks the request),
-    which is idle time as well when VN's outbox was empty."""
+    its signature workers) while its next batch is already on its way, and then stamps
+    each receipt's ``received_ms``. Per batch (one machine, one clock): ``kh``: KH's start
+    -> VN has stamped the first receipt (KH checks, stores and commits the batch, signs the
+    receipts, answers; VN reads the answer and checks every receipt); ``vn_receipts``:
+    first -> last receipt stamped at VN (near zero); ``vn_between``: last receipt stamped
+    -> KH starts the next batch, negative when the next batch started first (VN checks the
+    receipts while the next batch is in flight); positive values are idle time as well
+    when VN's outbox was empty. The cycle is KH's start to KH's next start."""
     received = {mid: ms for mid, ms in vndb.rows(
         "SELECT message_id, received_ms FROM receipts WHERE partner = ?", KH)}
     groups: dict[int, list[str]] = {}
@@ -640,10 +641,11 @@ def show_batches(b: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{name} {v:,.0f} ms ({v / per * 1000:,.0f} us/msg)"
 
     return (f"relay batches: {b['batches']:,}, mean size {b['mean_size']:,.0f} (max "
-            f"{b['max_size']}), one every {b['mean_cycle_ms'] or 0:,.0f} ms on average = "
-            + ", ".join((part("KH checks+commits+signs, VN checks receipts", "kh_ms"),
+            f"{b['max_size']}), one every {b['mean_cycle_ms'] or 0:,.0f} ms on average; "
+            + ", ".join((part("KH starts -> VN has checked the receipts", "kh_ms"),
                          part("VN stamps receipts", "vn_receipts_ms"),
-                         part("VN between batches", "vn_between_ms"))))
+                         part("then KH starts the next batch (negative: it started while "
+                              "VN checked)", "vn_between_ms"))))
 
 
 # --- 1. throughput -------------------------------------------------------------------------

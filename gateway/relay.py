@@ -6,8 +6,11 @@ first queued first within a rank), one batch in flight per partner, posted as a 
 hop request to ``/v1/federation/messages``. The partner answers one signed receipt per
 message; only receipts that verify, name this gateway and match the message's digest are
 recorded (the message leaves the outbox, its ``relayed`` and ``receipt`` events are
-written, the sending desk hears of it); that commit runs while the next batch is built
-and posted, with the messages being recorded left out of it. After a full batch the next
+written, the sending desk hears of it). Checking a batch's receipts and committing them
+run while the next batch is built and posted, with their messages left out of it; if
+they are refused, that is noticed when the next answer comes (or at once if there is no
+next batch), and both batches stay queued: the partner, which committed them, answers
+their resends ``duplicate``. After a full batch the next
 one is read from the outbox (and what expired meanwhile taken out) while the full one is
 in flight; it is sent only if no message was queued in the meantime, since a new one may
 rank before it. Any failure (unreachable, an error status, a bad receipt) keeps the whole
@@ -80,6 +83,9 @@ EXPIRED_REASON = "expired"
 READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME = "recorded", "duplicate"
 READ_OUTCOMES = (READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME, REJECTED)
 _SIGN_CHUNK = 16  # receipts signed between two turns of the loop (about 0.3 to 1 ms)
+# Envelopes of a relay batch decoded and prepared while the chunk before them is checked
+# on the worker's threads (a chunk this size is split over both; see gateway.crypto.worker).
+_VERIFY_CHUNK = 64
 
 
 def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random) -> float:
@@ -107,18 +113,19 @@ class Sender:
         self.settings = settings
         self.me = me
         self.rng = rng or random.Random()  # noqa: S311 -- jitter, not a secret
-        self._recording: Awaitable[int] | None = None  # receipts of the last batch
+        self._recording: asyncio.Task[int] | None = None  # receipts of the last batch
         self._recording_ids: frozenset[str] = frozenset()
         self._in_flight: frozenset[str] = frozenset()  # the batch posted and not answered
         # The batch after a full one, read from the outbox while that one is in flight.
-        self._prefetch: asyncio.Task[list[OutboxItem]] | None = None
+        self._prefetch: asyncio.Task[_Batch] | None = None
 
     async def run(self) -> None:
         try:
             await self._run()
         finally:
-            if self._prefetch is not None:
-                self._prefetch.cancel()
+            for task in (self._prefetch, self._recording):
+                if task is not None:
+                    task.cancel()
 
     async def _run(self) -> None:
         p, s = self.partner, self.settings
@@ -149,15 +156,16 @@ class Sender:
             # A partner that failed is probed with one message, not a full batch: building
             # and encoding hundreds of envelopes for a dead partner would hold up this
             # gateway's event loop, and so the other partners, at every retry.
-            size = 1 if state.failures else s.batch_size
-            batch = prefetched if prefetched is not None else await self.next_batch(size)
-            reads = await self.store.read_outbox_batch(p.id, s.batch_size)
-            if not batch and not reads:
-                if self._recording is not None:
-                    await self.recorded()
-                    continue
-                await _wait_any((p.queued, p.kick))
-                continue
+            # (Once it answered, ``next_attempt_ms`` is 0 while its receipts are checked.)
+            size = 1 if state.next_attempt_ms else s.batch_size
+            if prefetched is not None:
+                batch, body = prefetched
+            else:
+                batch = await self.next_batch(size)
+                body = batch_body(batch)
+            # Read acknowledgements go after the batch: their query runs meanwhile.
+            reads_query = asyncio.create_task(self.store.read_outbox_batch(p.id, s.batch_size))
+            reads: list[QueuedRead] = []
             if len(batch) == size > 1:
                 # A full batch: more is probably waiting. Read (and expire) the next one
                 # while this one is in flight; it is used only if nothing was queued
@@ -165,11 +173,18 @@ class Sender:
                 self._in_flight = frozenset(item.message_id for item in batch)
                 self._prefetch = asyncio.create_task(self.prefetch(size))
             try:
-                recorded = await self.send(batch) if batch else 0
+                recorded = await self.send(batch, body) if batch else None
+                reads = await _reads_of(reads_query)
                 if reads:
                     await self.send_reads(reads)
+                elif not batch:
+                    if self._recording is None:
+                        await _wait_any((p.queued, p.kick))
+                        continue
+                    recorded = await self.recorded()  # the last batch's receipts
             except PeerError as exc:
                 await self.prefetched(usable=False)
+                await _reads_of(reads_query)  # (read again at the next attempt)
                 failures = state.failures + 1
                 delay = backoff_seconds(failures, s.retry_first_seconds, s.retry_max_seconds,
                                         self.rng)
@@ -182,9 +197,18 @@ class Sender:
                                      state.last_contact_ms, exc.message[:200])
                 await self.store.set_partner_state(state)
                 continue
-            log.debug("relayed", partner=p.id, messages=recorded, reads=len(reads))
-            if state.failures or state.next_attempt_ms:
-                state = PartnerState(p.id, 0, 0, self.clock.now_ms(), None)
+            log.debug("relayed", partner=p.id, messages=recorded or 0, reads=len(reads))
+            if recorded is not None or reads:
+                # Receipts that verified (or read acknowledgements answered): healthy.
+                if state.failures or state.next_attempt_ms:
+                    state = PartnerState(p.id, 0, 0, self.clock.now_ms(), None)
+                    await self.store.set_partner_state(state)
+            elif state.next_attempt_ms:
+                # It answered: no more waiting, and full batches again. The failures are
+                # kept until its receipts verify, so that a partner whose receipts are
+                # refused backs off further each time.
+                state = dataclasses.replace(state, next_attempt_ms=0,
+                                            last_contact_ms=self.clock.now_ms())
                 await self.store.set_partner_state(state)
 
     async def next_batch(self, size: int) -> list[OutboxItem]:
@@ -197,12 +221,14 @@ class Sender:
             batch = [item for item in batch if item.message_id not in busy]
         return batch[:size]
 
-    async def prefetch(self, size: int) -> list[OutboxItem]:
-        """While a batch is in flight: expire what is due, then read the batch after it."""
+    async def prefetch(self, size: int) -> _Batch:
+        """While a batch is in flight: expire what is due, then read and encode the batch
+        after it."""
         await self.expire(self.clock.now_ms())
-        return await self.next_batch(size)
+        batch = await self.next_batch(size)
+        return _Batch(batch, batch_body(batch))
 
-    async def prefetched(self, *, usable: bool) -> list[OutboxItem] | None:
+    async def prefetched(self, *, usable: bool) -> _Batch | None:
         """The batch read ahead, once the batch before it is answered, if it is still
         ``usable``; None if there is none (or it failed: the batch is read again)."""
         task, self._prefetch = self._prefetch, None
@@ -220,14 +246,18 @@ class Sender:
         except StoreError as exc:
             log.error("prefetch_failed", partner=self.partner.id, error=exc.message)
             return None
-        return batch if usable and batch else None
+        return batch if usable and batch.items else None
 
-    async def recorded(self) -> int:
-        """Wait for the receipts of the last batch to be recorded; how many were. A failed
-        commit leaves those messages queued: they are sent again (answered duplicate)."""
+    async def recorded(self) -> int | None:
+        """Wait for the receipts of the last batch to be checked and recorded: how many
+        were recorded, or None if no batch was waiting for that. Raises PeerError if the
+        receipts were refused. A failed commit leaves those messages queued: they are sent
+        again (answered duplicate)."""
         pending, self._recording = self._recording, None
+        if pending is None:
+            return None
         try:
-            return await pending if pending is not None else 0
+            return await pending
         except StoreError as exc:
             log.error("receipts_not_recorded", partner=self.partner.id, error=exc.message)
             return 0
@@ -282,18 +312,15 @@ class Sender:
         self.partners.mark(p, up=True)
         await self.store.forget_reads(p.id, [r.seq for r in reads])
 
-    async def send(self, batch: list[OutboxItem]) -> int:
-        """Post one batch and have its receipts recorded (the commit goes on while the
-        next batch is prepared; see :meth:`recorded`); raises PeerError on any failure.
-        Answers how many receipts of the batch before were recorded."""
+    async def send(self, batch: list[OutboxItem], body: bytes) -> int | None:
+        """Post one batch (``body``: :func:`batch_body`); raises PeerError unless the
+        partner answers it. Its receipts are
+        checked and recorded while the next batch is prepared and posted (see
+        :meth:`recorded`), those of the batch before are awaited here: how many of them
+        were recorded (None if there was no batch before), or PeerError if refused."""
         p = self.partner
         if p.key is None:
             await self.partners.refresh(p)
-        body = json.dumps({"v": 1, "messages": [
-            {"envelope": _b64(item.envelope),
-             "binding": _b64(item.binding) if item.binding is not None else None}
-            for item in batch
-        ]}, separators=(",", ":")).encode("ascii")
         sent_ms = self.clock.now_ms()
         status, answer = await self.partners.request(p, "POST", FEDERATION_MESSAGES_PATH, body,
                                                      BATCH_MEDIA_TYPE)
@@ -304,12 +331,27 @@ class Sender:
         # while the batch was in flight.
         key = p.key
         assert key is not None
+        previous = await self.recorded()
+        # Checking the receipts (a signature each) and committing them overlap the
+        # partner's work on the next batch instead of adding to it; their messages are
+        # left out of the next batches until then.
+        self._recording = asyncio.create_task(self._record(batch, answer, sent_ms, key))
+        self._recording_ids = frozenset(item.message_id for item in batch)
+        return previous
+
+    async def _record(self, batch: list[OutboxItem], answer: bytes, sent_ms: int,
+                      key: VerifyKey) -> int:
+        """Check the partner's receipts for ``batch`` and record them: how many were.
+        Raises PeerError, recording none, if any of them is malformed, does not verify,
+        or names another message, sender or digest."""
+        p = self.partner
         try:
             notes = jsontext.loads(answer)["receipts"]
             if not isinstance(notes, list) or len(notes) != len(batch):
                 raise ValueError("wrong number of receipts")
             raws = [note.encode("utf-8") for note in notes]
             receipts = await open_receipts_on(self.worker, raws, p.id, key)
+            received_ms = self.clock.now_ms()
             results = []
             for item, raw, receipt in zip(batch, raws, receipts, strict=True):
                 # A rejection of an envelope the partner could not verify names no id.
@@ -318,18 +360,39 @@ class Sender:
                 if receipt.sender != self.me or not named or receipt.digest != item.digest:
                     raise ValueError(f"receipt for {item.message_id} names another message")
                 results.append(RelayResult(item.message_id, receipt.outcome, receipt.reason,
-                                           raw, sent_ms, self.clock.now_ms(), key.key_id))
+                                           raw, sent_ms, received_ms, key.key_id))
         except (ValueError, KeyError, TypeError, AttributeError, CryptoError) as exc:
             message = exc.message if isinstance(exc, CryptoError) else str(exc)
             log.error("receipts_refused", partner=p.id, error=message)
             raise PeerError(f"{p.id}: receipts refused ({message})") from None
         self.partners.mark(p, up=True)
-        # The receipts are committed while the next batch goes out (their messages are
-        # left out of it): recording overlaps the partner's work instead of adding to it.
-        previous = await self.recorded()
-        self._recording = self.store.record_relay(p.id, results)
-        self._recording_ids = frozenset(r.message_id for r in results)
-        return previous
+        return await self.store.record_relay(p.id, results)
+
+
+class _Batch(NamedTuple):
+    items: list[OutboxItem]
+    body: bytes  # batch_body(items)
+
+
+def batch_body(batch: list[OutboxItem]) -> bytes:
+    """The JSON body of a relay batch: ``{"v":1,"messages":[{"envelope": base64,
+    "binding": base64 or null}, ...]}``, compact, written directly (the same bytes as
+    ``json.dumps`` with ``separators=(",", ":")``: base64 needs no escaping)."""
+    items = [b'{"envelope":"' + base64.b64encode(item.envelope) + b'","binding":'
+             + (b"null" if item.binding is None
+                else b'"' + base64.b64encode(item.binding) + b'"') + b"}"
+             for item in batch]
+    return b'{"v":1,"messages":[' + b",".join(items) + b"]}"
+
+
+async def _reads_of(query: asyncio.Task[list[QueuedRead]]) -> list[QueuedRead]:
+    """The read acknowledgements ``query`` found; none if it failed (logged): they stay
+    queued for the next round."""
+    try:
+        return await query
+    except StoreError as exc:
+        log.error("read_outbox_failed", error=exc.message)
+        return []
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -507,29 +570,36 @@ class Receiver:
     async def _check_all(self, partner: Partner, caller_key: VerifyKey, items: list[Any],
                          now: int) -> list[Receipt | Envelope]:
         """Each item's verified envelope, or the receipt rejecting it. The signatures are
-        checked together, on the crypto worker's thread."""
-        prepared: list[_Refused | _Unverified] = []
-        for item in items:
-            try:
-                prepared.append(self._prepare(partner, caller_key, item))
-            except _Refused as refused:
-                prepared.append(refused)
-        unverified = [p for p in prepared if isinstance(p, _Unverified)]
-        outcomes = iter(await verify_envelopes_on(
-            self.worker, [(u.data, u.binding.sign_key) for u in unverified],
-            max_size=self.max_envelope))
+        checked on the crypto worker's threads, a chunk at a time: while one chunk is
+        checked there, the next is decoded and prepared here."""
+        chunks: list[tuple[list[_Refused | _Unverified],
+                           Awaitable[list[Envelope | CryptoError]]]] = []
+        for start in range(0, len(items), _VERIFY_CHUNK):
+            prepared: list[_Refused | _Unverified] = []
+            for item in items[start : start + _VERIFY_CHUNK]:
+                try:
+                    prepared.append(self._prepare(partner, caller_key, item))
+                except _Refused as refused:
+                    prepared.append(refused)
+            verifying = verify_envelopes_on(
+                self.worker, [(p.data, p.binding.sign_key) for p in prepared
+                              if isinstance(p, _Unverified)], max_size=self.max_envelope)
+            chunks.append((prepared, verifying))
+            await asyncio.sleep(0)  # the chunk's checks go to the worker now
         checked: list[Receipt | Envelope] = []
-        for p in prepared:
-            try:
-                if isinstance(p, _Refused):
-                    raise p
-                outcome = next(outcomes)
-                if isinstance(outcome, CryptoError):
-                    raise _Refused("", p.digest, "bad_signature")
-                checked.append(self._bound(partner, p, outcome))
-            except _Refused as refused:
-                checked.append(self._receipt(partner, refused.message_id, refused.digest,
-                                             REJECTED, refused.reason, now))
+        for prepared, verifying in chunks:
+            outcomes = iter(await verifying)
+            for p in prepared:
+                try:
+                    if isinstance(p, _Refused):
+                        raise p
+                    outcome = next(outcomes)
+                    if isinstance(outcome, CryptoError):
+                        raise _Refused("", p.digest, "bad_signature")
+                    checked.append(self._bound(partner, p, outcome))
+                except _Refused as refused:
+                    checked.append(self._receipt(partner, refused.message_id, refused.digest,
+                                                 REJECTED, refused.reason, now))
         return checked
 
     def _decide(self, partner: Partner, checked: Receipt | Envelope,

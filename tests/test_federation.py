@@ -42,7 +42,8 @@ from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.notices import open_notice
 from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.receipts import open_receipt
-from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
+from gateway.store import OutboxItem
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
         "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05,
@@ -358,6 +359,10 @@ class Proxy:
     def after_batch(self, request: web.Request) -> None:
         """Called once a batch of messages was answered, before the answer is passed on."""
 
+    def answer(self, status: int, data: bytes) -> bytes:
+        """The answer to a batch of messages as passed on (by default, as it came)."""
+        return data
+
     async def start(self, http: aiohttp.ClientSession) -> None:
         async def forward(request: web.Request) -> web.StreamResponse:
             body = await request.read()
@@ -371,6 +376,7 @@ class Proxy:
                 data = await answer.read()
             if batch:
                 self.after_batch(request)
+                data = self.answer(answer.status, data)
             self.forwarded += 1
             return web.Response(status=answer.status, body=data,
                                 content_type=answer.content_type)
@@ -475,6 +481,94 @@ async def test_a_flash_queued_while_a_full_batch_is_in_flight_goes_next(tmp_path
         await proxy.runner.cleanup()
 
 
+class TamperingProxy(Proxy):
+    """Alters one receipt in the answers to the next ``tamper`` batches of at least
+    ``size`` messages (the partner committed them; its signature no longer matches)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.tamper, self.size = 0, 1
+        self.tampered: list[str] = []
+
+    def answer(self, status: int, data: bytes) -> bytes:
+        doc = json.loads(data)
+        if status != 200 or self.tamper <= 0 or len(doc["receipts"]) < self.size:
+            return data
+        self.tamper -= 1
+        note = doc["receipts"][-1]
+        assert '"outcome":"accepted"' in note
+        doc["receipts"][-1] = note.replace('"outcome":"accepted"', '"outcome":"duplicate"')
+        self.tampered.append(doc["receipts"][-1])
+        return json.dumps(doc).encode()
+
+
+async def sent_to_kh(a: GatewayClient, n: int, priority: str = "routine") -> list[str]:
+    ids = []
+    for i in range(n):
+        answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                              {"type": "hotline", "text": f"#{i}"}, priority=priority)
+        ids.append(str(answer["id"]))
+    return ids
+
+
+async def test_refused_receipts_are_not_recorded_and_the_batch_is_sent_again(tmp_path,
+                                                                           http) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    proxy = TamperingProxy(kh.url)
+    pin(vn, kh, url=proxy.url)
+    await proxy.start(http)
+    await started(vn, kh)
+    try:
+        a, k = await officers(vn, kh, http)
+        proxy.tamper = 1
+        (sent,) = await sent_to_kh(a, 1, "flash")
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0, "the resend")
+        assert proxy.tamper == 0
+        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(1,)]
+        assert [m["id"] for m in (await k.inbox("anti-trafficking"))["messages"]] == [sent]
+        # The altered receipt was refused, not recorded; the resend was answered duplicate.
+        assert vn.rows("SELECT outcome FROM receipts") == [("duplicate",)]
+        assert proxy.tampered[0].encode() not in vn.database.read_bytes()
+        assert events_of(await a.status(sent))[:3] == ["accepted", "relayed",
+                                                       "receipt:duplicate"]
+        await until(lambda: vn.rows("SELECT failures, next_attempt_ms FROM partner_state")
+                    == [(0, 0)], "the retry state to be cleared")
+    finally:
+        await stop_all(vn, kh)
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+async def test_receipts_refused_while_the_next_batch_was_in_flight(tmp_path, http) -> None:
+    """Receipts are checked while the next batch goes; if they are refused, that is found
+    when the next answer comes, and both batches are sent again (answered duplicate)."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    vn.federation["batch_size"] = 2
+    proxy = TamperingProxy(kh.url)
+    pin(vn, kh, url=proxy.url)
+    await proxy.start(http)
+    await started(vn, kh)
+    try:
+        a, _ = await officers(vn, kh, http)
+        await kh.stop()  # six messages queued: two full batches follow the probe
+        ids = await sent_to_kh(a, 7)
+        proxy.tamper, proxy.size = 1, 2
+        await kh.start()
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0, "the drain")
+        assert proxy.tamper == 0
+        arrived = [r[0] for r in kh.rows("SELECT message_id FROM inbox ORDER BY seq")]
+        assert arrived == ids  # each once, in order
+        outcomes = dict(vn.rows("SELECT message_id, outcome FROM receipts"))
+        # The probe is recorded; the tampered batch and the one after it both went again.
+        assert [outcomes[i] for i in ids] == ["accepted"] + ["duplicate"] * 4 + \
+            ["accepted"] * 2
+        assert proxy.tampered[0].encode() not in vn.database.read_bytes()
+    finally:
+        await stop_all(vn, kh)
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
 # --- hop requests that must be refused -----------------------------------------------------
 
 
@@ -542,6 +636,49 @@ async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http)
         (note,) = (await r.json())["receipts"]
     assert '"outcome":"rejected","reason":"bad_binding"' in note
     assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
+
+
+async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http) -> None:
+    """The receiver checks a batch's signatures a chunk at a time; refusals anywhere in it
+    (a chunk's first or last item, a chunk of refusals only) keep their place."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    ids = await sent_to_kh(a, 138)
+    rows = {mid: (env, binding) for mid, env, binding in vn.rows(
+        "SELECT m.id, m.envelope, o.binding FROM messages m JOIN officers o"
+        " ON o.sign_key_id = m.actor")}
+    await vn.stop()  # so that VN does not relay them meanwhile
+    await kh.start()
+    assert kh.app is not None
+    bad_signature, malformed = {0, 63, 64, 127, 128, 139}, {65, 66}
+    genuine = iter(ids)
+    items, expected = [], []
+    for i in range(140):
+        if i in malformed:
+            items.append({"envelope": "!!", "binding": None})
+            expected.append(("", "rejected", "malformed_item"))
+            continue
+        mid = next(genuine)
+        envelope, binding = rows[mid]
+        if i in bad_signature:
+            envelope = envelope[:-1] + bytes([envelope[-1] ^ 1])
+            expected.append(("", "rejected", "bad_signature"))
+        else:
+            expected.append((mid, "accepted", None))
+        items.append({"envelope": base64.b64encode(envelope).decode(),
+                      "binding": base64.b64encode(binding).decode()})
+    body = json.dumps({"v": 1, "messages": items}).encode()
+    headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
+                       kh.app[CLOCK].now_ms())
+    async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
+                         headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+        assert r.status == 200
+        notes = (await r.json())["receipts"]
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    assert [(r.message_id, r.outcome, r.reason) for r in receipts] == expected
+    accepted = [mid for mid, outcome, _ in expected if outcome == "accepted"]
+    assert [row[0] for row in kh.rows("SELECT message_id FROM inbox ORDER BY seq")] == accepted
 
 
 async def test_one_message_in_two_concurrent_batches_is_accepted_once(vn_kh, http) -> None:
@@ -708,3 +845,15 @@ async def test_a_partner_never_heard_from_gives_clear_errors_and_stores_nothing(
                        ) == [(0, 0)]
     finally:
         await stop_all(vn)
+
+
+def test_a_batch_body_is_the_compact_json_of_its_messages() -> None:
+    items = [OutboxItem(f"m{i}", f"d{i}", b"\x00\xff" * i + b"env",
+                        None if i % 2 else b"bind" * i, 0, 0)
+             for i in range(5)]
+    expected = json.dumps({"v": 1, "messages": [
+        {"envelope": base64.b64encode(item.envelope).decode(),
+         "binding": None if item.binding is None else base64.b64encode(item.binding).decode()}
+        for item in items]}, separators=(",", ":")).encode()
+    assert batch_body(items) == expected
+    assert json.loads(batch_body([])) == {"v": 1, "messages": []}

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -393,12 +393,14 @@ async def verify_envelope_on(
     return outcome
 
 
-async def verify_envelopes_on(
+def verify_envelopes_on(
     worker: CryptoWorker, items: Sequence[tuple[bytes, VerifyKey]], *,
     max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
-) -> list[Envelope | CryptoError]:
+) -> Awaitable[list[Envelope | CryptoError]]:
     """:func:`verify_envelope_on` for many envelopes at once (one job for the worker):
-    each one's :class:`Envelope`, or the error that refused it, in order."""
+    each one's :class:`Envelope`, or the error that refused it, in order. The checks are
+    handed to the worker at once (they reach its threads at the loop's next turn), so the
+    caller may go on, for example to prepare the next chunk, before awaiting them."""
     results: list[Envelope | CryptoError] = []
     parts: list[tuple[int, tuple[int, bytes, bytes]]] = []
     for data, key in items:
@@ -407,9 +409,18 @@ async def verify_envelopes_on(
             results.append(BadSignatureError("signature does not verify"))  # until checked
         except CryptoError as exc:
             results.append(exc)
-    verified = await worker.check_all([
+    verified = worker.check_all([
         (items[i][1], signed, signature) for i, (_, signed, signature) in parts])
-    for (i, (header_len, signed, signature)), ok in zip(parts, verified, strict=True):
+    return _parsed(items, results, parts, verified)
+
+
+async def _parsed(items: Sequence[tuple[bytes, VerifyKey]],
+                  results: list[Envelope | CryptoError],
+                  parts: list[tuple[int, tuple[int, bytes, bytes]]],
+                  verified: Awaitable[list[bool]]) -> list[Envelope | CryptoError]:
+    """``results`` once the worker has checked ``parts``: each envelope whose signature
+    verified, parsed."""
+    for (i, (header_len, signed, signature)), ok in zip(parts, await verified, strict=True):
         if not ok:
             continue
         data, key = items[i]
