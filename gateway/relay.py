@@ -178,10 +178,12 @@ class Sender:
                 if reads:
                     await self.send_reads(reads)
                 elif not batch:
-                    if self._recording is None:
-                        await _wait_any((p.queued, p.kick))
+                    # Nothing to send: wait for a message (or a kick), or for the last
+                    # batch's receipts to be checked and recorded, whichever comes first.
+                    await _wait_any((p.queued, p.kick), self._recording)
+                    if self._recording is None or not self._recording.done():
                         continue
-                    recorded = await self.recorded()  # the last batch's receipts
+                    recorded = await self.recorded()
             except PeerError as exc:
                 await self.prefetched(usable=False)
                 await _reads_of(reads_query)  # (read again at the next attempt)
@@ -197,6 +199,8 @@ class Sender:
                                      state.last_contact_ms, exc.message[:200])
                 await self.store.set_partner_state(state)
                 continue
+            finally:
+                reads_query.cancel()  # (done by now, unless something unforeseen was raised)
             log.debug("relayed", partner=p.id, messages=recorded or 0, reads=len(reads))
             if recorded is not None or reads:
                 # Receipts that verified (or read acknowledgements answered): healthy.
@@ -402,10 +406,13 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...]) -> None:
+async def _wait_any(events: tuple[asyncio.Event, ...],
+                    task: asyncio.Task[Any] | None = None) -> None:
+    """Until one of ``events`` is set or ``task`` (if any; left running) is done."""
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waits, *([task] if task is not None else [])],
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()

@@ -5,16 +5,17 @@ single cost of accepting a message. PyNaCl calls libsodium through cffi, which r
 the GIL for the length of each call, so a check made on a worker thread runs on another
 core while the event loop parses and answers other requests. The checks asked for during
 one turn of the loop go to the worker as one job and come back with one wake-up of the
-loop: a relay batch of 256 envelopes costs the loop two hand-offs, not 512.
+loop: a relay batch of 256 envelopes costs the loop a few hand-offs, not 512.
 
 A job goes to one thread, unless it holds at least :data:`SPLIT_AT` checks: then its two
 halves run at once on two threads, and the loop is woken once, when both are done, with
 the results in order. Officers' single messages never reach that size; relay batches at
-the receiving gateway and receipt batches at the sending one (256 checks and more, 20 to
-30 ms) do. A profile of a backlog drain between two gateways on a two-core machine showed
-the loop idle for 27 to 32 ms at a time, waiting for one such job while the second core
-was partly free. Split in two, 256 checks took 15 ms instead of 26 (medians, idle two-core
-machine); with the other core busy elsewhere, both took about the same time.
+the receiving gateway (checked in chunks of 64, gateway.relay) and receipt batches at the
+sending one (up to 256 checks, 20 to 30 ms) do. A profile of a backlog drain between two
+gateways on a two-core machine showed the loop idle for 27 to 32 ms at a time, waiting for
+one such job while the second core was partly free. Split in two, 256 checks took 15 ms
+instead of 26 (medians, idle two-core machine); with the other core busy elsewhere, both
+took about the same time.
 
 Only public keys, signed bytes and signatures are handed over. Signing (receipts,
 notices, checkpoints) stays on the loop.
