@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -402,13 +403,32 @@ class DroppingProxy(Proxy):
             raise asyncio.CancelledError
 
 
-async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
+P = TypeVar("P", bound=Proxy)
+
+
+@contextlib.asynccontextmanager
+async def behind_proxy(tmp_path: Path, http: aiohttp.ClientSession,
+                       proxy_of: Callable[[str], P],
+                       **vn_federation: Any) -> AsyncIterator[tuple[Gw, Gw, P]]:
+    """vn-mps and kh-cnp running, VN reaching KH through ``proxy_of(KH's URL)``; all
+    stopped afterwards. ``vn_federation``: VN's [federation] settings changed."""
     vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    proxy = DroppingProxy(kh.url, drop=0)
+    vn.federation.update(vn_federation)
+    proxy = proxy_of(kh.url)
     pin(vn, kh, url=proxy.url)
     await proxy.start(http)
-    await started(vn, kh)
     try:
+        await started(vn, kh)
+        yield vn, kh, proxy
+    finally:
+        await stop_all(vn, kh)
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
+    async with behind_proxy(tmp_path, http, lambda url: DroppingProxy(url, drop=0)) as (
+            vn, kh, proxy):
         a, k = await officers(vn, kh, http)
         proxy.drop = 1
         sent = await a.send("hotline", "anti-trafficking@kh-cnp",
@@ -424,10 +444,6 @@ async def test_lost_answer_then_retry_leaves_one_copy(tmp_path, http) -> None:
         # The sender clears its retry state just after recording the receipts.
         await until(lambda: vn.rows("SELECT failures, next_attempt_ms FROM partner_state")
                     == [(0, 0)], "the retry state to be cleared")
-    finally:
-        await stop_all(vn, kh)
-        assert proxy.runner is not None
-        await proxy.runner.cleanup()
 
 
 class HoldingProxy(Proxy):
@@ -448,13 +464,7 @@ class HoldingProxy(Proxy):
 async def test_a_flash_queued_while_a_full_batch_is_in_flight_goes_next(tmp_path, http) -> None:
     """After a full batch the sender reads the next one while the first is in flight; a
     flash message queued meanwhile must still go before the routine ones read ahead."""
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    vn.federation["batch_size"] = 2
-    proxy = HoldingProxy(kh.url)
-    pin(vn, kh, url=proxy.url)
-    await proxy.start(http)
-    await started(vn, kh)
-    try:
+    async with behind_proxy(tmp_path, http, HoldingProxy, batch_size=2) as (vn, kh, proxy):
         a, _ = await officers(vn, kh, http)
 
         async def send(text: str, priority: str = "routine") -> str:
@@ -475,10 +485,6 @@ async def test_a_flash_queued_while_a_full_batch_is_in_flight_goes_next(tmp_path
         arrived = [row[0] for row in kh.rows(
             "SELECT message_id FROM inbox WHERE desk = 'anti-trafficking@kh-cnp' ORDER BY seq")]
         assert arrived == [*r[:3], flash, *r[3:]]
-    finally:
-        await stop_all(vn, kh)
-        assert proxy.runner is not None
-        await proxy.runner.cleanup()
 
 
 class TamperingProxy(Proxy):
@@ -513,12 +519,7 @@ async def sent_to_kh(a: GatewayClient, n: int, priority: str = "routine") -> lis
 
 async def test_refused_receipts_are_not_recorded_and_the_batch_is_sent_again(tmp_path,
                                                                            http) -> None:
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    proxy = TamperingProxy(kh.url)
-    pin(vn, kh, url=proxy.url)
-    await proxy.start(http)
-    await started(vn, kh)
-    try:
+    async with behind_proxy(tmp_path, http, TamperingProxy) as (vn, kh, proxy):
         a, k = await officers(vn, kh, http)
         proxy.tamper = 1
         (sent,) = await sent_to_kh(a, 1, "flash")
@@ -533,24 +534,14 @@ async def test_refused_receipts_are_not_recorded_and_the_batch_is_sent_again(tmp
                                                        "receipt:duplicate"]
         await until(lambda: vn.rows("SELECT failures, next_attempt_ms FROM partner_state")
                     == [(0, 0)], "the retry state to be cleared")
-    finally:
-        await stop_all(vn, kh)
-        assert proxy.runner is not None
-        await proxy.runner.cleanup()
 
 
 async def test_receipts_refused_while_the_next_batch_was_in_flight(tmp_path, http) -> None:
     """Receipts are checked while the next batch goes; if they are refused, that is found
     when the next answer comes, and both batches are sent again (answered duplicate)."""
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    vn.federation["batch_size"] = 2
-    proxy = TamperingProxy(kh.url)
-    pin(vn, kh, url=proxy.url)
-    await proxy.start(http)
-    await started(vn, kh)
-    try:
+    async with behind_proxy(tmp_path, http, TamperingProxy, batch_size=2) as (vn, kh, proxy):
         a, _ = await officers(vn, kh, http)
-        await kh.stop()  # six messages queued: two full batches follow the probe
+        await kh.stop()  # seven queued: after the one-message probe, batches of two
         ids = await sent_to_kh(a, 7)
         proxy.tamper, proxy.size = 1, 2
         await kh.start()
@@ -563,10 +554,6 @@ async def test_receipts_refused_while_the_next_batch_was_in_flight(tmp_path, htt
         assert [outcomes[i] for i in ids] == ["accepted"] + ["duplicate"] * 4 + \
             ["accepted"] * 2
         assert proxy.tampered[0].encode() not in vn.database.read_bytes()
-    finally:
-        await stop_all(vn, kh)
-        assert proxy.runner is not None
-        await proxy.runner.cleanup()
 
 
 # --- hop requests that must be refused -----------------------------------------------------
@@ -610,32 +597,50 @@ async def test_bad_hop_requests_are_refused_and_store_nothing(vn_kh, http) -> No
     assert before() == state
 
 
-async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http) -> None:
-    vn, kh = vn_kh
-    a, _ = await officers(vn, kh, http)
+async def relayable(vn: Gw, kh: Gw, a: GatewayClient,
+                    n: int) -> tuple[list[str], dict[str, tuple[bytes, bytes]]]:
+    """``n`` messages from officer ``a`` to KH, accepted by VN while KH was stopped; then
+    VN is stopped (so that it relays none of them) and KH started again. Their ids, and
+    each one's envelope and officer binding, as VN would relay them."""
     await kh.stop()
-    sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
-                                                                "text": "x"})
-    envelope, binding = vn.rows(
-        "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
-        " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
-    await vn.stop()  # so that VN does not relay the genuine one meanwhile
+    ids = await sent_to_kh(a, n)
+    rows = {mid: (envelope, binding) for mid, envelope, binding in vn.rows(
+        "SELECT m.id, m.envelope, o.binding FROM messages m JOIN officers o"
+        " ON o.sign_key_id = m.actor")}
+    await vn.stop()
     await kh.start()
-    assert kh.app is not None
-    # The same envelope, with the binding flipped in one byte: rejected, not stored.
-    bad = bytearray(binding)
-    bad[len(bad) // 3] ^= 1
-    body = json.dumps({"v": 1, "messages": [
+    return ids, rows
+
+
+def batch_of(items: list[tuple[bytes, bytes | None]]) -> bytes:
+    return json.dumps({"v": 1, "messages": [
         {"envelope": base64.b64encode(envelope).decode(),
-         "binding": base64.b64encode(bytes(bad)).decode()}]}).encode()
+         "binding": None if binding is None else base64.b64encode(binding).decode()}
+        for envelope, binding in items]}).encode()
+
+
+async def post_batch(vn: Gw, kh: Gw, http: aiohttp.ClientSession, body: bytes) -> list[str]:
+    """``body`` posted to KH as VN's signed hop request: KH's receipts (status 200)."""
+    assert kh.app is not None
     headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
                        kh.app[CLOCK].now_ms())
     async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
                          headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
         assert r.status == 200
-        (note,) = (await r.json())["receipts"]
+        return [str(note) for note in (await r.json())["receipts"]]
+
+
+async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    (sent,), rows = await relayable(vn, kh, a, 1)
+    envelope, binding = rows[sent]
+    # The same envelope, with the binding flipped in one byte: rejected, not stored.
+    bad = bytearray(binding)
+    bad[len(bad) // 3] ^= 1
+    (note,) = await post_batch(vn, kh, http, batch_of([(envelope, bytes(bad))]))
     assert '"outcome":"rejected","reason":"bad_binding"' in note
-    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]
+    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(0,)]
 
 
 async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http) -> None:
@@ -643,14 +648,7 @@ async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http
     (a chunk's first or last item, a chunk of refusals only) keep their place."""
     vn, kh = vn_kh
     a, _ = await officers(vn, kh, http)
-    await kh.stop()
-    ids = await sent_to_kh(a, 138)
-    rows = {mid: (env, binding) for mid, env, binding in vn.rows(
-        "SELECT m.id, m.envelope, o.binding FROM messages m JOIN officers o"
-        " ON o.sign_key_id = m.actor")}
-    await vn.stop()  # so that VN does not relay them meanwhile
-    await kh.start()
-    assert kh.app is not None
+    ids, rows = await relayable(vn, kh, a, 138)
     bad_signature, malformed = {0, 63, 64, 127, 128, 139}, {65, 66}
     genuine = iter(ids)
     items, expected = [], []
@@ -668,13 +666,7 @@ async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http
             expected.append((mid, "accepted", None))
         items.append({"envelope": base64.b64encode(envelope).decode(),
                       "binding": base64.b64encode(binding).decode()})
-    body = json.dumps({"v": 1, "messages": items}).encode()
-    headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
-                       kh.app[CLOCK].now_ms())
-    async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
-                         headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
-        assert r.status == 200
-        notes = (await r.json())["receipts"]
+    notes = await post_batch(vn, kh, http, json.dumps({"v": 1, "messages": items}).encode())
     receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
     assert [(r.message_id, r.outcome, r.reason) for r in receipts] == expected
     accepted = [mid for mid, outcome, _ in expected if outcome == "accepted"]
@@ -687,34 +679,14 @@ async def test_one_message_in_two_concurrent_batches_is_accepted_once(vn_kh, htt
     with what the store said."""
     vn, kh = vn_kh
     a, _ = await officers(vn, kh, http)
-    await kh.stop()
-    sent = await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline",
-                                                                "text": "twice"})
-    envelope, binding = vn.rows(
-        "SELECT m.envelope, o.binding FROM messages m JOIN officers o"
-        " ON o.sign_key_id = m.actor WHERE m.id = ?", sent["id"])[0]
-    await vn.stop()  # so that VN does not relay it meanwhile
-    await kh.start()
-    assert kh.app is not None
-    body = json.dumps({"v": 1, "messages": [
-        {"envelope": base64.b64encode(envelope).decode(),
-         "binding": base64.b64encode(binding).decode()}]}).encode()
-
-    async def post() -> str:
-        assert kh.app is not None
-        headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH,
-                           body, kh.app[CLOCK].now_ms())
-        async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
-                             headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
-            assert r.status == 200
-            (note,) = (await r.json())["receipts"]
-            return str(note)
-
-    notes = await asyncio.gather(post(), post())
-    outcomes = sorted(open_receipt(n.encode(), "kh-cnp", [kh.key.public]).outcome
-                      for n in notes)
+    (sent,), rows = await relayable(vn, kh, a, 1)
+    body = batch_of([rows[sent]])
+    answers = await asyncio.gather(post_batch(vn, kh, http, body),
+                                   post_batch(vn, kh, http, body))
+    outcomes = sorted(open_receipt(note.encode(), "kh-cnp", [kh.key.public]).outcome
+                      for (note,) in answers)
     assert outcomes == ["accepted", "duplicate"]
-    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(1,)]
+    assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(1,)]
 
 
 async def test_read_acknowledgements_from_a_partner_are_checked(vn_kh, http) -> None:
