@@ -40,7 +40,7 @@ import dataclasses
 import hashlib
 import json
 import random
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any, NamedTuple
 
 import structlog
@@ -580,33 +580,40 @@ class Receiver:
         checked on the crypto worker's threads, a chunk at a time: while one chunk is
         checked there, the next is decoded and prepared here."""
         chunks: list[tuple[list[_Refused | _Unverified],
-                           Awaitable[list[Envelope | CryptoError]]]] = []
-        for start in range(0, len(items), _VERIFY_CHUNK):
-            prepared: list[_Refused | _Unverified] = []
-            for item in items[start : start + _VERIFY_CHUNK]:
-                try:
-                    prepared.append(self._prepare(partner, caller_key, item))
-                except _Refused as refused:
-                    prepared.append(refused)
-            verifying = verify_envelopes_on(
-                self.worker, [(p.data, p.binding.sign_key) for p in prepared
-                              if isinstance(p, _Unverified)], max_size=self.max_envelope)
-            chunks.append((prepared, verifying))
-            await asyncio.sleep(0)  # the chunk's checks go to the worker now
+                           Coroutine[Any, Any, list[Envelope | CryptoError]]]] = []
         checked: list[Receipt | Envelope] = []
-        for prepared, verifying in chunks:
-            outcomes = iter(await verifying)
-            for p in prepared:
-                try:
-                    if isinstance(p, _Refused):
-                        raise p
-                    outcome = next(outcomes)
-                    if isinstance(outcome, CryptoError):
-                        raise _Refused("", p.digest, "bad_signature")
-                    checked.append(self._bound(partner, p, outcome))
-                except _Refused as refused:
-                    checked.append(self._receipt(partner, refused.message_id, refused.digest,
-                                                 REJECTED, refused.reason, now))
+        try:
+            for start in range(0, len(items), _VERIFY_CHUNK):
+                prepared: list[_Refused | _Unverified] = []
+                for item in items[start : start + _VERIFY_CHUNK]:
+                    try:
+                        prepared.append(self._prepare(partner, caller_key, item))
+                    except _Refused as refused:
+                        prepared.append(refused)
+                verifying = verify_envelopes_on(
+                    self.worker, [(p.data, p.binding.sign_key) for p in prepared
+                                  if isinstance(p, _Unverified)], max_size=self.max_envelope)
+                chunks.append((prepared, verifying))
+                await asyncio.sleep(0)  # the chunk's checks go to the worker now
+            for prepared, verifying in chunks:
+                outcomes = iter(await verifying)
+                for p in prepared:
+                    try:
+                        if isinstance(p, _Refused):
+                            raise p
+                        outcome = next(outcomes)
+                        if isinstance(outcome, CryptoError):
+                            raise _Refused("", p.digest, "bad_signature")
+                        checked.append(self._bound(partner, p, outcome))
+                    except _Refused as refused:
+                        checked.append(self._receipt(partner, refused.message_id,
+                                                     refused.digest, REJECTED, refused.reason,
+                                                     now))
+        finally:
+            # If the request was cancelled meanwhile: the chunks not awaited yet are closed
+            # (closing one already awaited does nothing).
+            for _, verifying in chunks:
+                verifying.close()
         return checked
 
     def _decide(self, partner: Partner, checked: Receipt | Envelope,

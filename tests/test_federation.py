@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import socket
 import sqlite3
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.appkeys import CLOCK, LEDGER, STORE
+from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER, STORE
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
@@ -671,6 +673,33 @@ async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http
     assert [(r.message_id, r.outcome, r.reason) for r in receipts] == expected
     accepted = [mid for mid, outcome, _ in expected if outcome == "accepted"]
     assert [row[0] for row in kh.rows("SELECT message_id FROM inbox ORDER BY seq")] == accepted
+
+
+async def test_a_batch_cancelled_while_its_chunks_are_checked_leaves_nothing_behind(
+        vn_kh, http) -> None:
+    """A receive cancelled between two chunks (a stopping gateway) closes the checks of
+    the chunks it will not await: no coroutine is left never awaited, nothing stored."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    ids, rows = await relayable(vn, kh, a, 130)
+    assert kh.app is not None
+    partner = kh.app[PARTNERS].get("vn-mps")
+    assert partner is not None
+    receive = asyncio.create_task(kh.app[RECEIVER].receive(
+        partner, vn.key.public, batch_of([rows[mid] for mid in ids])))
+    await asyncio.sleep(0)  # the first chunk is prepared and handed to the worker
+    assert not receive.done()
+    receive.cancel()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await receive
+        del raised, receive  # (their traceback holds the cancelled frames)
+        for _ in range(3):  # the loop lets go of the finished task at its next turns
+            await asyncio.sleep(0)
+            gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert kh.rows("SELECT COUNT(*) FROM messages") == [(0,)]
 
 
 async def test_one_message_in_two_concurrent_batches_is_accepted_once(vn_kh, http) -> None:

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -396,11 +396,12 @@ async def verify_envelope_on(
 def verify_envelopes_on(
     worker: CryptoWorker, items: Sequence[tuple[bytes, VerifyKey]], *,
     max_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
-) -> Awaitable[list[Envelope | CryptoError]]:
+) -> Coroutine[Any, Any, list[Envelope | CryptoError]]:
     """:func:`verify_envelope_on` for many envelopes at once (one job for the worker):
     each one's :class:`Envelope`, or the error that refused it, in order. The checks are
     handed to the worker at once (they reach its threads at the loop's next turn), so the
-    caller may go on, for example to prepare the next chunk, before awaiting them."""
+    caller may go on, for example to prepare the next chunk, before awaiting them (a
+    caller that gives up instead closes the coroutine)."""
     results: list[Envelope | CryptoError] = []
     parts: list[tuple[int, tuple[int, bytes, bytes]]] = []
     for data, key in items:
