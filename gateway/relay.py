@@ -10,16 +10,15 @@ written, the sending desk hears of it). Checking a batch's receipts and committi
 run while the next batch is built and posted, with their messages left out of it; if
 they are refused, that is noticed when the next answer comes (or at once if there is no
 next batch), and both batches stay queued: the partner, which committed them, answers
-their resends ``duplicate``. After a full batch the next
-one is read from the outbox (and what expired meanwhile taken out) while the full one is
-in flight; it is sent only if no message was queued in the meantime, since a new one may
-rank before it. Any failure (unreachable, an error status, a bad receipt) keeps the whole
-batch queued and backs off:
-``retry_first_seconds`` doubling up to ``retry_max_seconds``, with jitter, stored in the
-database so a restart keeps it (a deadline further off than the cap, left by a wall clock
-that was set back since, is cut to the cap). While a partner is down it is probed every
-``health_seconds`` (gateway.partners) and its sender catches up as soon as it answers.
-A partner's sender never waits on another's.
+their resends ``duplicate``. After a full batch the next one is read from the outbox
+(and what expired meanwhile taken out) while the full one is in flight; it is sent only
+if no message was queued in the meantime, since a new one may rank before it. Any
+failure (unreachable, an error status, a bad receipt) keeps the whole batch queued and
+backs off: ``retry_first_seconds`` doubling up to ``retry_max_seconds``, with jitter,
+stored in the database so a restart keeps it (a deadline further off than the cap, left
+by a wall clock that was set back since, is cut to the cap). While a partner is down it
+is probed every ``health_seconds`` (gateway.partners) and its sender catches up as soon
+as it answers. A partner's sender never waits on another's.
 
 **Receiving.** A batch is accepted only from a partner whose hop signature verifies. Each
 message is then checked on its own: the sending officer's binding must be signed by the
@@ -215,10 +214,15 @@ class Sender:
                                             last_contact_ms=self.clock.now_ms())
                 await self.store.set_partner_state(state)
 
+    @property
+    def _busy(self) -> frozenset[str]:
+        """Messages in flight or whose receipts are being checked and recorded."""
+        return self._recording_ids | self._in_flight
+
     async def next_batch(self, size: int) -> list[OutboxItem]:
         """The next batch of at most ``size``: first in priority order, leaving out the
         messages in flight and those whose receipts are still being recorded."""
-        busy = self._recording_ids | self._in_flight
+        busy = self._busy
         batch = await self.store.outbox_batch(self.partner.id, size + len(busy),
                                               self.settings.batch_bytes)
         if busy:
@@ -273,7 +277,7 @@ class Sender:
         non-delivery notice for its sending desk (gateway.notices)."""
         identity = self.partners.identity
         key = identity.signing_key
-        busy = self._recording_ids | self._in_flight
+        busy = self._busy
         while expired := [e for e in await self.store.expired_outbox(self.partner.id, now, 1000)
                           if e.message_id not in busy]:
             notices = [NonDelivery(
@@ -318,10 +322,10 @@ class Sender:
 
     async def send(self, batch: list[OutboxItem], body: bytes) -> int | None:
         """Post one batch (``body``: :func:`batch_body`); raises PeerError unless the
-        partner answers it. Its receipts are
-        checked and recorded while the next batch is prepared and posted (see
-        :meth:`recorded`), those of the batch before are awaited here: how many of them
-        were recorded (None if there was no batch before), or PeerError if refused."""
+        partner answers it. Its receipts are checked and recorded while the next batch is
+        prepared and posted (see :meth:`recorded`); those of the batch before are awaited
+        here: how many of them were recorded (None if there was no batch before), or
+        PeerError if they were refused."""
         p = self.partner
         if p.key is None:
             await self.partners.refresh(p)
