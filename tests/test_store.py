@@ -90,6 +90,28 @@ async def test_concurrent_accepts_share_commits(store, people) -> None:
     assert sorted(s for o in outcomes for s in o.seqs) == list(range(600))
 
 
+async def test_operations_arriving_during_a_write_go_in_the_next_commit(store, people) -> None:
+    """While a batch is being written, every operation that arrives joins the next
+    commit, however late in that write it arrives: three accepts, the second and third
+    arriving one after the other while the first is held at the writer, take two commits
+    (an earlier committer planned the second alone and left the third for a third)."""
+    sender, readers = people
+    first, second, third = (incoming(make_envelope(sender, readers)) for _ in range(3))
+    before = store.commits
+    async with store.transaction():  # holds the writer, as a slow fsync would
+        tasks = [asyncio.ensure_future(store.accept(first))]
+        await asyncio.sleep(0.02)
+        tasks.append(asyncio.ensure_future(store.accept(second)))
+        await asyncio.sleep(0.02)
+        tasks.append(asyncio.ensure_future(store.accept(third)))
+        await asyncio.sleep(0.02)
+        assert not any(t.done() for t in tasks)
+    outcomes = await asyncio.gather(*tasks)
+    assert [o.status for o in outcomes] == [ACCEPTED] * 3
+    assert store.commits - before == 2
+    assert outcomes[0].seqs == (0, 1) and outcomes[2].seqs == (4, 5)
+
+
 async def test_same_id_twice_in_one_batch(store, people) -> None:
     sender, readers = people
     env = make_envelope(sender, readers)

@@ -3,13 +3,13 @@
 Design
 ------
 * **One writer connection**, owned by one committer task. Every write is an *operation*
-  put on a list; the committer takes everything that is waiting (up to ``max_batch``),
-  plans it, and commits it in **one transaction with one fsync** (WAL,
-  ``synchronous=FULL``). Each caller's future is resolved only after the commit that
-  holds its operation, so an acknowledgement always means "on disk". While one commit
-  is being synced the next batch gathers, which is what makes durable accepts fast under
-  load: the fsync is shared by everyone who arrived meanwhile. Planning a batch (on the
-  event loop) overlaps writing the previous one (in the connection's thread).
+  put on a list; the committer plans what is waiting and commits it in **one
+  transaction with one fsync** (WAL, ``synchronous=FULL``), up to ``max_batch``
+  operations. Each caller's future is resolved only after the commit that holds its
+  operation, so an acknowledgement always means "on disk". While one commit is being
+  written and synced, the operations that arrive are planned on top of it (on the event
+  loop) and form the next batch, written as soon as that commit ends, which is what makes
+  durable accepts fast under load: the fsync is shared by everyone who arrived meanwhile.
 * **One reader connection** (WAL lets it read while the writer writes) serves proofs,
   message reads and verification, so readers never queue behind commits.
 * **Ledger hashes are computed by the committer.** It keeps the Merkle tree's compact
@@ -103,7 +103,7 @@ _TIMES = ("m.id, m.kind, m.priority, m.sender, m.recipient, m.origin, m.accepted
           " m.first_read_ms, m.first_reply_ms")
 _INSERT_LEDGER = "INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES (?,?,?,?,?)"
 _MAX_PARAMS = 30_000  # parameters per statement, under SQLite's 32,766
-_MIN_SPLIT = 64  # an idle writer splits a waiting crowd of at least twice this in two
+_PLAN_STEP = 64  # operations planned at a time: an idle writer starts on the first step
 
 
 @functools.lru_cache(maxsize=256)
@@ -637,55 +637,75 @@ class SqliteStore(DeskQueries):
             raise StoreError("a checkpoint cannot be ahead of the ledger")
         await self._submit(_CheckpointOp(self._loop, checkpoint))
 
-    async def _next_batch(self, in_flight: asyncio.Task[bool] | None) -> list[_Op] | None:
-        """The operations to commit next. When the writer is idle and many are waiting,
-        take half: the other half is planned while the first is written and synced."""
-        while not self._pending:
-            if self._closed:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        take = len(self._pending)
-        idle = in_flight is None or in_flight.done()
-        if idle and take >= 2 * _MIN_SPLIT:
-            take = (take + 1) // 2
-        take = min(take, self._max_batch)
-        batch = self._pending[:take]
-        del self._pending[:take]
-        return batch
-
     async def _committer(self) -> None:
-        """The one writer, pipelined: plan the next batch while the last one is written.
+        """The one writer, pipelined: operations are planned as they arrive, on top of the
+        batch being written, and what is planned is written as soon as that batch has
+        committed.
 
-        Planning (dedup, entry encoding, Merkle hashing) runs on the event loop; writing
-        and fsync run in the connection's thread. A batch is planned on top of the one in
-        flight and written only once that one has committed; if it failed, the batch is
-        planned again from the committed state before anything of it is written.
+        Planning (dedup, entry encoding, Merkle hashing) runs on the event loop in steps of
+        at most ``_PLAN_STEP`` operations; writing and fsync run in the connection's
+        thread. An operation that arrives while a batch is written is planned then, so
+        it goes to disk with the very next commit, not the one after. An idle writer
+        starts on the first step and the rest is planned while it writes. If a commit
+        failed, the batch planned on it is planned again from the committed state before
+        anything of it is written.
         """
         in_flight: asyncio.Task[bool] | None = None
-        tip = self._committed.copy()
-        previous: _Plan | None = None  # the plan of the batch in flight
+        written: _Plan | None = None  # the plan of the batch in flight
+        batch: list[_Op] = []  # planned on top of it, not yet written
+        plan: _Plan | None = None
+        base = self._committed.copy()  # the state ``plan`` starts from
         while True:
-            batch = await self._next_batch(in_flight)
-            if batch is None:
+            if in_flight is not None and in_flight.done():
+                as_planned = in_flight.result()
+                in_flight = written = None
+                if not as_planned:
+                    base = self._committed.copy()
+                    batch, plan = await self._plan_again(batch, base)
+            if batch and in_flight is None:
+                assert plan is not None and plan.end is not None
+                written, in_flight = plan, self._loop.create_task(self._write(batch, plan))
+                in_flight.add_done_callback(self._written)
+                base = plan.end.copy()
+                batch, plan = [], None
+            elif self._pending and len(batch) < self._max_batch:
+                take = min(len(self._pending), _PLAN_STEP, self._max_batch - len(batch))
+                ops = self._pending[:take]
+                del self._pending[:take]
+                if plan is None:
+                    plan = _Plan(base.copy(), {})
+                try:
+                    await self._extend(plan, ops, written)
+                except Exception as exc:  # the loop boundary: fail these, keep serving
+                    # A lookup failed (a read I/O error) or an operation could not be
+                    # planned: nothing of them is written. The plan may hold half of
+                    # them, so what was planned before is planned again without them.
+                    self._fail(ops, exc, "plan_failed")
+                    batch, plan = await self._plan_again(batch, base, written)
+                else:
+                    batch.extend(ops)
+            elif self._closed and not self._pending and not batch:
                 break
-            try:
-                plan = await self._make_plan(batch, tip, previous)
-                if in_flight is not None and not await in_flight:
-                    tip = self._committed.copy()
-                    plan = await self._make_plan(batch, tip, None)
-            except Exception as exc:  # the loop boundary: fail this batch, keep serving
-                # A lookup failed (a read I/O error) or an operation could not be planned.
-                # Nothing of this batch was written; the next one starts from what is.
-                if in_flight is not None:
-                    await in_flight
-                self._fail(batch, exc, "plan_failed")
-                tip, previous, in_flight = self._committed.copy(), None, None
-                continue
-            previous = plan
-            in_flight = self._loop.create_task(self._write(batch, plan))
+            else:
+                self._wake.clear()
+                await self._wake.wait()
         if in_flight is not None:
             await in_flight
+
+    def _written(self, _: asyncio.Task[bool]) -> None:
+        self._wake.set()
+
+    async def _plan_again(self, batch: list[_Op], base: _Tip,
+                          written: _Plan | None = None) -> tuple[list[_Op], _Plan | None]:
+        """``batch`` planned afresh on ``base``; if that fails, its callers are answered
+        with the error and nothing is left to write."""
+        if not batch:
+            return [], None
+        try:
+            return batch, await self._make_plan(batch, base.copy(), written)
+        except Exception as exc:  # the loop boundary, as above
+            self._fail(batch, exc, "plan_failed")
+            return [], None
 
     async def _write(self, batch: list[_Op], plan: _Plan) -> bool:
         """Commit one planned batch; answer its callers. False if the batch was not
@@ -753,26 +773,24 @@ class SqliteStore(DeskQueries):
             if not op.future.done():
                 op.future.set_exception(error)
 
-    async def _make_plan(self, batch: list[_Op], tip: _Tip, previous: _Plan | None) -> _Plan:
-        """Plan ``batch`` on ``tip``. ``previous`` is the batch still being written: the
-        reader connection cannot see its rows yet, so its messages and reads count too."""
-        unseen = previous.new_messages if previous is not None else {}
-        plan = _Plan(tip, await self._lookup(batch, unseen))
-        pairs = {(op.ack.message_id, op.ack.officer_id) for op in batch if isinstance(op, _ReadOp)}
-        if pairs:
-            plan.reads = await self._read_already(pairs)
-            if previous is not None:
-                plan.reads |= previous.reads & pairs
-        plan.run(batch)
+    async def _make_plan(self, batch: list[_Op], tip: _Tip, written: _Plan | None) -> _Plan:
+        """Plan ``batch`` on ``tip``, with ``written`` still being written."""
+        plan = _Plan(tip, {})
+        await self._extend(plan, batch, written)
         return plan
 
-    async def _lookup(self, batch: list[_Op], unseen: dict[str, _Known]) -> dict[str, _Known]:
-        """What planning must know of every stored message the batch refers to."""
-        known: dict[str, _Known] = {}
-        missing: set[str] = set()
+    async def _extend(self, plan: _Plan, ops: list[_Op], written: _Plan | None) -> None:
+        """Plan ``ops`` after what ``plan`` holds. ``written`` is the batch still being
+        written: the reader connection cannot see its rows yet, so its messages and
+        reads count too."""
+        known = plan.known
+        unseen = written.new_messages if written is not None else {}
         recent = self._recent
-        for op in batch:
+        missing: set[str] = set()
+        for op in ops:
             for i in op.ids():
+                if i in known:
+                    continue
                 value = unseen.get(i) or recent.get(i)
                 if value is not None:
                     known[i] = value
@@ -782,7 +800,13 @@ class SqliteStore(DeskQueries):
             found = await self._known(missing)
             known.update(found)
             self._remember(found)
-        return known
+        pairs = {(op.ack.message_id, op.ack.officer_id) for op in ops
+                 if isinstance(op, _ReadOp)} - plan.reads
+        if pairs:
+            plan.reads |= await self._read_already(pairs)
+            if written is not None:
+                plan.reads |= written.reads & pairs
+        plan.run(ops)
 
     def _remember(self, messages: dict[str, _Known]) -> None:
         recent = self._recent
