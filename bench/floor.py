@@ -38,6 +38,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway import interpreter
 from gateway.cliutil import until_stopped
 from gateway.crypto.keys import OfficerSigningKey, VerifyKey
 from gateway.crypto.worker import CryptoWorker
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     port_file, database, key_hex = args.serve
     key = VerifyKey(bytes.fromhex(key_hex), OfficerSigningKey.ROLE)
+    interpreter.tune()  # as `gateway run` does, so that the two compare like for like
     asyncio.run(serve(Path(port_file), Path(database), key, args.port))
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, interpreter
 from gateway.admin_cli import partners_command, status_command
 from gateway.app import create_app, ssl_context
 from gateway.channels import admin
@@ -621,6 +621,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             detail="the gateway key file is NOT encrypted; never use this in production",
         )
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    interpreter.tune()
     asyncio.run(serve(config, bundle, args.port_file))
     return EXIT_OK
 
