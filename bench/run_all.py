@@ -32,7 +32,7 @@ RUNS: tuple[tuple[str, list[str], list[str]], ...] = (
     ("ledger", [], ["--entries", "20000", "--append-events", "20000", "--proofs", "200",
                     "--rounds", "1"]),
     ("accept", [], ["--seconds", "3", "--warmup", "1", "--officers", "16"]),
-    ("relay", ["--backlog", "20000"], ["--quick"]),
+    ("relay", [], ["--quick"]),
     ("memory", [], ["--messages", "10000", "--seconds", "3"]),
 )
 TIMEOUT_SECONDS = 1800
