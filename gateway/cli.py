@@ -605,6 +605,7 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
             port_file = port_file or config.server.port_file
             if port_file is not None:
                 write_port_file(port_file, port)
+            interpreter.settle()
             await until_stopped()
         log.info("stopping", gateway=config.gateway.id)
     finally:

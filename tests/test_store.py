@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 
 import pytest
@@ -110,6 +111,19 @@ async def test_operations_arriving_during_a_write_go_in_the_next_commit(store, p
     assert [o.status for o in outcomes] == [ACCEPTED] * 3
     assert store.commits - before == 2
     assert outcomes[0].seqs == (0, 1) and outcomes[2].seqs == (4, 5)
+
+
+async def test_recent_ids_are_not_walked_by_the_garbage_collector(store, people) -> None:
+    """The in-memory cache of committed ids holds up to 65,536 entries for the life of
+    the process; objects the collector tracks would lengthen every full collection,
+    which stops all threads (gateway.interpreter)."""
+    sender, readers = people
+    envs = [make_envelope(sender, readers) for _ in range(20)]
+    await asyncio.gather(*(store.accept(incoming(e)) for e in envs))
+    gc.collect()
+    cached = [store._recent[e.header.id] for e in envs]
+    assert not any(gc.is_tracked(value) for value in cached)
+    assert store.recent_digest(envs[0].header.id) == cached[0][0]
 
 
 async def test_same_id_twice_in_one_batch(store, people) -> None:

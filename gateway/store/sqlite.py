@@ -519,7 +519,10 @@ class SqliteStore(DeskQueries):
         self._pending: list[_Op] = []
         # Most events are about messages accepted moments ago: remembering the newest
         # ids spares the committer a database lookup per event.
-        self._recent: dict[str, _Known] = {}
+        # Kept as plain tuples: CPython's collector stops tracking a tuple of strings and
+        # ints, but walks every NamedTuple at each full collection (65,536 of them took
+        # tens of ms, with every thread stopped; see gateway.interpreter).
+        self._recent: dict[str, tuple[str, int, str]] = {}
         self._wake = asyncio.Event()
         # Held by whoever has a transaction open on the writer connection: a committed
         # batch, or a caller of transaction().
@@ -785,13 +788,12 @@ class SqliteStore(DeskQueries):
         reads count too."""
         known = plan.known
         unseen = written.new_messages if written is not None else {}
-        recent = self._recent
         missing: set[str] = set()
         for op in ops:
             for i in op.ids():
                 if i in known:
                     continue
-                value = unseen.get(i) or recent.get(i)
+                value = unseen.get(i) or self._recalled(i)
                 if value is not None:
                     known[i] = value
                 else:
@@ -810,7 +812,7 @@ class SqliteStore(DeskQueries):
 
     def _remember(self, messages: dict[str, _Known]) -> None:
         recent = self._recent
-        recent.update(messages)
+        recent.update((key, tuple(value)) for key, value in messages.items())
         if len(recent) > _RECENT_IDS:
             for key in list(itertools.islice(recent, len(recent) - _RECENT_IDS * 3 // 4)):
                 del recent[key]
@@ -905,7 +907,7 @@ class SqliteStore(DeskQueries):
         found: dict[str, str] = {}
         unknown = []
         for message_id in message_ids:
-            known = self._recent.get(message_id)
+            known = self._recalled(message_id)
             if known is not None:
                 found[message_id] = known.digest
             else:
@@ -920,8 +922,13 @@ class SqliteStore(DeskQueries):
 
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a message committed lately, from memory (None if not known there)."""
-        known = self._recent.get(message_id)
+        known = self._recalled(message_id)
         return known.digest if known is not None else None
+
+    def _recalled(self, message_id: str) -> _Known | None:
+        """What planning needs of a message committed lately, from memory."""
+        value = self._recent.get(message_id)
+        return _Known._make(value) if value is not None else None
 
     async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
         rows = await self._read(
