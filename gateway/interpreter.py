@@ -24,7 +24,8 @@ gateway made one every 5 to 8 s, and each took 14 to 32 ms, growing with the hea
 configuration); the loop could run nothing meanwhile, and in ``bench/relay.py`` those
 stalls were what set the flash p99. :func:`settle`, once the gateway is serving,
 collects once and then *freezes* what is left (``gc.freeze``): those start-up objects
-are never walked again, and later collections walk only what was made since.
+are never walked again, and later collections walk only what was made since (with the
+store's id cache untracked too, gateway.store.sqlite: 1.5 to 2.8 ms per full collection).
 """
 
 from __future__ import annotations
