@@ -812,7 +812,8 @@ class SqliteStore(DeskQueries):
 
     def _remember(self, messages: dict[str, _Known]) -> None:
         recent = self._recent
-        recent.update((key, tuple(value)) for key, value in messages.items())
+        recent.update((key, (value.digest, value.mseq, value.sender))
+                      for key, value in messages.items())
         if len(recent) > _RECENT_IDS:
             for key in list(itertools.islice(recent, len(recent) - _RECENT_IDS * 3 // 4)):
                 del recent[key]
