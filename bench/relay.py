@@ -17,13 +17,13 @@ Arrival is read from KH's SQLite file (read-only connections), never from KH's A
 It prints, in one run:
 
 1. **end-to-end throughput**: ``--messages`` envelopes posted to VN by ``--senders``
-   concurrent connections (64 by default, the officers of ``bench/accept.py``; with
-   fewer, VN's costs per commit and per batch are shared by fewer messages: 32 gave
-   2,050 msg/s against 2,258 and 2,495 for 64 in runs of one hour on 2026-12-04)
-   (closed loop, only ``201 accepted`` counts), timed from the
+   concurrent connections (closed loop, only ``201 accepted`` counts), timed from the
    first request to the moment KH's desk inbox holds all of them (each of them committed
    at VN before VN answered, and at KH before KH signed its receipt); plus how fast VN
-   accepted them and when VN had recorded every receipt;
+   accepted them and when VN had recorded every receipt. The default is 64 senders, as
+   many officers as ``bench/accept.py`` drives; with fewer, VN's costs per commit and per
+   batch are shared by fewer messages (32 gave 2,050 msg/s against 2,258 and 2,495 for 64
+   in runs of one hour on 2026-12-04);
 2. **flash latency under load**: an open loop of ``--routine-rate`` routine messages a
    second to KH's desk and ``--flash-rate`` flash messages a second (100 by default: a
    p99 of the 300 flash messages a 15-second round held at 20/s was the third-slowest
