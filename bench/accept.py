@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -230,8 +231,7 @@ async def raw_server(port_file: Path) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        write_port_file(port_file, runner.addresses[0][1])
-        await until_stopped()
+        await until_stopped(functools.partial(write_port_file, port_file, runner.addresses[0][1]))
     finally:
         await runner.cleanup()
 

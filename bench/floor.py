@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import os
 import sqlite3
@@ -144,8 +145,7 @@ async def serve(port_file: Path, database: Path, key: VerifyKey, port: int) -> N
     try:
         site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
         await site.start()
-        write_port_file(port_file, runner.addresses[0][1])
-        await until_stopped()
+        await until_stopped(functools.partial(write_port_file, port_file, runner.addresses[0][1]))
     finally:
         await runner.cleanup()
         task.cancel()

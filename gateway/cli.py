@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -603,10 +604,9 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
                 log.info("metrics_listening",
                          url=f"http://{config.metrics.host}:{metrics_port}/metrics")
             port_file = port_file or config.server.port_file
-            if port_file is not None:
-                write_port_file(port_file, port)
             interpreter.settle()
-            await until_stopped()
+            await until_stopped(
+                None if port_file is None else functools.partial(write_port_file, port_file, port))
         log.info("stopping", gateway=config.gateway.id)
     finally:
         await runner.cleanup()

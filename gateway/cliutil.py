@@ -99,10 +99,15 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
         return EXIT_FAILURE
 
 
-async def until_stopped() -> None:
-    """Return when the process receives SIGINT or SIGTERM."""
+async def until_stopped(ready: Callable[[], object] | None = None) -> None:
+    """Return when the process receives SIGINT or SIGTERM. ``ready`` (announcing that the
+    process serves, e.g. by writing its port file) is called once the handlers are in
+    place: whoever saw the announcement may stop the process at once, and it stops
+    cleanly instead of being killed by the signal's default action."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
     await stop.wait()

@@ -139,3 +139,17 @@ def test_client_keys_new_and_show(tmp_path: Path) -> None:
     assert "officer-signing" in made.stdout and "officer-encryption" in made.stdout
     shown = run("gateway.client_cli", "keys", "show", str(out))
     assert shown.returncode == 0 and "argon2id" in shown.stdout
+
+
+def test_a_stop_signal_right_after_the_ready_announcement_stops_cleanly() -> None:
+    """Regression: the port file was written before the SIGTERM handler was installed, so
+    a caller stopping the gateway as soon as it saw the file could kill it (status -15)."""
+    script = (
+        "import asyncio, os, signal\n"
+        "from gateway.cliutil import until_stopped\n"
+        "asyncio.run(until_stopped(lambda: os.kill(os.getpid(), signal.SIGTERM)))\n"
+        "print('stopped cleanly')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout) == (0, "stopped cleanly\n"), out.stderr
