@@ -110,7 +110,7 @@ LIFETIME_MS = 24 * 3600 * 1000
 
 #: Frames under which everything runs: left out of the "total" profile list.
 SCAFFOLDING = ("<frozen runpy>", "asyncio/runners.py", "asyncio/base_events.py",
-               "threading.py", "gateway/cli.py", "gateway/cliutil.py", "gateway/__main__.py")
+               "threading.py", "gateway/cli/main.py", "gateway/cliutil.py", "gateway/__main__.py")
 
 Check = Callable[[int, bytes, str], bool]
 Work = tuple[bytes, str]  # complete HTTP request, message id

@@ -38,8 +38,8 @@ from gateway.clock import SystemClock
 from gateway.crypto.envelope import Envelope, EnvelopeHeader
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, NoteVerifier
-from gateway.events import READ, LedgerEvent
-from gateway.ledger import Ledger
+from gateway.ledger.events import READ, LedgerEvent
+from gateway.ledger.ledger import Ledger
 from gateway.store import IncomingMessage
 from gateway.store.sqlite import SqliteStore
 

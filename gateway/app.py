@@ -48,23 +48,23 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.worker import CryptoWorker
-from gateway.delivery import Delivery
-from gateway.directory import DirectoryService
 from gateway.errors import GatewayError, LedgerError
-from gateway.hop import HopVerifier
+from gateway.federation.hop import HopVerifier
+from gateway.federation.identity import Identity
+from gateway.federation.partners import Partners
+from gateway.federation.relay import Receiver, Sender
+from gateway.federation.witness import Witness
 from gateway.httpbody import BODY_TIMEOUT
-from gateway.hub import Hub
-from gateway.identity import Identity
-from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint
 from gateway.metrics import Metrics
-from gateway.partners import Partners
-from gateway.relay import Receiver, Sender
-from gateway.service_levels import ServiceLevels
-from gateway.sessions import RateLimiter, Sessions
-from gateway.stages import Stages
+from gateway.officers.delivery import Delivery
+from gateway.officers.directory import DirectoryService
+from gateway.officers.hub import Hub
+from gateway.officers.sessions import RateLimiter, Sessions
+from gateway.service_levels.levels import ServiceLevels
+from gateway.service_levels.stages import Stages
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
-from gateway.witness import Witness
 
 log = structlog.get_logger("gateway.app")
 

@@ -7,20 +7,20 @@ from aiohttp import web
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.crypto.worker import CryptoWorker
-from gateway.delivery import Delivery
-from gateway.directory import DirectoryService
-from gateway.hop import HopVerifier
-from gateway.hub import Hub
-from gateway.identity import Identity
-from gateway.ledger import Ledger
+from gateway.federation.hop import HopVerifier
+from gateway.federation.identity import Identity
+from gateway.federation.partners import Partners
+from gateway.federation.relay import Receiver
+from gateway.federation.witness import Witness
+from gateway.ledger.ledger import Ledger
 from gateway.metrics import Metrics
-from gateway.partners import Partners
-from gateway.relay import Receiver
-from gateway.service_levels import ServiceLevels
-from gateway.sessions import RateLimiter, Sessions
-from gateway.stages import Stages
+from gateway.officers.delivery import Delivery
+from gateway.officers.directory import DirectoryService
+from gateway.officers.hub import Hub
+from gateway.officers.sessions import RateLimiter, Sessions
+from gateway.service_levels.levels import ServiceLevels
+from gateway.service_levels.stages import Stages
 from gateway.store import Store
-from gateway.witness import Witness
 
 CONFIG = web.AppKey("config", Config)
 IDENTITY = web.AppKey("identity", Identity)

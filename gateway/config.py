@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from gateway.crypto.keys import normalize_fingerprint
 from gateway.errors import BadKeyError, ConfigError
-from gateway.names import is_name
+from gateway.protocol.names import is_name
 
 _LEVELS = ("debug", "info", "warning", "error")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gateway.clock import SystemClock
 from gateway.crypto.note import NoteSigner, NoteVerifier
-from gateway.ledger import CheckpointSchedule, Ledger
+from gateway.ledger.ledger import CheckpointSchedule, Ledger
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import GATEWAY_KEY, Officer, incoming, make_envelope
 

@@ -17,7 +17,7 @@ from gateway.config import parse_config
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
-from gateway.enrollment import code_hash, new_code
+from gateway.officers.enrollment import code_hash, new_code
 from tests.helpers import GATEWAY_KEY
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.keys import VerifyKey
-from gateway.descriptor import peek_descriptor, verify_descriptor
+from gateway.federation.descriptor import peek_descriptor, verify_descriptor
 from tests.helpers import start_gateway
 
 
@@ -42,7 +42,7 @@ def test_version_and_help() -> None:
                  ["config", "check", "--help"]):
         result = gateway(*args)
         assert result.returncode == 0 and "usage:" in result.stdout
-    assert run("gateway.client_cli", "--help").returncode == 0
+    assert run("gateway.client.cli", "--help").returncode == 0
 
 
 def test_init_with_passphrase_then_wrong_passphrase(tmp_path: Path) -> None:
@@ -133,11 +133,11 @@ def test_run_serves_health_and_a_signed_descriptor(tmp_path: Path) -> None:
 
 def test_client_keys_new_and_show(tmp_path: Path) -> None:
     out = tmp_path / "officer.key"
-    made = run("gateway.client_cli", "keys", "new", "--out", str(out), "--owner", "officer-7",
+    made = run("gateway.client.cli", "keys", "new", "--out", str(out), "--owner", "officer-7",
                "--passphrase-env", "PW", env={"PW": "officer secret"})
     assert made.returncode == 0, made.stderr
     assert "officer-signing" in made.stdout and "officer-encryption" in made.stdout
-    shown = run("gateway.client_cli", "keys", "show", str(out))
+    shown = run("gateway.client.cli", "keys", "show", str(out))
     assert shown.returncode == 0 and "argon2id" in shown.stdout
 
 

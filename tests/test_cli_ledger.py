@@ -12,8 +12,8 @@ import pytest
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.crypto.keyfile import load_bundle
-from gateway.identity import Identity
-from gateway.ledger import Ledger
+from gateway.federation.identity import Identity
+from gateway.ledger.ledger import Ledger
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import Officer, incoming, make_envelope
 from tests.test_cli import gateway, one_line_error

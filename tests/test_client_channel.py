@@ -17,10 +17,10 @@ from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
-from gateway.enrollment import code_hash, new_code
 from gateway.errors import CryptoError
-from gateway.ledger import open_checkpoint
-from gateway.merkle import leaf_hash, verify_inclusion
+from gateway.ledger.ledger import open_checkpoint
+from gateway.ledger.merkle import leaf_hash, verify_inclusion
+from gateway.officers.enrollment import code_hash, new_code
 from tests.helpers import GATEWAY_KEY
 
 TEXT = "Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — ພົບ — พบ"
@@ -160,7 +160,7 @@ async def test_case_notification_round_trips(world) -> None:
 
 
 async def test_sessions_challenges_cannot_be_replayed_and_revocation_is_immediate(world) -> None:
-    from gateway.sessions import session_text
+    from gateway.officers.sessions import session_text
 
     a = await world.officer("trafficking")
     creds = a.creds

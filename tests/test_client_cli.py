@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gateway.client.cli import backoff, build_parser, clean, safe_name
 from gateway.client.profile import ProfileError, load_profile, unlock
-from gateway.client_cli import backoff, build_parser, clean, safe_name
 from gateway.crypto.keyfile import TEST_KDF, KeyBundle, load_bundle, save_bundle
 from gateway.crypto.keys import (
     ROLE_OFFICER_ENCRYPTION,
@@ -120,7 +120,7 @@ class Gateway:
 
 def client(profile: Path, *args: str, stdin: bytes | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run("gateway.client_cli", "--profile", str(profile), *args, stdin=stdin, env=env)
+    return run("gateway.client.cli", "--profile", str(profile), *args, stdin=stdin, env=env)
 
 
 def client_json(profile: Path, *args: str, stdin: bytes | None = None,
@@ -243,7 +243,7 @@ def test_enroll_with_a_bad_code_is_one_line(gw: Gateway, tmp_path: Path) -> None
 
 def test_keys_new_then_enroll_with_them(gw: Gateway, tmp_path: Path) -> None:
     key_file = tmp_path / "mine.key"
-    made = ok(run("gateway.client_cli", "keys", "new", "--out", str(key_file), "--owner",
+    made = ok(run("gateway.client.cli", "keys", "new", "--out", str(key_file), "--owner",
                   "desk-officer-1", "--insecure-dev-keys"))
     assert "officer-signing: id" in made
     shown = client_json(tmp_path, "keys", "show", str(key_file))
@@ -475,7 +475,7 @@ class Lines:
 
 def watcher(profile: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.client_cli", "--profile", str(profile), "watch", *args],
+        [sys.executable, "-m", "gateway.client.cli", "--profile", str(profile), "watch", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(None),
     )
 
@@ -579,7 +579,7 @@ def test_errors_are_one_line_with_the_stable_code(officers: dict[str, Path],
         lambda: client(b, "send", "hotline", "trafficking", stdin=b"caf\xe9"),
         lambda: client(tmp_path / "none", "desks"),
         lambda: client(a, "read", "xyz"),
-        lambda: run("gateway.client_cli", "frobnicate"),
+        lambda: run("gateway.client.cli", "frobnicate"),
         lambda: client(tmp_path / "d", "enroll", "http://127.0.0.1:9",
                        "FPG-AAAA-BBBB-CCCC-DDDD-EEEE", "--insecure-dev-keys"),
     )

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import COMMANDS, build_parser
+from gateway.cli.demo import COUNTRIES
+from gateway.cli.main import COMMANDS, build_parser
 from gateway.config import load_config
-from gateway.demo import COUNTRIES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -356,7 +356,7 @@ def dockerignore_patterns() -> list[str]:
 def test_dockerignore_matcher_follows_docker_rules() -> None:
     patterns = ["*", "!gateway/", "**/__pycache__"]
     assert ignored("tests/test_x.py", patterns)
-    assert not ignored("gateway/cli.py", patterns)
+    assert not ignored("gateway/cli/main.py", patterns)
     assert ignored("gateway/__pycache__/cli.cpython-311.pyc", patterns)
 
 
@@ -375,7 +375,7 @@ def test_dockerfile_copies_what_exists_and_reaches_the_build() -> None:
                 if "__pycache__" not in file:
                     assert not ignored(file, patterns), f"{file} is excluded by .dockerignore"
     # What `pip install` needs is there; secrets and local state never are.
-    for needed in ("pyproject.toml", "README.md", "gateway/__init__.py", "gateway/cli.py"):
+    for needed in ("pyproject.toml", "README.md", "gateway/__init__.py", "gateway/cli/main.py"):
         assert not ignored(needed, patterns), needed
     for local in (".git/config", ".venv/bin/python", ".run/demo/vn-mps/keys/gateway.key",
                   "tests/test_demo.py", "gateway/__pycache__/cli.cpython-311.pyc"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.note import NoteSigner, NoteVerifier
-from gateway.ledger import Ledger
+from gateway.ledger.ledger import Ledger
 from gateway.store.sqlite import SqliteStore
 from tests.crash_driver import ORIGIN
 from tests.helpers import GATEWAY_KEY

@@ -21,7 +21,7 @@ from gateway.crypto.envelope import (
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.worker import SPLIT_AT, Check, CryptoWorker
 from gateway.errors import BadSignatureError, MalformedError, SignerMismatchError
-from gateway.receipts import Receipt, open_receipt, open_receipts_on
+from gateway.federation.receipts import Receipt, open_receipt, open_receipts_on
 
 
 @pytest.fixture

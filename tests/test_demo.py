@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.cli.demo import COUNTRIES, SECRETS, SERVICE_LEVELS
 from gateway.config import load_config
-from gateway.demo import COUNTRIES, SECRETS, SERVICE_LEVELS
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import LedgerError
-from gateway.events import EVENT_TYPES, LedgerEvent, decode_entry
+from gateway.ledger.events import EVENT_TYPES, LedgerEvent, decode_entry
 
 _text = st.one_of(st.none(), st.text(max_size=40))
 

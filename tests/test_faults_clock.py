@@ -25,8 +25,8 @@ from gateway.appkeys import METRICS
 from gateway.clock import ManualClock, SystemClock
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.errors import HopAuthError
-from gateway.hop import HopVerifier, sign_hop
-from gateway.partners import FEDERATION_MESSAGES_PATH
+from gateway.federation.hop import HopVerifier, sign_hop
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH
 from tests.test_faults_partner import FaultGw, fault_gw
 from tests.test_federation import (
     http,

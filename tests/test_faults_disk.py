@@ -41,8 +41,8 @@ from gateway.clock import ManualClock
 from gateway.crypto.envelope import Envelope
 from gateway.crypto.note import NoteSigner, NoteVerifier
 from gateway.errors import StoreError
-from gateway.events import decode_entry
-from gateway.ledger import Ledger
+from gateway.ledger.events import decode_entry
+from gateway.ledger.ledger import Ledger
 from gateway.store import (
     ACCEPTED,
     DUPLICATE,

@@ -39,7 +39,7 @@ from gateway.appkeys import METRICS
 from gateway.clock import Clock
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
-from gateway.partners import FEDERATION_MESSAGES_PATH
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH
 from tests.test_federation import (
     FAST,
     PRIORITIES,

@@ -36,16 +36,16 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteVerifier
-from gateway.delivery import read_text
-from gateway.enrollment import code_hash, new_code
-from gateway.events import decode_entry
-from gateway.hop import sign_hop
-from gateway.ledger import open_checkpoint
-from gateway.merkle import leaf_hash, verify_inclusion
-from gateway.notices import open_notice
-from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
-from gateway.receipts import open_receipt
-from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
+from gateway.federation.hop import sign_hop
+from gateway.federation.notices import open_notice
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
+from gateway.federation.receipts import open_receipt
+from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
+from gateway.ledger.events import decode_entry
+from gateway.ledger.ledger import open_checkpoint
+from gateway.ledger.merkle import leaf_hash, verify_inclusion
+from gateway.officers.delivery import read_text
+from gateway.officers.enrollment import code_hash, new_code
 from gateway.store import OutboxItem
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,

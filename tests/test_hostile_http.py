@@ -64,17 +64,17 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteSigner, sign_note
-from gateway.delivery import read_text
-from gateway.directory import Binding
-from gateway.enrollment import new_code
-from gateway.hop import sign_hop
-from gateway.httpbody import server_settings
-from gateway.partners import (
+from gateway.federation.hop import sign_hop
+from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
 )
-from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.httpbody import server_settings
+from gateway.officers.delivery import read_text
+from gateway.officers.directory import Binding
+from gateway.officers.enrollment import new_code
 from tests.helpers import GATEWAY_KEY
 from tests.test_bad_input import officer as enrolled_officer
 from tests.test_bad_input import sealed

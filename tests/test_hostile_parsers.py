@@ -18,7 +18,7 @@ bytes behind a valid prefix; tests/test_note.py has fixed malformed notes. This 
 the rest. The cases at the end are defects this suite found and that were fixed: JSON
 with non-finite numbers (``Infinity``, ``1e400``) or deep nesting raised OverflowError or
 RecursionError out of the note parsers (now every outside JSON goes through
-gateway/jsontext.py), and checkpoint sizes in non-ASCII digits passed ``str.isdigit``.
+gateway/protocol/jsontext.py), and checkpoint sizes in non-ASCII digits passed ``str.isdigit``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
-from gateway.descriptor import (
+from gateway.errors import CryptoError, GatewayError, LedgerError
+from gateway.federation.descriptor import (
     DESCRIPTOR_LINE,
     Descriptor,
     peek_descriptor,
@@ -60,9 +61,7 @@ from gateway.descriptor import (
     verify_descriptor,
     verify_descriptor_history,
 )
-from gateway.directory import BINDING_LINE, Binding, open_binding
-from gateway.errors import CryptoError, GatewayError, LedgerError
-from gateway.hop import (
+from gateway.federation.hop import (
     H_GATEWAY,
     H_KEY,
     H_NONCE,
@@ -73,10 +72,11 @@ from gateway.hop import (
     new_nonce,
     sign_hop,
 )
-from gateway.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
-from gateway.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
-from gateway.receipts import RECEIPT_LINE, Receipt, open_receipt
-from gateway.rotation import sign_rotation
+from gateway.federation.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
+from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
+from gateway.federation.rotation import sign_rotation
+from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
+from gateway.officers.directory import BINDING_LINE, Binding, open_binding
 from tests.helpers import T0
 from tests.test_envelope import header as envelope_header
 

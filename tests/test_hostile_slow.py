@@ -15,7 +15,7 @@ The gateway here runs with both at one second (as ``[server] header_timeout_seco
 ``body_timeout_seconds`` would set them) in a thread of its own; the slow clients send one
 byte every quarter of a second, so each is still sending when it is cut. The last test runs
 the real ``gateway run`` with those keys in its configuration: it is an expected failure
-until gateway/config.py, gateway/app.py and gateway/cli.py take them (see its reason).
+until gateway/config.py, gateway/app.py and gateway/cli/main.py take them (see its reason).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from gateway.app import create_app
 from gateway.appkeys import CONFIG
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH
 from gateway.httpbody import BODY_TIMEOUT, server_settings
-from gateway.partners import FEDERATION_MESSAGES_PATH
 from tests.helpers import GATEWAY_KEY, start_gateway
 from tests.test_cli import gateway as gateway_command
 from tests.test_hostile_http import GATEWAY, Served, dump, gateway_config

@@ -14,9 +14,9 @@ from gateway.clock import ManualClock
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, split_note
 from gateway.errors import LedgerError
-from gateway.events import READ, LedgerEvent
-from gateway.ledger import CheckpointSchedule, Ledger, open_checkpoint, parse_checkpoint_text
-from gateway.merkle import (
+from gateway.ledger.events import READ, LedgerEvent
+from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint, parse_checkpoint_text
+from gateway.ledger.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -241,7 +241,7 @@ async def test_checkpoint_note_rewritten_by_another_key(built) -> None:
     root = await lg.root(40)
     await lg.store.close()
     from gateway.crypto.note import sign_note
-    from gateway.ledger import Checkpoint
+    from gateway.ledger.ledger import Checkpoint
 
     note = sign_note(Checkpoint(ORIGIN, 40, root).text(), [NoteSigner(ORIGIN, forger)])
     with sqlite3.connect(built) as db:

@@ -1,4 +1,4 @@
-"""Tests of gateway.merkle: published vectors, exhaustive small trees, properties."""
+"""Tests of gateway.ledger.merkle: published vectors, exhaustive small trees, properties."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway import merkle
-from gateway.merkle import (
+from gateway.ledger import merkle
+from gateway.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,

@@ -6,8 +6,13 @@ import pytest
 
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
-from gateway.descriptor import Descriptor, peek_descriptor, sign_descriptor, verify_descriptor
 from gateway.errors import BadSignatureError, CryptoError, MalformedError
+from gateway.federation.descriptor import (
+    Descriptor,
+    peek_descriptor,
+    sign_descriptor,
+    verify_descriptor,
+)
 
 
 def test_c2sp_published_example_parses() -> None:

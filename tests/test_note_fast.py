@@ -1,4 +1,4 @@
-"""The fast paths of gateway/crypto/note.py and gateway/receipts.py against the code they
+"""The fast paths of gateway/crypto/note.py and gateway/federation/receipts.py against the code they
 replaced, kept here as the reference: the same bytes out, the same inputs refused (with the
 same exception type and message)."""
 
@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import jsontext, receipts
 from gateway.crypto.keys import GatewaySigningKey, SigningKey
 from gateway.crypto.note import (
     DASH,
@@ -30,7 +29,9 @@ from gateway.crypto.note import (
     verify_note,
 )
 from gateway.errors import MalformedError
-from gateway.receipts import OUTCOMES, RECEIPT_LINE, Receipt, _parse, open_receipt
+from gateway.federation import receipts
+from gateway.federation.receipts import OUTCOMES, RECEIPT_LINE, Receipt, _parse, open_receipt
+from gateway.protocol import jsontext
 
 MANY = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 

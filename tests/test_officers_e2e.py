@@ -24,8 +24,8 @@ import pytest
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
-from gateway.ledger import open_checkpoint
-from gateway.merkle import leaf_hash, verify_inclusion
+from gateway.ledger.ledger import open_checkpoint
+from gateway.ledger.merkle import leaf_hash, verify_inclusion
 from tests.helpers import start_gateway
 from tests.test_cli import gateway
 

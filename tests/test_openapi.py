@@ -30,7 +30,6 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from gateway import sessions
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, DIRECTORY, HUB, LEDGER, SERVICE_LEVELS, STORE
 from gateway.clock import ManualClock
@@ -38,10 +37,11 @@ from gateway.config import ServiceLevelSection, parse_config
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
-from gateway.delivery import read_text
-from gateway.enrollment import code_hash, enroll_text, new_code
-from gateway.service_levels import ServiceLevels
-from gateway.sessions import session_text
+from gateway.officers import sessions
+from gateway.officers.delivery import read_text
+from gateway.officers.enrollment import code_hash, enroll_text, new_code
+from gateway.officers.sessions import session_text
+from gateway.service_levels.levels import ServiceLevels
 from gateway.store import Notification
 from tests.helpers import GATEWAY_KEY
 

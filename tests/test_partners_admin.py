@@ -10,9 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.admin_cli import admin_request, format_partners
 from gateway.appkeys import PARTNERS
 from gateway.channels import admin
+from gateway.cli.admin import admin_request, format_partners
 from gateway.crypto.keys import GatewaySigningKey
 from tests.helpers import start_gateway
 from tests.test_cli import gateway, one_line_error

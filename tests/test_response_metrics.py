@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.admin_cli import admin_request, format_status
 from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
+from gateway.cli.admin import admin_request, format_status
 from gateway.config import MetricsSection
 from gateway.crypto.keys import GatewaySigningKey
 from tests.test_federation import (

@@ -31,20 +31,19 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.crypto.note import NoteSigner, sign_note
-from gateway.descriptor import (
+from gateway.errors import ConfigError, CryptoError, ForbiddenError, KeyFileError
+from gateway.federation.descriptor import (
     DESCRIPTOR_PATH,
     Descriptor,
     sign_descriptor,
     verify_descriptor_history,
 )
-from gateway.directory import Binding
-from gateway.errors import ConfigError, CryptoError, ForbiddenError, KeyFileError
-from gateway.hop import HopVerifier, sign_hop
-from gateway.identity import Identity
-from gateway.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
-from gateway.relay import BATCH_MEDIA_TYPE
-from gateway.roster import RosterEntry, make_roster, open_roster
-from gateway.rotation import (
+from gateway.federation.hop import HopVerifier, sign_hop
+from gateway.federation.identity import Identity
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
+from gateway.federation.relay import BATCH_MEDIA_TYPE
+from gateway.federation.roster import RosterEntry, make_roster, open_roster
+from gateway.federation.rotation import (
     MAX_HISTORY,
     ChainKey,
     KeyHistoryError,
@@ -54,6 +53,7 @@ from gateway.rotation import (
     sign_rotation,
     verify_history,
 )
+from gateway.officers.directory import Binding
 from tests.helpers import start_gateway
 from tests.test_federation import (
     Gw,

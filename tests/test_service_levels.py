@@ -24,8 +24,8 @@ from gateway.crypto.envelope import EnvelopeHeader, seal_envelope, verify_envelo
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.errors import BadSignatureError, ConfigError
-from gateway.hub import Subscription
-from gateway.service_levels import open_breach_notice
+from gateway.officers.hub import Subscription
+from gateway.service_levels.levels import open_breach_notice
 from gateway.store import IncomingMessage, ReadAck
 from tests.helpers import T0, Officer, make_envelope
 

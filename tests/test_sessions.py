@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.sessions import AuthError, RateLimited, RateLimiter, Sessions
+from gateway.officers.sessions import AuthError, RateLimited, RateLimiter, Sessions
 
 
 def test_challenge_is_single_use_and_expires() -> None:

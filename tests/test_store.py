@@ -10,8 +10,13 @@ import sqlite3
 import pytest
 
 from gateway.errors import StoreError
-from gateway.events import READ, LedgerEvent, decode_entry
-from gateway.merkle import leaf_hash, root_from_leaves, root_from_nodes, subtree_ranges_for_size
+from gateway.ledger.events import READ, LedgerEvent, decode_entry
+from gateway.ledger.merkle import (
+    leaf_hash,
+    root_from_leaves,
+    root_from_nodes,
+    subtree_ranges_for_size,
+)
 from gateway.store import ACCEPTED, CONFLICT, DUPLICATE, PartnerState
 from gateway.store.schema import MIGRATIONS
 from gateway.store.sqlite import SqliteStore

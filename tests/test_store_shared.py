@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.note import NoteSigner, NoteVerifier
-from gateway.events import READ, LedgerEvent
-from gateway.ledger import Ledger
+from gateway.ledger.events import READ, LedgerEvent
+from gateway.ledger.ledger import Ledger
 from gateway.store import ACCEPTED, CONFLICT, DUPLICATE, READ_RECORDED, ReadAck
 from gateway.store.sqlite import SqliteStore
 from tests.crash_driver import ORIGIN

@@ -6,15 +6,15 @@ import hashlib
 import re
 from pathlib import Path
 
-from gateway import vectors
+from gateway.cli import vectors
 from gateway.crypto.envelope import open_envelope, verify_envelope
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
-from gateway.directory import open_binding
-from gateway.events import decode_entry
-from gateway.ledger import open_checkpoint
-from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.service_levels import open_breach_notice
+from gateway.ledger.events import decode_entry
+from gateway.ledger.ledger import open_checkpoint
+from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.officers.directory import open_binding
+from gateway.service_levels.levels import open_breach_notice
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 
@@ -89,10 +89,10 @@ def test_documented_officer_statements_verify() -> None:
 
 
 def test_documented_hop_request_and_receipt_verify() -> None:
+    from gateway.cli.vectors import NOTE_KEY_LABEL, VN_GATEWAY_LABEL, federation_statements
     from gateway.clock import ManualClock
-    from gateway.hop import HopVerifier
-    from gateway.receipts import open_receipt
-    from gateway.vectors import NOTE_KEY_LABEL, VN_GATEWAY_LABEL, federation_statements
+    from gateway.federation.hop import HopVerifier
+    from gateway.federation.receipts import open_receipt
 
     f = federation_statements()
     vn = GatewaySigningKey(vectors.fixed(VN_GATEWAY_LABEL)).public
@@ -110,8 +110,8 @@ def test_documented_hop_request_and_receipt_verify() -> None:
 
 
 def test_documented_rotation_statement_verifies() -> None:
-    from gateway.rotation import verify_history
-    from gateway.vectors import NOTE_KEY_LABEL, ROTATED_KEY_LABEL, ROTATION_TIME
+    from gateway.cli.vectors import NOTE_KEY_LABEL, ROTATED_KEY_LABEL, ROTATION_TIME
+    from gateway.federation.rotation import verify_history
 
     section = block().split("### Vector ")[len(vectors.VECTORS) + 4]
     assert section.startswith(f"{len(vectors.VECTORS) + 4}: a gateway key rotation")

@@ -11,8 +11,8 @@ import pytest
 from gateway.appkeys import LEDGER, METRICS, PARTNERS, WITNESS
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, sign_note
-from gateway.ledger import Checkpoint
-from gateway.witness import EXTENDED, SAME, WitnessAlarm
+from gateway.federation.witness import EXTENDED, SAME, WitnessAlarm
+from gateway.ledger.ledger import Checkpoint
 from tests.test_federation import Gw, http, officers, until, vn_kh
 
 __all__ = ["http", "vn_kh"]  # fixtures

@@ -28,8 +28,8 @@ from gateway import __version__
 from gateway.app import error_middleware
 from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
 from gateway.errors import ConfigError, NotFoundError
+from gateway.federation.partners import Partner
 from gateway.metrics import Metrics
-from gateway.partners import Partner
 
 MAIN = web.AppKey("main", web.Application)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere

@@ -1,8 +1,9 @@
 """The client channel: the officers' HTTP API (docs/openapi.yaml describes it).
 
-This module only translates HTTP to the core (gateway.enrollment, gateway.sessions,
-gateway.delivery) and back. Every route but enrollment and sign-in needs
-``Authorization: Bearer <token>``; each officer is rate-limited. Bodies larger than the
+This module only translates HTTP to the core (gateway.officers.enrollment,
+gateway.officers.sessions, gateway.officers.delivery) and back. Every route but
+enrollment and sign-in needs ``Authorization: Bearer <token>``; each officer is
+rate-limited. Bodies larger than the
 configured limit are refused from their declared length, before anything is read.
 Errors are JSON ``{"error": <stable code>, "message": ...}`` (see gateway.app).
 """
@@ -18,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import jsontext
 from gateway.appkeys import (
     ANON_LIMITER,
     CLOCK,
@@ -33,8 +33,6 @@ from gateway.appkeys import (
     SESSIONS,
     STORE,
 )
-from gateway.directory import Officer
-from gateway.enrollment import enroll
 from gateway.errors import (
     BadSignatureError,
     ClientError,
@@ -42,7 +40,10 @@ from gateway.errors import (
     UnsupportedMediaError,
 )
 from gateway.httpbody import read_body
-from gateway.sessions import AuthError, session_text
+from gateway.officers.directory import Officer
+from gateway.officers.enrollment import enroll
+from gateway.officers.sessions import AuthError, session_text
+from gateway.protocol import jsontext
 from gateway.store import ACCEPTED
 
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"

@@ -16,14 +16,14 @@ from aiohttp import web
 from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
 from gateway.crypto.keys import VerifyKey
 from gateway.errors import UnsupportedMediaError
-from gateway.httpbody import read_body
-from gateway.partners import (
+from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
     Partner,
 )
-from gateway.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.httpbody import read_body
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
 

@@ -14,8 +14,13 @@ import re
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
-from gateway.descriptor import DEFAULT_VALIDITY_MS, DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from gateway.errors import ClientError, LedgerError, NotFoundError
+from gateway.federation.descriptor import (
+    DEFAULT_VALIDITY_MS,
+    DESCRIPTOR_PATH,
+    Descriptor,
+    sign_descriptor,
+)
 
 DESCRIPTOR_MEDIA_TYPE = "text/plain; charset=utf-8"
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts others

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 
-from gateway import jsontext
 from gateway.client import payload
 from gateway.clock import Clock, SystemClock
 from gateway.crypto.envelope import (
@@ -38,17 +37,18 @@ from gateway.crypto.keys import (
     VerifyKey,
     fingerprints_equal,
 )
-from gateway.delivery import read_text
-from gateway.descriptor import (
+from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
+from gateway.federation.descriptor import (
     DESCRIPTOR_PATH,
     peek_descriptor,
     verify_descriptor,
     verify_descriptor_history,
 )
-from gateway.directory import DirectoryEntry, open_binding, open_directory
-from gateway.enrollment import enroll_text
-from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
-from gateway.sessions import session_text
+from gateway.officers.delivery import read_text
+from gateway.officers.directory import DirectoryEntry, open_binding, open_directory
+from gateway.officers.enrollment import enroll_text
+from gateway.officers.sessions import session_text
+from gateway.protocol import jsontext
 
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
 STREAM_SILENCE_SECONDS = 45.0

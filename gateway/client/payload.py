@@ -18,8 +18,8 @@ import json
 import re
 from typing import Any
 
-from gateway import jsontext
 from gateway.errors import ClientError
+from gateway.protocol import jsontext
 
 LEGAL_BASES = ("treaty", "reciprocity", "convention", "other")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -47,7 +47,7 @@ from gateway.errors import (
     NotARecipientError,
     SignerMismatchError,
 )
-from gateway.names import NAME
+from gateway.protocol.names import NAME
 
 MAGIC = b"FPGE"
 VERSION = 1
@@ -74,7 +74,7 @@ _HEADER_FIELDS = frozenset(
 )
 _ID = re.compile(r"[0-9a-f]{32}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-#: ``desk@gateway``: two names (gateway.names).
+#: ``desk@gateway``: two names (gateway.protocol.names).
 _ADDRESS = re.compile(rf"{NAME}@{NAME}")
 _MAX_TIME_MS = 2**53
 

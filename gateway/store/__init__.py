@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.crypto.envelope import Envelope
-from gateway.events import LedgerEvent
-from gateway.merkle import NodeId
+from gateway.ledger.events import LedgerEvent
+from gateway.ledger.merkle import NodeId
 
 PRIORITY_RANK = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 
@@ -256,7 +256,7 @@ class MessageTimes:
 
 @dataclass(frozen=True, slots=True)
 class Breach:
-    """A message that missed a service level, as recorded (gateway.service_levels)."""
+    """A message that missed a service level, as recorded (gateway.service_levels.levels)."""
 
     message_id: str
     stage: str
@@ -284,7 +284,7 @@ class Store(Protocol):
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
-    # --- relay (gateway/relay.py) -------------------------------------------------------
+    # --- relay (gateway/federation/relay.py) ----------------------------------------
 
     async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
         """The next messages for ``partner``: by priority rank, then first queued first;
@@ -316,7 +316,8 @@ class Store(Protocol):
         """The signed non-delivery notices of a message."""
 
     async def partner_key_history(self, partner: str) -> list[bytes]:
-        """The key rotation statements followed for ``partner``, oldest first (gateway.rotation)."""
+        """The key rotation statements followed for ``partner``, oldest first
+        (gateway.federation.rotation)."""
 
     async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
         """The partner's last verified directory note, the raw key that signed it and

@@ -201,7 +201,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         6,
         """
-        -- Partner key rotations this gateway has verified and followed (gateway.rotation):
+        -- Partner key rotations this gateway has verified and followed
+        -- (gateway.federation.rotation):
         -- each partner's key history as its descriptor served it, oldest statement first,
         -- so that a restart keeps trusting the partner's current key.
         CREATE TABLE partner_keys (
@@ -216,7 +217,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         7,
         """
-        -- Service-level breaches found (gateway.service_levels): one row per message and
+        -- Service-level breaches found (gateway.service_levels.levels): one row per message and
         -- stage, so that a breach is counted and told once, across restarts. ``notice``
         -- is the gateway-signed breach notice sent to the supervisor desk, if any.
         CREATE TABLE breaches (
@@ -242,7 +243,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         -- Each partner's last verified desk directory (a note it signed) and the key that
         -- signed it, so that after a restart this gateway can still seal for and queue to
-        -- a partner that is down (gateway.partners).
+        -- a partner that is down (gateway.federation.partners).
         CREATE TABLE partner_directories (
             partner     TEXT PRIMARY KEY,
             note        BLOB NOT NULL,

@@ -41,9 +41,9 @@ import aiosqlite
 import structlog
 
 from gateway.errors import StoreError
-from gateway.events import ACCEPTED as EV_ACCEPTED
-from gateway.events import DELIVERED, EXPIRED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
-from gateway.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
+from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
+from gateway.ledger.events import DELIVERED, EXPIRED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
+from gateway.ledger.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
 from gateway.store import (
     ACCEPTED,
     CONFLICT,

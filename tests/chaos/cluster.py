@@ -25,12 +25,12 @@ from typing import Any, BinaryIO
 
 import structlog
 
-from gateway.admin_cli import admin_request
+from gateway.cli.admin import admin_request
+from gateway.cli.demo import log_tail, terminate
 from gateway.clock import SystemClock
 from gateway.crypto.keyfile import read_public
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
-from gateway.demo import log_tail, terminate
-from gateway.enrollment import code_hash, new_code
+from gateway.officers.enrollment import code_hash, new_code
 from gateway.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]

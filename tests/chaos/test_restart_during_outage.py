@@ -6,7 +6,7 @@ partner's signed desk directory used to be held in memory only, so after a resta
 ``POST /v1/messages`` to any desk of that partner answered ``503
 partner_directory_unknown`` until the partner answered again. The last verified
 directory is now stored with the key that signed it (schema 8) and verified again at
-start with a key trusted for the partner (gateway.partners.load_directories).
+start with a key trusted for the partner (gateway.federation.partners.load_directories).
 """
 
 from __future__ import annotations

@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from gateway import events as ev
-from gateway.events import LedgerEvent
+from gateway.ledger import events as ev
+from gateway.ledger.events import LedgerEvent
 from gateway.metrics import LOCAL, Metrics
 from gateway.store import MessageTimes, Store
 
-log = structlog.get_logger("gateway.stages")
+log = structlog.get_logger("gateway.service_levels.stages")
 
 _NEEDS_LOOKUP = frozenset({ev.RECEIPT, ev.READ, ev.REPLIED, ev.EXPIRED})
 _FIRSTS_KEPT = 65_536  # message ids whose first read/reply was observed, remembered

@@ -16,8 +16,8 @@ import operator
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
-from gateway import jsontext
 from gateway.errors import LedgerError
+from gateway.protocol import jsontext
 
 ENTRY_VERSION = 1
 

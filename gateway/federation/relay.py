@@ -17,7 +17,7 @@ failure (unreachable, an error status, a bad receipt) keeps the whole batch queu
 backs off: ``retry_first_seconds`` doubling up to ``retry_max_seconds``, with jitter,
 stored in the database so a restart keeps it (a deadline further off than the cap, left
 by a wall clock that was set back since, is cut to the cap). While a partner is down it
-is probed every ``health_seconds`` (gateway.partners) and its sender catches up as soon
+is probed every ``health_seconds`` (gateway.federation.partners) and its sender catches up as soon
 as it answers. A partner's sender never waits on another's.
 
 **Receiving.** A batch is accepted only from a partner whose hop signature verifies. Each
@@ -44,20 +44,25 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from gateway import jsontext
 from gateway.clock import Clock
 from gateway.config import FederationSection
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelopes_on
 from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
 from gateway.crypto.worker import CryptoWorker
-from gateway.delivery import READ_LINE, read_text
-from gateway.directory import Binding, Directory, DirectoryService
 from gateway.errors import ClientError, CryptoError, PeerError, StoreError
-from gateway.identity import Identity
+from gateway.federation.identity import Identity
+from gateway.federation.notices import NonDeliveryNotice
+from gateway.federation.partners import (
+    FEDERATION_MESSAGES_PATH,
+    FEDERATION_READS_PATH,
+    Partner,
+    Partners,
+)
+from gateway.federation.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipts_on
 from gateway.metrics import Metrics
-from gateway.notices import NonDeliveryNotice
-from gateway.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH, Partner, Partners
-from gateway.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipts_on
+from gateway.officers.delivery import READ_LINE, read_text
+from gateway.officers.directory import Binding, Directory, DirectoryService
+from gateway.protocol import jsontext
 from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,
@@ -72,7 +77,7 @@ from gateway.store import (
     Store,
 )
 
-log = structlog.get_logger("gateway.relay")
+log = structlog.get_logger("gateway.federation.relay")
 
 BATCH_MEDIA_TYPE = "application/vnd.fpg.batch+json"
 READS_MEDIA_TYPE = "application/vnd.fpg.reads+json"
@@ -274,7 +279,7 @@ class Sender:
 
     async def expire(self, now: int) -> None:
         """Take messages that expired while queued out of the outbox, each with a signed
-        non-delivery notice for its sending desk (gateway.notices)."""
+        non-delivery notice for its sending desk (gateway.federation.notices)."""
         identity = self.partners.identity
         key = identity.signing_key
         busy = self._busy

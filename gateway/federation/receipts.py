@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jsontext
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, note_checks, sign_note, verify_note
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import BadSignatureError, MalformedError
+from gateway.protocol import jsontext
 
 RECEIPT_LINE = "fpg receipt v1"
 MAX_RECEIPT_SIZE = 4096

@@ -6,7 +6,7 @@ The store appends entries and keeps, with each leaf, the hashes of the complete 
 that leaf completes (see gateway.store.sqlite). This module only *reads* that structure:
 
 * a root or a proof needs O(log n) stored hashes, fetched in one query, combined with
-  :mod:`gateway.merkle`;
+  :mod:`gateway.ledger.merkle`;
 * a **checkpoint** is a C2SP signed note ``<origin>\\n<size>\\n<base64 root>\\n`` signed by the
   gateway key under the origin as key name; one is made every ``checkpoint_every``
   entries or ``checkpoint_interval`` seconds (whichever comes first, by a supervised
@@ -34,8 +34,8 @@ import structlog
 from gateway.clock import Clock
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import CryptoError, LedgerError, StoreError
-from gateway.events import decode_entry
-from gateway.merkle import (
+from gateway.ledger.events import decode_entry
+from gateway.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,
@@ -49,7 +49,7 @@ from gateway.merkle import (
 )
 from gateway.store import Store, StoredCheckpoint
 
-log = structlog.get_logger("gateway.ledger")
+log = structlog.get_logger("gateway.ledger.ledger")
 
 Progress = Callable[[int, int], None]
 

@@ -20,10 +20,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jsontext
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
+from gateway.protocol import jsontext
 
 NOTICE_LINE = "fpg non-delivery v1"
 MAX_NOTICE_SIZE = 4096

@@ -32,18 +32,18 @@ from typing import Any
 
 import structlog
 
-from gateway import jsontext
 from gateway.clock import Clock
 from gateway.config import ServiceLevelSection
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
-from gateway.directory import DirectoryService
 from gateway.errors import MalformedError
 from gateway.metrics import DIRECTIONS, Metrics
-from gateway.stages import Route, Stages
+from gateway.officers.directory import DirectoryService
+from gateway.protocol import jsontext
+from gateway.service_levels.stages import Route, Stages
 from gateway.store import Breach, MessageTimes, Notification, Store
 
-log = structlog.get_logger("gateway.service_levels")
+log = structlog.get_logger("gateway.service_levels.levels")
 
 NOTICE_LINE = "fpg service-level breach v1"
 MAX_NOTICE_SIZE = 4096

@@ -49,7 +49,7 @@ from typing import Any, BinaryIO, TextIO
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.admin_cli import admin_request, format_partners
+from gateway.cli.admin import admin_request, format_partners
 from gateway.client.api import GatewayClient, enroll
 from gateway.clock import SystemClock
 from gateway.config import Config, ServiceLevelSection, load_config
@@ -61,9 +61,9 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
     VerifyKey,
 )
-from gateway.enrollment import code_hash, new_code
 from gateway.errors import GatewayError
-from gateway.service_levels import open_breach_notice
+from gateway.officers.enrollment import code_hash, new_code
+from gateway.service_levels.levels import open_breach_notice
 from gateway.store.sqlite import SqliteStore
 
 HOST = "127.0.0.1"
@@ -138,7 +138,7 @@ COUNTRIES = (
 
 
 def add_parser(sub: Any) -> None:
-    """The ``demo`` subcommand's options (``sub`` is the subparsers action of gateway.cli)."""
+    """The ``demo`` subcommand's options (``sub`` is the subparsers action of gateway.cli.main)."""
     p = sub.add_parser(
         "demo", help="start three gateways on 127.0.0.1 (vn-mps, kh-cnp, la-mps) and play "
         "a scenario: a flash hotline, an MLA request, a partner outage")
@@ -878,7 +878,7 @@ def describe_metrics(node: Node, s: Scrape) -> list[str]:
 async def verify_ledger(node: Node) -> str:
     """Recompute the gateway's whole ledger and check every signed checkpoint, once the
     newest checkpoint covers every entry; one line saying what was checked."""
-    from gateway.cli import _open_ledger  # the same opening as `gateway ledger verify`
+    from gateway.cli.main import _open_ledger  # the same opening as `gateway ledger verify`
 
     config = node.config()
 
@@ -921,7 +921,7 @@ def _program() -> str:
 
 
 def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool) -> list[str]:
-    from gateway import cli
+    from gateway.cli import main as cli
 
     gw = _program()
     vn = nodes[0]

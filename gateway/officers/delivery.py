@@ -12,7 +12,7 @@ Every check happens before anything is written, so a refused request changes not
   SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk. For a message
   that came from a partner, the acknowledgement is also queued to travel back there.
 
-Messages to desks of partner gateways go to that partner's outbox (gateway.relay).
+Messages to desks of partner gateways go to that partner's outbox (gateway.federation.relay).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope_on
 from gateway.crypto.worker import CryptoWorker
-from gateway.directory import Directory, DirectoryService, Officer
 from gateway.errors import (
     BadSignatureError,
     ClientError,
@@ -32,8 +31,9 @@ from gateway.errors import (
     ForbiddenError,
     NotFoundError,
 )
-from gateway.events import decode_entry
-from gateway.partners import Partner, Partners
+from gateway.federation.partners import Partner, Partners
+from gateway.ledger.events import decode_entry
+from gateway.officers.directory import Directory, DirectoryService, Officer
 from gateway.store import (
     CONFLICT,
     DUPLICATE,

@@ -25,7 +25,7 @@ the SHA-256 of the body:
 caller that is not a partner, a key whose fingerprint it does not trust for that caller,
 a bad signature, a time outside its window and a nonce it has already seen within it.
 
-A partner that rotated its key (gateway.rotation) signs with its new key from its next
+A partner that rotated its key (gateway.federation.rotation) signs with its new key from its next
 start on: :meth:`HopVerifier.authenticate` lets the partners module fetch that partner's
 descriptor and follow the rotation (``learn``) before it refuses the key as untrusted.
 """
@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from gateway.clock import Clock
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.errors import CryptoError, ForbiddenError, HopAuthError
-from gateway.names import is_name
+from gateway.protocol.names import is_name
 
 H_GATEWAY = "FPG-Hop-Gateway"
 H_KEY = "FPG-Hop-Key"

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import jsontext
 from gateway.config import Config, TrustAnchorSection
 from gateway.crypto.keys import (
     ROLE_ANCHOR_SIGNING,
@@ -39,7 +38,8 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import BadKeyError, ConfigError, CryptoError, MalformedError
-from gateway.names import is_name
+from gateway.protocol import jsontext
+from gateway.protocol.names import is_name
 
 ROSTER_LINE = "fpg roster v1"
 MAX_ROSTER = 1024 * 1024

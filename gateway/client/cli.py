@@ -68,12 +68,12 @@ from gateway.crypto.keys import (
     VerifyKey,
     normalize_fingerprint,
 )
-from gateway.directory import open_binding
-from gateway.enrollment import code_hash
 from gateway.errors import ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
+from gateway.federation.notices import open_notice
 from gateway.logs import configure_logging
-from gateway.names import NAME
-from gateway.notices import open_notice
+from gateway.officers.directory import open_binding
+from gateway.officers.enrollment import code_hash
+from gateway.protocol.names import NAME
 
 PROG = "gateway-client"
 EXIT_USAGE = 2

@@ -2,14 +2,14 @@
 
 Trust comes from configuration only: each ``[[partners]]`` entry pins a partner's id, its
 base URL and the fingerprint of its gateway signing key; each ``[[trust_anchors]]`` entry
-names a roster signed by that anchor (gateway.roster), whose gateways are partners like
+names a roster signed by that anchor (gateway.federation.roster), whose gateways are partners like
 pinned ones (a pinned entry wins over a roster's for the same id). Everything after that
 is automatic: the partner's signed descriptor is fetched and checked against the trusted
 fingerprint, its signed desk directory is fetched with a signed hop request, both are
 renewed every ``refresh_seconds``, and the partner is marked up or down by whether it
 answers. A descriptor signed by any other key is refused and logged, never accepted.
 
-**Key rotation** (gateway.rotation): a descriptor signed by a key we do not trust yet is
+**Key rotation** (gateway.federation.rotation): a descriptor signed by a key we do not trust yet is
 accepted only if its key history leads, one statement signed by the previous key at a
 time, from the key we trust to the new one. Then the new key is the one trusted (the old
 one no longer signs anything new for this partner), the history is stored so that a
@@ -20,7 +20,7 @@ most once per ``health_seconds``, :meth:`Partners.learn_key`), so that a partner
 rotated is followed before it is refused.
 
 Outbound requests to partners are made here (:meth:`Partners.request`), always signed
-as hop requests (gateway.hop).
+as hop requests (gateway.federation.hop).
 """
 
 from __future__ import annotations
@@ -36,24 +36,24 @@ from gateway.clock import Clock
 from gateway.config import Config, PartnerSection
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
-from gateway.descriptor import (
+from gateway.errors import BadKeyError, CryptoError, PeerError, UnavailableError
+from gateway.federation.descriptor import (
     DESCRIPTOR_PATH,
     Descriptor,
     peek_descriptor,
     verify_descriptor_history,
 )
-from gateway.directory import Binding, DirectoryEntry, open_binding, open_directory
-from gateway.errors import BadKeyError, CryptoError, PeerError, UnavailableError
-from gateway.hop import sign_hop
+from gateway.federation.hop import sign_hop
+from gateway.federation.identity import Identity
+from gateway.federation.roster import load_rosters
+from gateway.federation.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
 from gateway.httpbody import read_at_most
-from gateway.identity import Identity
-from gateway.roster import load_rosters
-from gateway.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
+from gateway.officers.directory import Binding, DirectoryEntry, open_binding, open_directory
 
 if TYPE_CHECKING:
     from gateway.store import Store
 
-log = structlog.get_logger("gateway.partners")
+log = structlog.get_logger("gateway.federation.partners")
 
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"

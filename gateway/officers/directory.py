@@ -22,7 +22,6 @@ from typing import Any
 
 import structlog
 
-from gateway import jsontext
 from gateway.clock import Clock
 from gateway.crypto.keys import (
     ROLE_OFFICER_SIGNING,
@@ -32,9 +31,10 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
+from gateway.protocol import jsontext
 from gateway.store import Store
 
-log = structlog.get_logger("gateway.directory")
+log = structlog.get_logger("gateway.officers.directory")
 
 BINDING_LINE = "fpg officer binding v1"
 DIRECTORY_LINE = "fpg directory v1"

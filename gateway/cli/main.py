@@ -19,10 +19,12 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import __version__, interpreter
-from gateway.admin_cli import partners_command, status_command
 from gateway.app import create_app, ssl_context
 from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
+from gateway.cli.admin import partners_command, status_command
+from gateway.cli.demo import add_parser as add_demo_parser
+from gateway.cli.demo import cmd_demo
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
@@ -51,18 +53,16 @@ from gateway.crypto.keys import (
     normalize_fingerprint,
 )
 from gateway.crypto.note import NoteVerifier
-from gateway.demo import add_parser as add_demo_parser
-from gateway.demo import cmd_demo
-from gateway.enrollment import code_hash, new_code
 from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
+from gateway.federation.identity import Identity
+from gateway.federation.roster import RosterEntry, load_rosters, make_roster, peek_roster
+from gateway.federation.rotation import rotate_bundle, verify_history
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
-from gateway.identity import Identity
-from gateway.ledger import Ledger
+from gateway.ledger.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
-from gateway.names import is_name
-from gateway.roster import RosterEntry, load_rosters, make_roster, peek_roster
-from gateway.rotation import rotate_bundle, verify_history
+from gateway.officers.enrollment import code_hash, new_code
+from gateway.protocol.names import is_name
 from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"

@@ -25,8 +25,8 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.directory import Binding
 from gateway.errors import BadKeyError, BadSignatureError, ClientError, ForbiddenError
+from gateway.officers.directory import Binding
 from gateway.store import OfficerRow, Store
 
 ENROLL_LINE = "fpg enroll v1"

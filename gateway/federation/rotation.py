@@ -28,11 +28,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jsontext
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import BadSignatureError, CryptoError, KeyFileError, MalformedError
+from gateway.protocol import jsontext
 
 ROTATION_LINE = "fpg key rotation v1"
 MAX_HISTORY = 64  # rotation statements a descriptor may carry

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway import jsontext
 from gateway.clock import Clock
 from gateway.crypto.note import NoteVerifier
 from gateway.errors import LedgerError, PeerError
-from gateway.ledger import Checkpoint, open_checkpoint
-from gateway.merkle import verify_consistency
+from gateway.federation.partners import Partner, Partners
+from gateway.ledger.ledger import Checkpoint, open_checkpoint
+from gateway.ledger.merkle import verify_consistency
 from gateway.metrics import Metrics
-from gateway.partners import Partner, Partners
+from gateway.protocol import jsontext
 from gateway.store import Store, StoredCheckpoint
 
-log = structlog.get_logger("gateway.witness")
+log = structlog.get_logger("gateway.federation.witness")
 
 CHECKPOINT_PATH = "/v1/ledger/checkpoint"
 CONSISTENCY_PATH = "/v1/ledger/proof/consistency"

@@ -1,0 +1,2 @@
+"""Response times and service levels: stage durations from ledger events, and breaches of
+the configured levels with their notices."""
