@@ -374,7 +374,7 @@ class Store(Protocol):
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
         """(officer id, read time) of every read acknowledgement of a message."""
 
-    # --- desks, officers and enrollment (gateway/store/sqlite_desks.py) --------------
+    # --- desks, officers and enrollment (gateway/store/sqlite/desks.py) --------------
 
     async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow: ...
 

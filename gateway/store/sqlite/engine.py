@@ -71,7 +71,7 @@ from gateway.store import (
     StoredMessage,
 )
 from gateway.store.schema import MIGRATIONS
-from gateway.store.sqlite_desks import DeskQueries
+from gateway.store.sqlite.desks import DeskQueries
 
 log = structlog.get_logger("gateway.store")
 
