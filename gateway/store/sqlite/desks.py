@@ -2,21 +2,20 @@
 
 These change rarely (an operator adds a desk, an officer enrolls, a binding is revoked),
 so they use ordinary transactions (``SqliteStore.transaction``), not the group commit of
-messages. Mixed into :class:`gateway.store.sqlite.SqliteStore`.
+messages. Part of :class:`gateway.store.sqlite.SqliteStore`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import aiosqlite
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
 from gateway.store import DeskRow, OfficerRow
+from gateway.store.sqlite.engine import StoreEngine
 
 
 class EnrollmentError(ForbiddenError):
@@ -37,15 +36,12 @@ class UnknownDeskError(NotFoundError):
 _BUMP = "UPDATE meta SET value = value + 1 WHERE key = 'directory_version'"
 
 
-class DeskQueries:
-    """The desk and officer half of the SQLite store.
+class DeskQueries(StoreEngine):
+    """Desks, officers and enrollment codes.
 
     Every change to desks or officers also bumps ``directory_version`` in the same
     transaction, which is how a running gateway notices an operator's command.
     """
-
-    transaction: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
-    _read: Callable[..., Awaitable[list[Any]]]
 
     async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow:
         async with self.transaction() as tx:
@@ -140,5 +136,3 @@ class DeskQueries:
 async def _desk_exists(tx: aiosqlite.Connection, name: str) -> bool:
     async with tx.execute("SELECT 1 FROM desks WHERE name = ?", (name,)) as cur:
         return await cur.fetchone() is not None
-
-

@@ -1,4 +1,6 @@
-"""The embedded SQLite store, with group commit.
+"""The SQLite store's group-commit engine: its connections, the committer that writes
+operations in shared transactions, ordinary transactions, and the Merkle tree's right
+edge.
 
 Design
 ------
@@ -21,6 +23,12 @@ Design
   ledger rows, their message index and checkpoints.
 * **Migrations** are numbered SQL scripts applied in order at open, each in its own
   transaction, recorded in ``schema_version``.
+
+The queries live beside this module, one per consumer (``messages``, ``outbox``,
+``partners``, ``ledger``, ``levels``, ``desks``), as subclasses of :class:`StoreEngine`
+that :class:`gateway.store.sqlite.SqliteStore` combines. A query that writes messages or
+ledger events hands the committer an operation (an ``_Op``) whose ``plan`` decides its
+rows; the others read on the reader connection or write in a ``transaction()``.
 """
 
 from __future__ import annotations
@@ -31,76 +39,23 @@ import functools
 import itertools
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import aiosqlite
 import structlog
 
 from gateway.errors import StoreError
-from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
-from gateway.ledger.events import DELIVERED, EXPIRED, READ, RECEIPT, RELAYED, REPLIED, LedgerEvent
+from gateway.ledger.events import LedgerEvent
 from gateway.ledger.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
-from gateway.store import (
-    ACCEPTED,
-    CONFLICT,
-    DUPLICATE,
-    PRIORITY_RANK,
-    READ_DUPLICATE,
-    READ_RECORDED,
-    READ_UNKNOWN,
-    AcceptOutcome,
-    Breach,
-    ExpiredItem,
-    InboxItem,
-    IncomingMessage,
-    LedgerRow,
-    MessageTimes,
-    NonDelivery,
-    Notification,
-    OutboxItem,
-    PartnerState,
-    QueuedRead,
-    QueueStats,
-    ReadAck,
-    RelayResult,
-    StoredCheckpoint,
-    StoredMessage,
-)
+from gateway.store import LedgerRow, Notification, ReadAck
 from gateway.store.schema import MIGRATIONS
-from gateway.store.sqlite.desks import DeskQueries
 
 log = structlog.get_logger("gateway.store")
 
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (mseq, id, digest, envelope, kind, priority, sender, recipient,"
-    " thread, in_reply_to, created_ms, expires_ms, accepted_ms, origin, actor)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_INSERT_INBOX = "INSERT INTO inbox (desk, message_id, delivered_ms) VALUES (?,?,?)"
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (partner, rank, message_id, queued_ms, expires_ms) VALUES (?,?,?,?,?)"
-)
-_INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
-_QUEUE_READ = (
-    "INSERT OR IGNORE INTO read_outbox (partner, message_id, officer_id, read_ms, ack, binding)"
-    " VALUES (?,?,?,?,?,?)"
-)
-_INSERT_NOTICE = (
-    "INSERT OR IGNORE INTO notices (message_id, desk, reason, notice, made_ms) VALUES (?,?,?,?,?)"
-)
-_FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
-_FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
-_DELETE_OUTBOX = "DELETE FROM outbox WHERE partner = ? AND message_id = ?"
-_INSERT_RECEIPT = (
-    "INSERT OR IGNORE INTO receipts (message_id, partner, outcome, reason, receipt, received_ms)"
-    " VALUES (?,?,?,?,?,?)"
-)
-_TIMES = ("m.id, m.kind, m.priority, m.sender, m.recipient, m.origin, m.accepted_ms,"
-          " m.first_read_ms, m.first_reply_ms")
 _INSERT_LEDGER = "INSERT INTO ledger (seq, msg, entry, leaf_hash, nodes) VALUES (?,?,?,?,?)"
 _MAX_PARAMS = 30_000  # parameters per statement, under SQLite's 32,766
 _PLAN_STEP = 64  # operations planned at a time: an idle writer starts on the first step
@@ -292,6 +247,10 @@ class _Op:
 
     __slots__ = ("future", "result")
 
+    # Set by the operation that records a read acknowledgement: planning then looks up,
+    # once for the whole step, whether that officer has already acknowledged the message.
+    ack: ReadAck | None = None
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.future: asyncio.Future[Any] = loop.create_future()
         self.result: Any = None
@@ -302,178 +261,6 @@ class _Op:
 
     def plan(self, plan: _Plan) -> None:
         raise NotImplementedError
-
-
-class _AcceptOp(_Op):
-    __slots__ = ("message",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, message: IncomingMessage) -> None:
-        super().__init__(loop)
-        self.message = message
-
-    def ids(self) -> Iterable[str]:
-        h = self.message.envelope.header
-        return (h.id,) if h.in_reply_to is None else (h.id, h.in_reply_to)
-
-    def plan(self, plan: _Plan) -> None:
-        m = self.message
-        env, h = m.envelope, m.envelope.header
-        digest = env.digest
-        known = plan.known.get(h.id)
-        if known is not None:
-            self.result = AcceptOutcome(DUPLICATE if known.digest == digest else CONFLICT, h.id)
-            return
-        mseq = plan.add_message(h.id, digest, h.sender)
-        plan.add(PHASE_MESSAGES, _INSERT_MESSAGE, (
-            mseq, h.id, digest, env.raw, h.kind, h.priority, h.sender, h.recipient, h.thread,
-            h.in_reply_to, h.created, h.expires, m.received_ms, m.origin, m.actor,
-        ))
-        seqs = [plan.add_event(LedgerEvent(
-            EV_ACCEPTED, h.id, m.received_ms, digest=digest, sender=h.sender,
-            recipient=h.recipient, kind=h.kind, priority=h.priority, actor=m.actor,
-            partner=None if m.origin == "local" else m.origin,
-        ))]
-        if m.deliver_to is not None:
-            plan.add(PHASE_DEPENDENTS, _INSERT_INBOX, (m.deliver_to, h.id, m.received_ms))
-            seqs.append(plan.add_event(LedgerEvent(
-                DELIVERED, h.id, m.received_ms, recipient=m.deliver_to, kind=h.kind,
-                priority=h.priority,
-            )))
-            plan.notify(m.deliver_to, "message", id=h.id, kind=h.kind, priority=h.priority,
-                        sender=h.sender, thread=h.thread, in_reply_to=h.in_reply_to)
-        else:
-            plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
-                     (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
-        original = plan.known.get(h.in_reply_to) if h.in_reply_to is not None else None
-        if original is not None and h.kind == "reply":
-            # The answered message's own record: when its first reply came, and by whom.
-            plan.add(PHASE_DEPENDENTS, _FIRST_REPLY, (m.received_ms, h.in_reply_to))
-            seqs.append(plan.add_event(LedgerEvent(
-                REPLIED, h.in_reply_to, m.received_ms, actor=m.actor, ref=h.id,  # type: ignore[arg-type]
-                sender=h.sender,
-            )))
-            plan.notify(original.sender, "reply", id=h.in_reply_to, reply=h.id, sender=h.sender)
-        self.result = AcceptOutcome(ACCEPTED, h.id, tuple(seqs))
-
-
-class _EventsOp(_Op):
-    __slots__ = ("events",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, events: Sequence[LedgerEvent]) -> None:
-        super().__init__(loop)
-        self.events = events
-
-    def ids(self) -> Iterable[str]:
-        return [e.message_id for e in self.events]
-
-    def plan(self, plan: _Plan) -> None:
-        add = plan.add_event
-        self.result = tuple([add(e) for e in self.events])
-
-
-class _ReadOp(_Op):
-    __slots__ = ("ack",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, ack: ReadAck) -> None:
-        super().__init__(loop)
-        self.ack = ack
-
-    def ids(self) -> Iterable[str]:
-        return (self.ack.message_id,)
-
-    def plan(self, plan: _Plan) -> None:
-        a = self.ack
-        original = plan.known.get(a.message_id)
-        if original is None:
-            self.result = READ_UNKNOWN
-            return
-        if (a.message_id, a.officer_id) in plan.reads:
-            self.result = READ_DUPLICATE
-            return
-        plan.reads.add((a.message_id, a.officer_id))
-        plan.add(PHASE_DEPENDENTS, _INSERT_READ, (a.message_id, a.officer_id, a.read_ms, a.ack))
-        plan.add(PHASE_DEPENDENTS, _FIRST_READ, (a.read_ms, a.message_id))
-        plan.add_event(LedgerEvent(READ, a.message_id, a.read_ms, actor=a.officer_key_id))
-        if a.forward_to is not None and a.binding is not None:
-            plan.add(PHASE_DEPENDENTS, _QUEUE_READ, (
-                a.forward_to, a.message_id, a.officer_id, a.read_ms, a.ack, a.binding))
-        plan.notify(original.sender, "read", id=a.message_id, officer=a.officer_id,
-                    read=a.read_ms)
-        self.result = READ_RECORDED
-
-
-class _RelayOp(_Op):
-    __slots__ = ("partner", "results")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
-                 results: Sequence[RelayResult]) -> None:
-        super().__init__(loop)
-        self.partner = partner
-        self.results = results
-
-    def ids(self) -> Iterable[str]:
-        return [r.message_id for r in self.results]
-
-    def plan(self, plan: _Plan) -> None:
-        recorded = 0
-        for r in self.results:
-            original = plan.known.get(r.message_id)
-            if original is None:
-                continue
-            recorded += 1
-            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, r.message_id))
-            plan.add(PHASE_DEPENDENTS, _INSERT_RECEIPT, (
-                r.message_id, self.partner, r.outcome, r.reason, r.note, r.received_ms))
-            plan.add_event(LedgerEvent(RELAYED, r.message_id, r.sent_ms, partner=self.partner))
-            plan.add_event(LedgerEvent(RECEIPT, r.message_id, r.received_ms,
-                                       partner=self.partner, actor=r.actor, outcome=r.outcome,
-                                       reason=r.reason))
-            plan.notify(original.sender, "receipt", id=r.message_id, partner=self.partner,
-                        outcome=r.outcome, reason=r.reason, time=r.received_ms)
-        self.result = recorded
-
-
-class _ExpiryOp(_Op):
-    __slots__ = ("notices", "partner")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
-                 notices: Sequence[NonDelivery]) -> None:
-        super().__init__(loop)
-        self.partner = partner
-        self.notices = notices
-
-    def ids(self) -> Iterable[str]:
-        return [n.message_id for n in self.notices]
-
-    def plan(self, plan: _Plan) -> None:
-        recorded = 0
-        for n in self.notices:
-            original = plan.known.get(n.message_id)
-            if original is None:
-                continue
-            recorded += 1
-            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, n.message_id))
-            plan.add(PHASE_DEPENDENTS, _INSERT_NOTICE, (
-                n.message_id, n.sender, n.reason, n.notice, n.time_ms))
-            plan.add_event(LedgerEvent(EXPIRED, n.message_id, n.time_ms, digest=original.digest,
-                                       partner=self.partner, actor=n.actor, reason=n.reason))
-            plan.notify(n.sender, "expired", id=n.message_id, partner=self.partner,
-                        reason=n.reason, time=n.time_ms)
-        self.result = recorded
-
-
-class _CheckpointOp(_Op):
-    __slots__ = ("checkpoint",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, checkpoint: StoredCheckpoint) -> None:
-        super().__init__(loop)
-        self.checkpoint = checkpoint
-
-    def plan(self, plan: _Plan) -> None:
-        c = self.checkpoint
-        plan.add(PHASE_DEPENDENTS,
-                 "INSERT OR IGNORE INTO checkpoints (size, root, note, made_ms) VALUES (?,?,?,?)",
-                 (c.size, c.root, c.note, c.made_ms))
 
 
 async def _connect(path: Path, *, role: str) -> aiosqlite.Connection:
@@ -498,8 +285,9 @@ async def _connect(path: Path, *, role: str) -> aiosqlite.Connection:
 WAL_CHECKPOINT_SECONDS = 1.0
 
 
-class SqliteStore(DeskQueries):
-    """The :class:`gateway.store.Store` on one SQLite file."""
+class StoreEngine:
+    """One SQLite file's connections and committer, under the queries that
+    :class:`gateway.store.sqlite.SqliteStore` adds."""
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
                  frontier: CompactRange | None, next_mseq: int, data_version: int,
@@ -541,7 +329,7 @@ class SqliteStore(DeskQueries):
     # --- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, max_batch: int = 4096) -> SqliteStore:
+    async def open(cls, path: Path, *, max_batch: int = 4096) -> Self:
         """Open (creating if needed) and migrate the database, and start the committer."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -620,25 +408,6 @@ class SqliteStore(DeskQueries):
         self._wake.set()
         return op.future
 
-    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]:
-        return self._submit(_AcceptOp(self._loop, message))
-
-    def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
-        return self._submit(_EventsOp(self._loop, events))
-
-    def record_read(self, ack: ReadAck) -> Awaitable[str]:
-        return self._submit(_ReadOp(self._loop, ack))
-
-    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
-        return self._submit(_RelayOp(self._loop, partner, results))
-
-    def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
-        return self._submit(_ExpiryOp(self._loop, partner, notices))
-
-    async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
-        if checkpoint.size > self._committed.frontier.size:
-            raise StoreError("a checkpoint cannot be ahead of the ledger")
-        await self._submit(_CheckpointOp(self._loop, checkpoint))
 
     async def _committer(self) -> None:
         """The one writer, pipelined: operations are planned as they arrive, on top of the
@@ -802,8 +571,8 @@ class SqliteStore(DeskQueries):
             found = await self._known(missing)
             known.update(found)
             self._remember(found)
-        pairs = {(op.ack.message_id, op.ack.officer_id) for op in ops
-                 if isinstance(op, _ReadOp)} - plan.reads
+        pairs = {(a.message_id, a.officer_id) for op in ops
+                 if (a := op.ack) is not None} - plan.reads
         if pairs:
             plan.reads |= await self._read_already(pairs)
             if written is not None:
@@ -897,279 +666,10 @@ class SqliteStore(DeskQueries):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database read failed ({exc})") from None
 
-    async def get_message(self, message_id: str) -> StoredMessage | None:
-        rows = await self._read(
-            "SELECT id, digest, envelope, kind, priority, sender, recipient, thread, accepted_ms,"
-            " origin, first_read_ms, first_reply_ms FROM messages WHERE id = ?", (message_id,)
-        )
-        return StoredMessage(*rows[0]) if rows else None
-
-    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        unknown = []
-        for message_id in message_ids:
-            known = self._recalled(message_id)
-            if known is not None:
-                found[message_id] = known.digest
-            else:
-                unknown.append(message_id)
-        for i in range(0, len(unknown), 500):
-            chunk = unknown[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = await self._read(
-                f"SELECT id, digest FROM messages WHERE id IN ({marks})", chunk)  # noqa: S608
-            found.update((row[0], row[1]) for row in rows)
-        return found
-
-    def recent_digest(self, message_id: str) -> str | None:
-        """The digest of a message committed lately, from memory (None if not known there)."""
-        known = self._recalled(message_id)
-        return known.digest if known is not None else None
-
     def _recalled(self, message_id: str) -> _Known | None:
         """What planning needs of a message committed lately, from memory."""
         value = self._recent.get(message_id)
         return _Known._make(value) if value is not None else None
-
-    async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
-        rows = await self._read(
-            "SELECT i.seq, m.id, m.digest, m.kind, m.priority, m.sender, m.recipient, m.thread,"
-            " m.in_reply_to, m.created_ms, m.expires_ms, i.delivered_ms, m.first_read_ms,"
-            " m.first_reply_ms FROM inbox i JOIN messages m ON m.id = i.message_id"
-            " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
-        )
-        return [InboxItem(*row) for row in rows]
-
-    async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
-        rows = await self._read(
-            "SELECT m.id, m.digest, m.envelope, o.binding, q.rank, q.queued_ms"
-            " FROM outbox q JOIN messages m ON m.id = q.message_id"
-            " LEFT JOIN officers o ON o.sign_key_id = m.actor"
-            " WHERE q.partner = ? ORDER BY q.rank, q.seq LIMIT ?", (partner, limit)
-        )
-        items: list[OutboxItem] = []
-        size = 0
-        for row in rows:
-            size += len(row[2]) + len(row[3] or b"")
-            if items and size > max_bytes:
-                break
-            items.append(OutboxItem(*row))
-        return items
-
-    async def read_outbox_batch(self, partner: str, limit: int) -> list[QueuedRead]:
-        rows = await self._read(
-            "SELECT seq, message_id, ack, binding FROM read_outbox WHERE partner = ?"
-            " ORDER BY seq LIMIT ?", (partner, limit))
-        return [QueuedRead(*row) for row in rows]
-
-    async def forget_reads(self, partner: str, seqs: Sequence[int]) -> None:
-        async with self.transaction() as w:
-            await w.executemany("DELETE FROM read_outbox WHERE partner = ? AND seq = ?",
-                                [(partner, seq) for seq in seqs])
-
-    async def next_expiry(self, partner: str) -> int | None:
-        rows = await self._read(
-            "SELECT MIN(expires_ms) FROM outbox WHERE partner = ?", (partner,))
-        return rows[0][0] if rows else None
-
-    async def expired_outbox(self, partner: str, now_ms: int, limit: int) -> list[ExpiredItem]:
-        rows = await self._read(
-            "SELECT m.id, m.digest, m.sender, m.recipient, q.expires_ms FROM outbox q"
-            " JOIN messages m ON m.id = q.message_id WHERE q.partner = ? AND q.expires_ms <= ?"
-            " ORDER BY q.expires_ms LIMIT ?", (partner, now_ms, limit))
-        return [ExpiredItem(*row) for row in rows]
-
-    async def notices_of(self, message_id: str) -> list[bytes]:
-        rows = await self._read(
-            "SELECT notice FROM notices WHERE message_id = ? ORDER BY made_ms", (message_id,))
-        return [row[0] for row in rows]
-
-    async def partner_key_history(self, partner: str) -> list[bytes]:
-        rows = await self._read(
-            "SELECT statement FROM partner_keys WHERE partner = ? ORDER BY seq", (partner,))
-        return [bytes(row[0]) for row in rows]
-
-    async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
-        rows = await self._read("SELECT note, signing_key, fetched_ms FROM partner_directories"
-                                " WHERE partner = ?", (partner,))
-        return (bytes(rows[0][0]), bytes(rows[0][1]), rows[0][2]) if rows else None
-
-    async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
-                                    fetched_ms: int) -> None:
-        async with self.transaction() as w:
-            await w.execute(
-                "INSERT INTO partner_directories (partner, note, signing_key, fetched_ms)"
-                " VALUES (?,?,?,?) ON CONFLICT (partner) DO UPDATE SET note = excluded.note,"
-                " signing_key = excluded.signing_key, fetched_ms = excluded.fetched_ms",
-                (partner, note, signing_key, fetched_ms))
-
-    async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
-                                      now_ms: int) -> None:
-        async with self.transaction() as w:
-            await w.execute("DELETE FROM partner_keys WHERE partner = ?", (partner,))
-            await w.executemany(
-                "INSERT INTO partner_keys (partner, seq, statement, learned_ms)"
-                " VALUES (?,?,?,?)",
-                [(partner, i, bytes(s), now_ms) for i, s in enumerate(statements)])
-
-    async def partner_checkpoint(self, partner: str) -> StoredCheckpoint | None:
-        rows = await self._read(
-            "SELECT size, root, note, seen_ms FROM partner_checkpoints WHERE partner = ?",
-            (partner,))
-        return StoredCheckpoint(*rows[0]) if rows else None
-
-    async def set_partner_checkpoint(self, partner: str, checkpoint: StoredCheckpoint) -> None:
-        async with self.transaction() as w:
-            await w.execute(
-                "INSERT INTO partner_checkpoints (partner, size, root, note, seen_ms)"
-                " VALUES (?,?,?,?,?) ON CONFLICT (partner) DO UPDATE SET size = excluded.size,"
-                " root = excluded.root, note = excluded.note, seen_ms = excluded.seen_ms",
-                (partner, checkpoint.size, checkpoint.root, checkpoint.note,
-                 checkpoint.made_ms))
-
-    async def partner_state(self, partner: str) -> PartnerState:
-        rows = await self._read(
-            "SELECT partner, failures, next_attempt_ms, last_contact_ms, last_error"
-            " FROM partner_state WHERE partner = ?", (partner,)
-        )
-        return PartnerState(*rows[0]) if rows else PartnerState(partner)
-
-    async def set_partner_state(self, state: PartnerState) -> None:
-        async with self.transaction() as w:
-            await w.execute(
-                "INSERT INTO partner_state (partner, failures, next_attempt_ms,"
-                " last_contact_ms, last_error) VALUES (?,?,?,?,?) ON CONFLICT (partner) DO"
-                " UPDATE SET failures = excluded.failures, next_attempt_ms ="
-                " excluded.next_attempt_ms, last_contact_ms = excluded.last_contact_ms,"
-                " last_error = excluded.last_error",
-                (state.partner, state.failures, state.next_attempt_ms, state.last_contact_ms,
-                 state.last_error),
-            )
-
-    async def queue_stats(self) -> dict[str, QueueStats]:
-        rows = await self._read(
-            "SELECT partner, COUNT(*), MIN(queued_ms) FROM outbox GROUP BY partner")
-        return {row[0]: QueueStats(*row) for row in rows}
-
-    async def read_queue_depths(self) -> dict[str, int]:
-        rows = await self._read("SELECT partner, COUNT(*) FROM read_outbox GROUP BY partner")
-        return {row[0]: row[1] for row in rows}
-
-    async def message_times(self, message_ids: Sequence[str]) -> dict[str, MessageTimes]:
-        found: dict[str, MessageTimes] = {}
-        ids = list(dict.fromkeys(message_ids))
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = await self._read(
-                f"SELECT {_TIMES} FROM messages m WHERE m.id IN ({marks})", chunk)  # noqa: S608
-            found.update({row[0]: MessageTimes(*row) for row in rows})
-        return found
-
-    async def overdue(self, stage: str, priority: str, due_before_ms: int, since_ms: int,
-                      limit: int) -> list[MessageTimes]:
-        if stage == "delivered":
-            source = ("outbox o JOIN messages m ON m.id = o.message_id"
-                      " WHERE o.queued_ms BETWEEN ? AND ?")
-        elif stage == "read":
-            source = ("messages m INDEXED BY messages_unread WHERE m.first_read_ms IS NULL"
-                      " AND m.accepted_ms BETWEEN ? AND ?")
-        elif stage == "reply":
-            source = ("messages m INDEXED BY messages_unanswered WHERE m.first_reply_ms IS NULL"
-                      " AND m.accepted_ms BETWEEN ? AND ?")
-        else:
-            raise ValueError(f"no service level for stage {stage!r}")
-        rows = await self._read(
-            f"SELECT {_TIMES} FROM {source} AND m.priority = ?"  # noqa: S608
-            " AND m.kind IN ('hotline', 'case')"
-            " AND NOT EXISTS (SELECT 1 FROM breaches b WHERE b.message_id = m.id"
-            " AND b.stage = ?)"
-            " AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.message_id = m.id)"
-            " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = m.id"
-            " AND r.outcome = 'rejected')"
-            " ORDER BY m.accepted_ms LIMIT ?",
-            (since_ms, due_before_ms, priority, stage, limit))
-        return [MessageTimes(*row) for row in rows]
-
-    async def record_breaches(self, breaches: Sequence[Breach]) -> list[Breach]:
-        new: list[Breach] = []
-        async with self.transaction() as w:
-            for b in breaches:
-                cursor = await w.execute(
-                    "INSERT OR IGNORE INTO breaches (message_id, stage, desk, priority, due_ms,"
-                    " found_ms, supervisor, notice) VALUES (?,?,?,?,?,?,?,?)",
-                    (b.message_id, b.stage, b.desk, b.priority, b.due_ms, b.found_ms,
-                     b.supervisor, b.notice))
-                if cursor.rowcount == 1:
-                    new.append(b)
-        return new
-
-    async def breach_counts(self) -> dict[tuple[str, str], int]:
-        rows = await self._read(
-            "SELECT priority, stage, COUNT(*) FROM breaches GROUP BY priority, stage")
-        return {(row[0], row[1]): row[2] for row in rows}
-
-    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
-        rows = await self._read(
-            "SELECT officer_id, read_ms FROM reads WHERE message_id = ? ORDER BY read_ms",
-            (message_id,),
-        )
-        return [(row[0], row[1]) for row in rows]
-
-    def ledger_size(self) -> int:
-        return self._committed.frontier.size
-
-    async def ledger_rows_at(self, seqs: Iterable[int]) -> dict[int, LedgerRow]:
-        wanted = sorted(set(seqs))
-        rows: dict[int, LedgerRow] = {}
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i : i + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in await self._read(
-                f"SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                rows[row[0]] = LedgerRow(*row)
-        return rows
-
-    async def ledger_nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
-        ids = list(ids)
-        rows = await self.ledger_rows_at(_node_row(node) for node in ids)
-        return {node: _node_hash_in(rows, node) for node in ids}
-
-    async def ledger_rows(self, start: int = 0, batch: int = 4096) -> AsyncIterator[LedgerRow]:
-        last = start - 1
-        while True:
-            rows = [LedgerRow(*row) for row in await self._read(
-                "SELECT seq, entry, leaf_hash, nodes FROM ledger WHERE seq > ? ORDER BY seq"
-                " LIMIT ?", (last, batch)
-            )]
-            if not rows:
-                return
-            for row in rows:
-                yield row
-            last = rows[-1].seq
-
-    async def ledger_row_count(self) -> int:
-        rows = await self._read("SELECT count(*) FROM ledger")
-        return int(rows[0][0])
-
-    async def events_of_message(self, message_id: str) -> list[int]:
-        rows = await self._read(
-            "SELECT ledger.seq FROM messages JOIN ledger ON ledger.msg = messages.mseq"
-            " WHERE messages.id = ? ORDER BY ledger.seq", (message_id,)
-        )
-        return [row[0] for row in rows]
-
-    async def checkpoints(self) -> list[StoredCheckpoint]:
-        rows = await self._read("SELECT size, root, note, made_ms FROM checkpoints ORDER BY size")
-        return [StoredCheckpoint(*row) for row in rows]
-
-    async def latest_checkpoint(self) -> StoredCheckpoint | None:
-        rows = await self._read(
-            "SELECT size, root, note, made_ms FROM checkpoints ORDER BY size DESC LIMIT 1"
-        )
-        return StoredCheckpoint(*rows[0]) if rows else None
 
 
 def _node_row(node: NodeId) -> int:

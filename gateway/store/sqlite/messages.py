@@ -1,0 +1,185 @@
+"""Accepting messages and reading them back: the officers' channel, delivery to desks
+and the federation receiver.
+
+An accept writes the message, its ``accepted`` (and ``delivered`` or ``replied``) ledger
+events and its inbox or outbox row in one group commit; so does a read acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+
+from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
+from gateway.ledger.events import DELIVERED, READ, REPLIED, LedgerEvent
+from gateway.store import (
+    ACCEPTED,
+    CONFLICT,
+    DUPLICATE,
+    PRIORITY_RANK,
+    READ_DUPLICATE,
+    READ_RECORDED,
+    READ_UNKNOWN,
+    AcceptOutcome,
+    InboxItem,
+    IncomingMessage,
+    ReadAck,
+    StoredMessage,
+)
+from gateway.store.sqlite.engine import PHASE_DEPENDENTS, PHASE_MESSAGES, StoreEngine, _Op, _Plan
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (mseq, id, digest, envelope, kind, priority, sender, recipient,"
+    " thread, in_reply_to, created_ms, expires_ms, accepted_ms, origin, actor)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_INBOX = "INSERT INTO inbox (desk, message_id, delivered_ms) VALUES (?,?,?)"
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (partner, rank, message_id, queued_ms, expires_ms) VALUES (?,?,?,?,?)"
+)
+_INSERT_READ = "INSERT INTO reads (message_id, officer_id, read_ms, ack) VALUES (?,?,?,?)"
+_QUEUE_READ = (
+    "INSERT OR IGNORE INTO read_outbox (partner, message_id, officer_id, read_ms, ack, binding)"
+    " VALUES (?,?,?,?,?,?)"
+)
+_FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
+_FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
+
+
+class _AcceptOp(_Op):
+    __slots__ = ("message",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, message: IncomingMessage) -> None:
+        super().__init__(loop)
+        self.message = message
+
+    def ids(self) -> Iterable[str]:
+        h = self.message.envelope.header
+        return (h.id,) if h.in_reply_to is None else (h.id, h.in_reply_to)
+
+    def plan(self, plan: _Plan) -> None:
+        m = self.message
+        env, h = m.envelope, m.envelope.header
+        digest = env.digest
+        known = plan.known.get(h.id)
+        if known is not None:
+            self.result = AcceptOutcome(DUPLICATE if known.digest == digest else CONFLICT, h.id)
+            return
+        mseq = plan.add_message(h.id, digest, h.sender)
+        plan.add(PHASE_MESSAGES, _INSERT_MESSAGE, (
+            mseq, h.id, digest, env.raw, h.kind, h.priority, h.sender, h.recipient, h.thread,
+            h.in_reply_to, h.created, h.expires, m.received_ms, m.origin, m.actor,
+        ))
+        seqs = [plan.add_event(LedgerEvent(
+            EV_ACCEPTED, h.id, m.received_ms, digest=digest, sender=h.sender,
+            recipient=h.recipient, kind=h.kind, priority=h.priority, actor=m.actor,
+            partner=None if m.origin == "local" else m.origin,
+        ))]
+        if m.deliver_to is not None:
+            plan.add(PHASE_DEPENDENTS, _INSERT_INBOX, (m.deliver_to, h.id, m.received_ms))
+            seqs.append(plan.add_event(LedgerEvent(
+                DELIVERED, h.id, m.received_ms, recipient=m.deliver_to, kind=h.kind,
+                priority=h.priority,
+            )))
+            plan.notify(m.deliver_to, "message", id=h.id, kind=h.kind, priority=h.priority,
+                        sender=h.sender, thread=h.thread, in_reply_to=h.in_reply_to)
+        else:
+            plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
+                     (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
+        original = plan.known.get(h.in_reply_to) if h.in_reply_to is not None else None
+        if original is not None and h.kind == "reply":
+            # The answered message's own record: when its first reply came, and by whom.
+            plan.add(PHASE_DEPENDENTS, _FIRST_REPLY, (m.received_ms, h.in_reply_to))
+            seqs.append(plan.add_event(LedgerEvent(
+                REPLIED, h.in_reply_to, m.received_ms, actor=m.actor, ref=h.id,  # type: ignore[arg-type]
+                sender=h.sender,
+            )))
+            plan.notify(original.sender, "reply", id=h.in_reply_to, reply=h.id, sender=h.sender)
+        self.result = AcceptOutcome(ACCEPTED, h.id, tuple(seqs))
+
+
+class _ReadOp(_Op):
+    __slots__ = ("ack",)
+    ack: ReadAck
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ack: ReadAck) -> None:
+        super().__init__(loop)
+        self.ack = ack
+
+    def ids(self) -> Iterable[str]:
+        return (self.ack.message_id,)
+
+    def plan(self, plan: _Plan) -> None:
+        a = self.ack
+        original = plan.known.get(a.message_id)
+        if original is None:
+            self.result = READ_UNKNOWN
+            return
+        if (a.message_id, a.officer_id) in plan.reads:
+            self.result = READ_DUPLICATE
+            return
+        plan.reads.add((a.message_id, a.officer_id))
+        plan.add(PHASE_DEPENDENTS, _INSERT_READ, (a.message_id, a.officer_id, a.read_ms, a.ack))
+        plan.add(PHASE_DEPENDENTS, _FIRST_READ, (a.read_ms, a.message_id))
+        plan.add_event(LedgerEvent(READ, a.message_id, a.read_ms, actor=a.officer_key_id))
+        if a.forward_to is not None and a.binding is not None:
+            plan.add(PHASE_DEPENDENTS, _QUEUE_READ, (
+                a.forward_to, a.message_id, a.officer_id, a.read_ms, a.ack, a.binding))
+        plan.notify(original.sender, "read", id=a.message_id, officer=a.officer_id,
+                    read=a.read_ms)
+        self.result = READ_RECORDED
+
+
+class MessageQueries(StoreEngine):
+    """Accepts, read acknowledgements, and the messages, inboxes and reads they left."""
+
+    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]:
+        return self._submit(_AcceptOp(self._loop, message))
+
+    def record_read(self, ack: ReadAck) -> Awaitable[str]:
+        return self._submit(_ReadOp(self._loop, ack))
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        rows = await self._read(
+            "SELECT id, digest, envelope, kind, priority, sender, recipient, thread, accepted_ms,"
+            " origin, first_read_ms, first_reply_ms FROM messages WHERE id = ?", (message_id,)
+        )
+        return StoredMessage(*rows[0]) if rows else None
+
+    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unknown = []
+        for message_id in message_ids:
+            known = self._recalled(message_id)
+            if known is not None:
+                found[message_id] = known.digest
+            else:
+                unknown.append(message_id)
+        for i in range(0, len(unknown), 500):
+            chunk = unknown[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT id, digest FROM messages WHERE id IN ({marks})", chunk)  # noqa: S608
+            found.update((row[0], row[1]) for row in rows)
+        return found
+
+    def recent_digest(self, message_id: str) -> str | None:
+        """The digest of a message committed lately, from memory (None if not known there)."""
+        known = self._recalled(message_id)
+        return known.digest if known is not None else None
+
+    async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
+        rows = await self._read(
+            "SELECT i.seq, m.id, m.digest, m.kind, m.priority, m.sender, m.recipient, m.thread,"
+            " m.in_reply_to, m.created_ms, m.expires_ms, i.delivered_ms, m.first_read_ms,"
+            " m.first_reply_ms FROM inbox i JOIN messages m ON m.id = i.message_id"
+            " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
+        )
+        return [InboxItem(*row) for row in rows]
+
+    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
+        rows = await self._read(
+            "SELECT officer_id, read_ms FROM reads WHERE message_id = ? ORDER BY read_ms",
+            (message_id,),
+        )
+        return [(row[0], row[1]) for row in rows]

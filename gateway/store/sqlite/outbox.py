@@ -1,0 +1,147 @@
+"""The partners' outboxes: what the federation sender takes, relays and records, and
+the queue figures metrics show.
+
+Recording receipts and expiries goes through the group commit (they write ledger events);
+forgetting forwarded read acknowledgements is an ordinary transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+
+from gateway.ledger.events import EXPIRED, RECEIPT, RELAYED, LedgerEvent
+from gateway.store import ExpiredItem, NonDelivery, OutboxItem, QueuedRead, QueueStats, RelayResult
+from gateway.store.sqlite.engine import PHASE_DEPENDENTS, StoreEngine, _Op, _Plan
+
+_INSERT_NOTICE = (
+    "INSERT OR IGNORE INTO notices (message_id, desk, reason, notice, made_ms) VALUES (?,?,?,?,?)"
+)
+_DELETE_OUTBOX = "DELETE FROM outbox WHERE partner = ? AND message_id = ?"
+_INSERT_RECEIPT = (
+    "INSERT OR IGNORE INTO receipts (message_id, partner, outcome, reason, receipt, received_ms)"
+    " VALUES (?,?,?,?,?,?)"
+)
+
+
+class _RelayOp(_Op):
+    __slots__ = ("partner", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
+                 results: Sequence[RelayResult]) -> None:
+        super().__init__(loop)
+        self.partner = partner
+        self.results = results
+
+    def ids(self) -> Iterable[str]:
+        return [r.message_id for r in self.results]
+
+    def plan(self, plan: _Plan) -> None:
+        recorded = 0
+        for r in self.results:
+            original = plan.known.get(r.message_id)
+            if original is None:
+                continue
+            recorded += 1
+            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, r.message_id))
+            plan.add(PHASE_DEPENDENTS, _INSERT_RECEIPT, (
+                r.message_id, self.partner, r.outcome, r.reason, r.note, r.received_ms))
+            plan.add_event(LedgerEvent(RELAYED, r.message_id, r.sent_ms, partner=self.partner))
+            plan.add_event(LedgerEvent(RECEIPT, r.message_id, r.received_ms,
+                                       partner=self.partner, actor=r.actor, outcome=r.outcome,
+                                       reason=r.reason))
+            plan.notify(original.sender, "receipt", id=r.message_id, partner=self.partner,
+                        outcome=r.outcome, reason=r.reason, time=r.received_ms)
+        self.result = recorded
+
+
+class _ExpiryOp(_Op):
+    __slots__ = ("notices", "partner")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
+                 notices: Sequence[NonDelivery]) -> None:
+        super().__init__(loop)
+        self.partner = partner
+        self.notices = notices
+
+    def ids(self) -> Iterable[str]:
+        return [n.message_id for n in self.notices]
+
+    def plan(self, plan: _Plan) -> None:
+        recorded = 0
+        for n in self.notices:
+            original = plan.known.get(n.message_id)
+            if original is None:
+                continue
+            recorded += 1
+            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, n.message_id))
+            plan.add(PHASE_DEPENDENTS, _INSERT_NOTICE, (
+                n.message_id, n.sender, n.reason, n.notice, n.time_ms))
+            plan.add_event(LedgerEvent(EXPIRED, n.message_id, n.time_ms, digest=original.digest,
+                                       partner=self.partner, actor=n.actor, reason=n.reason))
+            plan.notify(n.sender, "expired", id=n.message_id, partner=self.partner,
+                        reason=n.reason, time=n.time_ms)
+        self.result = recorded
+
+
+class OutboxQueries(StoreEngine):
+    """Outbox batches, their receipts and expiries, and queue depths."""
+
+    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
+        return self._submit(_RelayOp(self._loop, partner, results))
+
+    def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
+        return self._submit(_ExpiryOp(self._loop, partner, notices))
+
+    async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
+        rows = await self._read(
+            "SELECT m.id, m.digest, m.envelope, o.binding, q.rank, q.queued_ms"
+            " FROM outbox q JOIN messages m ON m.id = q.message_id"
+            " LEFT JOIN officers o ON o.sign_key_id = m.actor"
+            " WHERE q.partner = ? ORDER BY q.rank, q.seq LIMIT ?", (partner, limit)
+        )
+        items: list[OutboxItem] = []
+        size = 0
+        for row in rows:
+            size += len(row[2]) + len(row[3] or b"")
+            if items and size > max_bytes:
+                break
+            items.append(OutboxItem(*row))
+        return items
+
+    async def read_outbox_batch(self, partner: str, limit: int) -> list[QueuedRead]:
+        rows = await self._read(
+            "SELECT seq, message_id, ack, binding FROM read_outbox WHERE partner = ?"
+            " ORDER BY seq LIMIT ?", (partner, limit))
+        return [QueuedRead(*row) for row in rows]
+
+    async def forget_reads(self, partner: str, seqs: Sequence[int]) -> None:
+        async with self.transaction() as w:
+            await w.executemany("DELETE FROM read_outbox WHERE partner = ? AND seq = ?",
+                                [(partner, seq) for seq in seqs])
+
+    async def next_expiry(self, partner: str) -> int | None:
+        rows = await self._read(
+            "SELECT MIN(expires_ms) FROM outbox WHERE partner = ?", (partner,))
+        return rows[0][0] if rows else None
+
+    async def expired_outbox(self, partner: str, now_ms: int, limit: int) -> list[ExpiredItem]:
+        rows = await self._read(
+            "SELECT m.id, m.digest, m.sender, m.recipient, q.expires_ms FROM outbox q"
+            " JOIN messages m ON m.id = q.message_id WHERE q.partner = ? AND q.expires_ms <= ?"
+            " ORDER BY q.expires_ms LIMIT ?", (partner, now_ms, limit))
+        return [ExpiredItem(*row) for row in rows]
+
+    async def notices_of(self, message_id: str) -> list[bytes]:
+        rows = await self._read(
+            "SELECT notice FROM notices WHERE message_id = ? ORDER BY made_ms", (message_id,))
+        return [row[0] for row in rows]
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        rows = await self._read(
+            "SELECT partner, COUNT(*), MIN(queued_ms) FROM outbox GROUP BY partner")
+        return {row[0]: QueueStats(*row) for row in rows}
+
+    async def read_queue_depths(self) -> dict[str, int]:
+        rows = await self._read("SELECT partner, COUNT(*) FROM read_outbox GROUP BY partner")
+        return {row[0]: row[1] for row in rows}
