@@ -1,8 +1,9 @@
 """The durable store: the one place where accepted messages and ledger entries are kept.
 
-The rest of the gateway talks to the :class:`Store` interface below, never to SQL, so a
-PostgreSQL implementation shared by several gateway processes can be added as a new
-module beside :mod:`gateway.store.sqlite` without touching the callers.
+The rest of the gateway talks to the interface below, never to SQL, so a PostgreSQL
+implementation shared by several gateway processes can be added as a new module beside
+:mod:`gateway.store.sqlite` without touching the callers. Each consumer sees only its own
+protocol (:class:`SenderStore`, :class:`LedgerStore`, ...); :class:`Store` is their union.
 
 Rules every implementation keeps:
 
@@ -268,23 +269,21 @@ class Breach:
     notice: bytes | None = None  # the gateway-signed notice sent there
 
 
-class Store(Protocol):
-    """What the gateway needs from durable storage."""
+# --- the interface, one protocol per consumer ----------------------------------------
+# Each consumer is annotated with the protocol that declares what it calls and no more,
+# so a second implementation (or a test double) can be checked against one consumer at a
+# time, and mypy shows which part of the gateway needs which method. A method several
+# consumers call is declared in each of their protocols; its docstring is on the first.
+# :class:`Store` is their union: what an implementation provides.
 
-    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]:
-        """Store a message with its events, or recognise it as a duplicate; durable when
-        the awaitable completes."""
 
-    def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
-        """Append events to the ledger; their positions, once durable."""
+class SenderStore(Protocol):
+    """What the federation sender (one task per partner) needs: the partner's outbox, its
+    read acknowledgements to forward, and its retry state."""
 
-    def record_read(self, ack: ReadAck) -> Awaitable[str]:
-        """Store a read acknowledgement and its ledger event: READ_RECORDED, or
-        READ_DUPLICATE if this officer already acknowledged it, or READ_UNKNOWN."""
+    async def partner_state(self, partner: str) -> PartnerState: ...
 
-    async def get_message(self, message_id: str) -> StoredMessage | None: ...
-
-    # --- relay (gateway/federation/relay.py) ----------------------------------------
+    async def set_partner_state(self, state: PartnerState) -> None: ...
 
     async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
         """The next messages for ``partner``: by priority rank, then first queued first;
@@ -312,12 +311,36 @@ class Store(Protocol):
         notices, write their ``expired`` events and tell their sending desks, in one
         commit; how many it recorded."""
 
-    async def notices_of(self, message_id: str) -> list[bytes]:
-        """The signed non-delivery notices of a message."""
+
+class ReceiverStore(Protocol):
+    """What the federation receiver needs: the batches partners relay are deduplicated,
+    accepted, and their read acknowledgements recorded."""
+
+    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]:
+        """Store a message with its events, or recognise it as a duplicate; durable when
+        the awaitable completes."""
+
+    def record_read(self, ack: ReadAck) -> Awaitable[str]:
+        """Store a read acknowledgement and its ledger event: READ_RECORDED, or
+        READ_DUPLICATE if this officer already acknowledged it, or READ_UNKNOWN."""
+
+    async def get_message(self, message_id: str) -> StoredMessage | None: ...
+
+    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """The digests of those of ``message_ids`` that are stored (one lookup for many)."""
+
+
+class PartnerStore(Protocol):
+    """What the partner registry (gateway.federation.partners) keeps across restarts: the
+    key rotations it followed and the last directory it verified, per partner."""
 
     async def partner_key_history(self, partner: str) -> list[bytes]:
         """The key rotation statements followed for ``partner``, oldest first
         (gateway.federation.rotation)."""
+
+    async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
+                                      now_ms: int) -> None:
+        """Replace the partner's followed key history by ``statements``, durably."""
 
     async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
         """The partner's last verified directory note, the raw key that signed it and
@@ -326,9 +349,9 @@ class Store(Protocol):
     async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
                                     fetched_ms: int) -> None: ...
 
-    async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
-                                      now_ms: int) -> None:
-        """Replace the partner's followed key history by ``statements``, durably."""
+
+class WitnessStore(Protocol):
+    """What the witness of partners' checkpoints needs."""
 
     async def partner_checkpoint(self, partner: str) -> StoredCheckpoint | None:
         """The newest consistent checkpoint seen from ``partner`` (witnessing)."""
@@ -336,34 +359,16 @@ class Store(Protocol):
     async def set_partner_checkpoint(self, partner: str, checkpoint: StoredCheckpoint) -> None:
         """Keep ``checkpoint`` as the newest seen from ``partner``."""
 
-    async def partner_state(self, partner: str) -> PartnerState: ...
 
-    async def set_partner_state(self, state: PartnerState) -> None: ...
+class DeliveryStore(Protocol):
+    """What the officers' messages need (gateway.officers.delivery): accept, inbox, fetch
+    with its ledger proof, read acknowledgements."""
 
-    async def queue_stats(self) -> dict[str, QueueStats]:
-        """Outbox depth and oldest queued time of every partner with queued messages."""
+    def accept(self, message: IncomingMessage) -> Awaitable[AcceptOutcome]: ...
 
-    async def message_times(self, message_ids: Sequence[str]) -> dict[str, MessageTimes]:
-        """Kind, priority, desks, origin and stage times of the stored messages among
-        ``message_ids``."""
+    def record_read(self, ack: ReadAck) -> Awaitable[str]: ...
 
-    async def overdue(self, stage: str, priority: str, due_before_ms: int, since_ms: int,
-                      limit: int) -> list[MessageTimes]:
-        """Messages of ``priority`` accepted (for ``delivered``: queued) in
-        [since_ms, due_before_ms] that have not reached ``stage`` and have no breach
-        recorded for it; hotlines and cases only."""
-
-    async def record_breaches(self, breaches: Sequence[Breach]) -> list[Breach]:
-        """Store new breaches; the ones already recorded are left out of the answer."""
-
-    async def breach_counts(self) -> dict[tuple[str, str], int]:
-        """How many breaches were recorded, by (priority, stage)."""
-
-    async def read_queue_depths(self) -> dict[str, int]:
-        """How many read acknowledgements wait for each partner that has some."""
-
-    async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
-        """The digests of those of ``message_ids`` that are stored (one lookup for many)."""
+    async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a recently committed message, from memory; None if not known."""
@@ -374,16 +379,28 @@ class Store(Protocol):
     async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
         """(officer id, read time) of every read acknowledgement of a message."""
 
-    # --- desks, officers and enrollment (gateway/store/sqlite/desks.py) --------------
+    async def notices_of(self, message_id: str) -> list[bytes]:
+        """The signed non-delivery notices of a message."""
 
-    async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow: ...
+    async def events_of_message(self, message_id: str) -> list[int]:
+        """Ledger positions of every event about ``message_id``, in order."""
+
+    async def ledger_rows_at(self, seqs: Iterable[int]) -> dict[int, LedgerRow]: ...
+
+
+class DirectoryStore(Protocol):
+    """What the desk directory (gateway.officers.directory) reads."""
 
     async def desks(self) -> list[DeskRow]: ...
 
     async def officers(self) -> list[OfficerRow]: ...
 
-    async def add_enrollment_code(self, code_hash: bytes, desks: Sequence[str], now_ms: int,
-                                  expires_ms: int) -> None: ...
+    async def directory_version(self) -> int:
+        """A number that changes whenever desks or officers change, in any process."""
+
+
+class EnrollmentStore(Protocol):
+    """What an officer's enrollment (gateway.officers.enrollment) needs."""
 
     async def redeem_enrollment_code(
         self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow]
@@ -392,10 +409,27 @@ class Store(Protocol):
         for the code's desks; raises EnrollmentError if the code is unknown, used or
         expired."""
 
+
+class OperatorStore(Protocol):
+    """What the operators' commands (``gateway desk``, ``gateway officer``) change and
+    list."""
+
+    async def add_desk(self, name: str, supervisor: str | None, now_ms: int) -> DeskRow: ...
+
+    async def add_enrollment_code(self, code_hash: bytes, desks: Sequence[str], now_ms: int,
+                                  expires_ms: int) -> None: ...
+
     async def revoke_officer(self, officer_id: str, now_ms: int) -> bool: ...
 
-    async def directory_version(self) -> int:
-        """A number that changes whenever desks or officers change, in any process."""
+    async def desks(self) -> list[DeskRow]: ...
+
+    async def officers(self) -> list[OfficerRow]: ...
+
+
+class LedgerStore(Protocol):
+    """What the ledger (gateway.ledger.ledger) reads, and the checkpoints it signs. The
+    commands that open a ledger on its own (``gateway ledger verify``) close its store
+    through it."""
 
     def ledger_size(self) -> int:
         """Number of committed ledger entries."""
@@ -411,14 +445,68 @@ class Store(Protocol):
 
     async def ledger_rows_at(self, seqs: Iterable[int]) -> dict[int, LedgerRow]: ...
 
-    async def events_of_message(self, message_id: str) -> list[int]:
-        """Ledger positions of every event about ``message_id``, in order."""
+    async def events_of_message(self, message_id: str) -> list[int]: ...
 
     async def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
 
     async def checkpoints(self) -> list[StoredCheckpoint]: ...
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    async def close(self) -> None: ...
+
+
+class StagesStore(Protocol):
+    """What the response-time metrics (gateway.service_levels.stages) look up."""
+
+    async def message_times(self, message_ids: Sequence[str]) -> dict[str, MessageTimes]:
+        """Kind, priority, desks, origin and stage times of the stored messages among
+        ``message_ids``."""
+
+
+class LevelsStore(Protocol):
+    """What the service-level checker (gateway.service_levels.levels) needs."""
+
+    async def overdue(self, stage: str, priority: str, due_before_ms: int, since_ms: int,
+                      limit: int) -> list[MessageTimes]:
+        """Messages of ``priority`` accepted (for ``delivered``: queued) in
+        [since_ms, due_before_ms] that have not reached ``stage`` and have no breach
+        recorded for it; hotlines and cases only."""
+
+    async def record_breaches(self, breaches: Sequence[Breach]) -> list[Breach]:
+        """Store new breaches; the ones already recorded are left out of the answer."""
+
+
+class StatusStore(Protocol):
+    """What the operators' status and the metrics endpoint report (gateway.channels.admin
+    and gateway.channels.metrics)."""
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Outbox depth and oldest queued time of every partner with queued messages."""
+
+    async def read_queue_depths(self) -> dict[str, int]:
+        """How many read acknowledgements wait for each partner that has some."""
+
+    async def partner_state(self, partner: str) -> PartnerState: ...
+
+    async def partner_checkpoint(self, partner: str) -> StoredCheckpoint | None: ...
+
+    async def breach_counts(self) -> dict[tuple[str, str], int]:
+        """How many breaches were recorded, by (priority, stage)."""
+
+    def ledger_size(self) -> int: ...
+
+    async def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+
+class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
+            DirectoryStore, EnrollmentStore, OperatorStore, LedgerStore, StagesStore,
+            LevelsStore, StatusStore, Protocol):
+    """What the gateway needs from durable storage: every consumer's protocol, and what
+    the application, the tests and the benchmarks use to write and to stop it."""
+
+    def append_events(self, events: Sequence[LedgerEvent]) -> Awaitable[tuple[int, ...]]:
+        """Append events to the ledger; their positions, once durable."""
 
     def transaction(self) -> AbstractAsyncContextManager[Any]:
         """A write transaction for non-message state: commits at the end, rolls back on
