@@ -30,6 +30,7 @@ from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
 from gateway.errors import ConfigError, NotFoundError
 from gateway.federation.partners import Partner
 from gateway.metrics import Metrics
+from gateway.store import StatusStore
 
 MAIN = web.AppKey("main", web.Application)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
@@ -41,6 +42,7 @@ async def get_partners(request: web.Request) -> web.Response:
 
 
 async def partners_report(app: web.Application) -> dict[str, Any]:
+    store: StatusStore
     store, witness, now = app[STORE], app[WITNESS], app[CLOCK].now_ms()
     queues, reads = await store.queue_stats(), await store.read_queue_depths()
     report: list[dict[str, Any]] = []
@@ -72,6 +74,7 @@ async def partners_report(app: web.Application) -> dict[str, Any]:
 
 async def get_status(request: web.Request) -> web.Response:
     app = request.app[MAIN]
+    store: StatusStore
     store, config = app[STORE], app[CONFIG]
     report = await partners_report(app)
     latest = await store.latest_checkpoint()

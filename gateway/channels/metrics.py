@@ -22,6 +22,7 @@ from gateway.config import MetricsSection
 from gateway.errors import ConfigError
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
+from gateway.store import StatusStore
 
 MAIN = web.AppKey("main", web.Application)
 TOKEN = web.AppKey("token", bytes)
@@ -30,6 +31,7 @@ MAX_TOKEN_BYTES = 512
 
 async def refresh(main: web.Application) -> None:
     """Set the gauges that mirror stored state from the store, now."""
+    store: StatusStore
     metrics, store, now = main[METRICS], main[STORE], main[CLOCK].now_ms()
     queues, reads = await store.queue_stats(), await store.read_queue_depths()
     for partner in main[PARTNERS].by_id.values():

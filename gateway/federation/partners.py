@@ -51,7 +51,7 @@ from gateway.httpbody import read_at_most
 from gateway.officers.directory import Binding, DirectoryEntry, open_binding, open_directory
 
 if TYPE_CHECKING:
-    from gateway.store import Store
+    from gateway.store import PartnerStore
 
 log = structlog.get_logger("gateway.federation.partners")
 
@@ -146,7 +146,7 @@ class Partner:
 
 class Partners:
     def __init__(self, config: Config, identity: Identity, clock: Clock,
-                 store: Store | None = None) -> None:
+                 store: PartnerStore | None = None) -> None:
         """Raises ConfigError if a configured roster cannot be read or does not verify."""
         self.config = config
         self.identity = identity

@@ -73,8 +73,9 @@ from gateway.store import (
     PartnerState,
     QueuedRead,
     ReadAck,
+    ReceiverStore,
     RelayResult,
-    Store,
+    SenderStore,
 )
 
 log = structlog.get_logger("gateway.federation.relay")
@@ -105,7 +106,7 @@ def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random)
 class Sender:
     """The relay task of one partner."""
 
-    def __init__(self, partner: Partner, partners: Partners, store: Store, clock: Clock,
+    def __init__(self, partner: Partner, partners: Partners, store: SenderStore, clock: Clock,
                  settings: FederationSection, me: str, worker: CryptoWorker,
                  rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.partner = partner
@@ -444,7 +445,7 @@ def _error_code(answer: bytes) -> str:
 class Receiver:
     """Checks, stores and answers the batches partners relay to this gateway."""
 
-    def __init__(self, store: Store, directory: DirectoryService, identity: Identity,
+    def __init__(self, store: ReceiverStore, directory: DirectoryService, identity: Identity,
                  clock: Clock, worker: CryptoWorker, max_envelope: int) -> None:
         self.store = store
         self.worker = worker

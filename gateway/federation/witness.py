@@ -31,7 +31,7 @@ from gateway.ledger.ledger import Checkpoint, open_checkpoint
 from gateway.ledger.merkle import verify_consistency
 from gateway.metrics import Metrics
 from gateway.protocol import jsontext
-from gateway.store import Store, StoredCheckpoint
+from gateway.store import StoredCheckpoint, WitnessStore
 
 log = structlog.get_logger("gateway.federation.witness")
 
@@ -59,7 +59,7 @@ class WitnessAlarm(LedgerError):
 
 
 class Witness:
-    def __init__(self, store: Store, partners: Partners, clock: Clock, metrics: Metrics,
+    def __init__(self, store: WitnessStore, partners: Partners, clock: Clock, metrics: Metrics,
                  interval: float) -> None:
         self.store = store
         self.partners = partners

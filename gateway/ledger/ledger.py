@@ -47,7 +47,7 @@ from gateway.ledger.merkle import (
     root_from_nodes,
     subtree_ranges_for_size,
 )
-from gateway.store import Store, StoredCheckpoint
+from gateway.store import LedgerStore, StoredCheckpoint
 
 log = structlog.get_logger("gateway.ledger.ledger")
 
@@ -96,9 +96,9 @@ def open_checkpoint(note: bytes, origin: str, verifiers: Iterable[NoteVerifier])
 
 
 class Ledger:
-    """Read side of the ledger plus checkpoint signing, over a :class:`Store`."""
+    """Read side of the ledger plus checkpoint signing, over a :class:`LedgerStore`."""
 
-    def __init__(self, store: Store, origin: str, verifiers: Iterable[NoteVerifier],
+    def __init__(self, store: LedgerStore, origin: str, verifiers: Iterable[NoteVerifier],
                  signer: NoteSigner | None, clock: Clock) -> None:
         self.store = store
         self.origin = origin

@@ -38,10 +38,10 @@ from gateway.store import (
     CONFLICT,
     DUPLICATE,
     AcceptOutcome,
+    DeliveryStore,
     InboxItem,
     IncomingMessage,
     ReadAck,
-    Store,
     StoredMessage,
 )
 
@@ -53,7 +53,7 @@ def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
 
 
 class Delivery:
-    def __init__(self, store: Store, directory: DirectoryService, clock: Clock,
+    def __init__(self, store: DeliveryStore, directory: DirectoryService, clock: Clock,
                  worker: CryptoWorker, *, gateway: str, max_envelope: int,
                  clock_skew_ms: int, partners: Partners | None = None) -> None:
         self.store = store

@@ -32,7 +32,7 @@ from gateway.crypto.keys import (
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
 from gateway.protocol import jsontext
-from gateway.store import Store
+from gateway.store import DirectoryStore
 
 log = structlog.get_logger("gateway.officers.directory")
 
@@ -227,7 +227,8 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
 class DirectoryService:
     """The current directory snapshot, reloaded whenever the database changed."""
 
-    def __init__(self, store: Store, gateway: str, clock: Clock, poll_seconds: float = 0.2):
+    def __init__(self, store: DirectoryStore, gateway: str, clock: Clock,
+                 poll_seconds: float = 0.2):
         self.store = store
         self.gateway = gateway
         self.clock = clock

@@ -27,7 +27,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import BadKeyError, BadSignatureError, ClientError, ForbiddenError
 from gateway.officers.directory import Binding
-from gateway.store import OfficerRow, Store
+from gateway.store import EnrollmentStore, OfficerRow
 
 ENROLL_LINE = "fpg enroll v1"
 _CODE = re.compile(r"FPG(-[A-Z2-7]{4}){5}")
@@ -62,7 +62,7 @@ class Enrolled:
     binding: Binding
 
 
-async def enroll(store: Store, gateway: str, key: GatewaySigningKey, clock: Clock,
+async def enroll(store: EnrollmentStore, gateway: str, key: GatewaySigningKey, clock: Clock,
                  binding_ms: int, code: str, sign_key_b64: str, enc_key_b64: str,
                  signature_b64: str) -> Enrolled:
     """Check the proof of possession, consume the code, sign and store the binding."""

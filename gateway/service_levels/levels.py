@@ -41,7 +41,7 @@ from gateway.metrics import DIRECTIONS, Metrics
 from gateway.officers.directory import DirectoryService
 from gateway.protocol import jsontext
 from gateway.service_levels.stages import Route, Stages
-from gateway.store import Breach, MessageTimes, Notification, Store
+from gateway.store import Breach, LevelsStore, MessageTimes, Notification
 
 log = structlog.get_logger("gateway.service_levels.levels")
 
@@ -101,7 +101,7 @@ def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotic
 
 
 class ServiceLevels:
-    def __init__(self, levels: tuple[ServiceLevelSection, ...], store: Store,
+    def __init__(self, levels: tuple[ServiceLevelSection, ...], store: LevelsStore,
                  directory: DirectoryService, stages: Stages, metrics: Metrics,
                  clock: Clock, key: GatewaySigningKey, gateway: str, interval: float) -> None:
         self.levels = levels

@@ -25,7 +25,7 @@ import structlog
 from gateway.ledger import events as ev
 from gateway.ledger.events import LedgerEvent
 from gateway.metrics import LOCAL, Metrics
-from gateway.store import MessageTimes, Store
+from gateway.store import MessageTimes, StagesStore
 
 log = structlog.get_logger("gateway.service_levels.stages")
 
@@ -39,7 +39,7 @@ class Route(NamedTuple):
 
 
 class Stages:
-    def __init__(self, store: Store, metrics: Metrics, gateway: str) -> None:
+    def __init__(self, store: StagesStore, metrics: Metrics, gateway: str) -> None:
         self.store = store
         self.metrics = metrics
         self.gateway = gateway
