@@ -52,7 +52,8 @@ from gateway.errors import GatewayError, LedgerError
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
-from gateway.federation.relay import Receiver, Sender
+from gateway.federation.receiver import Receiver
+from gateway.federation.sender import Sender
 from gateway.federation.witness import Witness
 from gateway.httpbody import BODY_TIMEOUT
 from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint

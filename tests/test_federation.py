@@ -40,7 +40,8 @@ from gateway.federation.hop import sign_hop
 from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.federation.receipts import open_receipt
-from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.sender import batch_body
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion

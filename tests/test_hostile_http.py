@@ -70,7 +70,7 @@ from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
 )
-from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import server_settings
 from gateway.officers.delivery import read_text
 from gateway.officers.directory import Binding

@@ -284,7 +284,7 @@ class Store(Protocol):
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
-    # --- relay (gateway/federation/relay.py) ----------------------------------------
+    # --- relay (gateway/federation/sender.py and receiver.py) -----------------------
 
     async def outbox_batch(self, partner: str, limit: int, max_bytes: int) -> list[OutboxItem]:
         """The next messages for ``partner``: by priority rank, then first queued first;
