@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER, STORE
@@ -821,6 +823,20 @@ async def test_an_unreachable_partner_does_not_hold_up_the_others(tmp_path, http
     finally:
         await stop_all(vn, kh, la)
 
+
+
+async def test_the_sender_names_its_partner_in_its_log_lines(vn_kh, http) -> None:
+    """The partner id is bound once in each sender task's log context, not passed at each
+    call: the lines of a failed relay still name it."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "x"})
+        await until(lambda: sum(e["event"] == "relay_failed" for e in logs) >= 2,
+                    "two failed attempts")
+    failed = [e for e in logs if e["event"] == "relay_failed"]
+    assert {e.get("partner") for e in failed} == {"kh-cnp"}
 
 
 # --- a partner that has never answered ------------------------------------------------------

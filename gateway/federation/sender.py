@@ -93,8 +93,11 @@ class Sender:
         self._prefetch: asyncio.Task[_Batch] | None = None
 
     async def run(self) -> None:
+        # Every line this task logs (and the tasks it starts, which copy its context) names
+        # the partner, without passing it at each call.
         try:
-            await self._run()
+            with structlog.contextvars.bound_contextvars(partner=self.partner.id):
+                await self._run()
         finally:
             for task in (self._prefetch, self._recording):
                 if task is not None:
@@ -166,7 +169,7 @@ class Sender:
                 self.partners.mark(p, up=False, error=exc.message)
                 if self.metrics is not None:
                     self.metrics.retries.labels(p.id).inc()
-                log.warning("relay_failed", partner=p.id, messages=len(batch), reads=len(reads),
+                log.warning("relay_failed", messages=len(batch), reads=len(reads),
                             failures=failures, retry_in=round(delay, 2), error=exc.message)
                 state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),
                                      state.last_contact_ms, exc.message[:200])
@@ -174,7 +177,7 @@ class Sender:
                 continue
             finally:
                 reads_query.cancel()  # (done by now, unless something unforeseen was raised)
-            log.debug("relayed", partner=p.id, messages=recorded or 0, reads=len(reads))
+            log.debug("relayed", messages=recorded or 0, reads=len(reads))
             if recorded is not None or reads:
                 # Receipts that verified (or read acknowledgements answered): healthy.
                 if state.failures or state.next_attempt_ms:
@@ -226,7 +229,7 @@ class Sender:
                 raise
             return None
         except StoreError as exc:
-            log.error("prefetch_failed", partner=self.partner.id, error=exc.message)
+            log.error("prefetch_failed", error=exc.message)
             return None
         return batch if usable and batch.items else None
 
@@ -241,7 +244,7 @@ class Sender:
         try:
             return await pending
         except StoreError as exc:
-            log.error("receipts_not_recorded", partner=self.partner.id, error=exc.message)
+            log.error("receipts_not_recorded", error=exc.message)
             return 0
         finally:
             self._recording_ids = frozenset()
@@ -262,7 +265,7 @@ class Sender:
                 now, key.public.key_id,
             ) for item in expired]
             recorded = await self.store.record_expiry(self.partner.id, notices)
-            log.warning("relay_expired", partner=self.partner.id, messages=recorded)
+            log.warning("relay_expired", messages=recorded)
             if len(expired) < 1000:
                 return
 
@@ -289,7 +292,7 @@ class Sender:
             if not isinstance(result, dict) or result.get("outcome") not in READ_OUTCOMES:
                 raise PeerError(f"{p.id}: its answer to read acknowledgements is malformed")
             if result["outcome"] == REJECTED:
-                log.warning("read_ack_rejected", partner=p.id, message=read.message_id,
+                log.warning("read_ack_rejected", message=read.message_id,
                             reason=str(result.get("reason"))[:64])
         self.partners.mark(p, up=True)
         await self.store.forget_reads(p.id, [r.seq for r in reads])
@@ -345,7 +348,7 @@ class Sender:
                                            raw, sent_ms, received_ms, key.key_id))
         except (ValueError, KeyError, TypeError, AttributeError, CryptoError) as exc:
             message = exc.message if isinstance(exc, CryptoError) else str(exc)
-            log.error("receipts_refused", partner=p.id, error=message)
+            log.error("receipts_refused", error=message)
             raise PeerError(f"{p.id}: receipts refused ({message})") from None
         self.partners.mark(p, up=True)
         return await self.store.record_relay(p.id, results)
