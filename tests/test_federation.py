@@ -11,9 +11,11 @@ import asyncio
 import base64
 import contextlib
 import gc
+import hashlib
 import json
 import socket
 import sqlite3
+import struct
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -646,6 +648,48 @@ async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http)
     (note,) = await post_batch(vn, kh, http, batch_of([(envelope, bytes(bad))]))
     assert '"outcome":"rejected","reason":"bad_binding"' in note
     assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(0,)]
+
+
+def resigned(envelope: bytes, key: OfficerSigningKey,
+             change: Callable[[bytes, bytes, bytes], tuple[bytes, bytes]]) -> bytes:
+    """``envelope`` with its header and what follows the header (up to the signature)
+    replaced by ``change(header, rest)``, the header length set again, signed by ``key``:
+    bytes whose signature verifies, whatever they hold."""
+    signed = envelope[:-64]
+    (length,) = struct.unpack_from(">H", signed, 13)
+    header, rest = change(signed[15 : 15 + length], signed[15 + length :])
+    body = signed[:13] + struct.pack(">H", len(header)) + header + rest
+    return body + key.sign(body)
+
+
+async def test_a_signed_but_malformed_envelope_is_rejected_malformed_envelope(vn_kh,
+                                                                             http) -> None:
+    """An envelope whose signature verifies but whose inside is not a valid envelope is
+    refused ``malformed_envelope`` (not ``bad_signature``: the officer did sign it)."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    (sent,), rows = await relayable(vn, kh, a, 1)
+    envelope, binding = rows[sent]
+    (count,) = struct.unpack_from(">H", envelope, 15 + struct.unpack_from(">H", envelope, 13)[0])
+    assert count == 1
+    variants = [
+        # a header field twice
+        lambda h, r: (h[:-1] + b',"kind":"case"}', r),
+        # a header field the format does not have
+        lambda h, r: (h[:-1] + b',"case":"K-1"}', r),
+        # two wrapped keys for the header's one recipient
+        lambda h, r: (h, struct.pack(">H", 2) + r[2:82] + bytes(80) + r[82:]),
+        # a byte between the ciphertext and the signature
+        lambda h, r: (h, r + b"\x00"),
+    ]
+    items = [(resigned(envelope, a.creds.signing, v), binding) for v in variants]
+    notes = await post_batch(vn, kh, http, batch_of([*items, (envelope, binding)]))
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    assert [(r.message_id, r.outcome, r.reason) for r in receipts] == [
+        ("", "rejected", "malformed_envelope")] * 4 + [(sent, "accepted", None)]
+    assert [r.digest for r in receipts[:4]] == [hashlib.sha256(e).hexdigest()
+                                                for e, _ in items]
+    assert kh.rows("SELECT id FROM messages") == [(sent,)]
 
 
 async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http) -> None:

@@ -27,7 +27,7 @@ from gateway.clock import Clock
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelopes_on
 from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
 from gateway.crypto.worker import CryptoWorker
-from gateway.errors import ClientError, CryptoError
+from gateway.errors import ClientError, CryptoError, MalformedError
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partner
 from gateway.federation.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt
@@ -227,6 +227,9 @@ class Receiver:
                         if isinstance(p, _Refused):
                             raise p
                         outcome = next(outcomes)
+                        if isinstance(outcome, MalformedError):
+                            # The signature verified: what it covers is not an envelope.
+                            raise _Refused("", p.digest, "malformed_envelope")
                         if isinstance(outcome, CryptoError):
                             raise _Refused("", p.digest, "bad_signature")
                         checked.append(self._bound(partner, p, outcome))
