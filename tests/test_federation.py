@@ -563,6 +563,41 @@ async def test_receipts_refused_while_the_next_batch_was_in_flight(tmp_path, htt
         assert proxy.tampered[0].encode() not in vn.database.read_bytes()
 
 
+class DuplicatingProxy(Proxy):
+    """Passes on the next ``duplicate`` answers to a batch with the key ``receipts`` twice:
+    first a list of forged notes, then the partner's own (which a parser keeping the last
+    value would take)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.duplicate = 0
+
+    def answer(self, status: int, data: bytes) -> bytes:
+        if status != 200 or self.duplicate <= 0:
+            return data
+        self.duplicate -= 1
+        assert data.startswith(b'{"receipts":')
+        return b'{"receipts":["forged"],' + data[1:]
+
+
+async def test_a_receipt_answer_with_a_duplicated_key_is_refused(tmp_path, http) -> None:
+    """JSON from a partner is strict everywhere: an answer naming ``receipts`` twice is
+    refused as a whole (nothing recorded, the batch sent again, then answered duplicate),
+    not read as whichever copy the parser keeps."""
+    async with behind_proxy(tmp_path, http, DuplicatingProxy) as (vn, kh, proxy):
+        a, _ = await officers(vn, kh, http)
+        proxy.duplicate = 1
+        with capture_logs() as logs:
+            (sent,) = await sent_to_kh(a, 1, "flash")
+            await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
+                        "the resend")
+        assert proxy.duplicate == 0
+        refused = [e for e in logs if e["event"] == "receipts_refused"]
+        assert [e["error"] for e in refused] == ["a JSON object has a duplicate key"]
+        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(1,)]
+        assert vn.rows("SELECT message_id, outcome FROM receipts") == [(sent, "duplicate")]
+
+
 # --- hop requests that must be refused -----------------------------------------------------
 
 
