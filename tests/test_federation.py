@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import random
 import socket
 import sqlite3
 import struct
@@ -40,12 +41,13 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteVerifier
+from gateway.errors import ConfigError
 from gateway.federation.hop import sign_hop
 from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.federation.receipts import open_receipt
-from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
-from gateway.federation.sender import batch_body
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, MAX_BATCH_ITEMS, READS_MEDIA_TYPE
+from gateway.federation.sender import batch_body, within_bytes
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
@@ -954,3 +956,59 @@ def test_a_batch_body_is_the_compact_json_of_its_messages() -> None:
         for item in items]}, separators=(",", ":")).encode()
     assert batch_body(items) == expected
     assert json.loads(batch_body([])) == {"v": 1, "messages": []}
+
+
+def test_batch_size_cannot_exceed_what_every_receiver_accepts(tmp_path) -> None:
+    """A sender's ``batch_size`` is capped at the protocol's limit, the count any receiver
+    accepts (docs/PROTOCOL.md 10.4), so no configuration makes batches that are refused."""
+    gw = make(tmp_path, "vn-mps")
+    gw.federation["batch_size"] = MAX_BATCH_ITEMS
+    assert gw.config().federation.batch_size == 5000
+    gw.federation["batch_size"] = MAX_BATCH_ITEMS + 1
+    with pytest.raises(ConfigError, match="batch_size"):
+        gw.config()
+
+
+def test_a_batch_is_cut_to_the_body_size_a_receiver_accepts() -> None:
+    """``batch_bytes`` bounds the body as sent (base64), not the envelopes as stored: the
+    batch is the longest head of the queue whose body fits, and never empty."""
+    rng = random.Random(19)
+    for _ in range(300):
+        items = [OutboxItem(f"m{i}", "d", bytes(rng.randrange(3000)),
+                            None if rng.random() < 0.3 else bytes(rng.randrange(900)), 0, 0)
+                 for i in range(rng.randrange(1, 12))]
+        whole = len(batch_body(items))
+        assert within_bytes(items, whole) == items
+        if len(items) > 1:
+            assert within_bytes(items, whole - 1) == items[:-1]
+        limit = rng.randrange(20, 20_000)
+        cut = within_bytes(items, limit)
+        assert cut == items[:len(cut)] and cut
+        assert len(cut) == 1 or len(batch_body(cut)) <= limit
+        assert cut == items or len(batch_body(items[:len(cut) + 1])) > limit
+
+
+async def test_batches_fit_the_partners_batch_bytes_after_base64(tmp_path, http) -> None:
+    """Thirty 5 KiB messages queued for a partner that accepts 64 KiB bodies: counted as
+    stored, twelve fit in 64 KiB; in base64 their body would be refused 413. Each batch
+    must fit as sent, so the backlog drains without a refused batch."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    vn.federation["batch_bytes"] = kh.federation["batch_bytes"] = 64 * 1024
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a, _ = await officers(vn, kh, http)
+        await kh.stop()
+        ids = []
+        for i in range(30):
+            answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                                  {"type": "hotline", "text": f"{i}" + "x" * 5000})
+            ids.append(answer["id"])
+        with capture_logs() as logs:
+            await kh.start()
+            await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox") == [(0,)], "the drain")
+        assert [e["error"] for e in logs if e["event"] == "relay_failed"] == []
+        assert [r[0] for r in kh.rows("SELECT message_id FROM inbox ORDER BY seq")] == ids
+    finally:
+        await stop_all(vn, kh)
+

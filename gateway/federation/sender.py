@@ -204,7 +204,7 @@ class Sender:
                                               self.settings.batch_bytes)
         if busy:
             batch = [item for item in batch if item.message_id not in busy]
-        return batch[:size]
+        return within_bytes(batch[:size], self.settings.batch_bytes)
 
     async def prefetch(self, size: int) -> _Batch:
         """While a batch is in flight: expire what is due, then read and encode the batch
@@ -368,6 +368,24 @@ def batch_body(batch: list[OutboxItem]) -> bytes:
                 else b'"' + base64.b64encode(item.binding) + b'"') + b"}"
              for item in batch]
     return b'{"v":1,"messages":[' + b",".join(items) + b"]}"
+
+
+def within_bytes(batch: list[OutboxItem], max_bytes: int) -> list[OutboxItem]:
+    """The first messages of ``batch`` whose :func:`batch_body` is at most ``max_bytes``
+    (``batch_bytes``, the limit a receiver applies to the body); at least one, so that a
+    message too large for any batch is still tried, alone. The store's byte limit counts
+    envelopes and bindings as stored, while the body holds them in base64, a third more."""
+    size = len(b'{"v":1,"messages":[]}')
+    for i, item in enumerate(batch):
+        size += (i > 0) + len(b'{"envelope":"","binding":}') + _b64_size(len(item.envelope)) \
+            + (4 if item.binding is None else _b64_size(len(item.binding)) + 2)
+        if i and size > max_bytes:
+            return batch[:i]
+    return batch
+
+
+def _b64_size(n: int) -> int:
+    return 4 * ((n + 2) // 3)
 
 
 async def _reads_of(query: asyncio.Task[list[QueuedRead]]) -> list[QueuedRead]:
