@@ -33,6 +33,7 @@ from gateway.app import create_app
 from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER, STORE
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
+from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
@@ -727,6 +728,35 @@ async def test_a_signed_but_malformed_envelope_is_rejected_malformed_envelope(vn
     assert [r.digest for r in receipts[:4]] == [hashlib.sha256(e).hexdigest()
                                                 for e, _ in items]
     assert kh.rows("SELECT id FROM messages") == [(sent,)]
+
+
+async def test_an_envelope_created_beyond_the_clock_skew_is_rejected_bad_time(vn_kh,
+                                                                             http) -> None:
+    """``created`` may lie ahead of the receiver's clock by the client skew the sender
+    allowed (``clock_skew_seconds``) plus the gateways' (``hop_window_seconds``): 300 +
+    60 s by default. Further ahead, within the binding or not, it is refused ``bad_time``
+    (the officers' channel's code for the same fault)."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    _, rows = await relayable(vn, kh, a, 1)
+    ((_, binding),) = rows.values()
+    assert kh.app is not None
+    now = kh.app[CLOCK].now_ms()
+
+    def sealed(ahead_ms: int) -> bytes:
+        mid = new_message_id()
+        header = EnvelopeHeader(id=mid, kind="hotline", priority="flash",
+                                sender="border-liaison@vn-mps",
+                                recipient="anti-trafficking@kh-cnp", created=now + ahead_ms,
+                                expires=now + 86_400_000, thread=mid)
+        return seal_envelope(header, b'{"type":"hotline","text":"x"}', a.creds.signing,
+                             [k.creds.encryption.public])
+    envelopes = [sealed(ms) for ms in (350_000, 600_000, 3_600_000)]
+    notes = await post_batch(vn, kh, http, batch_of([(e, binding) for e in envelopes]))
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    assert [(r.outcome, r.reason) for r in receipts] == [
+        ("accepted", None), ("rejected", "bad_time"), ("rejected", "bad_time")]
+    assert kh.rows("SELECT COUNT(*) FROM messages") == [(1,)]
 
 
 async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http) -> None:

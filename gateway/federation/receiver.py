@@ -4,10 +4,11 @@ A batch is accepted only from a partner whose hop signature verifies. Each messa
 then checked on its own: the sending officer's binding must be signed by the calling
 partner and cover the sender desk and the time; the envelope must verify with the
 officer's key; the recipient desk must exist here and at least one of its current officers
-must be able to open it; it must not have expired. Accepted messages are committed
-together (group commit) before any receipt is sent; the receipts are signed while that
-commit runs. A resend of a stored message gets a ``duplicate`` receipt, which is only ever
-given for a message that is durably stored.
+must be able to open it; it must not have expired, nor have been created further ahead of
+this gateway's clock than the clocks of a client and two gateways may differ. Accepted
+messages are committed together (group commit) before any receipt is sent; the receipts
+are signed while that commit runs. A resend of a stored message gets a ``duplicate``
+receipt, which is only ever given for a message that is durably stored.
 
 The sending side is gateway.federation.sender.
 """
@@ -61,13 +62,17 @@ class Receiver:
     """Checks, stores and answers the batches partners relay to this gateway."""
 
     def __init__(self, store: Store, directory: DirectoryService, identity: Identity,
-                 clock: Clock, worker: CryptoWorker, max_envelope: int) -> None:
+                 clock: Clock, worker: CryptoWorker, max_envelope: int, *,
+                 max_ahead_ms: int) -> None:
         self.store = store
         self.worker = worker
         self.directory = directory
         self.identity = identity
         self.clock = clock
         self.max_envelope = max_envelope
+        # How far an envelope's ``created`` may lie ahead of this gateway's clock: the
+        # client's skew the sending gateway allowed, plus the two gateways' (hop window).
+        self.max_ahead_ms = max_ahead_ms
 
     async def receive(self, partner: Partner, caller_key: VerifyKey,
                       body: bytes) -> tuple[list[str], set[str]]:
@@ -260,6 +265,8 @@ class Receiver:
             reason = "no_current_recipient"
         elif h.expires <= now:
             reason = "expired"
+        elif h.created > now + self.max_ahead_ms:
+            reason = "bad_time"
         if reason is not None:
             return self._receipt(partner, h.id, envelope.digest, REJECTED, reason, now)
         return envelope
