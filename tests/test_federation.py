@@ -14,9 +14,11 @@ import gc
 import hashlib
 import json
 import random
+import re
 import socket
 import sqlite3
 import struct
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -42,7 +44,8 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteVerifier
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PeerError
+from gateway.federation.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from gateway.federation.hop import sign_hop
 from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
@@ -974,6 +977,59 @@ async def test_a_partner_never_heard_from_gives_clear_errors_and_stores_nothing(
                        ) == [(0, 0)]
     finally:
         await stop_all(vn)
+
+
+async def test_a_descriptor_past_its_valid_until_is_refused(tmp_path, http) -> None:
+    """A gateway signs a fresh descriptor (valid a day) for every request; one whose
+    ``valid_until`` has passed is an old copy: refused like one that does not verify, and
+    the partner is not updated from it."""
+    kh_key = GatewaySigningKey.generate()
+    now_ms = int(time.time() * 1000)
+    served = {"valid_until": now_ms - 1}
+
+    async def descriptor(_: web.Request) -> web.Response:
+        issued = served["valid_until"] - 86_400_000
+        note = sign_descriptor(Descriptor("kh-cnp", "http://127.0.0.1:1", kh_key.public,
+                                          "fpg/kh-cnp", issued, served["valid_until"]), kh_key)
+        return web.Response(body=note, content_type="text/plain")
+    fake = web.Application()
+    fake.router.add_get(DESCRIPTOR_PATH, descriptor)
+    runner = web.AppRunner(fake, handle_signals=False, access_log=None)
+    await runner.setup()
+    sock = free_socket()
+    await web.SockSite(runner, sock).start()
+    vn = make(tmp_path, "vn-mps")
+    vn.partners["kh-cnp"] = (f"http://127.0.0.1:{sock.getsockname()[1]}",
+                             kh_key.public.fingerprint)
+    await started(vn)
+    try:
+        # What a gateway serves: valid a day from now, the fingerprint in its text form.
+        async with http.get(vn.url + DESCRIPTOR_PATH) as r:
+            own = json.loads((await r.read()).split(b"\n")[1])
+        assert own["valid_until"] - own["issued"] == 86_400_000
+        assert abs(own["issued"] - now_ms) < 60_000
+        (key,) = own["keys"]
+        assert key["fingerprint"] == vn.key.public.fingerprint
+        assert re.fullmatch(r"[A-Z2-7]{4}( [A-Z2-7]{4}){7}", key["fingerprint"])
+        assert vn.app is not None
+        partner = vn.app[PARTNERS].get("kh-cnp")
+        assert partner is not None
+        with capture_logs() as logs:
+            with pytest.raises(PeerError, match="descriptor expired"):
+                await vn.app[PARTNERS].refresh(partner)
+        assert partner.descriptor is None
+        # (its refresh loop may have tried again meanwhile: the same refusal)
+        refused = {(e["event"], e["error"]) for e in logs if e.get("partner") == "kh-cnp"
+                   and e["event"].startswith("partner_descriptor")}
+        assert refused == {("partner_descriptor_refused", "expired")}
+        served["valid_until"] = now_ms + 86_400_000  # fresh: accepted (then no directory)
+        with pytest.raises(PeerError, match="directory request answered HTTP 404"):
+            await vn.app[PARTNERS].refresh(partner)
+        assert partner.descriptor is not None
+        assert partner.descriptor.valid_until == served["valid_until"]
+    finally:
+        await stop_all(vn)
+        await runner.cleanup()
 
 
 def test_a_batch_body_is_the_compact_json_of_its_messages() -> None:
