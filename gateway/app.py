@@ -52,7 +52,8 @@ from gateway.errors import GatewayError, LedgerError
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
-from gateway.federation.relay import Receiver, Sender
+from gateway.federation.receiver import Receiver
+from gateway.federation.sender import Sender
 from gateway.federation.witness import Witness
 from gateway.httpbody import BODY_TIMEOUT
 from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint
@@ -182,7 +183,9 @@ async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
                                int(config.federation.hop_window_seconds * 1000),
                                partners.trusted, partners.learn_key)
         app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK], worker,
-                                 config.server.max_body_bytes)
+                                 config.server.max_body_bytes, max_ahead_ms=int(
+                                     (config.officers.clock_skew_seconds
+                                      + config.federation.hop_window_seconds) * 1000))
         app[DELIVERY] = Delivery(
             store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
             max_envelope=config.server.max_body_bytes,

@@ -10,7 +10,7 @@ from gateway.crypto.worker import CryptoWorker
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
-from gateway.federation.relay import Receiver
+from gateway.federation.receiver import Receiver
 from gateway.federation.witness import Witness
 from gateway.ledger.ledger import Ledger
 from gateway.metrics import Metrics

@@ -192,9 +192,12 @@ class TrustAnchorSection:
 class FederationSection:
     hop_window_seconds: float = _key(60.0, _range(1, 3600),
                                      doc="how far a hop request's timestamp may be from now")
-    batch_size: int = _key(256, _range(1, 5000), doc="most messages per relay batch")
+    batch_size: int = _key(256, _range(1, 5000),
+                           doc="most messages per relay batch sent (the protocol's limit is "
+                           "5,000; batches of any size up to it are accepted)")
     batch_bytes: int = _key(8 * 1024 * 1024, _range(64 * 1024, 64 * 1024 * 1024),
-                            doc="largest relay batch body sent or accepted")
+                            doc="largest relay batch body sent (base64 and JSON included) "
+                            "or accepted")
     retry_first_seconds: float = _key(0.5, _range(0.01, 60),
                                       doc="first wait after a failed relay attempt")
     retry_max_seconds: float = _key(120.0, _range(0.1, 3600),

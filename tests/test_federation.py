@@ -11,9 +11,14 @@ import asyncio
 import base64
 import contextlib
 import gc
+import hashlib
 import json
+import random
+import re
 import socket
 import sqlite3
+import struct
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,12 +27,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER, STORE
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.config import parse_config
+from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
@@ -36,11 +44,14 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteVerifier
+from gateway.errors import ConfigError, PeerError
+from gateway.federation.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from gateway.federation.hop import sign_hop
 from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.federation.receipts import open_receipt
-from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, MAX_BATCH_ITEMS, READS_MEDIA_TYPE
+from gateway.federation.sender import batch_body, within_bytes
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
@@ -558,6 +569,41 @@ async def test_receipts_refused_while_the_next_batch_was_in_flight(tmp_path, htt
         assert proxy.tampered[0].encode() not in vn.database.read_bytes()
 
 
+class DuplicatingProxy(Proxy):
+    """Passes on the next ``duplicate`` answers to a batch with the key ``receipts`` twice:
+    first a list of forged notes, then the partner's own (which a parser keeping the last
+    value would take)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.duplicate = 0
+
+    def answer(self, status: int, data: bytes) -> bytes:
+        if status != 200 or self.duplicate <= 0:
+            return data
+        self.duplicate -= 1
+        assert data.startswith(b'{"receipts":')
+        return b'{"receipts":["forged"],' + data[1:]
+
+
+async def test_a_receipt_answer_with_a_duplicated_key_is_refused(tmp_path, http) -> None:
+    """JSON from a partner is strict everywhere: an answer naming ``receipts`` twice is
+    refused as a whole (nothing recorded, the batch sent again, then answered duplicate),
+    not read as whichever copy the parser keeps."""
+    async with behind_proxy(tmp_path, http, DuplicatingProxy) as (vn, kh, proxy):
+        a, _ = await officers(vn, kh, http)
+        proxy.duplicate = 1
+        with capture_logs() as logs:
+            (sent,) = await sent_to_kh(a, 1, "flash")
+            await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0,
+                        "the resend")
+        assert proxy.duplicate == 0
+        refused = [e for e in logs if e["event"] == "receipts_refused"]
+        assert [e["error"] for e in refused] == ["a JSON object has a duplicate key"]
+        assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(1,)]
+        assert vn.rows("SELECT message_id, outcome FROM receipts") == [(sent, "duplicate")]
+
+
 # --- hop requests that must be refused -----------------------------------------------------
 
 
@@ -643,6 +689,77 @@ async def test_a_relayed_envelope_with_a_forged_binding_is_rejected(vn_kh, http)
     (note,) = await post_batch(vn, kh, http, batch_of([(envelope, bytes(bad))]))
     assert '"outcome":"rejected","reason":"bad_binding"' in note
     assert kh.rows("SELECT COUNT(*) FROM messages WHERE id = ?", sent) == [(0,)]
+
+
+def resigned(envelope: bytes, key: OfficerSigningKey,
+             change: Callable[[bytes, bytes, bytes], tuple[bytes, bytes]]) -> bytes:
+    """``envelope`` with its header and what follows the header (up to the signature)
+    replaced by ``change(header, rest)``, the header length set again, signed by ``key``:
+    bytes whose signature verifies, whatever they hold."""
+    signed = envelope[:-64]
+    (length,) = struct.unpack_from(">H", signed, 13)
+    header, rest = change(signed[15 : 15 + length], signed[15 + length :])
+    body = signed[:13] + struct.pack(">H", len(header)) + header + rest
+    return body + key.sign(body)
+
+
+async def test_a_signed_but_malformed_envelope_is_rejected_malformed_envelope(vn_kh,
+                                                                             http) -> None:
+    """An envelope whose signature verifies but whose inside is not a valid envelope is
+    refused ``malformed_envelope`` (not ``bad_signature``: the officer did sign it)."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    (sent,), rows = await relayable(vn, kh, a, 1)
+    envelope, binding = rows[sent]
+    (count,) = struct.unpack_from(">H", envelope, 15 + struct.unpack_from(">H", envelope, 13)[0])
+    assert count == 1
+    variants = [
+        # a header field twice
+        lambda h, r: (h[:-1] + b',"kind":"case"}', r),
+        # a header field the format does not have
+        lambda h, r: (h[:-1] + b',"case":"K-1"}', r),
+        # two wrapped keys for the header's one recipient
+        lambda h, r: (h, struct.pack(">H", 2) + r[2:82] + bytes(80) + r[82:]),
+        # a byte between the ciphertext and the signature
+        lambda h, r: (h, r + b"\x00"),
+    ]
+    items = [(resigned(envelope, a.creds.signing, v), binding) for v in variants]
+    notes = await post_batch(vn, kh, http, batch_of([*items, (envelope, binding)]))
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    assert [(r.message_id, r.outcome, r.reason) for r in receipts] == [
+        ("", "rejected", "malformed_envelope")] * 4 + [(sent, "accepted", None)]
+    assert [r.digest for r in receipts[:4]] == [hashlib.sha256(e).hexdigest()
+                                                for e, _ in items]
+    assert kh.rows("SELECT id FROM messages") == [(sent,)]
+
+
+async def test_an_envelope_created_beyond_the_clock_skew_is_rejected_bad_time(vn_kh,
+                                                                             http) -> None:
+    """``created`` may lie ahead of the receiver's clock by the client skew the sender
+    allowed (``clock_skew_seconds``) plus the gateways' (``hop_window_seconds``): 300 +
+    60 s by default. Further ahead, within the binding or not, it is refused ``bad_time``
+    (the officers' channel's code for the same fault)."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    _, rows = await relayable(vn, kh, a, 1)
+    ((_, binding),) = rows.values()
+    assert kh.app is not None
+    now = kh.app[CLOCK].now_ms()
+
+    def sealed(ahead_ms: int) -> bytes:
+        mid = new_message_id()
+        header = EnvelopeHeader(id=mid, kind="hotline", priority="flash",
+                                sender="border-liaison@vn-mps",
+                                recipient="anti-trafficking@kh-cnp", created=now + ahead_ms,
+                                expires=now + 86_400_000, thread=mid)
+        return seal_envelope(header, b'{"type":"hotline","text":"x"}', a.creds.signing,
+                             [k.creds.encryption.public])
+    envelopes = [sealed(ms) for ms in (350_000, 600_000, 3_600_000)]
+    notes = await post_batch(vn, kh, http, batch_of([(e, binding) for e in envelopes]))
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    assert [(r.outcome, r.reason) for r in receipts] == [
+        ("accepted", None), ("rejected", "bad_time"), ("rejected", "bad_time")]
+    assert kh.rows("SELECT COUNT(*) FROM messages") == [(1,)]
 
 
 async def test_a_batch_checked_in_chunks_answers_every_item_in_order(vn_kh, http) -> None:
@@ -822,6 +939,20 @@ async def test_an_unreachable_partner_does_not_hold_up_the_others(tmp_path, http
 
 
 
+async def test_the_sender_names_its_partner_in_its_log_lines(vn_kh, http) -> None:
+    """The partner id is bound once in each sender task's log context, not passed at each
+    call: the lines of a failed relay still name it."""
+    vn, kh = vn_kh
+    a, _ = await officers(vn, kh, http)
+    await kh.stop()
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "x"})
+        await until(lambda: sum(e["event"] == "relay_failed" for e in logs) >= 2,
+                    "two failed attempts")
+    failed = [e for e in logs if e["event"] == "relay_failed"]
+    assert {e.get("partner") for e in failed} == {"kh-cnp"}
+
+
 # --- a partner that has never answered ------------------------------------------------------
 
 
@@ -848,6 +979,59 @@ async def test_a_partner_never_heard_from_gives_clear_errors_and_stores_nothing(
         await stop_all(vn)
 
 
+async def test_a_descriptor_past_its_valid_until_is_refused(tmp_path, http) -> None:
+    """A gateway signs a fresh descriptor (valid a day) for every request; one whose
+    ``valid_until`` has passed is an old copy: refused like one that does not verify, and
+    the partner is not updated from it."""
+    kh_key = GatewaySigningKey.generate()
+    now_ms = int(time.time() * 1000)
+    served = {"valid_until": now_ms - 1}
+
+    async def descriptor(_: web.Request) -> web.Response:
+        issued = served["valid_until"] - 86_400_000
+        note = sign_descriptor(Descriptor("kh-cnp", "http://127.0.0.1:1", kh_key.public,
+                                          "fpg/kh-cnp", issued, served["valid_until"]), kh_key)
+        return web.Response(body=note, content_type="text/plain")
+    fake = web.Application()
+    fake.router.add_get(DESCRIPTOR_PATH, descriptor)
+    runner = web.AppRunner(fake, handle_signals=False, access_log=None)
+    await runner.setup()
+    sock = free_socket()
+    await web.SockSite(runner, sock).start()
+    vn = make(tmp_path, "vn-mps")
+    vn.partners["kh-cnp"] = (f"http://127.0.0.1:{sock.getsockname()[1]}",
+                             kh_key.public.fingerprint)
+    await started(vn)
+    try:
+        # What a gateway serves: valid a day from now, the fingerprint in its text form.
+        async with http.get(vn.url + DESCRIPTOR_PATH) as r:
+            own = json.loads((await r.read()).split(b"\n")[1])
+        assert own["valid_until"] - own["issued"] == 86_400_000
+        assert abs(own["issued"] - now_ms) < 60_000
+        (key,) = own["keys"]
+        assert key["fingerprint"] == vn.key.public.fingerprint
+        assert re.fullmatch(r"[A-Z2-7]{4}( [A-Z2-7]{4}){7}", key["fingerprint"])
+        assert vn.app is not None
+        partner = vn.app[PARTNERS].get("kh-cnp")
+        assert partner is not None
+        with capture_logs() as logs:
+            with pytest.raises(PeerError, match="descriptor expired"):
+                await vn.app[PARTNERS].refresh(partner)
+        assert partner.descriptor is None
+        # (its refresh loop may have tried again meanwhile: the same refusal)
+        refused = {(e["event"], e["error"]) for e in logs if e.get("partner") == "kh-cnp"
+                   and e["event"].startswith("partner_descriptor")}
+        assert refused == {("partner_descriptor_refused", "expired")}
+        served["valid_until"] = now_ms + 86_400_000  # fresh: accepted (then no directory)
+        with pytest.raises(PeerError, match="directory request answered HTTP 404"):
+            await vn.app[PARTNERS].refresh(partner)
+        assert partner.descriptor is not None
+        assert partner.descriptor.valid_until == served["valid_until"]
+    finally:
+        await stop_all(vn)
+        await runner.cleanup()
+
+
 def test_a_batch_body_is_the_compact_json_of_its_messages() -> None:
     items = [OutboxItem(f"m{i}", f"d{i}", b"\x00\xff" * i + b"env",
                         None if i % 2 else b"bind" * i, 0, 0)
@@ -858,3 +1042,59 @@ def test_a_batch_body_is_the_compact_json_of_its_messages() -> None:
         for item in items]}, separators=(",", ":")).encode()
     assert batch_body(items) == expected
     assert json.loads(batch_body([])) == {"v": 1, "messages": []}
+
+
+def test_batch_size_cannot_exceed_what_every_receiver_accepts(tmp_path) -> None:
+    """A sender's ``batch_size`` is capped at the protocol's limit, the count any receiver
+    accepts (docs/PROTOCOL.md 10.4), so no configuration makes batches that are refused."""
+    gw = make(tmp_path, "vn-mps")
+    gw.federation["batch_size"] = MAX_BATCH_ITEMS
+    assert gw.config().federation.batch_size == 5000
+    gw.federation["batch_size"] = MAX_BATCH_ITEMS + 1
+    with pytest.raises(ConfigError, match="batch_size"):
+        gw.config()
+
+
+def test_a_batch_is_cut_to_the_body_size_a_receiver_accepts() -> None:
+    """``batch_bytes`` bounds the body as sent (base64), not the envelopes as stored: the
+    batch is the longest head of the queue whose body fits, and never empty."""
+    rng = random.Random(19)
+    for _ in range(300):
+        items = [OutboxItem(f"m{i}", "d", bytes(rng.randrange(3000)),
+                            None if rng.random() < 0.3 else bytes(rng.randrange(900)), 0, 0)
+                 for i in range(rng.randrange(1, 12))]
+        whole = len(batch_body(items))
+        assert within_bytes(items, whole) == items
+        if len(items) > 1:
+            assert within_bytes(items, whole - 1) == items[:-1]
+        limit = rng.randrange(20, 20_000)
+        cut = within_bytes(items, limit)
+        assert cut == items[:len(cut)] and cut
+        assert len(cut) == 1 or len(batch_body(cut)) <= limit
+        assert cut == items or len(batch_body(items[:len(cut) + 1])) > limit
+
+
+async def test_batches_fit_the_partners_batch_bytes_after_base64(tmp_path, http) -> None:
+    """Thirty 5 KiB messages queued for a partner that accepts 64 KiB bodies: counted as
+    stored, twelve fit in 64 KiB; in base64 their body would be refused 413. Each batch
+    must fit as sent, so the backlog drains without a refused batch."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    vn.federation["batch_bytes"] = kh.federation["batch_bytes"] = 64 * 1024
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a, _ = await officers(vn, kh, http)
+        await kh.stop()
+        ids = []
+        for i in range(30):
+            answer = await a.send("hotline", "anti-trafficking@kh-cnp",
+                                  {"type": "hotline", "text": f"{i}" + "x" * 5000})
+            ids.append(answer["id"])
+        with capture_logs() as logs:
+            await kh.start()
+            await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox") == [(0,)], "the drain")
+        assert [e["error"] for e in logs if e["event"] == "relay_failed"] == []
+        assert [r[0] for r in kh.rows("SELECT message_id FROM inbox ORDER BY seq")] == ids
+    finally:
+        await stop_all(vn, kh)
+

@@ -70,7 +70,7 @@ from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
 )
-from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import server_settings
 from gateway.officers.delivery import read_text
 from gateway.officers.directory import Binding
@@ -647,6 +647,42 @@ def test_fixed_defect_a_well_signed_deeply_nested_batch(world: World, path: str)
     run_cases(world, [Case("deeply nested JSON", "POST", path,
                            {**world.hop("POST", path, body), "Content-Type": media}, body,
                            400, "bad_batch")], f"POST {path}")
+
+
+@pytest.mark.parametrize("path", [FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH])
+def test_whole_batch_refusals_are_the_documented_ones(world: World, path: str) -> None:
+    """docs/PROTOCOL.md 10.4: a body over ``batch_bytes`` is 413 ``too_large``, another
+    media type 415 ``unsupported_media_type``, and a body that is not 1 to 5,000 items in
+    strict JSON (no key twice, at any depth) 400 ``bad_batch``; nothing is stored. 5,000
+    items are within the limit (each refused on its own)."""
+    media, key = ((BATCH_MEDIA_TYPE, "messages") if path == FEDERATION_MESSAGES_PATH
+                  else (READS_MEDIA_TYPE, "reads"))
+    valid = world.batch if path == FEDERATION_MESSAGES_PATH else world.reads
+
+    def items(n: int) -> bytes:
+        return f'{{"v":1,"{key}":[{",".join(["1"] * n)}]}}'.encode()
+
+    def case(name: str, body: bytes, expect: int, code: str | None,
+             content_type: str = media) -> Case:
+        return Case(name, "POST", path, {**world.hop("POST", path, body),
+                                         "Content-Type": content_type}, body, expect, code)
+
+    item = json.loads(valid)[key][0]
+    first = next(iter(item))
+    doubled = json.dumps(item)[:-1] + f', "{first}": {json.dumps(item[first])}}}'
+    run_cases(world, [
+        case("one byte over batch_bytes", b" " * (BATCH_BYTES + 1), 413, "too_large"),
+        case("a valid batch as application/json", valid, 415, "unsupported_media_type",
+             "application/json"),
+        case("no items", items(0), 400, "bad_batch"),
+        case("5,001 items", items(5001), 400, "bad_batch"),
+        case("version 2", valid.replace(b'"v": 1', b'"v": 2'), 400, "bad_batch"),
+        case("the key v twice", b'{"v":1,' + valid[1:], 400, "bad_batch"),
+        case(f"an item with {first} twice",
+             f'{{"v":1,"{key}":[{doubled}]}}'.encode(), 400, "bad_batch"),
+        case("5,000 items", items(5000), 200, None),
+    ], f"POST {path}")
+    assert json.loads(doubled)[first] == item[first]  # lax JSON would read the valid item
 
 
 def test_fixed_defect_a_binding_with_an_infinite_time(world: World) -> None:

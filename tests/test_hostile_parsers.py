@@ -348,6 +348,21 @@ def test_a_replayed_hop_request_is_refused_even_with_its_time_rewritten() -> Non
         assert refused.value.code == "hop_replay"
 
 
+def test_a_hop_signature_of_the_wrong_length_is_hop_malformed() -> None:
+    """A signature that is not 64 bytes is malformed, like a key that is not 32: no key
+    could have made it, so it is not reported as one that failed to verify."""
+    headers = sign_hop(GW, PARTNER, ME, "POST", HOP_PATH, HOP_BODY, T0)
+    signature = base64.b64decode(headers[H_SIGNATURE])
+    for wrong in (signature[:63], signature + b"\x00", signature[:1], signature * 2):
+        edited = {**headers, H_SIGNATURE: base64.b64encode(wrong).decode()}
+        with pytest.raises(GatewayError) as refused:
+            hop_verifier(ManualClock(T0)).verify("POST", HOP_PATH, CIMultiDict(edited),
+                                                 HOP_BODY)
+        assert (refused.value.code, refused.value.http_status) == ("hop_malformed", 401)
+    assert hop_verifier(ManualClock(T0)).verify(
+        "POST", HOP_PATH, CIMultiDict(headers), HOP_BODY) == (PARTNER, GW.public)
+
+
 # --- signed notes ------------------------------------------------------------------------------
 
 NOTE_TEXT = "fpg test v1\nline two\n"

@@ -41,7 +41,7 @@ from gateway.federation.descriptor import (
 from gateway.federation.hop import HopVerifier, sign_hop
 from gateway.federation.identity import Identity
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
-from gateway.federation.relay import BATCH_MEDIA_TYPE
+from gateway.federation.receiver import BATCH_MEDIA_TYPE
 from gateway.federation.roster import RosterEntry, make_roster, open_roster
 from gateway.federation.rotation import (
     MAX_HISTORY,

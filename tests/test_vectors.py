@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -107,6 +109,66 @@ def test_documented_hop_request_and_receipt_verify() -> None:
     # The documented bytes are these: the block in docs/PROTOCOL.md shows them.
     assert f["receipt"].decode("utf-8").rstrip("\n") in block()
     assert f["headers"]["FPG-Hop-Signature"] in block()
+
+
+async def test_a_gateway_answers_the_documented_hop_request_with_the_documented_receipt(
+        tmp_path, aiohttp_client) -> None:
+    """Vector 5 is a valid relay batch: kh-cnp, running with the vector keys, its desk's
+    three officers holding vector 1's recipient keys, and its clock at T0 + 1.5 s, accepts
+    the documented request (with the sending officer's binding, section 10.4) and answers
+    exactly the documented receipt."""
+    from gateway.app import create_app
+    from gateway.appkeys import CLOCK, STORE
+    from gateway.cli.vectors import NOTE_KEY_LABEL, VN_GATEWAY_LABEL, federation_statements
+    from gateway.client.api import enroll
+    from gateway.clock import ManualClock
+    from gateway.config import parse_config
+    from gateway.crypto.keyfile import KeyBundle
+    from gateway.crypto.keys import ROLE_GATEWAY_SIGNING
+    from gateway.federation.hop import sign_hop
+    from gateway.federation.partners import FEDERATION_MESSAGES_PATH
+    from gateway.federation.receipts import open_receipt
+    from gateway.federation.receiver import BATCH_MEDIA_TYPE
+    from gateway.officers.enrollment import code_hash, new_code
+
+    f = federation_statements()
+    section = block().split("### Vector ")[len(vectors.VECTORS) + 3]
+    binding_text = _code_blocks(section)[0]
+    assert f["binding"] == (binding_text + "\n").encode()
+    vn = GatewaySigningKey(vectors.fixed(VN_GATEWAY_LABEL))
+    kh = GatewaySigningKey(vectors.fixed(NOTE_KEY_LABEL))
+    config = parse_config({
+        "gateway": {"id": "kh-cnp", "public_url": "http://127.0.0.1:1",
+                    "data_dir": str(tmp_path)},
+        "keys": {"file": "unused.key"},
+        "partners": [{"id": "vn-mps", "url": "http://127.0.0.1:1",
+                      "fingerprint": vn.public.fingerprint}],
+    }, tmp_path / "gateway.toml")
+    clock = ManualClock(vectors.T0 + 1500)
+    app = create_app(config, KeyBundle("kh-cnp", {ROLE_GATEWAY_SIGNING: kh}), clock=clock)
+    client = await aiohttp_client(app)
+    store, now = app[STORE], app[CLOCK].now_ms()
+    await store.add_desk("anti-trafficking", None, now)
+    for reader in vectors.VECTORS[0].recipients:
+        code = new_code()
+        await store.add_enrollment_code(code_hash(code), ["anti-trafficking"], now,
+                                        now + 3_600_000)
+        await enroll(client.session, str(client.make_url("/")), code,
+                     OfficerSigningKey.generate(), reader, fingerprint=kh.public.fingerprint)
+    answer = await client.post(FEDERATION_MESSAGES_PATH, data=f["body"],
+                               headers={**f["headers"], "Content-Type": BATCH_MEDIA_TYPE})
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["receipts"] == [f["receipt"].decode("utf-8")]
+    # Without the binding, the same envelope is refused: nothing vouches for its signer.
+    unbound = f["body"].replace(b'"binding":"' + base64.b64encode(f["binding"]) + b'"',
+                                b'"binding":null')
+    assert json.loads(unbound)["messages"][0]["binding"] is None
+    answer = await client.post(FEDERATION_MESSAGES_PATH, data=unbound, headers={
+        **sign_hop(vn, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, unbound,
+                   vectors.T0 + 1000), "Content-Type": BATCH_MEDIA_TYPE})
+    (note,) = (await answer.json())["receipts"]
+    receipt = open_receipt(note.encode(), "kh-cnp", [kh.public])
+    assert (receipt.outcome, receipt.reason) == ("rejected", "bad_binding")
 
 
 def test_documented_rotation_statement_verifies() -> None:

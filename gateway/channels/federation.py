@@ -22,7 +22,7 @@ from gateway.federation.partners import (
     FEDERATION_READS_PATH,
     Partner,
 )
-from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import read_body
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"

@@ -293,15 +293,30 @@ def _officer_vectors(number: int) -> list[str]:
 
 VN_GATEWAY_LABEL = "fpg vector vn-mps gateway signing"
 HOP_NONCE_LABEL = "fpg vector hop nonce"
+SENDER_OFFICER_ID = "off-8899aabbccddeeff"
+SENDER_ENCRYPTION_LABEL = "fpg vector sender encryption"  # vector 2's recipient
+
+
+def sender_binding() -> bytes:
+    """vn-mps's binding of vector 1's sender, the officer SENDER_OFFICER_ID of
+    border-liaison@vn-mps, valid for a year from T0: what vn-mps relays with the envelope."""
+    sender = VECTORS[0].sender
+    encryption = OfficerEncryptionKey(fixed(SENDER_ENCRYPTION_LABEL))
+    return Binding("vn-mps", SENDER_OFFICER_ID, (VECTORS[0].header.sender,), sender.public,
+                   encryption.public, T0, T0 + 365 * 86_400_000).sign(
+                       GatewaySigningKey(fixed(VN_GATEWAY_LABEL)))
 
 
 def federation_statements() -> dict[str, Any]:
-    """Vector 1 relayed from vn-mps to kh-cnp: the batch, its hop headers, the receipt."""
+    """Vector 1 relayed from vn-mps to kh-cnp: the sending officer's binding, the batch,
+    its hop headers, the receipt."""
     vn = GatewaySigningKey(fixed(VN_GATEWAY_LABEL))
     kh = GatewaySigningKey(fixed(NOTE_KEY_LABEL))
     envelope = VECTORS[0].seal()
+    binding = sender_binding()
     body = json.dumps({"v": 1, "messages": [
-        {"envelope": base64.b64encode(envelope).decode("ascii"), "binding": None}]},
+        {"envelope": base64.b64encode(envelope).decode("ascii"),
+         "binding": base64.b64encode(binding).decode("ascii")}]},
         separators=(",", ":")).encode("ascii")
     nonce = base64.urlsafe_b64encode(fixed(HOP_NONCE_LABEL)[:16]).decode("ascii").rstrip("=")
     when = T0 + 1000
@@ -311,7 +326,7 @@ def federation_statements() -> dict[str, Any]:
                        nonce)
     receipt = Receipt("kh-cnp", "vn-mps", VECTORS[0].header.id,
                       hashlib.sha256(envelope).hexdigest(), "accepted", None, T0 + 1500)
-    return {"body": body, "signed": signed, "headers": headers,
+    return {"binding": binding, "body": body, "signed": signed, "headers": headers,
             "receipt": receipt.sign(kh), "vn_public": vn.public.raw.hex()}
 
 
@@ -323,9 +338,17 @@ def _federation_vectors(number: int) -> list[str]:
     out.append(f"`vn-mps` (gateway signing seed SHA-256(\"{VN_GATEWAY_LABEL}\"), public key "
                f"`{f['vn_public']}`) posts to `kh-cnp` (the gateway key of vector 3) at "
                f"T0 + 1 s, nonce = base64url of the first 16 bytes of "
-               f"SHA-256(\"{HOP_NONCE_LABEL}\"). The body is")
-    out.append("`{\"v\":1,\"messages\":[{\"envelope\":\"<base64 of vector 1>\","
-               "\"binding\":null}]}` (no spaces), "
+               f"SHA-256(\"{HOP_NONCE_LABEL}\"). Vector 1's sender is officer "
+               f"`{SENDER_OFFICER_ID}` of `{VECTORS[0].header.sender}` (X25519 secret "
+               f"SHA-256(\"{SENDER_ENCRYPTION_LABEL}\")), bound by `vn-mps` (section 7.1):")
+    out.append("")
+    out.append("```")
+    out.append(f["binding"].decode("utf-8").rstrip("\n"))
+    out.append("```")
+    out.append("")
+    out.append("The body is `{\"v\":1,\"messages\":[{\"envelope\":\"<base64 of vector 1>\","
+               "\"binding\":\"<base64 of that binding note>\"}]}` (no spaces; the note's "
+               "bytes end in a newline), "
                f"SHA-256 `{hashlib.sha256(f['body']).hexdigest()}`.")
     out.append("")
     out.append("- signing string (UTF-8, each line ends in a newline):")

@@ -10,7 +10,7 @@ loop: a relay batch of 256 envelopes costs the loop a few hand-offs, not 512.
 A job goes to one thread, unless it holds at least :data:`SPLIT_AT` checks: then its two
 halves run at once on two threads, and the loop is woken once, when both are done, with
 the results in order. Officers' single messages never reach that size; relay batches at
-the receiving gateway (checked in chunks of 64, gateway.federation.relay) and receipt batches at the
+the receiving gateway (in chunks of 64, gateway.federation.receiver) and receipt batches at the
 sending one (up to 256 checks, 20 to 30 ms) do. A profile of a backlog drain between two
 gateways on a two-core machine showed the loop idle for 27 to 32 ms at a time, waiting for
 one such job while the second core was partly free. Split in two, 256 checks took 15 ms

@@ -41,7 +41,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.clock import Clock
-from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
+from gateway.crypto.keys import (
+    ROLE_GATEWAY_SIGNING,
+    SIGNATURE_SIZE,
+    GatewaySigningKey,
+    VerifyKey,
+)
 from gateway.errors import CryptoError, ForbiddenError, HopAuthError
 from gateway.protocol.names import is_name
 
@@ -178,6 +183,8 @@ class HopVerifier:
         try:
             key = VerifyKey.from_b64(headers[H_KEY], ROLE_GATEWAY_SIGNING)
             signature = base64.b64decode(headers[H_SIGNATURE], validate=True)
+            if len(signature) != SIGNATURE_SIZE:
+                raise ValueError("a signature is 64 bytes")
         except (CryptoError, binascii.Error, ValueError):
             raise HopAuthError("malformed hop key or signature", code="hop_malformed") from None
         if key.fingerprint not in fingerprints:

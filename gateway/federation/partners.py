@@ -323,6 +323,13 @@ class Partners:
         except CryptoError as exc:
             log.error("partner_descriptor_refused", partner=partner.id, error=exc.message)
             raise PeerError(f"{partner.id}: descriptor refused ({exc.message})") from None
+        if descriptor.valid_until <= self.clock.now_ms():
+            # A gateway signs a fresh descriptor for every request: this is an old copy
+            # (replayed, or cached on the way), or its clock or ours is far off.
+            log.error("partner_descriptor_refused", partner=partner.id, error="expired",
+                      valid_until=descriptor.valid_until)
+            raise PeerError(f"{partner.id}: its descriptor expired (valid until "
+                            f"{descriptor.valid_until})")
         if descriptor.signing_key.fingerprint not in partner.fingerprints:
             await self._follow(partner, descriptor, chain)
         elif not partner.chain:

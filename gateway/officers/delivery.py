@@ -12,7 +12,7 @@ Every check happens before anything is written, so a refused request changes not
   SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk. For a message
   that came from a partner, the acknowledgement is also queued to travel back there.
 
-Messages to desks of partner gateways go to that partner's outbox (gateway.federation.relay).
+Messages to desks of partner gateways go to that partner's outbox (gateway.federation.sender).
 """
 
 from __future__ import annotations

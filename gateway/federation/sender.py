@@ -1,7 +1,7 @@
-"""Relay between partner gateways: the per-partner senders and the receiving side.
+"""The relay to partner gateways: one sender task per partner.
 
-**Sending.** One supervised task per partner drains that partner's outbox: a batch of
-at most ``batch_size`` messages (flash before immediate before priority before routine,
+One supervised task per partner drains that partner's outbox: a batch of at most
+``batch_size`` messages (flash before immediate before priority before routine,
 first queued first within a rank), one batch in flight per partner, posted as a signed
 hop request to ``/v1/federation/messages``. The partner answers one signed receipt per
 message; only receipts that verify, name this gateway and match the message's digest are
@@ -20,37 +20,25 @@ by a wall clock that was set back since, is cut to the cap). While a partner is 
 is probed every ``health_seconds`` (gateway.federation.partners) and its sender catches up as soon
 as it answers. A partner's sender never waits on another's.
 
-**Receiving.** A batch is accepted only from a partner whose hop signature verifies. Each
-message is then checked on its own: the sending officer's binding must be signed by the
-calling partner and cover the sender desk and the time; the envelope must verify with the
-officer's key; the recipient desk must exist here and at least one of its current officers
-must be able to open it; it must not have expired. Accepted messages are committed
-together (group commit) before any receipt is sent; the receipts are signed while that
-commit runs. A resend of a stored message gets a ``duplicate`` receipt, which is only ever
-given for a message that is durably stored.
+The receiving side is gateway.federation.receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import dataclasses
-import hashlib
 import json
 import random
-from collections.abc import Coroutine
 from typing import Any, NamedTuple
 
 import structlog
 
 from gateway.clock import Clock
 from gateway.config import FederationSection
-from gateway.crypto.envelope import Envelope, read_signer, verify_envelopes_on
-from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
+from gateway.crypto.keys import VerifyKey
 from gateway.crypto.worker import CryptoWorker
-from gateway.errors import ClientError, CryptoError, PeerError, StoreError
-from gateway.federation.identity import Identity
+from gateway.errors import CryptoError, PeerError, StoreError
 from gateway.federation.notices import NonDeliveryNotice
 from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
@@ -58,39 +46,22 @@ from gateway.federation.partners import (
     Partner,
     Partners,
 )
-from gateway.federation.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipts_on
+from gateway.federation.receipts import REJECTED, open_receipts_on
+from gateway.federation.receiver import BATCH_MEDIA_TYPE, READ_OUTCOMES, READS_MEDIA_TYPE
 from gateway.metrics import Metrics
-from gateway.officers.delivery import READ_LINE, read_text
-from gateway.officers.directory import Binding, Directory, DirectoryService
 from gateway.protocol import jsontext
 from gateway.store import (
-    CONFLICT,
-    READ_DUPLICATE,
-    READ_RECORDED,
-    IncomingMessage,
     NonDelivery,
     OutboxItem,
     PartnerState,
     QueuedRead,
-    ReadAck,
-    ReceiverStore,
     RelayResult,
     SenderStore,
 )
 
-log = structlog.get_logger("gateway.federation.relay")
+log = structlog.get_logger("gateway.federation.sender")
 
-BATCH_MEDIA_TYPE = "application/vnd.fpg.batch+json"
-READS_MEDIA_TYPE = "application/vnd.fpg.reads+json"
-MAX_BATCH_ITEMS = 5000
-MAX_READ_ACK = 1024  # an acknowledgement's text and signature
 EXPIRED_REASON = "expired"
-READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME = "recorded", "duplicate"
-READ_OUTCOMES = (READ_RECORDED_OUTCOME, READ_DUPLICATE_OUTCOME, REJECTED)
-_SIGN_CHUNK = 16  # receipts signed between two turns of the loop (about 0.3 to 1 ms)
-# Envelopes of a relay batch decoded and prepared while the chunk before them is checked
-# on the worker's threads (a chunk this size is split over both; see gateway.crypto.worker).
-_VERIFY_CHUNK = 64
 
 
 def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random) -> float:
@@ -98,9 +69,6 @@ def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random)
     with "equal jitter" (between half and all of it) so that partners do not retry in step."""
     base: float = min(cap, first * (2 ** min(failures - 1, 30)))
     return base / 2 + rng.random() * base / 2
-
-
-# --- sending ---------------------------------------------------------------------------
 
 
 class Sender:
@@ -125,8 +93,11 @@ class Sender:
         self._prefetch: asyncio.Task[_Batch] | None = None
 
     async def run(self) -> None:
+        # Every line this task logs (and the tasks it starts, which copy its context) names
+        # the partner, without passing it at each call.
         try:
-            await self._run()
+            with structlog.contextvars.bound_contextvars(partner=self.partner.id):
+                await self._run()
         finally:
             for task in (self._prefetch, self._recording):
                 if task is not None:
@@ -198,7 +169,7 @@ class Sender:
                 self.partners.mark(p, up=False, error=exc.message)
                 if self.metrics is not None:
                     self.metrics.retries.labels(p.id).inc()
-                log.warning("relay_failed", partner=p.id, messages=len(batch), reads=len(reads),
+                log.warning("relay_failed", messages=len(batch), reads=len(reads),
                             failures=failures, retry_in=round(delay, 2), error=exc.message)
                 state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),
                                      state.last_contact_ms, exc.message[:200])
@@ -206,7 +177,7 @@ class Sender:
                 continue
             finally:
                 reads_query.cancel()  # (done by now, unless something unforeseen was raised)
-            log.debug("relayed", partner=p.id, messages=recorded or 0, reads=len(reads))
+            log.debug("relayed", messages=recorded or 0, reads=len(reads))
             if recorded is not None or reads:
                 # Receipts that verified (or read acknowledgements answered): healthy.
                 if state.failures or state.next_attempt_ms:
@@ -233,7 +204,7 @@ class Sender:
                                               self.settings.batch_bytes)
         if busy:
             batch = [item for item in batch if item.message_id not in busy]
-        return batch[:size]
+        return within_bytes(batch[:size], self.settings.batch_bytes)
 
     async def prefetch(self, size: int) -> _Batch:
         """While a batch is in flight: expire what is due, then read and encode the batch
@@ -258,7 +229,7 @@ class Sender:
                 raise
             return None
         except StoreError as exc:
-            log.error("prefetch_failed", partner=self.partner.id, error=exc.message)
+            log.error("prefetch_failed", error=exc.message)
             return None
         return batch if usable and batch.items else None
 
@@ -273,7 +244,7 @@ class Sender:
         try:
             return await pending
         except StoreError as exc:
-            log.error("receipts_not_recorded", partner=self.partner.id, error=exc.message)
+            log.error("receipts_not_recorded", error=exc.message)
             return 0
         finally:
             self._recording_ids = frozenset()
@@ -294,7 +265,7 @@ class Sender:
                 now, key.public.key_id,
             ) for item in expired]
             recorded = await self.store.record_expiry(self.partner.id, notices)
-            log.warning("relay_expired", partner=self.partner.id, messages=recorded)
+            log.warning("relay_expired", messages=recorded)
             if len(expired) < 1000:
                 return
 
@@ -321,7 +292,7 @@ class Sender:
             if not isinstance(result, dict) or result.get("outcome") not in READ_OUTCOMES:
                 raise PeerError(f"{p.id}: its answer to read acknowledgements is malformed")
             if result["outcome"] == REJECTED:
-                log.warning("read_ack_rejected", partner=p.id, message=read.message_id,
+                log.warning("read_ack_rejected", message=read.message_id,
                             reason=str(result.get("reason"))[:64])
         self.partners.mark(p, up=True)
         await self.store.forget_reads(p.id, [r.seq for r in reads])
@@ -377,7 +348,7 @@ class Sender:
                                            raw, sent_ms, received_ms, key.key_id))
         except (ValueError, KeyError, TypeError, AttributeError, CryptoError) as exc:
             message = exc.message if isinstance(exc, CryptoError) else str(exc)
-            log.error("receipts_refused", partner=p.id, error=message)
+            log.error("receipts_refused", error=message)
             raise PeerError(f"{p.id}: receipts refused ({message})") from None
         self.partners.mark(p, up=True)
         return await self.store.record_relay(p.id, results)
@@ -397,6 +368,24 @@ def batch_body(batch: list[OutboxItem]) -> bytes:
                 else b'"' + base64.b64encode(item.binding) + b'"') + b"}"
              for item in batch]
     return b'{"v":1,"messages":[' + b",".join(items) + b"]}"
+
+
+def within_bytes(batch: list[OutboxItem], max_bytes: int) -> list[OutboxItem]:
+    """The first messages of ``batch`` whose :func:`batch_body` is at most ``max_bytes``
+    (``batch_bytes``, the limit a receiver applies to the body); at least one, so that a
+    message too large for any batch is still tried, alone. The store's byte limit counts
+    envelopes and bindings as stored, while the body holds them in base64, a third more."""
+    size = len(b'{"v":1,"messages":[]}')
+    for i, item in enumerate(batch):
+        size += (i > 0) + len(b'{"envelope":"","binding":}') + _b64_size(len(item.envelope)) \
+            + (4 if item.binding is None else _b64_size(len(item.binding)) + 2)
+        if i and size > max_bytes:
+            return batch[:i]
+    return batch
+
+
+def _b64_size(n: int) -> int:
+    return 4 * ((n + 2) // 3)
 
 
 async def _reads_of(query: asyncio.Task[list[QueuedRead]]) -> list[QueuedRead]:
@@ -437,269 +426,3 @@ def _error_code(answer: bytes) -> str:
         return str(jsontext.loads(answer).get("error", "no error code"))
     except (ValueError, AttributeError):
         return "no error code"
-
-
-# --- receiving -------------------------------------------------------------------------
-
-
-class Receiver:
-    """Checks, stores and answers the batches partners relay to this gateway."""
-
-    def __init__(self, store: ReceiverStore, directory: DirectoryService, identity: Identity,
-                 clock: Clock, worker: CryptoWorker, max_envelope: int) -> None:
-        self.store = store
-        self.worker = worker
-        self.directory = directory
-        self.identity = identity
-        self.clock = clock
-        self.max_envelope = max_envelope
-
-    async def receive(self, partner: Partner, caller_key: VerifyKey,
-                      body: bytes) -> tuple[list[str], set[str]]:
-        """One signed receipt (as text) per message of the batch, in order; and the signing
-        key ids of the officers whose messages were accepted."""
-        try:
-            doc = jsontext.loads(body)
-            items = doc["messages"]
-            if doc.get("v") != 1 or not isinstance(items, list):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ClientError("a relay batch is a JSON object {\"v\": 1, \"messages\": [...]}",
-                              code="bad_batch") from None
-        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
-            raise ClientError(f"a relay batch holds 1 to {MAX_BATCH_ITEMS} messages",
-                              code="bad_batch")
-        # Checks each message on its own, looks up all their ids at once, then submits
-        # every accept in batch order (the store commits them together and keeps that
-        # order in the inbox).
-        now = self.clock.now_ms()
-        checked = await self._check_all(partner, caller_key, items, now)
-        stored = await self.store.stored_digests(
-            [c.header.id for c in checked if isinstance(c, Envelope)])
-        directory = await self.directory.get()
-        receipts: list[Receipt | None] = []
-        accepts: list[tuple[int, Envelope, Any]] = []
-        for envelope_or_receipt in checked:
-            decided = self._decide(partner, envelope_or_receipt, stored, directory, now)
-            if isinstance(decided, Receipt):
-                receipts.append(decided)
-                continue
-            envelope = decided
-            accepts.append((len(receipts), envelope, self.store.accept(IncomingMessage(
-                envelope, now, partner.id, envelope.signer,
-                deliver_to=envelope.header.recipient))))
-            receipts.append(None)
-        # While the accepts are planned and committed (the writer thread, the fsync), the
-        # receipts are signed, those of the accepts as "accepted", which nearly all will
-        # be. None is sent before the commit: an outcome that turns out different (a
-        # concurrent accept of the same id) is signed again from the store's answer.
-        for i, envelope, _ in accepts:
-            receipts[i] = self._receipt(partner, envelope.header.id, envelope.digest,
-                                        ACCEPTED, None, now)
-        signed = await self._sign_all([r for r in receipts if r is not None])
-        assert len(signed) == len(items)
-        for i, envelope, pending in accepts:
-            outcome = await pending
-            if outcome.status == ACCEPTED:
-                continue
-            status, reason = ((REJECTED, "id_conflict") if outcome.status == CONFLICT
-                              else (outcome.status, None))
-            (signed[i],) = await self._sign_all([self._receipt(
-                partner, envelope.header.id, envelope.digest, status, reason, now)])
-        return signed, {envelope.signer for _, envelope, _ in accepts}
-
-    async def _sign_all(self, receipts: list[Receipt]) -> list[str]:
-        """Each receipt signed, as text; a few at a time, giving the loop back between
-        them so that the committer (and every other request) keeps moving meanwhile."""
-        key = self.identity.signing_key
-        signed: list[str] = []
-        for start in range(0, len(receipts), _SIGN_CHUNK):
-            await asyncio.sleep(0)
-            signed.extend(r.sign(key).decode("utf-8")
-                          for r in receipts[start : start + _SIGN_CHUNK])
-        return signed
-
-    async def receive_reads(self, partner: Partner, caller_key: VerifyKey,
-                            body: bytes) -> list[dict[str, str | None]]:
-        """Record the read acknowledgements a partner's officers made of messages this
-        gateway relayed to them; one outcome per acknowledgement, in order."""
-        try:
-            doc = jsontext.loads(body)
-            items = doc["reads"]
-            if doc.get("v") != 1 or not isinstance(items, list):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ClientError("read acknowledgements are a JSON object "
-                              "{\"v\": 1, \"reads\": [...]}", code="bad_batch") from None
-        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
-            raise ClientError(f"a batch holds 1 to {MAX_BATCH_ITEMS} read acknowledgements",
-                              code="bad_batch")
-        results: list[dict[str, str | None]] = []
-        for item in items:
-            try:
-                ack = await self._check_read(partner, caller_key, item)
-            except _Refused as refused:
-                log.info("read_ack_rejected", partner=partner.id, message=refused.message_id,
-                         reason=refused.reason)
-                results.append({"id": refused.message_id, "outcome": REJECTED,
-                                "reason": refused.reason})
-                continue
-            recorded = await self.store.record_read(ack)
-            outcome = READ_DUPLICATE_OUTCOME if recorded == READ_DUPLICATE else \
-                READ_RECORDED_OUTCOME
-            assert recorded in (READ_RECORDED, READ_DUPLICATE)  # the message was found
-            results.append({"id": ack.message_id, "outcome": outcome, "reason": None})
-        return results
-
-    async def _check_read(self, partner: Partner, caller_key: VerifyKey, item: Any) -> ReadAck:
-        """A partner officer's read acknowledgement, checked; raises _Refused."""
-        try:
-            ack = base64.b64decode(item["ack"], validate=True)
-            binding_note = base64.b64decode(item["binding"], validate=True)
-            if not SIGNATURE_SIZE < len(ack) <= MAX_READ_ACK:
-                raise ValueError
-            text, signature = ack[:-SIGNATURE_SIZE], ack[-SIGNATURE_SIZE:]
-            line, message_id, digest, read_field, end = text.decode("ascii").split("\n")
-            read_ms = int(read_field)
-            if line != READ_LINE or end != "" or read_text(message_id, digest, read_ms) != text:
-                raise ValueError
-        except (KeyError, TypeError, binascii.Error, ValueError, UnicodeDecodeError):
-            raise _Refused("", "", "malformed_item") from None
-        try:
-            binding = partner.open_binding(binding_note, caller_key)
-        except CryptoError:
-            raise _Refused(message_id, digest, "bad_binding") from None
-        message = await self.store.get_message(message_id)
-        if message is None or message.digest != digest:
-            raise _Refused(message_id, digest, "unknown_message")
-        if (message.recipient.partition("@")[2] != partner.id
-                or message.recipient not in binding.desks):
-            raise _Refused(message_id, digest, "not_a_member")
-        if not binding.not_before <= read_ms < binding.not_after:
-            raise _Refused(message_id, digest, "outside_binding")
-        try:
-            binding.sign_key.verify(text, signature)
-        except CryptoError:
-            raise _Refused(message_id, digest, "bad_signature") from None
-        return ReadAck(message_id, f"{binding.officer}@{partner.id}",
-                       binding.sign_key.key_id, read_ms, ack)
-
-    async def _check_all(self, partner: Partner, caller_key: VerifyKey, items: list[Any],
-                         now: int) -> list[Receipt | Envelope]:
-        """Each item's verified envelope, or the receipt rejecting it. The signatures are
-        checked on the crypto worker's threads, a chunk at a time: while one chunk is
-        checked there, the next is decoded and prepared here."""
-        chunks: list[tuple[list[_Refused | _Unverified],
-                           Coroutine[Any, Any, list[Envelope | CryptoError]]]] = []
-        checked: list[Receipt | Envelope] = []
-        try:
-            for start in range(0, len(items), _VERIFY_CHUNK):
-                prepared: list[_Refused | _Unverified] = []
-                for item in items[start : start + _VERIFY_CHUNK]:
-                    try:
-                        prepared.append(self._prepare(partner, caller_key, item))
-                    except _Refused as refused:
-                        prepared.append(refused)
-                verifying = verify_envelopes_on(
-                    self.worker, [(p.data, p.binding.sign_key) for p in prepared
-                                  if isinstance(p, _Unverified)], max_size=self.max_envelope)
-                chunks.append((prepared, verifying))
-                await asyncio.sleep(0)  # the chunk's checks go to the worker now
-            for prepared, verifying in chunks:
-                outcomes = iter(await verifying)
-                for p in prepared:
-                    try:
-                        if isinstance(p, _Refused):
-                            raise p
-                        outcome = next(outcomes)
-                        if isinstance(outcome, CryptoError):
-                            raise _Refused("", p.digest, "bad_signature")
-                        checked.append(self._bound(partner, p, outcome))
-                    except _Refused as refused:
-                        checked.append(self._receipt(partner, refused.message_id,
-                                                     refused.digest, REJECTED, refused.reason,
-                                                     now))
-        finally:
-            # If the request was cancelled meanwhile: the chunks not awaited yet are closed
-            # (closing one already awaited does nothing).
-            for _, verifying in chunks:
-                verifying.close()
-        return checked
-
-    def _decide(self, partner: Partner, checked: Receipt | Envelope,
-                stored: dict[str, str], directory: Directory, now: int) -> Receipt | Envelope:
-        """A receipt now (rejected, duplicate), or the verified envelope to accept."""
-        if isinstance(checked, Receipt):
-            return checked
-        envelope, h = checked, checked.header
-        if h.id in stored:
-            return self._resent(partner, envelope, stored[h.id], now)
-        desk = directory.desk(h.recipient)
-        reason = None
-        if desk is None:
-            reason = "unknown_desk"
-        elif not desk.recipient_key_ids & frozenset(h.recipients):
-            reason = "no_current_recipient"
-        elif h.expires <= now:
-            reason = "expired"
-        if reason is not None:
-            return self._receipt(partner, h.id, envelope.digest, REJECTED, reason, now)
-        return envelope
-
-    def _prepare(self, partner: Partner, caller_key: VerifyKey, item: Any) -> _Unverified:
-        """The envelope and the binding of the officer the partner vouches for, whose key
-        must have signed it; raises _Refused."""
-        try:
-            data = base64.b64decode(item["envelope"], validate=True)
-            binding_note = base64.b64decode(item["binding"] or "", validate=True)
-        except (KeyError, TypeError, binascii.Error, ValueError):
-            raise _Refused("", "", "malformed_item") from None
-        digest = hashlib.sha256(data).hexdigest()
-        try:
-            signer = read_signer(data, max_size=self.max_envelope)
-        except CryptoError:
-            raise _Refused("", digest, "malformed_envelope") from None
-        try:
-            binding = partner.open_binding(binding_note, caller_key)
-        except CryptoError:
-            raise _Refused("", digest, "bad_binding") from None
-        if binding.sign_key.key_id != signer:
-            raise _Refused("", digest, "bad_binding")
-        return _Unverified(data, digest, binding)
-
-    def _bound(self, partner: Partner, unverified: _Unverified, envelope: Envelope) -> Envelope:
-        """The verified envelope, if its officer's binding covers it; raises _Refused."""
-        h, binding = envelope.header, unverified.binding
-        if (h.sender not in binding.desks or h.sender.partition("@")[2] != partner.id
-                or not binding.not_before <= h.created < binding.not_after):
-            raise _Refused(h.id, unverified.digest, "sender_not_bound")
-        if h.recipient.partition("@")[2] != self.identity.gateway_id:
-            raise _Refused(h.id, unverified.digest, "not_for_this_gateway")
-        return envelope
-
-    def _resent(self, partner: Partner, envelope: Envelope, stored_digest: str,
-                now: int) -> Receipt:
-        h = envelope.header
-        if stored_digest != envelope.digest:
-            return self._receipt(partner, h.id, envelope.digest, REJECTED, "id_conflict", now)
-        return self._receipt(partner, h.id, envelope.digest, DUPLICATE, None, now)
-
-    def _receipt(self, partner: Partner, message_id: str, digest: str, outcome: str,
-                 reason: str | None, now: int) -> Receipt:
-        if outcome == REJECTED:
-            log.info("relay_rejected", partner=partner.id, message=message_id, reason=reason)
-        assert outcome in (ACCEPTED, DUPLICATE, REJECTED)
-        return Receipt(self.identity.gateway_id, partner.id, message_id, digest, outcome,
-                       reason, now)
-
-
-class _Unverified(NamedTuple):
-    data: bytes
-    digest: str
-    binding: Binding
-
-
-class _Refused(Exception):
-    def __init__(self, message_id: str, digest: str, reason: str) -> None:
-        super().__init__(reason)
-        self.message_id, self.digest, self.reason = message_id, digest, reason
