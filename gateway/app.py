@@ -3,7 +3,7 @@
 State lives on the :class:`aiohttp.web.Application` under typed ``AppKey``s (no
 singletons). Resources that need starting and stopping are ``cleanup_ctx`` generators,
 so each is closed exactly when it was opened. One middleware turns every
-:class:`~gateway.errors.GatewayError` into a JSON answer with a stable error code and
+:data:`~gateway.errors.ERRORS` error into a JSON answer with a stable error code and
 binds a request id to the log context.
 """
 
@@ -48,7 +48,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.worker import CryptoWorker
-from gateway.errors import GatewayError, LedgerError
+from gateway.errors import ERRORS, LedgerError, http_status
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
@@ -87,14 +87,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
-    except GatewayError as exc:
-        log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
+    except ERRORS as exc:
+        status = http_status(exc)
+        log.info("request_refused", code=exc.code, status=status, path=request.path)
         _count_refusal(request, exc.code)
-        response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
-        if exc.http_status == 401:
+        response = web.json_response(error_body(exc.code, exc.message), status=status)
+        if status == 401:
             response.headers["WWW-Authenticate"] = getattr(exc, "challenge", "Bearer")
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(retry_after)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

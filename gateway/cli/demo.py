@@ -61,7 +61,7 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
     VerifyKey,
 )
-from gateway.errors import GatewayError
+from gateway.errors import CryptoError, GatewayError
 from gateway.officers.enrollment import code_hash, new_code
 from gateway.service_levels.levels import open_breach_notice
 from gateway.store.sqlite import SqliteStore
@@ -630,7 +630,7 @@ class Demo:
         async def known() -> bool:
             try:
                 desks = await officer.client.directory(refresh=True, gateway=gateway)
-            except (TimeoutError, aiohttp.ClientError, GatewayError):
+            except (TimeoutError, aiohttp.ClientError, GatewayError, CryptoError):
                 return False
             entry = desks.get(address)
             return entry is not None and bool(entry.members)
@@ -644,7 +644,7 @@ class Demo:
         async def arrived() -> bool:
             try:
                 inbox = await officer.client.inbox(officer.desk)
-            except (TimeoutError, aiohttp.ClientError, GatewayError):
+            except (TimeoutError, aiohttp.ClientError, GatewayError, CryptoError):
                 return False  # the gateway may be starting
             return wanted <= {m["id"] for m in inbox["messages"]}
 
@@ -959,8 +959,8 @@ async def step(name: str, work: Awaitable[Any]) -> Any:
         return await work
     except DemoError as exc:
         raise DemoError(f"{name}: {exc.message}") from None
-    except (GatewayError, aiohttp.ClientError, OSError) as exc:
-        detail = (exc.message if isinstance(exc, GatewayError)
+    except (GatewayError, CryptoError, aiohttp.ClientError, OSError) as exc:
+        detail = (exc.message if isinstance(exc, GatewayError | CryptoError)
                   else f"{exc.__class__.__name__}: {exc}")
         raise DemoError(f"{name}: {detail}") from None
 

@@ -68,7 +68,7 @@ from gateway.crypto.keys import (
     VerifyKey,
     normalize_fingerprint,
 )
-from gateway.errors import ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
+from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.federation.notices import open_notice
 from gateway.logs import configure_logging
 from gateway.officers.directory import open_binding
@@ -903,7 +903,7 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
             return func()
         except (ApiError, ConfigError, ProfileError):
             raise
-        except GatewayError as exc:
+        except ERRORS as exc:
             if f"({exc.code}" not in exc.message:
                 exc.args = (f"{exc.message} ({exc.code})", *exc.args[1:])
             raise

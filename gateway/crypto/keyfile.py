@@ -35,9 +35,9 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
+from gateway.crypto.errors import BadKeyError, KeyFileError, WrongPassphraseError
+from gateway.crypto.files import replace_private, write_new
 from gateway.crypto.keys import SECRET_KEY_CLASSES, SecretKey
-from gateway.errors import BadKeyError, KeyFileError, WrongPassphraseError
-from gateway.files import replace_private, write_new
 
 FORMAT = "fpg-keyfile"
 VERSION = 1
