@@ -37,7 +37,6 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteVerifier
 from gateway.federation.hop import sign_hop
-from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.federation.receipts import open_receipt
 from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_body
@@ -46,6 +45,7 @@ from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
 from gateway.officers.delivery import read_text
 from gateway.officers.enrollment import code_hash, new_code
+from gateway.protocol.notices import open_notice
 from gateway.store import OutboxItem
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,

@@ -54,14 +54,6 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import ERRORS, CryptoError, GatewayError, LedgerError
-from gateway.federation.descriptor import (
-    DESCRIPTOR_LINE,
-    Descriptor,
-    peek_descriptor,
-    sign_descriptor,
-    verify_descriptor,
-    verify_descriptor_history,
-)
 from gateway.federation.hop import (
     H_GATEWAY,
     H_KEY,
@@ -73,11 +65,19 @@ from gateway.federation.hop import (
     new_nonce,
     sign_hop,
 )
-from gateway.federation.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
 from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
-from gateway.federation.rotation import sign_rotation
 from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
 from gateway.officers.directory import BINDING_LINE, Binding, open_binding
+from gateway.protocol.descriptor import (
+    DESCRIPTOR_LINE,
+    Descriptor,
+    peek_descriptor,
+    sign_descriptor,
+    verify_descriptor,
+    verify_descriptor_history,
+)
+from gateway.protocol.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
+from gateway.protocol.rotation import sign_rotation
 from tests.helpers import T0
 from tests.test_envelope import header as envelope_header
 

@@ -111,7 +111,7 @@ def test_documented_hop_request_and_receipt_verify() -> None:
 
 def test_documented_rotation_statement_verifies() -> None:
     from gateway.cli.vectors import NOTE_KEY_LABEL, ROTATED_KEY_LABEL, ROTATION_TIME
-    from gateway.federation.rotation import verify_history
+    from gateway.protocol.rotation import verify_history
 
     section = block().split("### Vector ")[len(vectors.VECTORS) + 4]
     assert section.startswith(f"{len(vectors.VECTORS) + 4}: a gateway key rotation")

@@ -56,13 +56,13 @@ from gateway.crypto.note import NoteVerifier
 from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
 from gateway.federation.identity import Identity
 from gateway.federation.roster import RosterEntry, load_rosters, make_roster, peek_roster
-from gateway.federation.rotation import rotate_bundle, verify_history
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
 from gateway.ledger.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
 from gateway.officers.enrollment import code_hash, new_code
 from gateway.protocol.names import is_name
+from gateway.protocol.rotation import rotate_bundle, verify_history
 from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"

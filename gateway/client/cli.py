@@ -69,11 +69,11 @@ from gateway.crypto.keys import (
     normalize_fingerprint,
 )
 from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
-from gateway.federation.notices import open_notice
 from gateway.logs import configure_logging
 from gateway.officers.directory import open_binding
 from gateway.officers.enrollment import code_hash
 from gateway.protocol.names import NAME
+from gateway.protocol.notices import open_notice
 
 PROG = "gateway-client"
 EXIT_USAGE = 2

@@ -12,7 +12,7 @@ A key file is one JSON object (see docs/PROTOCOL.md, "Key files"):
   that says ``insecure_dev_mode = true`` passes; callers log a warning every time.
 * ``key_history`` (gateway key files, after ``gateway keys rotate``): the gateway's key
   rotation statements, base64 of signed notes, oldest first. They are public and signed,
-  so they live beside ``public``; gateway.federation.rotation checks them when the file is used.
+  so they live beside ``public``; gateway.protocol.rotation checks them when the file is used.
 
 On load the public keys are recomputed from the secrets and must equal the ``public``
 section, so a tampered public half is caught even though SecretBox does not cover it.

@@ -51,7 +51,6 @@ from gateway.crypto.keys import SIGNATURE_SIZE, VerifyKey
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import ClientError, CryptoError, PeerError, StoreError
 from gateway.federation.identity import Identity
-from gateway.federation.notices import NonDeliveryNotice
 from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
@@ -63,6 +62,7 @@ from gateway.metrics import Metrics
 from gateway.officers.delivery import READ_LINE, read_text
 from gateway.officers.directory import Binding, Directory, DirectoryService
 from gateway.protocol import jsontext
+from gateway.protocol.notices import NonDeliveryNotice
 from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,
