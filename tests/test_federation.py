@@ -43,9 +43,9 @@ from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE, batch_b
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from gateway.officers.delivery import read_text
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
 from gateway.protocol.notices import open_notice
+from gateway.protocol.officers import code_hash, read_text
 from gateway.store import OutboxItem
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,

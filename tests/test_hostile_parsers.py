@@ -67,7 +67,6 @@ from gateway.federation.hop import (
 )
 from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
 from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
-from gateway.officers.directory import BINDING_LINE, Binding, open_binding
 from gateway.protocol.descriptor import (
     DESCRIPTOR_LINE,
     Descriptor,
@@ -77,6 +76,7 @@ from gateway.protocol.descriptor import (
     verify_descriptor_history,
 )
 from gateway.protocol.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
+from gateway.protocol.officers import BINDING_LINE, Binding, open_binding
 from gateway.protocol.rotation import sign_rotation
 from tests.helpers import T0
 from tests.test_envelope import header as envelope_header

@@ -37,13 +37,13 @@ from gateway.federation.identity import Identity
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
 from gateway.federation.relay import BATCH_MEDIA_TYPE
 from gateway.federation.roster import RosterEntry, make_roster, open_roster
-from gateway.officers.directory import Binding
 from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     Descriptor,
     sign_descriptor,
     verify_descriptor_history,
 )
+from gateway.protocol.officers import Binding
 from gateway.protocol.rotation import (
     MAX_HISTORY,
     ChainKey,

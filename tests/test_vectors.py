@@ -13,7 +13,7 @@ from gateway.crypto.note import NoteVerifier
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.officers.directory import open_binding
+from gateway.protocol.officers import open_binding
 from gateway.service_levels.levels import open_breach_notice
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"

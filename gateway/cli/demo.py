@@ -62,7 +62,8 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.errors import CryptoError, GatewayError
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash
 from gateway.service_levels.levels import open_breach_notice
 from gateway.store.sqlite import SqliteStore
 

@@ -60,8 +60,9 @@ from gateway.files import write_port_file
 from gateway.httpbody import server_settings
 from gateway.ledger.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
 from gateway.protocol.names import is_name
+from gateway.protocol.officers import code_hash
 from gateway.protocol.rotation import rotate_bundle, verify_history
 from gateway.store.sqlite import SqliteStore
 

@@ -70,10 +70,9 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
-from gateway.officers.directory import open_binding
-from gateway.officers.enrollment import code_hash
 from gateway.protocol.names import NAME
 from gateway.protocol.notices import open_notice
+from gateway.protocol.officers import code_hash, open_binding
 
 PROG = "gateway-client"
 EXIT_USAGE = 2

@@ -41,13 +41,13 @@ from gateway.federation.hop import sign_hop
 from gateway.federation.identity import Identity
 from gateway.federation.roster import load_rosters
 from gateway.httpbody import read_at_most
-from gateway.officers.directory import Binding, DirectoryEntry, open_binding, open_directory
 from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     Descriptor,
     peek_descriptor,
     verify_descriptor_history,
 )
+from gateway.protocol.officers import Binding, DirectoryEntry, open_binding, open_directory
 from gateway.protocol.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
 
 if TYPE_CHECKING:

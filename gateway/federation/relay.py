@@ -59,10 +59,10 @@ from gateway.federation.partners import (
 )
 from gateway.federation.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt, open_receipts_on
 from gateway.metrics import Metrics
-from gateway.officers.delivery import READ_LINE, read_text
-from gateway.officers.directory import Binding, Directory, DirectoryService
+from gateway.officers.directory import Directory, DirectoryService
 from gateway.protocol import jsontext
 from gateway.protocol.notices import NonDeliveryNotice
+from gateway.protocol.officers import READ_LINE, Binding, read_text
 from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,
