@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from gateway import errors
-from gateway.app import error_middleware
+from gateway.channels.errors import error_middleware
 from gateway.cliutil import EXIT_CONFIG, EXIT_FAILURE, run_command
 from gateway.crypto import errors as crypto_errors
 
