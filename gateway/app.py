@@ -2,9 +2,9 @@
 
 State lives on the :class:`aiohttp.web.Application` under typed ``AppKey``s (no
 singletons). Resources that need starting and stopping are ``cleanup_ctx`` generators,
-so each is closed exactly when it was opened. One middleware turns every
-:class:`~gateway.errors.GatewayError` into a JSON answer with a stable error code and
-binds a request id to the log context.
+so each is closed exactly when it was opened. One middleware
+(gateway.channels.errors) turns every error the gateway raises on purpose into a JSON
+answer with a stable error code and binds a request id to the log context.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import os
-import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -36,7 +34,6 @@ from gateway.appkeys import (
     METRICS,
     PARTNERS,
     RECEIVER,
-    REQUEST_ID,
     SERVICE_LEVELS,
     SESSIONS,
     STAGES,
@@ -44,11 +41,12 @@ from gateway.appkeys import (
     WITNESS,
 )
 from gateway.channels import client, federation, peer
+from gateway.channels.errors import error_middleware
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.worker import CryptoWorker
-from gateway.errors import GatewayError, LedgerError
+from gateway.errors import LedgerError
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
@@ -68,59 +66,6 @@ from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
 
 log = structlog.get_logger("gateway.app")
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_body(code: str, message: str) -> dict[str, str]:
-    return {"error": code, "message": message}
-
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.headers.get("X-Request-Id", "")
-    request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(8).hex()
-    request[REQUEST_ID] = request_id
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        response = await handler(request)
-    except GatewayError as exc:
-        log.info("request_refused", code=exc.code, status=exc.http_status, path=request.path)
-        _count_refusal(request, exc.code)
-        response = web.json_response(error_body(exc.code, exc.message), status=exc.http_status)
-        if exc.http_status == 401:
-            response.headers["WWW-Authenticate"] = getattr(exc, "challenge", "Bearer")
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status, "http_error"
-        )
-        log.info("request_refused", code=code, status=exc.status, path=request.path)
-        _count_refusal(request, code)
-        response = web.json_response(error_body(code, exc.reason), status=exc.status)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-    except Exception:  # the one catch-all, at the request boundary
-        log.exception("request_failed", path=request.path)
-        response = web.json_response(error_body("internal", "internal error"), status=500)
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
-    if not response.prepared:  # a stream has sent its headers already (with the id)
-        response.headers["X-Request-Id"] = request_id
-    return response
-
-
-def _count_refusal(request: web.Request, code: str) -> None:
-    metrics = request.app.get(METRICS)
-    if metrics is not None:  # the admin channel shares the middleware, not the metrics
-        metrics.rejected.labels(code).inc()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,10 +1,11 @@
 """What the command-line tools share: passphrase sources, the error boundary, and how a
 server says where it listens and waits to be stopped.
 
-Every command runs inside :func:`run_command`: a :class:`GatewayError` becomes one line on
-standard error and exit status 2 for configuration errors, 1 for the rest; never a
-traceback. Passphrases come from a prompt, an environment variable or a file, and are
-handed on as bytes without ever being printed or logged.
+Every command runs inside :func:`run_command`: an error the gateway raises on purpose
+(gateway.errors.ERRORS) becomes one line on standard error and exit status 2 for
+configuration errors, 1 for the rest; never a traceback. Passphrases come from a prompt,
+an environment variable or a file, and are handed on as bytes without ever being printed
+or logged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.errors import ConfigError, GatewayError, KeyFileError
+from gateway.errors import ERRORS, ConfigError, KeyFileError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -87,7 +88,7 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
     except ConfigError as exc:
         print(f"{prog}: error: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
-    except GatewayError as exc:
+    except ERRORS as exc:
         print(f"{prog}: error: {exc.message}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -1,9 +1,11 @@
-"""The gateway's one error hierarchy.
+"""The gateway's errors: its own hierarchy and crypto's family, in one catalogue.
 
-Every failure the gateway reports is a :class:`GatewayError` subclass with a stable
-machine-readable ``code`` (what clients and partners match on) and an HTTP status (what
-the error middleware answers with). Each family also inherits the builtin it most
-resembles, so generic callers can still catch ``ValueError`` or ``PermissionError``.
+Every failure the gateway reports is a :class:`GatewayError` or a
+:class:`~gateway.crypto.errors.CryptoError` subclass (:data:`ERRORS`, what a boundary
+catches) with a stable machine-readable ``code`` (what clients and partners match on) and
+an HTTP status (:func:`http_status`, what the error middleware answers with). Each family
+also inherits the builtin it most resembles, so generic callers can still catch
+``ValueError`` or ``PermissionError``.
 
 Messages are written for a person and never carry plaintext, key material or
 passphrases: they name files, config keys, ids and reasons, nothing more.
@@ -11,9 +13,21 @@ passphrases: they name files, config keys, ids and reasons, nothing more.
 
 from __future__ import annotations
 
+# crypto/ has its own error family so that it imports nothing else of the gateway; the
+# family is part of this catalogue all the same: import any error from here.
+from gateway.crypto.errors import BadKeyError as BadKeyError
+from gateway.crypto.errors import BadSignatureError as BadSignatureError
+from gateway.crypto.errors import CryptoError as CryptoError
+from gateway.crypto.errors import DecryptionError as DecryptionError
+from gateway.crypto.errors import KeyFileError as KeyFileError
+from gateway.crypto.errors import MalformedError as MalformedError
+from gateway.crypto.errors import NotARecipientError as NotARecipientError
+from gateway.crypto.errors import SignerMismatchError as SignerMismatchError
+from gateway.crypto.errors import WrongPassphraseError as WrongPassphraseError
+
 
 class GatewayError(Exception):
-    """Base of every error the gateway raises on purpose."""
+    """Base of every error the gateway raises on purpose, but crypto's (see ERRORS)."""
 
     code = "gateway_error"
     http_status = 500
@@ -39,62 +53,8 @@ class ConfigError(GatewayError, ValueError):
 
 
 # --- cryptography ----------------------------------------------------------------------
-
-
-class CryptoError(GatewayError, ValueError):
-    """Base of every failure of signing, sealing, opening or key handling."""
-
-    code = "crypto_error"
-    http_status = 400
-
-
-class MalformedError(CryptoError):
-    """Bytes that do not have the structure the format requires."""
-
-    code = "malformed"
-
-
-class BadSignatureError(CryptoError):
-    """A signature that does not verify over the bytes it claims to cover."""
-
-    code = "bad_signature"
-
-
-class SignerMismatchError(CryptoError):
-    """The bytes name a different signing key from the one offered to verify them."""
-
-    code = "signer_mismatch"
-
-
-class NotARecipientError(CryptoError):
-    """The envelope holds no wrapped content key for this officer's encryption key."""
-
-    code = "not_a_recipient"
-    http_status = 403
-
-
-class DecryptionError(CryptoError):
-    """A wrapped key or the ciphertext failed authentication."""
-
-    code = "decryption_failed"
-
-
-class BadKeyError(CryptoError):
-    """A key of the wrong size, role or encoding."""
-
-    code = "bad_key"
-
-
-class KeyFileError(CryptoError):
-    """A key file that cannot be read, parsed or unlocked."""
-
-    code = "key_file"
-
-
-class WrongPassphraseError(KeyFileError):
-    """The passphrase does not open the key file."""
-
-    code = "wrong_passphrase"
+# CryptoError and its family come from gateway.crypto.errors (imported above): ValueErrors
+# with a code, answered 400 (NotARecipientError 403) by http_status below.
 
 
 # --- store and ledger ------------------------------------------------------------------
@@ -185,3 +145,17 @@ class BodyTimeoutError(ClientError):
 class UnsupportedMediaError(ClientError):
     code = "unsupported_media_type"
     http_status = 415
+
+
+#: Every error the gateway raises on purpose: what a boundary (the error middleware, a
+#: command's exit status) turns into a stable code and a one-line message.
+ERRORS: tuple[type[GatewayError], type[CryptoError]] = (GatewayError, CryptoError)
+
+
+def http_status(error: GatewayError | CryptoError) -> int:
+    """The HTTP status the gateway answers ``error`` with. crypto/ knows nothing of HTTP:
+    its errors are the sender's bytes being wrong (400), or an envelope that was not
+    sealed for the officer asking (403)."""
+    if isinstance(error, CryptoError):
+        return 403 if isinstance(error, NotARecipientError) else 400
+    return error.http_status

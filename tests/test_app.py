@@ -12,10 +12,10 @@ from gateway.appkeys import LEDGER, STORE
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING
-from gateway.federation.descriptor import verify_descriptor
 from gateway.ledger.events import READ, LedgerEvent
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.protocol.descriptor import verify_descriptor
 from tests.helpers import GATEWAY_KEY, T0
 
 

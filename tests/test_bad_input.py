@@ -17,7 +17,8 @@ from gateway.config import parse_config
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash
 from tests.helpers import GATEWAY_KEY
 
 

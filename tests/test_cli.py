@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.keys import VerifyKey
-from gateway.federation.descriptor import peek_descriptor, verify_descriptor
+from gateway.protocol.descriptor import peek_descriptor, verify_descriptor
 from tests.helpers import start_gateway
 
 

@@ -20,7 +20,8 @@ from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, Offi
 from gateway.errors import CryptoError
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash
 from tests.helpers import GATEWAY_KEY
 
 TEXT = "Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — ພົບ — พบ"
@@ -160,7 +161,7 @@ async def test_case_notification_round_trips(world) -> None:
 
 
 async def test_sessions_challenges_cannot_be_replayed_and_revocation_is_immediate(world) -> None:
-    from gateway.officers.sessions import session_text
+    from gateway.protocol.officers import session_text
 
     a = await world.officer("trafficking")
     creds = a.creds

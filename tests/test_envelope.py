@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.crypto import envelope
 from gateway.crypto.envelope import (
     MAX_RECIPIENTS,
     EnvelopeHeader,
@@ -25,6 +26,7 @@ from gateway.errors import (
     NotARecipientError,
     SignerMismatchError,
 )
+from gateway.protocol import names
 
 
 def header(**changes: object) -> EnvelopeHeader:
@@ -234,3 +236,11 @@ def test_both_paths_refuse_rule_violations(mutate) -> None:
     for data in (canonical, json.dumps(doc, indent=1).encode()):
         with pytest.raises(MalformedError):
             EnvelopeHeader.decode(data)
+
+
+def test_envelope_addresses_spell_names_as_the_protocol_does() -> None:
+    """crypto/ keeps its own copy of the name pattern (it imports nothing else of the
+    gateway): the copy must be the one spelling of names."""
+    assert envelope.NAME == names.NAME
+    assert envelope.is_address("anti-trafficking@kh-cnp")
+    assert not envelope.is_address("anti-trafficking-@kh-cnp")

@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from gateway.federation.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from structlog.testing import capture_logs
 
 from gateway.app import create_app
@@ -45,9 +46,7 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteVerifier
 from gateway.errors import ConfigError, PeerError
-from gateway.federation.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from gateway.federation.hop import sign_hop
-from gateway.federation.notices import open_notice
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
 from gateway.federation.receipts import open_receipt
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, MAX_BATCH_ITEMS, READS_MEDIA_TYPE
@@ -55,8 +54,9 @@ from gateway.federation.sender import batch_body, within_bytes
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from gateway.officers.delivery import read_text
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
+from gateway.protocol.notices import open_notice
+from gateway.protocol.officers import code_hash, read_text
 from gateway.store import OutboxItem
 
 FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,

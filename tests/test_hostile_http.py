@@ -72,9 +72,8 @@ from gateway.federation.partners import (
 )
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import server_settings
-from gateway.officers.delivery import read_text
-from gateway.officers.directory import Binding
 from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import Binding, read_text
 from tests.helpers import GATEWAY_KEY
 from tests.test_bad_input import officer as enrolled_officer
 from tests.test_bad_input import sealed

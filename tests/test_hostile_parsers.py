@@ -6,8 +6,9 @@ receipts, non-delivery notices), two properties:
 
 * **any input gives the module's own error**: arbitrary bytes, and inputs *signed by the
   right key* but built from arbitrary parts (what a malicious partner or a compromised
-  officer device can produce), either parse or raise a :class:`GatewayError` subclass,
-  never another exception (which would be a 500, or a background task restarting);
+  officer device can produce), either parse or raise one of the gateway's errors
+  (gateway.errors.ERRORS), never another exception (which would be a 500, or a
+  background task restarting);
 * **a mutated valid input never verifies** (a byte flipped, truncated, extended, a range
   replaced, inserted or deleted): it is refused, or (signed notes only, whose signature
   lines by unknown keys are ignored as C2SP requires and whose base64 may carry unused
@@ -52,15 +53,7 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
-from gateway.errors import CryptoError, GatewayError, LedgerError
-from gateway.federation.descriptor import (
-    DESCRIPTOR_LINE,
-    Descriptor,
-    peek_descriptor,
-    sign_descriptor,
-    verify_descriptor,
-    verify_descriptor_history,
-)
+from gateway.errors import ERRORS, CryptoError, GatewayError, LedgerError
 from gateway.federation.hop import (
     H_GATEWAY,
     H_KEY,
@@ -72,11 +65,19 @@ from gateway.federation.hop import (
     new_nonce,
     sign_hop,
 )
-from gateway.federation.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
 from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
-from gateway.federation.rotation import sign_rotation
 from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
-from gateway.officers.directory import BINDING_LINE, Binding, open_binding
+from gateway.protocol.descriptor import (
+    DESCRIPTOR_LINE,
+    Descriptor,
+    peek_descriptor,
+    sign_descriptor,
+    verify_descriptor,
+    verify_descriptor_history,
+)
+from gateway.protocol.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
+from gateway.protocol.officers import BINDING_LINE, Binding, open_binding
+from gateway.protocol.rotation import sign_rotation
 from tests.helpers import T0
 from tests.test_envelope import header as envelope_header
 
@@ -155,7 +156,8 @@ def changed_doc(draw: st.DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def refused_or(parse: Callable[[], Any], errors: type[GatewayError] = GatewayError) -> Any:
+def refused_or(parse: Callable[[], Any],
+               errors: type[Exception] | tuple[type[Exception], ...] = ERRORS) -> Any:
     """What ``parse`` returns, or None if it raised ``errors``; any other exception
     propagates and fails the test."""
     try:

@@ -7,7 +7,7 @@ import pytest
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import BadSignatureError, CryptoError, MalformedError
-from gateway.federation.descriptor import (
+from gateway.protocol.descriptor import (
     Descriptor,
     peek_descriptor,
     sign_descriptor,

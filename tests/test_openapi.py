@@ -38,9 +38,8 @@ from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelop
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers import sessions
-from gateway.officers.delivery import read_text
-from gateway.officers.enrollment import code_hash, enroll_text, new_code
-from gateway.officers.sessions import session_text
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash, enroll_text, read_text, session_text
 from gateway.service_levels.levels import ServiceLevels
 from gateway.store import Notification
 from tests.helpers import GATEWAY_KEY

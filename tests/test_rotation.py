@@ -32,18 +32,19 @@ from gateway.crypto.keys import (
 )
 from gateway.crypto.note import NoteSigner, sign_note
 from gateway.errors import ConfigError, CryptoError, ForbiddenError, KeyFileError
-from gateway.federation.descriptor import (
-    DESCRIPTOR_PATH,
-    Descriptor,
-    sign_descriptor,
-    verify_descriptor_history,
-)
 from gateway.federation.hop import HopVerifier, sign_hop
 from gateway.federation.identity import Identity
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner, Partners
 from gateway.federation.receiver import BATCH_MEDIA_TYPE
 from gateway.federation.roster import RosterEntry, make_roster, open_roster
-from gateway.federation.rotation import (
+from gateway.protocol.descriptor import (
+    DESCRIPTOR_PATH,
+    Descriptor,
+    sign_descriptor,
+    verify_descriptor_history,
+)
+from gateway.protocol.officers import Binding
+from gateway.protocol.rotation import (
     MAX_HISTORY,
     ChainKey,
     KeyHistoryError,
@@ -53,7 +54,6 @@ from gateway.federation.rotation import (
     sign_rotation,
     verify_history,
 )
-from gateway.officers.directory import Binding
 from tests.helpers import start_gateway
 from tests.test_federation import (
     Gw,

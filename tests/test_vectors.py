@@ -15,7 +15,7 @@ from gateway.crypto.note import NoteVerifier
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.officers.directory import open_binding
+from gateway.protocol.officers import open_binding
 from gateway.service_levels.levels import open_breach_notice
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
@@ -173,7 +173,7 @@ async def test_a_gateway_answers_the_documented_hop_request_with_the_documented_
 
 def test_documented_rotation_statement_verifies() -> None:
     from gateway.cli.vectors import NOTE_KEY_LABEL, ROTATED_KEY_LABEL, ROTATION_TIME
-    from gateway.federation.rotation import verify_history
+    from gateway.protocol.rotation import verify_history
 
     section = block().split("### Vector ")[len(vectors.VECTORS) + 4]
     assert section.startswith(f"{len(vectors.VECTORS) + 4}: a gateway key rotation")

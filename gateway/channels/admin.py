@@ -25,8 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import error_middleware
 from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
+from gateway.channels.errors import error_middleware
 from gateway.errors import ConfigError, NotFoundError
 from gateway.federation.partners import Partner
 from gateway.metrics import Metrics

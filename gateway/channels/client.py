@@ -42,8 +42,9 @@ from gateway.errors import (
 from gateway.httpbody import read_body
 from gateway.officers.directory import Officer
 from gateway.officers.enrollment import enroll
-from gateway.officers.sessions import AuthError, session_text
+from gateway.officers.sessions import AuthError
 from gateway.protocol import jsontext
+from gateway.protocol.officers import session_text
 from gateway.store import ACCEPTED
 
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
 from gateway.errors import ClientError, LedgerError, NotFoundError
-from gateway.federation.descriptor import (
+from gateway.protocol.descriptor import (
     DEFAULT_VALIDITY_MS,
     DESCRIPTOR_PATH,
     Descriptor,

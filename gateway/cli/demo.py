@@ -50,6 +50,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli.admin import admin_request, format_partners
+from gateway.cli.ledger import open_ledger  # the same opening as `gateway ledger verify`
 from gateway.client.api import GatewayClient, enroll
 from gateway.clock import SystemClock
 from gateway.config import Config, ServiceLevelSection, load_config
@@ -61,8 +62,9 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
     VerifyKey,
 )
-from gateway.errors import GatewayError
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.errors import CryptoError, GatewayError
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash
 from gateway.service_levels.levels import open_breach_notice
 from gateway.store.sqlite import SqliteStore
 
@@ -135,26 +137,6 @@ COUNTRIES = (
     Country("kh-cnp", "Cambodia", 8442, 9465),
     Country("la-mps", "Laos", 8443, 9466),
 )
-
-
-def add_parser(sub: Any) -> None:
-    """The ``demo`` subcommand's options (``sub`` is the subparsers action of gateway.cli.main)."""
-    p = sub.add_parser(
-        "demo", help="start three gateways on 127.0.0.1 (vn-mps, kh-cnp, la-mps) and play "
-        "a scenario: a flash hotline, an MLA request, a partner outage")
-    p.add_argument("--dir", type=Path, metavar="DIR",
-                   help="keep configs, development keys, databases and logs in DIR "
-                   "(default: a temporary directory, removed at exit); running again on "
-                   "the same DIR reuses its keys and databases")
-    p.add_argument("--once", action="store_true",
-                   help="exit after the scenario (status 0 if every step succeeded) "
-                   "instead of serving until Ctrl-C")
-    p.add_argument("--free-ports", action="store_true",
-                   help="pick free ports instead of 8441-8443 (gateways) and 9464-9466 "
-                   "(metrics)")
-    p.add_argument("--setup-only", action="store_true",
-                   help="only write the three configurations, keys and desks into DIR "
-                   "and exit (what docker-compose.yml runs first)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -630,7 +612,7 @@ class Demo:
         async def known() -> bool:
             try:
                 desks = await officer.client.directory(refresh=True, gateway=gateway)
-            except (TimeoutError, aiohttp.ClientError, GatewayError):
+            except (TimeoutError, aiohttp.ClientError, GatewayError, CryptoError):
                 return False
             entry = desks.get(address)
             return entry is not None and bool(entry.members)
@@ -644,7 +626,7 @@ class Demo:
         async def arrived() -> bool:
             try:
                 inbox = await officer.client.inbox(officer.desk)
-            except (TimeoutError, aiohttp.ClientError, GatewayError):
+            except (TimeoutError, aiohttp.ClientError, GatewayError, CryptoError):
                 return False  # the gateway may be starting
             return wanted <= {m["id"] for m in inbox["messages"]}
 
@@ -878,12 +860,10 @@ def describe_metrics(node: Node, s: Scrape) -> list[str]:
 async def verify_ledger(node: Node) -> str:
     """Recompute the gateway's whole ledger and check every signed checkpoint, once the
     newest checkpoint covers every entry; one line saying what was checked."""
-    from gateway.cli.main import _open_ledger  # the same opening as `gateway ledger verify`
-
     config = node.config()
 
     async def covered() -> bool:
-        ledger = await _open_ledger(config, None)
+        ledger = await open_ledger(config, None)
         try:
             latest = await ledger.store.latest_checkpoint()
             return latest is not None and latest.size == ledger.size
@@ -891,7 +871,7 @@ async def verify_ledger(node: Node) -> str:
             await ledger.store.close()
 
     await until(covered, f"a signed checkpoint of {node.id} covering its whole ledger")
-    ledger = await _open_ledger(config, None)
+    ledger = await open_ledger(config, None)
     try:
         entries = await ledger.verify()
         checkpoints = await ledger.store.checkpoints()
@@ -921,8 +901,6 @@ def _program() -> str:
 
 
 def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool) -> list[str]:
-    from gateway.cli import main as cli
-
     gw = _program()
     vn = nodes[0]
     lines = []
@@ -934,8 +912,7 @@ def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool)
                      f"log {node.log_path}")
     lines.append("")
     for node in nodes:
-        if "status" in cli.COMMANDS:
-            lines.append(f"  {gw} status   --config {node.config_path}")
+        lines.append(f"  {gw} status   --config {node.config_path}")
         lines.append(f"  {gw} partners --config {node.config_path}")
     lines.append(f"  {gw} ledger verify --config {vn.config_path}")
     lines.append(f"  {gw} ledger prove {flash_id} --config {vn.config_path}")
@@ -959,8 +936,8 @@ async def step(name: str, work: Awaitable[Any]) -> Any:
         return await work
     except DemoError as exc:
         raise DemoError(f"{name}: {exc.message}") from None
-    except (GatewayError, aiohttp.ClientError, OSError) as exc:
-        detail = (exc.message if isinstance(exc, GatewayError)
+    except (GatewayError, CryptoError, aiohttp.ClientError, OSError) as exc:
+        detail = (exc.message if isinstance(exc, GatewayError | CryptoError)
                   else f"{exc.__class__.__name__}: {exc}")
         raise DemoError(f"{name}: {detail}") from None
 

@@ -23,8 +23,7 @@ from gateway.app import create_app, ssl_context
 from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
 from gateway.cli.admin import partners_command, status_command
-from gateway.cli.demo import add_parser as add_demo_parser
-from gateway.cli.demo import cmd_demo
+from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
@@ -39,7 +38,6 @@ from gateway.config import Config, PartnerSection, build_section, load_config
 from gateway.crypto.keyfile import (
     KeyBundle,
     load_bundle,
-    read_history,
     read_public,
     replace_bundle,
     save_bundle,
@@ -52,17 +50,15 @@ from gateway.crypto.keys import (
     VerifyKey,
     normalize_fingerprint,
 )
-from gateway.crypto.note import NoteVerifier
-from gateway.errors import ConfigError, CryptoError, GatewayError, KeyFileError, LedgerError
-from gateway.federation.identity import Identity
+from gateway.errors import ConfigError, GatewayError, KeyFileError
 from gateway.federation.roster import RosterEntry, load_rosters, make_roster, peek_roster
-from gateway.federation.rotation import rotate_bundle, verify_history
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
-from gateway.ledger.ledger import Ledger
 from gateway.logs import configure_logging, get_logger
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
 from gateway.protocol.names import is_name
+from gateway.protocol.officers import code_hash
+from gateway.protocol.rotation import rotate_bundle
 from gateway.store.sqlite import SqliteStore
 
 PROG = "gateway"
@@ -197,7 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--port-file", type=Path, metavar="FILE",
                    help="write the bound port to FILE once listening")
-    add_demo_parser(sub)
+    p = sub.add_parser(
+        "demo", help="start three gateways on 127.0.0.1 (vn-mps, kh-cnp, la-mps) and play "
+        "a scenario: a flash hotline, an MLA request, a partner outage")
+    p.add_argument("--dir", type=Path, metavar="DIR",
+                   help="keep configs, development keys, databases and logs in DIR "
+                   "(default: a temporary directory, removed at exit); running again on "
+                   "the same DIR reuses its keys and databases")
+    p.add_argument("--once", action="store_true",
+                   help="exit after the scenario (status 0 if every step succeeded) "
+                   "instead of serving until Ctrl-C")
+    p.add_argument("--free-ports", action="store_true",
+                   help="pick free ports instead of 8441-8443 (gateways) and 9464-9466 "
+                   "(metrics)")
+    p.add_argument("--setup-only", action="store_true",
+                   help="only write the three configurations, keys and desks into DIR "
+                   "and exit (what docker-compose.yml runs first)")
     return parser
 
 
@@ -298,20 +309,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"  key id:      {key.key_id}")
         print(f"  fingerprint: {key.fingerprint}")
         if role == ROLE_GATEWAY_SIGNING:
-            history = _gateway_history(config, key)
+            history = gateway_history(config, key)
             for old in history[:-1]:
                 print(f"  replaced:    {old.key_id} ({old.fingerprint})")
     return EXIT_OK
-
-
-def _gateway_history(config: Config, current: VerifyKey) -> list[VerifyKey]:
-    """Every gateway signing key of the key file's history, the current one last."""
-    try:
-        history = verify_history(read_history(config.keys.file), config.gateway.id, current)
-    except CryptoError as exc:
-        raise KeyFileError(f"{config.keys.file}: key history does not verify "
-                           f"({exc.message})") from None
-    return [k.key for k in history.keys]
 
 
 def _unlock(config: Config) -> tuple[KeyBundle, bytes | None]:
@@ -440,23 +441,6 @@ def _roster_gateways(path: Path) -> list[PartnerSection]:
 # --- ledger ----------------------------------------------------------------------------
 
 
-async def _open_ledger(config: Config, bundle: KeyBundle | None) -> Ledger:
-    if not config.database.exists():
-        raise LedgerError(f"{config.database}: no database yet (has the gateway run?)")
-    _, public, _ = read_public(config.keys.file)
-    if ROLE_GATEWAY_SIGNING not in public:
-        raise KeyFileError(f"{config.keys.file}: holds no gateway signing key")
-    key = VerifyKey.from_b64(public[ROLE_GATEWAY_SIGNING], ROLE_GATEWAY_SIGNING)
-    origin = config.gateway.ledger_origin
-    # Checkpoints signed before a key rotation verify with the key of their time.
-    verifiers = [NoteVerifier(origin, k) for k in reversed(_gateway_history(config, key))]
-    store = await SqliteStore.open(config.database)
-    signer = None
-    if bundle is not None:
-        signer = Identity.from_bundle(config.gateway.id, bundle).checkpoint_signer(origin)
-    return Ledger(store, origin, verifiers, signer, SystemClock())
-
-
 def _progress_printer() -> Callable[[int, int], None]:
     tty = sys.stderr.isatty()
 
@@ -474,7 +458,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     bundle = unlock_keys(config) if args.ledger_command == "checkpoint" else None
 
     async def go() -> int:
-        ledger = await _open_ledger(config, bundle)
+        ledger = await open_ledger(config, bundle)
         try:
             if args.ledger_command == "verify":
                 count = await ledger.verify(_progress_printer())
@@ -625,6 +609,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     interpreter.tune()
     asyncio.run(serve(config, bundle, args.port_file))
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo drives the officers' client, which `gateway run` never needs.
+    from gateway.cli import demo
+
+    return demo.cmd_demo(args)
 
 
 COMMANDS = {

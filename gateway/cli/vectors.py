@@ -33,13 +33,10 @@ from gateway.crypto.note import NoteSigner, note_key_id, sign_note
 from gateway.federation.hop import sign_hop
 from gateway.federation.hop import signing_string as hop_signing_string
 from gateway.federation.receipts import Receipt
-from gateway.federation.rotation import sign_rotation
 from gateway.ledger.events import ACCEPTED, DELIVERED, READ, LedgerEvent
 from gateway.ledger.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
-from gateway.officers.delivery import read_text
-from gateway.officers.directory import Binding
-from gateway.officers.enrollment import enroll_text
-from gateway.officers.sessions import session_text
+from gateway.protocol.officers import Binding, enroll_text, read_text, session_text
+from gateway.protocol.rotation import sign_rotation
 from gateway.service_levels.levels import BreachNotice
 
 BEGIN = "<!-- vectors:begin -->"

@@ -38,17 +38,21 @@ from gateway.crypto.keys import (
     fingerprints_equal,
 )
 from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
-from gateway.federation.descriptor import (
+from gateway.protocol import jsontext
+from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     peek_descriptor,
     verify_descriptor,
     verify_descriptor_history,
 )
-from gateway.officers.delivery import read_text
-from gateway.officers.directory import DirectoryEntry, open_binding, open_directory
-from gateway.officers.enrollment import enroll_text
-from gateway.officers.sessions import session_text
-from gateway.protocol import jsontext
+from gateway.protocol.officers import (
+    DirectoryEntry,
+    enroll_text,
+    open_binding,
+    open_directory,
+    read_text,
+    session_text,
+)
 
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
 STREAM_SILENCE_SECONDS = 45.0

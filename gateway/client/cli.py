@@ -68,12 +68,11 @@ from gateway.crypto.keys import (
     VerifyKey,
     normalize_fingerprint,
 )
-from gateway.errors import ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
-from gateway.federation.notices import open_notice
+from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
-from gateway.officers.directory import open_binding
-from gateway.officers.enrollment import code_hash
 from gateway.protocol.names import NAME
+from gateway.protocol.notices import open_notice
+from gateway.protocol.officers import code_hash, open_binding
 
 PROG = "gateway-client"
 EXIT_USAGE = 2
@@ -903,7 +902,7 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
             return func()
         except (ApiError, ConfigError, ProfileError):
             raise
-        except GatewayError as exc:
+        except ERRORS as exc:
             if f"({exc.code}" not in exc.message:
                 exc.args = (f"{exc.message} ({exc.code})", *exc.args[1:])
             raise

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import files
 from gateway.client.api import Credentials
+from gateway.crypto import files
 from gateway.crypto.envelope import is_address
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public
 from gateway.crypto.keys import (

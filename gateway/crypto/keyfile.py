@@ -12,7 +12,7 @@ A key file is one JSON object (see docs/PROTOCOL.md, "Key files"):
   that says ``insecure_dev_mode = true`` passes; callers log a warning every time.
 * ``key_history`` (gateway key files, after ``gateway keys rotate``): the gateway's key
   rotation statements, base64 of signed notes, oldest first. They are public and signed,
-  so they live beside ``public``; gateway.federation.rotation checks them when the file is used.
+  so they live beside ``public``; gateway.protocol.rotation checks them when the file is used.
 
 On load the public keys are recomputed from the secrets and must equal the ``public``
 section, so a tampered public half is caught even though SecretBox does not cover it.
@@ -35,9 +35,9 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
+from gateway.crypto.errors import BadKeyError, KeyFileError, WrongPassphraseError
+from gateway.crypto.files import replace_private, write_new
 from gateway.crypto.keys import SECRET_KEY_CLASSES, SecretKey
-from gateway.errors import BadKeyError, KeyFileError, WrongPassphraseError
-from gateway.files import replace_private, write_new
 
 FORMAT = "fpg-keyfile"
 VERSION = 1

@@ -27,7 +27,7 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from gateway.errors import BadKeyError, BadSignatureError, DecryptionError
+from gateway.crypto.errors import BadKeyError, BadSignatureError, DecryptionError
 
 ROLE_GATEWAY_SIGNING = "gateway-signing"
 ROLE_OFFICER_SIGNING = "officer-signing"

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
+from gateway.crypto.errors import BadSignatureError, MalformedError
 from gateway.crypto.keys import SIGNATURE_SIZE, SigningKey, VerifyKey
-from gateway.errors import BadSignatureError, MalformedError
 
 SIG_TYPE_ED25519 = 0x01
 DASH = "\u2014"

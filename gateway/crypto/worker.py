@@ -29,8 +29,8 @@ import contextlib
 import functools
 from collections.abc import Callable, Sequence
 
+from gateway.crypto.errors import BadSignatureError
 from gateway.crypto.keys import VerifyKey
-from gateway.errors import BadSignatureError
 
 Check = tuple[VerifyKey, bytes, bytes]  # key, signed bytes, signature
 _Queued = tuple[list[Check], "asyncio.Future[list[bool]]"]

@@ -1,3 +1,3 @@
-"""Gateway to gateway: pinned partners and their descriptors, rosters and key rotation,
-signed hop requests, the relay sender and receiver, receipts, non-delivery notices and
-witnessing of partners' ledgers."""
+"""Gateway to gateway: pinned partners (following their descriptors and key rotations,
+whose formats live in gateway.protocol), rosters, signed hop requests, the relay sender
+and receiver, receipts and witnessing of partners' ledgers."""

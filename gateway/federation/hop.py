@@ -25,7 +25,7 @@ the SHA-256 of the body:
 caller that is not a partner, a key whose fingerprint it does not trust for that caller,
 a bad signature, a time outside its window and a nonce it has already seen within it.
 
-A partner that rotated its key (gateway.federation.rotation) signs with its new key from its next
+A partner that rotated its key (gateway.protocol.rotation) signs with its new key from its next
 start on: :meth:`HopVerifier.authenticate` lets the partners module fetch that partner's
 descriptor and follow the rotation (``learn``) before it refuses the key as untrusted.
 """

@@ -1,5 +1,5 @@
 """Who this gateway is: its id and its identity (signing) key, unlocked once at start,
-with the key history that links its first key to this one (gateway.federation.rotation)."""
+with the key history that links its first key to this one (gateway.protocol.rotation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier
 from gateway.errors import CryptoError, KeyFileError
-from gateway.federation.rotation import KeyHistory, verify_history
+from gateway.protocol.rotation import KeyHistory, verify_history
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ fingerprint, its signed desk directory is fetched with a signed hop request, bot
 renewed every ``refresh_seconds``, and the partner is marked up or down by whether it
 answers. A descriptor signed by any other key is refused and logged, never accepted.
 
-**Key rotation** (gateway.federation.rotation): a descriptor signed by a key we do not trust yet is
+**Key rotation** (gateway.protocol.rotation): a descriptor signed by a key we do not trust yet is
 accepted only if its key history leads, one statement signed by the previous key at a
 time, from the key we trust to the new one. Then the new key is the one trusted (the old
 one no longer signs anything new for this partner), the history is stored so that a
@@ -37,18 +37,18 @@ from gateway.config import Config, PartnerSection
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
 from gateway.errors import BadKeyError, CryptoError, PeerError, UnavailableError
-from gateway.federation.descriptor import (
+from gateway.federation.hop import sign_hop
+from gateway.federation.identity import Identity
+from gateway.federation.roster import load_rosters
+from gateway.httpbody import read_at_most
+from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     Descriptor,
     peek_descriptor,
     verify_descriptor_history,
 )
-from gateway.federation.hop import sign_hop
-from gateway.federation.identity import Identity
-from gateway.federation.roster import load_rosters
-from gateway.federation.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
-from gateway.httpbody import read_at_most
-from gateway.officers.directory import Binding, DirectoryEntry, open_binding, open_directory
+from gateway.protocol.officers import Binding, DirectoryEntry, open_binding, open_directory
+from gateway.protocol.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
 
 if TYPE_CHECKING:
     from gateway.store import PartnerStore

@@ -32,9 +32,9 @@ from gateway.errors import ClientError, CryptoError, MalformedError
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partner
 from gateway.federation.receipts import ACCEPTED, DUPLICATE, REJECTED, Receipt
-from gateway.officers.delivery import READ_LINE, read_text
-from gateway.officers.directory import Binding, Directory, DirectoryService
+from gateway.officers.directory import Directory, DirectoryService
 from gateway.protocol import jsontext
+from gateway.protocol.officers import READ_LINE, Binding, read_text
 from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,

@@ -39,7 +39,6 @@ from gateway.config import FederationSection
 from gateway.crypto.keys import VerifyKey
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import CryptoError, PeerError, StoreError
-from gateway.federation.notices import NonDeliveryNotice
 from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
@@ -50,6 +49,7 @@ from gateway.federation.receipts import REJECTED, open_receipts_on
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READ_OUTCOMES, READS_MEDIA_TYPE
 from gateway.metrics import Metrics
 from gateway.protocol import jsontext
+from gateway.protocol.notices import NonDeliveryNotice
 from gateway.store import (
     NonDelivery,
     OutboxItem,
@@ -251,7 +251,7 @@ class Sender:
 
     async def expire(self, now: int) -> None:
         """Take messages that expired while queued out of the outbox, each with a signed
-        non-delivery notice for its sending desk (gateway.federation.notices)."""
+        non-delivery notice for its sending desk (gateway.protocol.notices)."""
         identity = self.partners.identity
         key = identity.signing_key
         busy = self._busy

@@ -34,6 +34,7 @@ from gateway.errors import (
 from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
 from gateway.officers.directory import Directory, DirectoryService, Officer
+from gateway.protocol.officers import read_text
 from gateway.store import (
     CONFLICT,
     DUPLICATE,
@@ -44,12 +45,6 @@ from gateway.store import (
     ReadAck,
     StoredMessage,
 )
-
-READ_LINE = "fpg read v1"
-
-
-def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
-    return f"{READ_LINE}\n{message_id}\n{digest}\n{read_ms}\n".encode()
 
 
 class Delivery:

@@ -1,6 +1,7 @@
 """The desk directory: which officers belong to which desk, with which keys.
 
-Two signed statements come from it (both signed notes, see docs/PROTOCOL.md):
+Two signed statements come from it (both signed notes, see docs/PROTOCOL.md; their texts
+and how to open them are in gateway.protocol.officers):
 
 * an **officer binding** (``fpg officer binding v1``): the gateway vouches that an officer
   id holds a signing key and an encryption key, belongs to some desks, until a time;
@@ -15,7 +16,6 @@ in another process, an enrollment in this one), so a revocation takes effect at 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,72 +29,15 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
-from gateway.errors import MalformedError
-from gateway.protocol import jsontext
+from gateway.crypto.note import NoteSigner, sign_note
+from gateway.protocol.officers import directory_text
 from gateway.store import DirectoryStore
 
 log = structlog.get_logger("gateway.officers.directory")
 
-BINDING_LINE = "fpg officer binding v1"
-DIRECTORY_LINE = "fpg directory v1"
-
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
-
-
-def _one_line(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Binding:
-    """What an officer binding states."""
-
-    gateway: str
-    officer: str
-    desks: tuple[str, ...]  # desk addresses
-    sign_key: VerifyKey
-    enc_key: EncryptionPublicKey
-    not_before: int
-    not_after: int
-
-    def text(self) -> str:
-        body = {
-            "desks": list(self.desks), "enc_key": self.enc_key.b64(),
-            "enc_key_id": self.enc_key.key_id, "gateway": self.gateway,
-            "not_after": self.not_after, "not_before": self.not_before,
-            "officer": self.officer, "sign_key": self.sign_key.b64(),
-            "sign_key_id": self.sign_key.key_id, "v": 1,
-        }
-        return f"{BINDING_LINE}\n{_one_line(body)}\n"
-
-    def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
-
-
-def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
-    """Verify an officer binding signed by ``gateway`` with ``key`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=16 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != BINDING_LINE:
-        raise MalformedError("not an officer binding")
-    try:
-        doc = jsontext.loads(lines[1])
-        binding = Binding(
-            gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
-            sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
-            enc_key=EncryptionPublicKey.from_b64(doc["enc_key"]),
-            not_before=int(doc["not_before"]), not_after=int(doc["not_after"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("officer binding lacks a field or has a wrong type") from None
-    if binding.gateway != gateway:
-        raise MalformedError("officer binding names another gateway")
-    return binding
 
 
 @dataclass(frozen=True)
@@ -161,7 +104,7 @@ class Directory:
         """The directory as a note signed by the gateway (built once per snapshot)."""
         note = self._signed.get(key.key_id)
         if note is None:
-            text = f"{DIRECTORY_LINE}\n{_one_line(self.to_json())}\n"
+            text = directory_text(self.to_json())
             note = self._signed[key.key_id] = sign_note(text, [NoteSigner(self.gateway, key)])
         return note
 
@@ -189,39 +132,6 @@ def build_directory(gateway: str, store_desks: list[Any], store_officers: list[A
     by_key = {o.sign_key.key_id: o for o in officers.values()}
     expires = min((o.not_after for o in officers.values() if o.active(now_ms)), default=2**62)
     return Directory(gateway, desks, officers, by_key, now_ms, expires)
-
-
-@dataclass(frozen=True)
-class DirectoryEntry:
-    """One desk of a verified directory, as a client sees it."""
-
-    address: str
-    members: tuple[dict[str, Any], ...]
-
-    def encryption_keys(self) -> list[EncryptionPublicKey]:
-        return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
-
-
-def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
-                   directory_of: str | None = None) -> dict[str, DirectoryEntry]:
-    """Verify a directory signed by ``gateway`` with ``key``; its desks by address.
-
-    ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
-    officer's home gateway vouching for a partner's directory it verified).
-    """
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
-        raise MalformedError("not a desk directory")
-    try:
-        doc = jsontext.loads(lines[1])
-        if doc["gateway"] != (directory_of or gateway):
-            raise MalformedError("directory names another gateway")
-        return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("directory lacks a field or has a wrong type") from None
 
 
 class DirectoryService:

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import re
 from dataclasses import dataclass
 
 from gateway.clock import Clock
@@ -25,31 +23,15 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.errors import BadKeyError, BadSignatureError, ClientError, ForbiddenError
-from gateway.officers.directory import Binding
+from gateway.errors import BadKeyError, BadSignatureError, ClientError
+from gateway.protocol.officers import Binding, code_hash, enroll_text
 from gateway.store import EnrollmentStore, OfficerRow
-
-ENROLL_LINE = "fpg enroll v1"
-_CODE = re.compile(r"FPG(-[A-Z2-7]{4}){5}")
 
 
 def new_code() -> str:
     """A fresh one-time code: 100 random bits, base32, readable over the phone."""
     text = base64.b32encode(os.urandom(25)).decode("ascii")[:20]
     return "FPG-" + "-".join(text[i : i + 4] for i in range(0, 20, 4))
-
-
-def code_hash(code: str) -> bytes:
-    normalized = code.strip().upper()
-    if not _CODE.fullmatch(normalized):
-        raise ForbiddenError("an enrollment code looks like FPG-XXXX-XXXX-XXXX-XXXX-XXXX",
-                             code="enrollment_code_invalid")
-    return hashlib.sha256(normalized.encode("ascii")).digest()
-
-
-def enroll_text(gateway: str, code: str, sign_key_b64: str, enc_key_b64: str) -> bytes:
-    code = code.strip().upper()
-    return f"{ENROLL_LINE}\n{gateway}\n{code}\n{sign_key_b64}\n{enc_key_b64}\n".encode()
 
 
 def new_officer_id() -> str:

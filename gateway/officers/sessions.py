@@ -3,7 +3,8 @@
 An officer's client proves possession of its signing key once per session:
 
 1. ``POST /v1/session/challenge`` gives 32 random bytes, valid for a minute, usable once;
-2. the client signs ``fpg session v1\\n<gateway>\\n<officer>\\n<base64 challenge>\\n`` and
+2. the client signs ``fpg session v1\\n<gateway>\\n<officer>\\n<base64 challenge>\\n``
+   (gateway.protocol.officers.session_text) and
    ``POST /v1/session`` exchanges it for a bearer token valid ``ttl`` seconds.
 
 A replayed challenge (already used) or a stale one (expired) is refused. Tokens are 32
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from gateway.clock import Clock
 from gateway.errors import ClientError
 
-SESSION_LINE = "fpg session v1"
 CHALLENGE_SIZE = 32
 MAX_CHALLENGES = 100_000
 MAX_SESSIONS = 100_000
@@ -37,11 +37,6 @@ class AuthError(ClientError):
 class RateLimited(ClientError):
     code = "rate_limited"
     http_status = 429
-
-
-def session_text(gateway: str, officer: str, challenge: bytes) -> bytes:
-    b64 = base64.b64encode(challenge).decode("ascii")
-    return f"{SESSION_LINE}\n{gateway}\n{officer}\n{b64}\n".encode()
 
 
 @dataclass(frozen=True)

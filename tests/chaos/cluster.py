@@ -30,7 +30,8 @@ from gateway.cli.demo import log_tail, terminate
 from gateway.clock import SystemClock
 from gateway.crypto.keyfile import read_public
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
-from gateway.officers.enrollment import code_hash, new_code
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash
 from gateway.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]

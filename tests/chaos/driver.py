@@ -52,7 +52,7 @@ from gateway.client import payload
 from gateway.client.api import ENVELOPE_TYPE, ApiError, GatewayClient, enroll
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
-from gateway.errors import GatewayError
+from gateway.errors import CryptoError, GatewayError
 from gateway.logs import configure_logging
 from tests.chaos.checker import Verdict, check
 from tests.chaos.cluster import DESKS, ClusterError, Node, kill_all, make_cluster
@@ -239,7 +239,7 @@ class Driver:
     async def _knows(self, officer: Officer, node: Node) -> bool:
         try:
             desks = await officer.client.directory(refresh=True, gateway=node.id)
-        except (TimeoutError, aiohttp.ClientError, GatewayError):
+        except (TimeoutError, aiohttp.ClientError, GatewayError, CryptoError):
             return False
         wanted = [f"{d}@{node.id}" for d in DESKS]
         if not all(a in desks and len(desks[a].members) == self.s.senders_per_desk

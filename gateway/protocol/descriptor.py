@@ -5,7 +5,7 @@ text is the line ``fpg descriptor v1`` followed by one line of JSON and signed b
 gateway's identity key under its gateway id. A partner that pinned the gateway's
 fingerprint checks the signature before reading anything else.
 
-``key_history`` lists the gateway's key rotation statements (gateway.federation.rotation), oldest
+``key_history`` lists the gateway's key rotation statements (gateway.protocol.rotation), oldest
 first, so that a partner that trusts an older key can walk from it to the one that signs
 the descriptor: :func:`verify_descriptor_history`.
 """
@@ -20,8 +20,8 @@ from typing import Any
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import MalformedError
-from gateway.federation.rotation import ChainKey, decode_history, encode_history, verify_history
 from gateway.protocol import jsontext
+from gateway.protocol.rotation import ChainKey, decode_history, encode_history, verify_history
 
 DESCRIPTOR_LINE = "fpg descriptor v1"
 DESCRIPTOR_PATH = "/.well-known/fpg/descriptor"

@@ -1,0 +1,163 @@
+"""The exact texts an officer's client and its home gateway sign and check.
+
+* **enrollment** (``fpg enroll v1``): the new officer's signing key signs
+  ``fpg enroll v1\\n<gateway>\\n<code>\\n<signing key b64>\\n<encryption key b64>\\n`` to
+  prove it holds the key it asks the gateway to vouch for; the one-time code has the
+  form ``FPG-XXXX-XXXX-XXXX-XXXX-XXXX`` and only its SHA-256 is stored;
+* **session** (``fpg session v1``): the officer signs
+  ``fpg session v1\\n<gateway>\\n<officer>\\n<base64 challenge>\\n`` to sign in;
+* **read acknowledgement** (``fpg read v1``): an officer of the recipient desk signs
+  ``fpg read v1\\n<message id>\\n<envelope SHA-256>\\n<read time ms>\\n``;
+* the **officer binding** (``fpg officer binding v1``) and the **desk directory**
+  (``fpg directory v1``): signed notes by the gateway (see gateway.officers.directory,
+  which builds them from the store), which clients and partners open here.
+
+The gateway's side of each step lives in gateway/officers/; the client's in
+gateway/client/. Both take the texts from here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.crypto.keys import (
+    ROLE_OFFICER_SIGNING,
+    EncryptionPublicKey,
+    GatewaySigningKey,
+    VerifyKey,
+)
+from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
+from gateway.errors import ForbiddenError, MalformedError
+from gateway.protocol import jsontext
+
+ENROLL_LINE = "fpg enroll v1"
+SESSION_LINE = "fpg session v1"
+READ_LINE = "fpg read v1"
+BINDING_LINE = "fpg officer binding v1"
+DIRECTORY_LINE = "fpg directory v1"
+
+_CODE = re.compile(r"FPG(-[A-Z2-7]{4}){5}")
+
+
+# --- enrollment, sessions, read acknowledgements ----------------------------------------
+
+
+def code_hash(code: str) -> bytes:
+    normalized = code.strip().upper()
+    if not _CODE.fullmatch(normalized):
+        raise ForbiddenError("an enrollment code looks like FPG-XXXX-XXXX-XXXX-XXXX-XXXX",
+                             code="enrollment_code_invalid")
+    return hashlib.sha256(normalized.encode("ascii")).digest()
+
+
+def enroll_text(gateway: str, code: str, sign_key_b64: str, enc_key_b64: str) -> bytes:
+    code = code.strip().upper()
+    return f"{ENROLL_LINE}\n{gateway}\n{code}\n{sign_key_b64}\n{enc_key_b64}\n".encode()
+
+
+def session_text(gateway: str, officer: str, challenge: bytes) -> bytes:
+    b64 = base64.b64encode(challenge).decode("ascii")
+    return f"{SESSION_LINE}\n{gateway}\n{officer}\n{b64}\n".encode()
+
+
+def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
+    return f"{READ_LINE}\n{message_id}\n{digest}\n{read_ms}\n".encode()
+
+
+# --- officer bindings and desk directories -----------------------------------------------
+
+
+def _one_line(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What an officer binding states."""
+
+    gateway: str
+    officer: str
+    desks: tuple[str, ...]  # desk addresses
+    sign_key: VerifyKey
+    enc_key: EncryptionPublicKey
+    not_before: int
+    not_after: int
+
+    def text(self) -> str:
+        body = {
+            "desks": list(self.desks), "enc_key": self.enc_key.b64(),
+            "enc_key_id": self.enc_key.key_id, "gateway": self.gateway,
+            "not_after": self.not_after, "not_before": self.not_before,
+            "officer": self.officer, "sign_key": self.sign_key.b64(),
+            "sign_key_id": self.sign_key.key_id, "v": 1,
+        }
+        return f"{BINDING_LINE}\n{_one_line(body)}\n"
+
+    def sign(self, key: GatewaySigningKey) -> bytes:
+        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+
+
+def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
+    """Verify an officer binding signed by ``gateway`` with ``key`` and parse it."""
+    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=16 * 1024)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != BINDING_LINE:
+        raise MalformedError("not an officer binding")
+    try:
+        doc = jsontext.loads(lines[1])
+        binding = Binding(
+            gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
+            sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
+            enc_key=EncryptionPublicKey.from_b64(doc["enc_key"]),
+            not_before=int(doc["not_before"]), not_after=int(doc["not_after"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, MalformedError):
+            raise
+        raise MalformedError("officer binding lacks a field or has a wrong type") from None
+    if binding.gateway != gateway:
+        raise MalformedError("officer binding names another gateway")
+    return binding
+
+
+def directory_text(doc: dict[str, Any]) -> str:
+    """The text of a desk directory note (the gateway signs it)."""
+    return f"{DIRECTORY_LINE}\n{_one_line(doc)}\n"
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """One desk of a verified directory, as a client sees it."""
+
+    address: str
+    members: tuple[dict[str, Any], ...]
+
+    def encryption_keys(self) -> list[EncryptionPublicKey]:
+        return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
+
+
+def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
+                   directory_of: str | None = None) -> dict[str, DirectoryEntry]:
+    """Verify a directory signed by ``gateway`` with ``key``; its desks by address.
+
+    ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
+    officer's home gateway vouching for a partner's directory it verified).
+    """
+    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
+        raise MalformedError("not a desk directory")
+    try:
+        doc = jsontext.loads(lines[1])
+        if doc["gateway"] != (directory_of or gateway):
+            raise MalformedError("directory names another gateway")
+        return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, MalformedError):
+            raise
+        raise MalformedError("directory lacks a field or has a wrong type") from None
