@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway.crypto.envelope import Envelope, EnvelopeHeader, seal_envelope, verify_envelope
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
@@ -46,22 +42,3 @@ GATEWAY_KEY = GatewaySigningKey(b"\x11" * 32)
 
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "gateway.sqlite3"
-
-
-def start_gateway(config: Path, port_file: Path,
-                  **popen: Any) -> tuple[subprocess.Popen[Any], str]:
-    """``gateway run`` as its own process; the process and its base URL once it listens.
-    ``popen`` goes to subprocess.Popen (where its output goes)."""
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config),
-                             "--port-file", str(port_file)], **popen)
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the gateway stopped at start: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.communicate()
-            raise AssertionError("the gateway did not listen within 30 s")
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import PARTNERS
+from gateway.cli.process import ServerProcess
 from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle, load_bundle, read_history
@@ -54,7 +55,6 @@ from gateway.federation.rotation import (
     verify_history,
 )
 from gateway.officers.directory import Binding
-from tests.helpers import start_gateway
 from tests.test_federation import (
     Gw,
     free_socket,
@@ -564,9 +564,9 @@ def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serv
     config = directory / "gateway.toml"
     key_file = directory / "keys" / "gateway.key"
     first = load_bundle(key_file, None, allow_insecure=True).get(ROLE_GATEWAY_SIGNING)
-    proc, _ = start_gateway(config, tmp_path / "port", stderr=subprocess.DEVNULL)
-    proc.terminate()
-    assert proc.wait(30) == 0  # a clean stop signs a checkpoint with the first key
+    server = ServerProcess.gateway(config)
+    server.start()
+    assert server.stop() == 0  # a clean stop signs a checkpoint with the first key
     out = gateway_cmd("keys", "rotate", "--config", str(config))
     assert out.returncode == 0, out.stderr
     rotated = load_bundle(key_file, None, allow_insecure=True)
@@ -582,14 +582,10 @@ def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serv
     assert f"replaced:    {first.key_id}" in shown.stdout
     verified = gateway_cmd("ledger", "verify", "--config", str(config))
     assert verified.returncode == 0, verified.stderr  # old checkpoints, old key
-    proc, url = start_gateway(config, tmp_path / "port", stderr=subprocess.DEVNULL)
-    try:
+    with server:
         import urllib.request
-        with urllib.request.urlopen(url + DESCRIPTOR_PATH, timeout=10) as answer:
+        with urllib.request.urlopen(server.url + DESCRIPTOR_PATH, timeout=10) as answer:
             data = answer.read()
-    finally:
-        proc.terminate()
-        proc.wait(30)
     descriptor, walked = verify_descriptor_history(data, "kh-cnp", {first.public.fingerprint})
     assert descriptor.signing_key == new.public and len(walked) == 2
     assert gateway_cmd("ledger", "verify", "--config", str(config)).returncode == 0
