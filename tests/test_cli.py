@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.request
@@ -13,25 +12,7 @@ import pytest
 from gateway.cli.process import ServerProcess
 from gateway.crypto.keys import VerifyKey
 from gateway.federation.descriptor import peek_descriptor, verify_descriptor
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})}, cwd=cwd, input=stdin,
-    )
-
-
-def gateway(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return run("gateway", *args, **kw)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+from tests.helpers import gateway, one_line_error, run
 
 
 def test_version_and_help() -> None:

@@ -77,8 +77,7 @@ from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
 from gateway.federation.rotation import sign_rotation
 from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
 from gateway.officers.directory import BINDING_LINE, Binding, open_binding
-from tests.helpers import T0
-from tests.test_envelope import header as envelope_header
+from tests.helpers import T0, envelope_header
 
 FEW = settings(max_examples=60, deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -39,9 +39,8 @@ from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH
 from gateway.httpbody import BODY_TIMEOUT, server_settings
-from tests.helpers import GATEWAY_KEY
-from tests.test_cli import gateway as gateway_command
-from tests.test_hostile_http import GATEWAY, Served, dump, gateway_config
+from tests.helpers import GATEWAY, GATEWAY_KEY, Served, dump, gateway_config
+from tests.helpers import gateway as gateway_command
 
 TIMEOUT = 1.0  # header and body deadlines of the gateway under test, seconds
 LINGER = 0.3  # how long the rest of a refused body is still read

@@ -25,7 +25,7 @@ from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from tests.test_cli import gateway
+from tests.helpers import gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from gateway.cli.process import ServerProcess
 from gateway.client.api import GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
-from tests.test_cli import gateway
+from tests.helpers import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 # GET /v1/stream is an open event stream, not a request and answer: tests/test_openapi.py

@@ -13,10 +13,7 @@ from gateway.channels import admin
 from gateway.cli.admin import admin_request, format_partners
 from gateway.cli.process import ServerProcess
 from gateway.crypto.keys import GatewaySigningKey
-from tests.test_cli import gateway, one_line_error
-from tests.test_federation import http, officers, until, vn_kh
-
-__all__ = ["http", "vn_kh"]  # fixtures
+from tests.helpers import gateway, officers, one_line_error, until
 
 
 async def test_partner_report_follows_an_outage_and_retry_wakes_the_sender(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,17 +54,8 @@ from gateway.federation.rotation import (
     verify_history,
 )
 from gateway.officers.directory import Binding
-from tests.test_federation import (
-    Gw,
-    free_socket,
-    free_socket_on,
-    officers,
-    pin,
-    started,
-    stop_all,
-    until,
-)
-from tests.test_federation import http as http
+from tests.helpers import Gw, free_socket, free_socket_on, officers, pin, started, stop_all, until
+from tests.helpers import gateway as gateway_cmd
 
 T0 = 1_767_225_600_000
 ANCHOR = "asean-ta"
@@ -548,11 +538,6 @@ def clock_at(clock: ManualClock, ms: int) -> None:
 
 
 # --- the commands -----------------------------------------------------------------------
-
-
-def gateway_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    from tests.test_cli import gateway
-    return gateway(*args)
 
 
 def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serves_history(
