@@ -63,13 +63,12 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from itertools import repeat
@@ -81,6 +80,7 @@ import floor  # bench/floor.py: the least work of a verifying, durable accept
 import http1  # bench/http1.py: the lean load client
 from aiohttp import web
 
+from gateway.cli.process import ServerProcess
 from gateway.client import payload
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
 from gateway.cliutil import until_stopped
@@ -149,36 +149,11 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float | None:
         return None
 
 
-@contextlib.contextmanager
-def running(command: list[str], port_file: Path, log_file: Path,
-            what: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Start a server process, wait for the port it writes; always stop it after."""
-    port_file.unlink(missing_ok=True)
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not port_file.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with status {proc.returncode}: "
-                                   f"{log_file.read_text(errors='replace')[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not listen within {START_TIMEOUT:g} s")
-            time.sleep(0.05)
-        yield proc, int(port_file.read_text().strip())
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+def server(command: list[str], port_file: Path, log_file: Path, what: str) -> ServerProcess:
+    """A server process that writes its port to ``port_file`` (started by ``with``, which
+    waits until it listens and always stops it after)."""
+    return ServerProcess(command, port_file=port_file, log=log_file, name=what,
+                         start_seconds=START_TIMEOUT, stop_seconds=STOP_TIMEOUT)
 
 
 def raised_limits() -> dict[str, tuple[int, Any]]:
@@ -250,12 +225,13 @@ def floor_run(directory: Path, processes: int, envelope: bytes, connections_: in
     base.mkdir()
     database = base / "floor.db"
     with contextlib.ExitStack() as stack:
-        first, port = stack.enter_context(running(
+        first = stack.enter_context(server(
             floor.command(base / "port-0", database, key.public), base / "port-0",
             base / "floor-0.log", "the floor server"))
-        others = [stack.enter_context(running(
+        port = first.port
+        others = [stack.enter_context(server(
             floor.command(base / f"port-{k}", database, key.public, port),
-            base / f"port-{k}", base / f"floor-{k}.log", "a floor server"))[0]
+            base / f"port-{k}", base / f"floor-{k}.log", "a floor server"))
             for k in range(1, processes)]
         request = http1.request_bytes("POST", "127.0.0.1", port, "/",
                                       {"Content-Type": "application/octet-stream"}, body)
@@ -631,11 +607,9 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
 def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     config, codes, fingerprint = make_gateway(directory, args.officers)
     body = hotline_payload()
-    gateway = [sys.executable, "-m", "gateway", "run", "--config", str(config),
-               "--port-file", str(directory / "port")]
-    with running(gateway, directory / "port", directory / "gateway.log", "the gateway") \
-            as (gw, port):
-        url = f"http://127.0.0.1:{port}"
+    with ServerProcess.gateway(config, name="the gateway", start_seconds=START_TIMEOUT,
+                               stop_seconds=STOP_TIMEOUT) as gw:
+        port, url = gw.port, gw.url
         senders = asyncio.run(prepare(url, codes, fingerprint))
         sample = seal(senders[0], body, 1)[0][0]
         raw_body = (sample * 2)[:RAW_BODY_SIZE]
@@ -643,8 +617,9 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         # 3. the raw limit first: it also bounds how many envelopes the gateway can take.
         raw_cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-server",
                    str(directory / "raw-port")]
-        with running(raw_cmd, directory / "raw-port", directory / "raw.log",
-                     "the raw aiohttp server") as (raw_proc, raw_port):
+        with server(raw_cmd, directory / "raw-port", directory / "raw.log",
+                    "the raw aiohttp server") as raw_proc:
+            raw_port = raw_proc.port
             bound = 1_000_000  # requests per worker; the window ends long before
             raw_request = http1.request_bytes("POST", "127.0.0.1", raw_port, "/",
                                               senders[0].headers, raw_body)
@@ -689,7 +664,7 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                                             lambda: profiler.start(open_profile)))
         finally:
             profiler.wait()
-        status = gw.poll()
+        status = gw.returncode
     if status is not None:
         raise RuntimeError(f"the gateway exited during the run (status {status})")
 

@@ -18,9 +18,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.accept import gateway_command
+from gateway.cli.process import ServerProcess
 from gateway.crypto.envelope import (
     EnvelopeHeader,
     new_message_id,
@@ -130,22 +129,13 @@ def peak_rss(pid: int) -> tuple[float, float]:
 
 async def hold(config: Path, seconds: float) -> dict[str, Any]:
     """Run the gateway, scrape /metrics for ``seconds``, then read its peak memory."""
-    directory = config.parent
-    port_file, metrics_port_file = directory / "port", directory / "mport"
-    for f in (port_file, metrics_port_file):
-        f.unlink(missing_ok=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config),  # noqa: ASYNC220
-                             "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics_port_file = config.parent / "mport"
+    metrics_port_file.unlink(missing_ok=True)
+    server = ServerProcess.gateway(config, name="the gateway", start_seconds=START_TIMEOUT,
+                                   stop_seconds=60.0)
+    await server.start_async()  # its metrics listen before its port file is written
     try:
-        while not metrics_port_file.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"the gateway stopped: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
-            if time.perf_counter() - started > START_TIMEOUT:
-                raise RuntimeError("the gateway did not start in time")
-            await asyncio.sleep(0.05)
-        start_seconds = time.perf_counter() - started
+        start_seconds = server.ready_at - server.spawned_at
         url = f"http://127.0.0.1:{int(metrics_port_file.read_text())}/metrics"
         depth = None
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -156,14 +146,9 @@ async def hold(config: Path, seconds: float) -> dict[str, Any]:
                         if line.startswith(f'fpg_outbox_depth{{partner="{PARTNER}"}}'):
                             depth = int(float(line.split()[-1]))
                 await asyncio.sleep(0.5)
-        hwm, rss = peak_rss(proc.pid)
+        hwm, rss = peak_rss(server.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        await server.stop_async()
     return {"peak_rss_mib": round(hwm, 1), "rss_mib": round(rss, 1),
             "start_seconds": round(start_seconds, 2), "queued": depth}
 

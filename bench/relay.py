@@ -102,6 +102,7 @@ from accept import (
     LIFETIME_MS,
     REQUEST_TIMEOUT,
     START_TIMEOUT,
+    STOP_TIMEOUT,
     Work,
     accepted,
     connections,
@@ -113,10 +114,10 @@ from accept import (
     post,
     py_spy,
     raised_limits,
-    stop,
     summarize_profile,
 )
 
+from gateway.cli.process import ServerProcess
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
@@ -165,9 +166,14 @@ class Gateway:
     directory: Path
     port: int
     fingerprint: str = ""
-    proc: subprocess.Popen[bytes] | None = None
+    process: ServerProcess = field(init=False)  # its ``gateway run``, once started
     listening_at: float = 0.0  # wall time the port file appeared
     start_seconds: float = 0.0  # from the command to listening (ledger check included)
+
+    def __post_init__(self) -> None:
+        self.process = ServerProcess.gateway(self.config, name=self.id,
+                                             start_seconds=START_TIMEOUT,
+                                             stop_seconds=STOP_TIMEOUT)
 
     @property
     def url(self) -> str:
@@ -183,8 +189,7 @@ class Gateway:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.process.pid
 
     def init(self) -> None:
         """``gateway init`` on the chosen port; read the key fingerprint back."""
@@ -210,46 +215,22 @@ class Gateway:
         gateway_command("config", "check", "--config", str(self.config))
 
     def start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError(f"{self.id} is already running")
-        port_file = self.directory / "port"
-        port_file.unlink(missing_ok=True)
         began = time.time()
-        with open(self.directory / "gateway.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config),
-                 "--port-file", str(port_file)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.id} exited with status {self.proc.returncode}: "
-                                   f"{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.id} did not listen within {START_TIMEOUT:g} s")
-            time.sleep(0.02)
+        port = self.process.start()
         self.listening_at = time.time()
         self.start_seconds = self.listening_at - began
-        port = int(port_file.read_text().strip())
         if port != self.port:
             raise RuntimeError(f"{self.id} listens on {port}, not on its pinned port {self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
+        self.process.stop()
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.running
 
     def check_running(self) -> None:
         if not self.running():
-            raise RuntimeError(f"{self.id} exited during the run: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        try:
-            return (self.directory / "gateway.log").read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+            raise RuntimeError(f"{self.id} exited during the run:\n{self.process.log_tail()}")
 
     def read(self) -> Database:
         return Database(self.database)

@@ -1,18 +1,53 @@
-"""Test helpers: real keys, real envelopes, real SQLite files."""
+"""Test helpers: real keys, real envelopes, real SQLite files, real gateways.
+
+What more than one test module uses lives here (plain functions and classes) or in
+tests/conftest.py (fixtures): a test module imports no other test module
+(tests/test_suite_layout.py checks it).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.crypto.envelope import Envelope, EnvelopeHeader, seal_envelope, verify_envelope
-from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
+import aiohttp
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.appkeys import CLOCK, STORE
+from gateway.client.api import GatewayClient, enroll
+from gateway.clock import Clock
+from gateway.config import parse_config
+from gateway.crypto.envelope import (
+    Envelope,
+    EnvelopeHeader,
+    new_message_id,
+    seal_envelope,
+    verify_envelope,
+)
+from gateway.crypto.keyfile import KeyBundle
+from gateway.crypto.keys import (
+    ROLE_GATEWAY_SIGNING,
+    GatewaySigningKey,
+    OfficerEncryptionKey,
+    OfficerSigningKey,
+)
+from gateway.officers.enrollment import new_code
+from gateway.protocol.officers import code_hash, enroll_text
 from gateway.store import IncomingMessage
+
+T = TypeVar("T")
 
 T0 = 1_767_225_600_000
 
@@ -42,26 +77,350 @@ def incoming(envelope: Envelope, *, relay_to: str | None = None, now: int = T0) 
 
 
 GATEWAY_KEY = GatewaySigningKey(b"\x11" * 32)
+GATEWAY, PARTNER = "vn-mps", "kh-cnp"  # the single-gateway tests' gateway and its partner
 
 
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "gateway.sqlite3"
 
 
-def start_gateway(config: Path, port_file: Path,
-                  **popen: Any) -> tuple[subprocess.Popen[Any], str]:
-    """``gateway run`` as its own process; the process and its base URL once it listens.
-    ``popen`` goes to subprocess.Popen (where its output goes)."""
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config),
-                             "--port-file", str(port_file)], **popen)
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the gateway stopped at start: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.communicate()
-            raise AssertionError("the gateway did not listen within 30 s")
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"
+# --- the command-line tools, as real processes ---------------------------------------------
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})}, cwd=cwd, input=stdin,
+    )
+
+
+def gateway(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return run("gateway", *args, **kw)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# --- officers and envelopes on one gateway (test_bad_input, test_openapi, the hostile tests)
+
+
+def envelope_header(**changes: object) -> EnvelopeHeader:
+    mid = new_message_id()
+    fields: dict[str, object] = dict(
+        id=mid, kind="hotline", priority="flash", sender="trafficking@vn-mps",
+        recipient="border-liaison@kh-cnp", created=1_767_225_600_000,
+        expires=1_767_225_600_000 + 3_600_000, thread=mid,
+    )
+    fields.update(changes)
+    return EnvelopeHeader(**fields)  # type: ignore[arg-type]
+
+
+async def enrolled_officer(app, server, http, desk: str) -> GatewayClient:
+    now = app[CLOCK].now_ms()
+    code = new_code()
+    await app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
+    creds, _ = await enroll(http, str(server.make_url("")).rstrip("/"), code,
+                            OfficerSigningKey.generate(), OfficerEncryptionKey.generate())
+    client = GatewayClient(http, creds)
+    await client.sign_in()
+    return client
+
+
+def sealed(client: GatewayClient, readers, *, to: str = "border-liaison@vn-mps",
+           expires_in: int = 3_600_000, frm: str = "trafficking@vn-mps") -> bytes:
+    now = client.clock.now_ms()
+    mid = new_message_id()
+    header = EnvelopeHeader(id=mid, kind="hotline", priority="flash", sender=frm,
+                            recipient=to, created=now - 10, expires=now + expires_in,
+                            thread=mid)
+    return seal_envelope(header, b'{"text":"x","type":"hotline"}', client.creds.signing,
+                         [r.creds.encryption.public for r in readers])
+
+
+def enroll_body(code: str, signing: OfficerSigningKey,
+                encryption: OfficerEncryptionKey) -> dict[str, str]:
+    sign_b64, enc_b64 = signing.public.b64(), encryption.public.b64()
+    proof = signing.sign(enroll_text(GATEWAY, code, sign_b64, enc_b64))
+    return {"code": code, "sign_key": sign_b64, "enc_key": enc_b64,
+            "signature": base64.b64encode(proof).decode("ascii")}
+
+
+# --- a gateway served from a thread of its own (test_hostile_http, test_hostile_slow) -------
+
+MAX_BODY = 64 * 1024  # server.max_body_bytes of gateway_config
+BATCH_BYTES = 64 * 1024  # federation.batch_bytes of gateway_config (its smallest)
+
+
+class Served:
+    """An application served by ``web.AppRunner`` on 127.0.0.1 from a thread with its own
+    event loop, so that tests (and hypothesis) can talk to it synchronously."""
+
+    def __init__(self, app: web.Application, **runner: Any) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner)
+        self.port = 0
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+
+        async def start() -> int:
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return int(self.runner.addresses[0][1])
+        self.port = self.run(start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self.runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def gateway_config(directory: Path, partner_key: GatewaySigningKey, **server: Any) -> Any:
+    return parse_config({
+        "gateway": {"id": GATEWAY, "public_url": "http://127.0.0.1:1",
+                    "data_dir": str(directory)},
+        "keys": {"file": "unused.key"},
+        "ledger": {"checkpoint_interval": 3600.0},
+        "server": {"max_body_bytes": MAX_BODY, **server},
+        "limits": {"requests_per_second": 100_000, "burst": 1_000_000,
+                   "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000},
+        "log": {"level": "error"},
+        # The partner's URL answers nothing: its refresh and witness loops fail quietly.
+        "federation": {"batch_bytes": BATCH_BYTES, "request_timeout_seconds": 2.0},
+        "partners": [{"id": PARTNER, "url": "http://127.0.0.1:1",
+                      "fingerprint": partner_key.public.fingerprint}],
+    }, directory / "gateway.toml")
+
+
+def dump(database: Path) -> list[str]:
+    """Every row of every table, as SQL."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return list(db.iterdump())
+
+
+# --- gateways in this process, pinned partners of each other (test_federation and more) -
+
+
+FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
+        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05,
+        "witness_seconds": 0.2}
+PRIORITIES = ("flash", "immediate", "priority", "routine")
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Gw:
+    id: str
+    key: GatewaySigningKey
+    directory: Path
+    sock: socket.socket
+    partners: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> url, fp
+    federation: dict[str, Any] = field(default_factory=lambda: dict(FAST))
+    app: web.Application | None = None
+    runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "gateway.sqlite3"
+
+    def config_doc(self) -> dict[str, Any]:
+        return {
+            "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
+            "keys": {"file": "unused.key"},
+            "ledger": {"checkpoint_interval": 3600.0},
+            "limits": {"requests_per_second": 10_000, "burst": 100_000,
+                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
+            "log": {"level": "warning"},
+            "federation": self.federation,
+            "partners": [{"id": p, "url": url, "fingerprint": fp}
+                         for p, (url, fp) in self.partners.items()],
+        }
+
+    def config(self) -> Any:
+        return parse_config(self.config_doc(), self.directory / "gateway.toml")
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.sock.fileno() < 0:  # stopped before: listen on the same port again
+            port, self.sock = self.port_was, free_socket_on(self.port_was)
+            assert self.port == port
+        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}))
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+    async def stop(self) -> None:
+        self.port_was = self.port
+        assert self.runner is not None
+        await self.runner.cleanup()
+        self.sock.close()
+        self.app = self.runner = None
+
+    async def add_desk(self, name: str) -> None:
+        assert self.app is not None
+        await self.app[STORE].add_desk(name, None, self.app[CLOCK].now_ms())
+
+    async def officer(self, http: aiohttp.ClientSession, desk: str) -> GatewayClient:
+        assert self.app is not None
+        code, now = new_code(), self.app[CLOCK].now_ms()
+        await self.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
+        creds, _ = await enroll(http, self.url, code, OfficerSigningKey.generate(),
+                                OfficerEncryptionKey.generate(),
+                                fingerprint=self.key.public.fingerprint)
+        client = GatewayClient(http, creds)
+        await client.sign_in()
+        return client
+
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        with sqlite3.connect(self.database) as db:
+            return db.execute(sql, params).fetchall()
+
+
+def free_socket_on(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def pin(a: Gw, b: Gw, url: str | None = None) -> None:
+    """a trusts b (at ``url``, default b's own) and b trusts a."""
+    a.partners[b.id] = (url or b.url, b.key.public.fingerprint)
+    b.partners[a.id] = (a.url, a.key.public.fingerprint)
+
+
+async def until(check: Any, what: str, seconds: float = 20.0) -> None:
+    """Poll ``check()`` (sync or async) until true; fail naming ``what`` after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make(tmp_path: Path, name: str) -> Gw:
+    return Gw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket())
+
+
+async def started(*gws: Gw) -> None:
+    for gw in gws:
+        await gw.start()
+    for gw in gws:
+        for desk in ("trafficking", "border-liaison", "anti-trafficking"):
+            await gw.add_desk(desk)
+
+
+async def stop_all(*gws: Gw) -> None:
+    for gw in gws:
+        if gw.runner is not None:
+            await gw.stop()
+
+
+async def partner_known(client: GatewayClient, gateway: str) -> None:
+    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
+    async def known() -> bool:
+        try:
+            desks = await client.directory(refresh=True, gateway=gateway)
+            desk = desks.get(f"anti-trafficking@{gateway}")
+            return desk is not None and bool(desk.members)
+        except Exception:
+            return False
+    await until(known, f"the directory of {gateway} through {client.creds.gateway_id}")
+
+
+async def officers(vn: Gw, kh: Gw,
+                   http: aiohttp.ClientSession) -> tuple[GatewayClient, GatewayClient]:
+    """An officer of VN's border-liaison desk whose gateway knows KH's directory, and an
+    officer of KH's anti-trafficking desk."""
+    a = await vn.officer(http, "border-liaison")
+    k = await kh.officer(http, "anti-trafficking")
+    await partner_known(a, "kh-cnp")
+    return a, k
+
+
+async def watching(client: GatewayClient) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                   asyncio.Task[None]]:
+    """The officer's live events as they come (a list that grows), and the task filling
+    it, once the stream is connected."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+
+    async def watch() -> None:
+        async for kind, data in client.stream(connected=connected):
+            events.append((kind, data))
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(connected.wait(), 10)
+    return events, watcher
+
+
+# Slower than FAST, so that attempts can be counted: backoff from 0.1 s doubling to 0.8 s,
+# a hung request cut after 0.5 s, a partner that is down probed every 0.5 s, nothing else
+# asked of it meanwhile.
+FAULT_FEDERATION = {**FAST, "retry_first_seconds": 0.1, "retry_max_seconds": 0.8,
+                    "health_seconds": 0.5, "request_timeout_seconds": 0.5,
+                    "refresh_seconds": 60.0, "directory_max_age_seconds": 60.0,
+                    "witness_seconds": 60.0}
+
+
+@dataclass
+class FaultGw(Gw):
+    """A :class:`Gw` with its own [federation] settings and clock."""
+
+    federation: dict[str, Any] = field(default_factory=lambda: dict(FAULT_FEDERATION))
+    clock: Clock | None = None
+
+    def config_doc(self) -> dict[str, Any]:
+        doc = super().config_doc()
+        doc["federation"] = dict(self.federation)
+        return doc
+
+    async def start(self) -> None:
+        assert self.sock.fileno() >= 0, "FaultGw starts once"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}),
+                              clock=self.clock)
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+
+def fault_gw(tmp_path: Path, name: str, clock: Clock | None = None,
+             **federation: Any) -> FaultGw:
+    return FaultGw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket(),
+                   federation={**FAULT_FEDERATION, **federation}, clock=clock)

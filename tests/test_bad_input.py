@@ -12,14 +12,11 @@ import pytest
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, CONFIG, STORE
-from gateway.client.api import ENVELOPE_TYPE, GatewayClient, enroll
+from gateway.client.api import ENVELOPE_TYPE, GatewayClient
 from gateway.config import parse_config
-from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
-from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
-from gateway.officers.enrollment import new_code
-from gateway.protocol.officers import code_hash
-from tests.helpers import GATEWAY_KEY
+from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerSigningKey
+from tests.helpers import GATEWAY_KEY, enrolled_officer, sealed
 
 
 def db_fingerprint(app) -> str:
@@ -46,34 +43,12 @@ async def make_world(tmp_path: Path, aiohttp_server, **limits: object):
     return app, server
 
 
-async def officer(app, server, http, desk: str) -> GatewayClient:
-    now = app[CLOCK].now_ms()
-    code = new_code()
-    await app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
-    creds, _ = await enroll(http, str(server.make_url("")).rstrip("/"), code,
-                            OfficerSigningKey.generate(), OfficerEncryptionKey.generate())
-    client = GatewayClient(http, creds)
-    await client.sign_in()
-    return client
-
-
-def sealed(client: GatewayClient, readers, *, to: str = "border-liaison@vn-mps",
-           expires_in: int = 3_600_000, frm: str = "trafficking@vn-mps") -> bytes:
-    now = client.clock.now_ms()
-    mid = new_message_id()
-    header = EnvelopeHeader(id=mid, kind="hotline", priority="flash", sender=frm,
-                            recipient=to, created=now - 10, expires=now + expires_in,
-                            thread=mid)
-    return seal_envelope(header, b'{"text":"x","type":"hotline"}', client.creds.signing,
-                         [r.creds.encryption.public for r in readers])
-
-
 @pytest.fixture
 async def world(tmp_path, aiohttp_server):
     app, server = await make_world(tmp_path, aiohttp_server)
     async with aiohttp.ClientSession() as http:
-        a = await officer(app, server, http, "trafficking")
-        b = await officer(app, server, http, "border-liaison")
+        a = await enrolled_officer(app, server, http, "trafficking")
+        b = await enrolled_officer(app, server, http, "border-liaison")
         yield app, server, http, a, b
 
 
@@ -181,7 +156,7 @@ async def test_oversized_bodies_are_refused_before_being_read(world) -> None:
 async def test_too_many_requests_is_429(tmp_path, aiohttp_server) -> None:
     app, server = await make_world(tmp_path, aiohttp_server, requests_per_second=0.5, burst=3)
     async with aiohttp.ClientSession() as http:
-        a = await officer(app, server, http, "trafficking")
+        a = await enrolled_officer(app, server, http, "trafficking")
         before = db_fingerprint(app)
         statuses = []
         for _ in range(6):

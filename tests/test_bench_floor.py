@@ -3,17 +3,15 @@ and really store what it answers 201 for, or its rate would flatter the floor.""
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 
+from gateway.cli.process import ServerProcess
 from gateway.crypto.keys import OfficerSigningKey
 
 FLOOR = Path(__file__).resolve().parent.parent / "bench" / "floor.py"
@@ -26,17 +24,10 @@ def floor_server(port_file: Path, database: Path, key: OfficerSigningKey,
            key.public.raw.hex()]
     if port is not None:
         cmd += ["--port", str(port)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the floor server did not start"
-            time.sleep(0.05)
-        yield int(port_file.read_text())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+    with ServerProcess(cmd, port_file=port_file, log=port_file.with_suffix(".log"),
+                       name="the floor server") as server:
+        yield server.port
+    assert server.returncode == 0
 
 
 async def post(port: int, body: bytes) -> int:

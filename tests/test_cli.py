@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -11,28 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.process import ServerProcess
 from gateway.crypto.keys import VerifyKey
 from gateway.protocol.descriptor import peek_descriptor, verify_descriptor
-from tests.helpers import start_gateway
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})}, cwd=cwd, input=stdin,
-    )
-
-
-def gateway(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return run("gateway", *args, **kw)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+from tests.helpers import gateway, one_line_error, run
 
 
 def test_version_and_help() -> None:
@@ -112,9 +92,8 @@ def test_run_serves_health_and_a_signed_descriptor(tmp_path: Path) -> None:
     d = tmp_path / "gw"
     assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
                    "--insecure-dev-keys").returncode == 0
-    proc, base = start_gateway(d / "gateway.toml", tmp_path / "port",
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with ServerProcess.gateway(d / "gateway.toml") as server:
+        base = server.url
         with urllib.request.urlopen(base + "/healthz", timeout=10) as resp:
             assert resp.status == 200 and b'"vn-mps"' in resp.read()
         with urllib.request.urlopen(base + "/.well-known/fpg/descriptor", timeout=10) as resp:
@@ -124,10 +103,8 @@ def test_run_serves_health_and_a_signed_descriptor(tmp_path: Path) -> None:
         assert descriptor.signing_key.fingerprint in shown  # the operator's pin matches
         key = VerifyKey(descriptor.signing_key.raw, descriptor.signing_key.role)
         assert verify_descriptor(data, "vn-mps", key).gateway == "vn-mps"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    assert server.returncode == 0
+    err = server.output()
     assert "insecure_development_keys" in err and '"listening"' in err
 
 

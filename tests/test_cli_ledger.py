@@ -15,8 +15,7 @@ from gateway.crypto.keyfile import load_bundle
 from gateway.federation.identity import Identity
 from gateway.ledger.ledger import Ledger
 from gateway.store.sqlite import SqliteStore
-from tests.helpers import Officer, incoming, make_envelope
-from tests.test_cli import gateway, one_line_error
+from tests.helpers import Officer, gateway, incoming, make_envelope, one_line_error
 
 
 async def populate(config_path: Path, messages: int = 12) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gateway.cli.process import ServerProcess
 from gateway.client.cli import backoff, build_parser, clean, safe_name
 from gateway.client.profile import ProfileError, load_profile, unlock
 from gateway.crypto.keyfile import TEST_KDF, KeyBundle, load_bundle, save_bundle
@@ -36,7 +37,6 @@ from gateway.crypto.keys import (
     OfficerSigningKey,
 )
 from gateway.errors import KeyFileError
-from tests import helpers
 
 TEXT = ("Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — "
         "ພົບຜູ້ເຄາະຮ້າຍ — พบผู้เสียหาย")
@@ -79,20 +79,6 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int = 1) ->
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("gateway-client")
     return lines[0]
-
-
-def start_gateway(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    return helpers.start_gateway(directory / "gateway.toml", directory / "port",
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @dataclass
@@ -144,11 +130,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     init_gateway(directory)
     for desk in DESKS:
         ok(run("gateway", "desks", "add", desk, "--config", str(directory / "gateway.toml")))
-    proc, url = start_gateway(directory)
-    try:
-        yield Gateway(directory, url, gateway_fingerprint(directory))
-    finally:
-        stop_gateway(proc)
+    with ServerProcess.gateway(directory / "gateway.toml") as server:
+        yield Gateway(directory, server.url, gateway_fingerprint(directory))
 
 
 @pytest.fixture(scope="module")
@@ -537,7 +520,9 @@ def test_watch_reconnects_when_the_gateway_restarts(tmp_path: Path) -> None:
     init_gateway(directory, free_port())  # a fixed port, so the restarted one is the same
     for desk in ("trafficking", "border-liaison"):
         ok(run("gateway", "desks", "add", desk, "--config", str(directory / "gateway.toml")))
-    proc, url = start_gateway(directory)
+    server = ServerProcess.gateway(directory / "gateway.toml")
+    server.start()
+    url = server.url
     watch: subprocess.Popen[bytes] | None = None
     try:
         gw = Gateway(directory, url, "")
@@ -545,9 +530,9 @@ def test_watch_reconnects_when_the_gateway_restarts(tmp_path: Path) -> None:
         watch = watcher(b, "--json")
         lines = Lines(watch)
         send_until_seen(a, "border-liaison", lines)
-        stop_gateway(proc)
-        proc, again = start_gateway(directory)
-        assert again == url
+        server.stop()
+        server.start()
+        assert server.url == url
         line, sent = send_until_seen(a, "border-liaison", lines)
         assert json.loads(line)["id"] in sent
         watch.send_signal(signal.SIGINT)
@@ -559,7 +544,7 @@ def test_watch_reconnects_when_the_gateway_restarts(tmp_path: Path) -> None:
         if watch is not None and watch.poll() is None:
             watch.kill()
             watch.wait(timeout=10)
-        stop_gateway(proc)
+        server.stop()
 
 
 # --- errors ----------------------------------------------------------------------------

@@ -17,10 +17,8 @@ import fnmatch
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +27,7 @@ import yaml
 
 from gateway.cli.demo import COUNTRIES
 from gateway.cli.main import COMMANDS, build_parser
+from gateway.cli.process import ServerProcess
 from gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -421,20 +420,9 @@ def test_the_health_check_script_asks_a_real_gateway(tmp_path) -> None:
                               timeout=30, env={**os.environ, "FPG_CONFIG": str(config)})
 
     assert health().returncode == 1  # nothing listens yet
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config),
-                             "--port-file", str(tmp_path / "port")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "port").exists():
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the gateway did not listen within 30 s"
-            time.sleep(0.05)
+    with ServerProcess.gateway(config) as server:
         answer = health()
         assert answer.returncode == 0, answer.stdout
         assert answer.stdout.startswith("ok: vn-mps at http://127.0.0.1:")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    assert server.returncode == 0
     assert health().returncode == 1  # stopped: nothing answers any more

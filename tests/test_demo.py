@@ -29,16 +29,21 @@ IDS = [c.id for c in COUNTRIES]
 
 
 def demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """``python -m gateway demo ARGS`` in its own process group (killed whole on a
-    timeout, so that no gateway it started is left behind)."""
+    """``python -m gateway demo ARGS`` in its own process group. On a timeout it gets
+    SIGTERM first, on which it stops its gateways (each runs in a process group of its
+    own), and SIGKILL after 30 s."""
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
         pytest.fail(f"the demo did not finish within {timeout} s:\n{out}\n{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

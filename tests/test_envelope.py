@@ -12,7 +12,6 @@ from gateway.crypto import envelope
 from gateway.crypto.envelope import (
     MAX_RECIPIENTS,
     EnvelopeHeader,
-    new_message_id,
     open_envelope,
     read_signer,
     seal_envelope,
@@ -27,17 +26,7 @@ from gateway.errors import (
     SignerMismatchError,
 )
 from gateway.protocol import names
-
-
-def header(**changes: object) -> EnvelopeHeader:
-    mid = new_message_id()
-    fields: dict[str, object] = dict(
-        id=mid, kind="hotline", priority="flash", sender="trafficking@vn-mps",
-        recipient="border-liaison@kh-cnp", created=1_767_225_600_000,
-        expires=1_767_225_600_000 + 3_600_000, thread=mid,
-    )
-    fields.update(changes)
-    return EnvelopeHeader(**fields)  # type: ignore[arg-type]
+from tests.helpers import envelope_header as header
 
 
 @pytest.fixture(scope="module")

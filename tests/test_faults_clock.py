@@ -27,17 +27,7 @@ from gateway.crypto.keys import GatewaySigningKey
 from gateway.errors import HopAuthError
 from gateway.federation.hop import HopVerifier, sign_hop
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH
-from tests.test_faults_partner import FaultGw, fault_gw
-from tests.test_federation import (
-    http,
-    officers,
-    pin,
-    started,
-    stop_all,
-    until,
-)
-
-__all__ = ["http"]  # the fixture
+from tests.helpers import FaultGw, fault_gw, officers, pin, started, stop_all, until
 
 WINDOW = 5.0  # hop_window_seconds of both gateways
 FEDERATION = {"hop_window_seconds": WINDOW, "health_seconds": 60.0}

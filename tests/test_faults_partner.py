@@ -25,27 +25,21 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from gateway.app import create_app
 from gateway.appkeys import METRICS
-from gateway.clock import Clock
-from gateway.crypto.keyfile import KeyBundle
-from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH
-from tests.test_federation import (
-    FAST,
+from tests.helpers import (
+    FAULT_FEDERATION,
     PRIORITIES,
-    Gw,
+    FaultGw,
+    fault_gw,
     free_socket,
-    http,
     officers,
     pin,
     started,
@@ -53,45 +47,8 @@ from tests.test_federation import (
     until,
 )
 
-__all__ = ["http"]  # the fixture
-
-# Slower than test_federation's FAST, so that attempts can be counted: backoff from 0.1 s
-# doubling to 0.8 s, a hung request cut after 0.5 s, a partner that is down probed every
-# 0.5 s, nothing else asked of it meanwhile.
-FEDERATION = {**FAST, "retry_first_seconds": 0.1, "retry_max_seconds": 0.8,
-              "health_seconds": 0.5, "request_timeout_seconds": 0.5,
-              "refresh_seconds": 60.0, "directory_max_age_seconds": 60.0,
-              "witness_seconds": 60.0}
 WINDOW = 2.0  # seconds of misbehaviour over which attempts are counted
 MESSAGES = 12
-
-
-@dataclass
-class FaultGw(Gw):
-    """A test_federation gateway with its own [federation] settings and clock."""
-
-    federation: dict[str, Any] = field(default_factory=lambda: dict(FEDERATION))
-    clock: Clock | None = None
-
-    def config_doc(self) -> dict[str, Any]:
-        doc = super().config_doc()
-        doc["federation"] = dict(self.federation)
-        return doc
-
-    async def start(self) -> None:
-        assert self.sock.fileno() >= 0, "FaultGw starts once"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}),
-                              clock=self.clock)
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        await web.SockSite(self.runner, self.sock).start()
-
-
-def fault_gw(tmp_path: Path, name: str, clock: Clock | None = None,
-             **federation: Any) -> FaultGw:
-    return FaultGw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket(),
-                   federation={**FEDERATION, **federation}, clock=clock)
 
 
 @dataclass
@@ -253,10 +210,10 @@ async def misbehave_then_recover(vn: FaultGw, kh: FaultGw, partner: MisbehavingP
     posts = partner.seen(start, end, FEDERATION_MESSAGES_PATH)
     everything = partner.seen(start, end)
     connections = [c for c in partner.connections if start <= c < end]
-    timeout = FEDERATION["request_timeout_seconds"]
+    timeout = FAULT_FEDERATION["request_timeout_seconds"]
     assert 2 <= len(posts) <= (4 if mode == "hang" else 10), [p.at - start for p in posts]
     # besides the batches, the partner is only probed every health_seconds
-    assert len(everything) - len(posts) <= WINDOW / FEDERATION["health_seconds"] + 2
+    assert len(everything) - len(posts) <= WINDOW / FAULT_FEDERATION["health_seconds"] + 2
     assert len(connections) <= len(everything)
     gaps = [b.at - a.at for a, b in itertools.pairwise(posts)]
     if mode == "hang":  # each attempt was cut by the timeout, then VN waited before the next
@@ -265,7 +222,7 @@ async def misbehave_then_recover(vn: FaultGw, kh: FaultGw, partner: MisbehavingP
     else:
         # The n-th wait is at least half of min(max, first * 2**(n-1)) whatever the jitter
         # drew, so the floor below is certain; a sender woken early by new messages breaks it.
-        first, most = FEDERATION["retry_first_seconds"], FEDERATION["retry_max_seconds"]
+        first, most = FAULT_FEDERATION["retry_first_seconds"], FAULT_FEDERATION["retry_max_seconds"]
         floors = [min(most, first * 2 ** n) / 2 for n in range(len(gaps))]
         short = [(gap, floor) for gap, floor in zip(gaps, floors, strict=True)
                  if gap < floor * 0.95]

@@ -15,13 +15,10 @@ import hashlib
 import json
 import random
 import re
-import socket
-import sqlite3
 import struct
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,19 +26,13 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
-from gateway.federation.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from structlog.testing import capture_logs
 
-from gateway.app import create_app
-from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER, STORE
-from gateway.client.api import ApiError, GatewayClient, enroll
-from gateway.config import parse_config
+from gateway.appkeys import CLOCK, LEDGER, PARTNERS, RECEIVER
+from gateway.client.api import ApiError, GatewayClient
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
-from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import (
-    ROLE_GATEWAY_SIGNING,
     GatewaySigningKey,
-    OfficerEncryptionKey,
     OfficerSigningKey,
 )
 from gateway.crypto.note import NoteVerifier
@@ -54,194 +45,23 @@ from gateway.federation.sender import batch_body, within_bytes
 from gateway.ledger.events import decode_entry
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from gateway.officers.enrollment import new_code
+from gateway.protocol.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
 from gateway.protocol.notices import open_notice
-from gateway.protocol.officers import code_hash, read_text
+from gateway.protocol.officers import read_text
 from gateway.store import OutboxItem
-
-FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
-        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05,
-        "witness_seconds": 0.2}
-PRIORITIES = ("flash", "immediate", "priority", "routine")
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@dataclass
-class Gw:
-    id: str
-    key: GatewaySigningKey
-    directory: Path
-    sock: socket.socket
-    partners: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> url, fp
-    federation: dict[str, Any] = field(default_factory=lambda: dict(FAST))
-    app: web.Application | None = None
-    runner: web.AppRunner | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def database(self) -> Path:
-        return self.directory / "gateway.sqlite3"
-
-    def config_doc(self) -> dict[str, Any]:
-        return {
-            "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
-            "keys": {"file": "unused.key"},
-            "ledger": {"checkpoint_interval": 3600.0},
-            "limits": {"requests_per_second": 10_000, "burst": 100_000,
-                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
-            "log": {"level": "warning"},
-            "federation": self.federation,
-            "partners": [{"id": p, "url": url, "fingerprint": fp}
-                         for p, (url, fp) in self.partners.items()],
-        }
-
-    def config(self) -> Any:
-        return parse_config(self.config_doc(), self.directory / "gateway.toml")
-
-    async def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.sock.fileno() < 0:  # stopped before: listen on the same port again
-            port, self.sock = self.port_was, free_socket_on(self.port_was)
-            assert self.port == port
-        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}))
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        await web.SockSite(self.runner, self.sock).start()
-
-    async def stop(self) -> None:
-        self.port_was = self.port
-        assert self.runner is not None
-        await self.runner.cleanup()
-        self.sock.close()
-        self.app = self.runner = None
-
-    async def add_desk(self, name: str) -> None:
-        assert self.app is not None
-        await self.app[STORE].add_desk(name, None, self.app[CLOCK].now_ms())
-
-    async def officer(self, http: aiohttp.ClientSession, desk: str) -> GatewayClient:
-        assert self.app is not None
-        code, now = new_code(), self.app[CLOCK].now_ms()
-        await self.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
-        creds, _ = await enroll(http, self.url, code, OfficerSigningKey.generate(),
-                                OfficerEncryptionKey.generate(),
-                                fingerprint=self.key.public.fingerprint)
-        client = GatewayClient(http, creds)
-        await client.sign_in()
-        return client
-
-    def rows(self, sql: str, *params: Any) -> list[Any]:
-        with sqlite3.connect(self.database) as db:
-            return db.execute(sql, params).fetchall()
-
-
-def free_socket_on(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    return sock
-
-
-def pin(a: Gw, b: Gw, url: str | None = None) -> None:
-    """a trusts b (at ``url``, default b's own) and b trusts a."""
-    a.partners[b.id] = (url or b.url, b.key.public.fingerprint)
-    b.partners[a.id] = (a.url, a.key.public.fingerprint)
-
-
-async def until(check: Any, what: str, seconds: float = 20.0) -> None:
-    """Poll ``check()`` (sync or async) until true; fail naming ``what`` after ``seconds``."""
-    for _ in range(int(seconds / 0.02)):
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-def make(tmp_path: Path, name: str) -> Gw:
-    return Gw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket())
-
-
-async def started(*gws: Gw) -> None:
-    for gw in gws:
-        await gw.start()
-    for gw in gws:
-        for desk in ("trafficking", "border-liaison", "anti-trafficking"):
-            await gw.add_desk(desk)
-
-
-async def stop_all(*gws: Gw) -> None:
-    for gw in gws:
-        if gw.runner is not None:
-            await gw.stop()
-
-
-async def partner_known(client: GatewayClient, gateway: str) -> None:
-    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
-    async def known() -> bool:
-        try:
-            desks = await client.directory(refresh=True, gateway=gateway)
-            desk = desks.get(f"anti-trafficking@{gateway}")
-            return desk is not None and bool(desk.members)
-        except Exception:
-            return False
-    await until(known, f"the directory of {gateway} through {client.creds.gateway_id}")
-
-
-@pytest.fixture
-async def vn_kh(tmp_path: Path) -> AsyncIterator[tuple[Gw, Gw]]:
-    """vn-mps and kh-cnp, partners of each other, running (stopped after the test)."""
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    pin(vn, kh)
-    await started(vn, kh)
-    yield vn, kh
-    await stop_all(vn, kh)
-
-
-async def officers(vn: Gw, kh: Gw,
-                   http: aiohttp.ClientSession) -> tuple[GatewayClient, GatewayClient]:
-    """An officer of VN's border-liaison desk whose gateway knows KH's directory, and an
-    officer of KH's anti-trafficking desk."""
-    a = await vn.officer(http, "border-liaison")
-    k = await kh.officer(http, "anti-trafficking")
-    await partner_known(a, "kh-cnp")
-    return a, k
-
-
-async def watching(client: GatewayClient) -> tuple[list[tuple[str, dict[str, Any]]],
-                                                   asyncio.Task[None]]:
-    """The officer's live events as they come (a list that grows), and the task filling
-    it, once the stream is connected."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    connected = asyncio.Event()
-
-    async def watch() -> None:
-        async for kind, data in client.stream(connected=connected):
-            events.append((kind, data))
-    watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(connected.wait(), 10)
-    return events, watcher
+from tests.helpers import (
+    PRIORITIES,
+    Gw,
+    free_socket,
+    make,
+    officers,
+    partner_known,
+    pin,
+    started,
+    stop_all,
+    until,
+    watching,
+)
 
 
 def events_of(status: dict[str, Any]) -> list[str]:

@@ -25,19 +25,16 @@ credentials do change the database: the comparison can see a change.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import http.client
 import json
 import re
 import socket
-import sqlite3
 import struct
-import threading
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,7 +51,6 @@ from yarl import URL
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, DIRECTORY, STORE
-from gateway.config import parse_config
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import (
@@ -74,14 +70,20 @@ from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import server_settings
 from gateway.officers.enrollment import new_code
 from gateway.protocol.officers import Binding, read_text
-from tests.helpers import GATEWAY_KEY
-from tests.test_bad_input import officer as enrolled_officer
-from tests.test_bad_input import sealed
-from tests.test_openapi import enroll_body
+from tests.helpers import (
+    BATCH_BYTES,
+    GATEWAY,
+    GATEWAY_KEY,
+    MAX_BODY,
+    PARTNER,
+    Served,
+    dump,
+    enroll_body,
+    enrolled_officer,
+    gateway_config,
+    sealed,
+)
 
-GATEWAY, PARTNER = "vn-mps", "kh-cnp"
-MAX_BODY = 64 * 1024  # server.max_body_bytes here
-BATCH_BYTES = 64 * 1024  # federation.batch_bytes here (its smallest)
 JSON_LIMIT = 64 * 1024  # gateway.channels.client.MAX_JSON_BODY
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"
 SOURCE = Path(__file__).resolve().parent.parent / "gateway"
@@ -101,64 +103,6 @@ def stable_codes() -> frozenset[str]:
 
 
 STABLE_CODES = stable_codes()
-
-
-# --- a gateway in a thread of its own -------------------------------------------------------
-
-
-class Served:
-    """An application served by ``web.AppRunner`` on 127.0.0.1 from a thread with its own
-    event loop, so that tests (and hypothesis) can talk to it synchronously."""
-
-    def __init__(self, app: web.Application, **runner: Any) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner)
-        self.port = 0
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-
-        async def start() -> int:
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return int(self.runner.addresses[0][1])
-        self.port = self.run(start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.run(self.runner.cleanup())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def gateway_config(directory: Path, partner_key: GatewaySigningKey, **server: Any) -> Any:
-    return parse_config({
-        "gateway": {"id": GATEWAY, "public_url": "http://127.0.0.1:1",
-                    "data_dir": str(directory)},
-        "keys": {"file": "unused.key"},
-        "ledger": {"checkpoint_interval": 3600.0},
-        "server": {"max_body_bytes": MAX_BODY, **server},
-        "limits": {"requests_per_second": 100_000, "burst": 1_000_000,
-                   "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000},
-        "log": {"level": "error"},
-        # The partner's URL answers nothing: its refresh and witness loops fail quietly.
-        "federation": {"batch_bytes": BATCH_BYTES, "request_timeout_seconds": 2.0},
-        "partners": [{"id": PARTNER, "url": "http://127.0.0.1:1",
-                      "fingerprint": partner_key.public.fingerprint}],
-    }, directory / "gateway.toml")
 
 
 @dataclass
@@ -246,12 +190,6 @@ async def populate(w: World) -> None:
     ack = text + signing.sign(text)
     w.reads = json.dumps({"v": 1, "reads": [{"ack": b64(ack), "binding": b64(binding)}]}
                          ).encode()
-
-
-def dump(database: Path) -> list[str]:
-    """Every row of every table, as SQL."""
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        return list(db.iterdump())
 
 
 @pytest.fixture(scope="module")

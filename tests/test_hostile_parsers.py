@@ -78,8 +78,7 @@ from gateway.protocol.descriptor import (
 from gateway.protocol.notices import NOTICE_LINE, NonDeliveryNotice, open_notice
 from gateway.protocol.officers import BINDING_LINE, Binding, open_binding
 from gateway.protocol.rotation import sign_rotation
-from tests.helpers import T0
-from tests.test_envelope import header as envelope_header
+from tests.helpers import T0, envelope_header
 
 FEW = settings(max_examples=60, deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

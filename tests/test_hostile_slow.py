@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,13 +34,13 @@ import pytest
 
 from gateway.app import create_app
 from gateway.appkeys import CONFIG
+from gateway.cli.process import ServerProcess
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH
 from gateway.httpbody import BODY_TIMEOUT, server_settings
-from tests.helpers import GATEWAY_KEY, start_gateway
-from tests.test_cli import gateway as gateway_command
-from tests.test_hostile_http import GATEWAY, Served, dump, gateway_config
+from tests.helpers import GATEWAY, GATEWAY_KEY, Served, dump, gateway_config
+from tests.helpers import gateway as gateway_command
 
 TIMEOUT = 1.0  # header and body deadlines of the gateway under test, seconds
 LINGER = 0.3  # how long the rest of a refused body is still read
@@ -240,10 +238,8 @@ def test_gateway_run_cuts_slow_clients_with_its_configured_timeouts(tmp_path: Pa
     text = config.read_text()
     config.write_text(text.replace("[server]\n", f"[server]\nheader_timeout_seconds = {TIMEOUT}"
                                    f"\nbody_timeout_seconds = {TIMEOUT}\n", 1))
-    proc, base = start_gateway(config, tmp_path / "port", stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        port = int(base.rsplit(":", 1)[1])
+    with ServerProcess.gateway(config) as server:
+        port = server.port
 
         async def both() -> tuple[Cut, Cut]:
             return (await slow_client(port, b"", SLOW_HEAD, give_up=CUT_BY + 2),
@@ -251,9 +247,6 @@ def test_gateway_run_cuts_slow_clients_with_its_configured_timeouts(tmp_path: Pa
         head, body = asyncio.run(both())
         assert head.closed_after is not None and head.closed_after <= CUT_BY, head
         assert body.answer.startswith(b"HTTP/1.1 408 "), body
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_server_settings_bound_the_head_and_the_lingering() -> None:

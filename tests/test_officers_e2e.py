@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +19,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.cli.process import ServerProcess
 from gateway.client.api import ApiError, GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from tests.helpers import start_gateway
-from tests.test_cli import gateway
+from tests.helpers import gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"
 
@@ -42,16 +40,11 @@ def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
         fh.write('\n[ledger]\ncheckpoint_interval = 0.5\n')
     for desk in ("trafficking", "border-liaison", "victim-support"):
         assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
-    proc, url = start_gateway(cfg, d / "port", stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
+    with ServerProcess.gateway(cfg) as server:
         fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
             "fingerprint: ")[1].strip()
-        yield url, cfg, fingerprint
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        yield server.url, cfg, fingerprint
+    assert server.returncode == 0
 
 
 async def officer(http: aiohttp.ClientSession, url: str, cfg: Path, fingerprint: str,

@@ -39,10 +39,10 @@ from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers import sessions
 from gateway.officers.enrollment import new_code
-from gateway.protocol.officers import code_hash, enroll_text, read_text, session_text
+from gateway.protocol.officers import code_hash, read_text, session_text
 from gateway.service_levels.levels import ServiceLevels
 from gateway.store import Notification
-from tests.helpers import GATEWAY_KEY
+from tests.helpers import GATEWAY_KEY, enroll_body
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 SPEC_URI = "urn:fpg:openapi"
@@ -212,13 +212,6 @@ class Officer:
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
-
-
-def enroll_body(code: str, signing: OfficerSigningKey,
-                encryption: OfficerEncryptionKey) -> dict[str, str]:
-    sign_b64, enc_b64 = signing.public.b64(), encryption.public.b64()
-    proof = signing.sign(enroll_text(GATEWAY, code, sign_b64, enc_b64))
-    return {"code": code, "sign_key": sign_b64, "enc_key": enc_b64, "signature": b64(proof)}
 
 
 class World:

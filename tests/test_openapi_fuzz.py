@@ -6,8 +6,6 @@ document does not describe (federation) and checks that refusals change nothing.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from gateway.cli.process import ServerProcess
 from gateway.client.api import GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
-from tests.helpers import start_gateway
-from tests.test_cli import gateway
+from tests.helpers import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 # GET /v1/stream is an open event stream, not a request and answer: tests/test_openapi.py
@@ -59,15 +57,10 @@ def target(tmp_path_factory) -> Iterator[tuple[str, str]]:
     code = gateway("officers", "invite", "--desk", "trafficking", "--config", str(cfg))
     fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
         "fingerprint: ")[1].strip()
-    proc, url = start_gateway(cfg, d / "port", stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        token = asyncio.run(_session(url, code.stdout.strip(), fingerprint))
-        yield url, token
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0, "the gateway did not stop cleanly after the fuzzing"
+    with ServerProcess.gateway(cfg) as server:
+        token = asyncio.run(_session(server.url, code.stdout.strip(), fingerprint))
+        yield server.url, token
+    assert server.returncode == 0, "the gateway did not stop cleanly after the fuzzing"
 
 
 @schema.parametrize()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -13,12 +11,9 @@ from pathlib import Path
 from gateway.appkeys import PARTNERS
 from gateway.channels import admin
 from gateway.cli.admin import admin_request, format_partners
+from gateway.cli.process import ServerProcess
 from gateway.crypto.keys import GatewaySigningKey
-from tests.helpers import start_gateway
-from tests.test_cli import gateway, one_line_error
-from tests.test_federation import http, officers, until, vn_kh
-
-__all__ = ["http", "vn_kh"]  # fixtures
+from tests.helpers import gateway, officers, one_line_error, until
 
 
 async def test_partner_report_follows_an_outage_and_retry_wakes_the_sender(
@@ -97,9 +92,7 @@ fingerprint = "{fingerprint}"
     not_running = gateway("partners", "--config", str(config))
     assert not_running.returncode == 1
     assert "is the gateway running" in one_line_error(not_running)
-    proc, _ = start_gateway(config, tmp_path / "port", stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
+    with ServerProcess.gateway(config) as server:
         deadline = time.monotonic() + 20
         while True:
             shown = gateway("partners", "--config", str(config))
@@ -135,8 +128,5 @@ fingerprint = "{fingerprint}"
             page = response.read().decode()
         assert 'fpg_partner_up{partner="kh-cnp"} 0.0' in page
         assert 'fpg_gateway_info{gateway="vn-mps"' in page
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    assert server.returncode == 0
     assert not (d / "data" / "admin.sock").exists()

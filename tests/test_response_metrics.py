@@ -23,16 +23,7 @@ from gateway.channels import metrics as metrics_channel
 from gateway.cli.admin import admin_request, format_status
 from gateway.config import MetricsSection
 from gateway.crypto.keys import GatewaySigningKey
-from tests.test_federation import (
-    Gw,
-    free_socket,
-    officers,
-    pin,
-    started,
-    stop_all,
-    until,
-    watching,
-)
+from tests.helpers import Gw, free_socket, officers, pin, started, stop_all, until, watching
 
 REPLY_WITHIN = 0.001
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import PARTNERS
+from gateway.cli.process import ServerProcess
 from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle, load_bundle, read_history
@@ -54,8 +54,7 @@ from gateway.protocol.rotation import (
     sign_rotation,
     verify_history,
 )
-from tests.helpers import start_gateway
-from tests.test_federation import (
+from tests.helpers import (
     Gw,
     free_socket,
     free_socket_on,
@@ -65,7 +64,7 @@ from tests.test_federation import (
     stop_all,
     until,
 )
-from tests.test_federation import http as http
+from tests.helpers import gateway as gateway_cmd
 
 T0 = 1_767_225_600_000
 ANCHOR = "asean-ta"
@@ -550,11 +549,6 @@ def clock_at(clock: ManualClock, ms: int) -> None:
 # --- the commands -----------------------------------------------------------------------
 
 
-def gateway_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    from tests.test_cli import gateway
-    return gateway(*args)
-
-
 def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serves_history(
         tmp_path) -> None:
     directory = tmp_path / "kh"
@@ -564,9 +558,9 @@ def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serv
     config = directory / "gateway.toml"
     key_file = directory / "keys" / "gateway.key"
     first = load_bundle(key_file, None, allow_insecure=True).get(ROLE_GATEWAY_SIGNING)
-    proc, _ = start_gateway(config, tmp_path / "port", stderr=subprocess.DEVNULL)
-    proc.terminate()
-    assert proc.wait(30) == 0  # a clean stop signs a checkpoint with the first key
+    server = ServerProcess.gateway(config)
+    server.start()
+    assert server.stop() == 0  # a clean stop signs a checkpoint with the first key
     out = gateway_cmd("keys", "rotate", "--config", str(config))
     assert out.returncode == 0, out.stderr
     rotated = load_bundle(key_file, None, allow_insecure=True)
@@ -582,14 +576,10 @@ def test_keys_rotate_command_keeps_the_ledger_verifiable_and_the_descriptor_serv
     assert f"replaced:    {first.key_id}" in shown.stdout
     verified = gateway_cmd("ledger", "verify", "--config", str(config))
     assert verified.returncode == 0, verified.stderr  # old checkpoints, old key
-    proc, url = start_gateway(config, tmp_path / "port", stderr=subprocess.DEVNULL)
-    try:
+    with server:
         import urllib.request
-        with urllib.request.urlopen(url + DESCRIPTOR_PATH, timeout=10) as answer:
+        with urllib.request.urlopen(server.url + DESCRIPTOR_PATH, timeout=10) as answer:
             data = answer.read()
-    finally:
-        proc.terminate()
-        proc.wait(30)
     descriptor, walked = verify_descriptor_history(data, "kh-cnp", {first.public.fingerprint})
     assert descriptor.signing_key == new.public and len(walked) == 2
     assert gateway_cmd("ledger", "verify", "--config", str(config)).returncode == 0

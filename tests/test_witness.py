@@ -13,9 +13,7 @@ from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, sign_note
 from gateway.federation.witness import EXTENDED, SAME, WitnessAlarm
 from gateway.ledger.ledger import Checkpoint
-from tests.test_federation import Gw, http, officers, until, vn_kh
-
-__all__ = ["http", "vn_kh"]  # fixtures
+from tests.helpers import Gw, officers, until
 
 
 async def relay_some(vn: Gw, a: Any, n: int) -> None:

@@ -44,13 +44,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli.admin import admin_request, format_partners
 from gateway.cli.ledger import open_ledger  # the same opening as `gateway ledger verify`
+from gateway.cli.process import ServerError, ServerProcess
 from gateway.client.api import GatewayClient, enroll
 from gateway.clock import SystemClock
 from gateway.config import Config, ServiceLevelSection, load_config
@@ -112,8 +113,6 @@ SECRETS: tuple[str, ...] = (
     HOTLINE_TEXT, HOTLINE_REPLY, CASE_REF, CASE_OFFENCE, *CASE_ACTIONS, CASE_TEXT,
     CASE_REPLY, *(text for _, text in OUTAGE_TEXTS), OUTAGE_REPLY)
 
-START_SECONDS = 30.0  # a gateway process listening and answering /healthz
-STOP_SECONDS = 20.0  # a gateway process ending after SIGTERM
 STEP_SECONDS = 20.0  # any one wait of the scenario
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
 
@@ -159,8 +158,11 @@ class Node:
     port: int
     metrics_port: int
     key: VerifyKey
-    proc: asyncio.subprocess.Process | None = None
     codes: dict[str, str] = field(default_factory=dict)  # officer label -> enrollment code
+    process: ServerProcess = field(init=False)  # its ``gateway run``, once started
+
+    def __post_init__(self) -> None:
+        self.process = ServerProcess.gateway(self.config_path, log=self.log_path, name=self.id)
 
     @property
     def id(self) -> str:
@@ -412,69 +414,19 @@ async def until(check: Callable[[], Awaitable[bool] | bool], what: str,
 # --- gateway processes ------------------------------------------------------------------
 
 
-def log_tail(path: Path, lines: int = 5, width: int | None = None) -> str:
-    """The last ``lines`` of a gateway's log, indented (each cut at ``width``)."""
-    try:
-        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line[:width] for line in tail[-lines:])
-
-
-async def terminate(proc: asyncio.subprocess.Process, seconds: float) -> bool:
-    """SIGTERM ``proc`` and wait up to ``seconds``; SIGKILL it after that. Whether it
-    stopped on its own."""
-    if proc.returncode is not None:
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), seconds)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return False
-    return True
-
-
-def _open_log(node: Node) -> BinaryIO:
-    return open(node.log_path, "ab")  # appended to: the log of every start is kept
-
-
-async def start_gateway(node: Node, http: aiohttp.ClientSession) -> None:
-    """``gateway run`` for ``node`` (output to its log file); returns once /healthz
-    answers with its id."""
-    with _open_log(node) as log:
-        node.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "--config", str(node.config_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        if node.proc.returncode is not None:
-            raise DemoError(f"{node.id} stopped at start (status {node.proc.returncode}); "
-                            f"the end of {node.log_path}:\n{log_tail(node.log_path)}")
-        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            async with http.get(node.url + "/healthz",
-                                timeout=aiohttp.ClientTimeout(total=2)) as r:
-                if r.status == 200 and (await r.json()).get("gateway") == node.id:
-                    return
-        if time.monotonic() > deadline:
-            raise DemoError(f"{node.id} did not answer on {node.url} within "
-                            f"{START_SECONDS:g} s; see {node.log_path}")
-        await asyncio.sleep(0.1)
+async def start_gateway(node: Node) -> None:
+    """``gateway run`` for ``node`` (output appended to its log file); returns once it
+    listens."""
+    await node.process.start_async()
 
 
 async def stop_gateway(node: Node) -> int | None:
     """SIGTERM, then wait (bounded; killed after that). The exit status, None if it was
-    not running."""
-    proc, node.proc = node.proc, None
-    if proc is None:
-        return None
-    if not await terminate(proc, STOP_SECONDS):
-        raise DemoError(f"{node.id} did not stop within {STOP_SECONDS:g} s after SIGTERM; "
-                        "killed")
-    return proc.returncode
+    never started."""
+    try:
+        return await node.process.stop_async()
+    except ServerError as exc:
+        raise DemoError(exc.message) from None
 
 
 # --- officers ---------------------------------------------------------------------------
@@ -732,7 +684,7 @@ class Demo:
         self.t.say("vn-mps", "queue", f"admin view (`gateway partners`): la-mps {p['state']}, "
                    f"{p['queued']} queued, {p['failures']} failed attempt(s) so far:")
         self.t.text(_indent(format_partners(report)))
-        await start_gateway(lao, self.http)
+        await start_gateway(lao)
         back = time.monotonic()
         self.t.say("la-mps", "started", "the same data directory and port; ledger verified "
                    "at start; listening again")
@@ -945,8 +897,7 @@ async def step(name: str, work: Awaitable[Any]) -> Any:
 async def scenario(nodes: list[Node], http: aiohttp.ClientSession, t: Timeline) -> str:
     """Start the gateways, enroll the officers and play a), b) and c); the flash alert's
     id."""
-    await step("starting the gateways", asyncio.gather(*(start_gateway(n, http)
-                                                           for n in nodes)))
+    await step("starting the gateways", asyncio.gather(*(start_gateway(n) for n in nodes)))
     for node in nodes:
         t.say(node.id, "started", f"listening on {node.url}, metrics on {node.metrics_url}, "
               f"log {node.log_path.name}")
@@ -1073,8 +1024,8 @@ async def _serve(nodes: list[Node], stop: asyncio.Event) -> None:
     """Until ``stop`` is set; a gateway process that ends meanwhile is an error."""
     while not stop.is_set():
         for node in nodes:
-            if node.proc is not None and node.proc.returncode is not None:
-                raise DemoError(f"{node.id} stopped (status {node.proc.returncode}); see "
+            if node.process.returncode is not None:
+                raise DemoError(f"{node.id} stopped (status {node.process.returncode}); see "
                                 f"{node.log_path}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)

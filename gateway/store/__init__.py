@@ -336,7 +336,7 @@ class PartnerStore(Protocol):
 
     async def partner_key_history(self, partner: str) -> list[bytes]:
         """The key rotation statements followed for ``partner``, oldest first
-        (gateway.federation.rotation)."""
+        (gateway.protocol.rotation)."""
 
     async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
                                       now_ms: int) -> None:

@@ -202,7 +202,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         6,
         """
         -- Partner key rotations this gateway has verified and followed
-        -- (gateway.federation.rotation):
+        -- (gateway.protocol.rotation):
         -- each partner's key history as its descriptor served it, oldest statement first,
         -- so that a restart keeps trusting the partner's current key.
         CREATE TABLE partner_keys (

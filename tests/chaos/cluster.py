@@ -13,20 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
 from gateway.cli.admin import admin_request
-from gateway.cli.demo import log_tail, terminate
+from gateway.cli.process import ServerError, ServerExited, ServerProcess
 from gateway.clock import SystemClock
 from gateway.crypto.keyfile import read_public
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
@@ -87,13 +85,17 @@ class Node:
     home: Path
     port: int
     key: VerifyKey | None = None
-    proc: asyncio.subprocess.Process | None = None
-    ready_at: float = 0.0  # time.monotonic() when the current process started listening
+    process: ServerProcess = field(init=False)  # ``gateway run``, started again and again
     starts: int = 0
     failed_starts: list[str] = field(default_factory=list)  # why a start did not listen
     start_seconds: list[float] = field(default_factory=list)  # spawn to listening
     ledger_size: int = 0  # entries, read after the run
     inflight: int = 0  # officers' requests to this gateway not answered yet
+
+    def __post_init__(self) -> None:
+        self.process = ServerProcess.gateway(
+            self.config_path, log=self.log_path, name=self.id, cwd=ROOT,
+            start_seconds=START_SECONDS, stop_seconds=STOP_SECONDS)
 
     @property
     def url(self) -> str:
@@ -116,12 +118,13 @@ class Node:
         return self.home / "gateway.log"
 
     @property
-    def port_file(self) -> Path:
-        return self.home / "port"
+    def running(self) -> bool:
+        return self.process.running
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+    def ready_at(self) -> float:
+        """time.monotonic() when the current process started listening."""
+        return self.process.ready_at
 
     # --- files -------------------------------------------------------------------------
 
@@ -206,73 +209,44 @@ enabled = false
 
     async def spawn(self) -> None:
         """Start ``gateway run`` (output appended to the log); does not wait."""
-        assert not self.running, f"{self.id} is already running"
-        self.port_file.unlink(missing_ok=True)
-        with _open_log(self.log_path) as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "run", "--config", str(self.config_path),
-                "--port-file", str(self.port_file), cwd=ROOT,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+        self.process.spawn()
         self.starts += 1
 
     def listening(self) -> bool:
-        return self.running and self.port_file.exists()
-
-    async def wait_listening(self, seconds: float = START_SECONDS) -> bool:
-        """Until the current process listens (True), or it ended (False); ClusterError
-        after ``seconds``."""
-        assert self.proc is not None
-        deadline = time.monotonic() + seconds
-        while not self.port_file.exists():
-            if self.proc.returncode is not None:
-                return False
-            if time.monotonic() > deadline:
-                await self.kill()
-                raise ClusterError(f"{self.id} did not listen within {seconds:g} s; "
-                                   f"see {self.log_path}:\n{self.log_tail()}")
-            await asyncio.sleep(0.01)
-        self.ready_at = time.monotonic()
-        return True
+        return self.process.listening
 
     async def start(self) -> None:
         """Start and wait until it listens; a start that ends at once (a busy port just
         after a kill, say) is tried again, a bounded number of times."""
         for attempt in range(START_ATTEMPTS):
-            began = time.monotonic()
             await self.spawn()
-            if await self.wait_listening():
-                self.start_seconds.append(self.ready_at - began)
-                return
-            assert self.proc is not None
-            self.failed_starts.append(f"status {self.proc.returncode}: "
-                                      f"{self.log_tail(2).strip()}")
-            self.proc = None
-            await asyncio.sleep(0.1 * (attempt + 1))
+            try:
+                await self.process.wait_ready_async()
+            except ServerExited:
+                self.failed_starts.append(f"status {self.process.returncode}: "
+                                          f"{self.log_tail(2).strip()}")
+                await asyncio.sleep(0.1 * (attempt + 1))
+                continue
+            except ServerError as exc:
+                raise ClusterError(exc.message) from None
+            self.start_seconds.append(self.process.ready_at - self.process.spawned_at)
+            return
         raise ClusterError(f"{self.id} failed to start {START_ATTEMPTS} times; "
                            f"see {self.log_path}:\n{self.log_tail()}")
 
     async def kill(self) -> None:
-        """SIGKILL the process (by its pid) and reap it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        """SIGKILL the process and reap it."""
+        await self.process.kill_async()
 
     async def stop(self) -> int | None:
         """SIGTERM and wait (killed after STOP_SECONDS); the exit status."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if not await terminate(proc, STOP_SECONDS):
-            raise ClusterError(f"{self.id} did not stop within {STOP_SECONDS:g} s after "
-                               "SIGTERM; killed")
-        return proc.returncode
+        try:
+            return await self.process.stop_async()
+        except ServerError as exc:
+            raise ClusterError(exc.message) from None
 
     def log_tail(self, lines: int = 8) -> str:
-        return log_tail(self.log_path, lines, width=400)
+        return self.process.log_tail(lines)
 
     # --- looking inside ----------------------------------------------------------------
 
@@ -325,10 +299,6 @@ enabled = false
             return -1, "gateway ledger verify did not end within 120 s"
         assert proc.returncode is not None
         return proc.returncode, out.decode("utf-8", "replace").strip()
-
-
-def _open_log(path: Path) -> BinaryIO:
-    return open(path, "ab")  # appended to: the log of every start is kept
 
 
 def make_cluster(root: Path, ids: tuple[str, ...], rng: random.Random) -> list[Node]:
