@@ -1,0 +1,589 @@
+"""Security checks that must refuse, each named by the code it refuses with.
+
+Each test here fails if its check is deleted from the gateway: it puts a refused case
+beside one that differs from it only in what the check is about and must pass, so it
+cannot pass because of some other refusal or because nothing worked at all.
+
+Real gateways on 127.0.0.1, real SQLite files, real keys and signatures. Relayed batches
+and read acknowledgements are made by hand, signed as the partner would sign them (its
+gateway key is the test's), since a correct partner never sends what is refused here.
+What was stored, or not, is read back with SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.appkeys import CLOCK, STORE
+from gateway.client.api import ApiError, GatewayClient, enroll
+from gateway.config import parse_config
+from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
+from gateway.crypto.keyfile import KeyBundle
+from gateway.crypto.keys import (
+    ROLE_GATEWAY_SIGNING,
+    GatewaySigningKey,
+    OfficerEncryptionKey,
+    OfficerSigningKey,
+)
+from gateway.federation.hop import sign_hop
+from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
+from gateway.federation.receipts import Receipt, open_receipt
+from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.officers.delivery import read_text
+from gateway.officers.enrollment import code_hash, new_code
+
+# --- two gateways on loopback ------------------------------------------------------------
+# The minimum of tests/test_federation.py's harness, copied (test modules do not import
+# each other; shared fixtures are moving to tests/conftest.py).
+
+FAST = {"retry_first_seconds": 0.05, "retry_max_seconds": 0.5, "health_seconds": 0.1,
+        "request_timeout_seconds": 5.0, "directory_max_age_seconds": 0.05,
+        "witness_seconds": 0.2}
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Gw:
+    id: str
+    key: GatewaySigningKey
+    directory: Path
+    sock: socket.socket
+    partners: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> url, fp
+    app: web.Application | None = None
+    runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "gateway.sqlite3"
+
+    def config(self) -> Any:
+        return parse_config({
+            "gateway": {"id": self.id, "public_url": self.url, "data_dir": str(self.directory)},
+            "keys": {"file": "unused.key"},
+            "ledger": {"checkpoint_interval": 3600.0},
+            "limits": {"requests_per_second": 10_000, "burst": 100_000,
+                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
+            "log": {"level": "warning"},
+            "federation": dict(FAST),
+            "partners": [{"id": p, "url": url, "fingerprint": fp}
+                         for p, (url, fp) in self.partners.items()],
+        }, self.directory / "gateway.toml")
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.app = create_app(self.config(), KeyBundle(self.id, {ROLE_GATEWAY_SIGNING: self.key}))
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+        for desk in ("trafficking", "border-liaison", "anti-trafficking"):
+            await self.app[STORE].add_desk(desk, None, self.now())
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.sock.close()
+            self.app = self.runner = None
+
+    def now(self) -> int:
+        assert self.app is not None
+        return int(self.app[CLOCK].now_ms())
+
+    async def officer(self, http: aiohttp.ClientSession, desk: str) -> GatewayClient:
+        assert self.app is not None
+        code, now = new_code(), self.now()
+        await self.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
+        creds, _ = await enroll(http, self.url, code, OfficerSigningKey.generate(),
+                                OfficerEncryptionKey.generate(),
+                                fingerprint=self.key.public.fingerprint)
+        client = GatewayClient(http, creds)
+        await client.sign_in()
+        return client
+
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        with sqlite3.connect(self.database) as db:
+            return db.execute(sql, params).fetchall()
+
+
+def make(tmp_path: Path, name: str) -> Gw:
+    return Gw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket())
+
+
+def pin(a: Gw, b: Gw, url: str | None = None) -> None:
+    """a trusts b (at ``url``, default b's own) and b trusts a."""
+    a.partners[b.id] = (url or b.url, b.key.public.fingerprint)
+    b.partners[a.id] = (a.url, a.key.public.fingerprint)
+
+
+async def until(check: Any, what: str, seconds: float = 20.0) -> None:
+    """Poll ``check()`` until true; fail naming ``what`` after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+async def vn_kh(tmp_path: Path) -> AsyncIterator[tuple[Gw, Gw]]:
+    """vn-mps and kh-cnp, partners of each other, running (stopped after the test)."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    try:
+        await vn.start()
+        await kh.start()
+        yield vn, kh
+    finally:
+        await vn.stop()
+        await kh.stop()
+
+
+async def partner_known(client: GatewayClient, gateway: str) -> None:
+    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
+    for _ in range(1000):
+        try:
+            desks = await client.directory(refresh=True, gateway=gateway)
+            desk = desks.get(f"anti-trafficking@{gateway}")
+            if desk is not None and desk.members:
+                return
+        except ApiError:
+            pass
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{client.creds.gateway_id} never learnt {gateway}'s directory")
+
+
+async def officers(vn: Gw, kh: Gw,
+                   http: aiohttp.ClientSession) -> tuple[GatewayClient, GatewayClient]:
+    """An officer of VN's border-liaison desk whose gateway knows KH's directory, and an
+    officer of KH's anti-trafficking desk."""
+    a = await vn.officer(http, "border-liaison")
+    k = await kh.officer(http, "anti-trafficking")
+    await partner_known(a, "kh-cnp")
+    return a, k
+
+
+# --- relayed batches made by hand --------------------------------------------------------
+
+
+def binding_of(gw: Gw, officer: GatewayClient) -> tuple[bytes, int]:
+    """The officer's binding as its gateway signed it, and the start of its validity."""
+    ((binding, since),) = gw.rows("SELECT binding, enrolled_ms FROM officers WHERE id = ?",
+                                  officer.creds.officer_id)
+    return bytes(binding), int(since)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    id: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def seal(officer: GatewayClient, readers: list[OfficerEncryptionKey], created: int, *,
+         frm: str = "border-liaison@vn-mps", to: str = "anti-trafficking@kh-cnp",
+         expires: int | None = None, message_id: str | None = None,
+         payload: bytes = b'{"text":"x"}') -> Sealed:
+    """An envelope signed by ``officer``'s own key, as its client would seal it."""
+    mid = message_id or new_message_id()
+    header = EnvelopeHeader(id=mid, kind="hotline", priority="flash", sender=frm,
+                            recipient=to, created=created,
+                            expires=created + 86_400_000 if expires is None else expires,
+                            thread=mid)
+    return Sealed(mid, seal_envelope(header, payload, officer.creds.signing,
+                                     [r.public for r in readers]))
+
+
+async def relay(vn: Gw, kh: Gw, http: aiohttp.ClientSession,
+                items: list[tuple[Sealed, bytes]]) -> list[tuple[str, str, str | None]]:
+    """``items`` (envelope, binding) posted to KH as VN's signed batch: each receipt's
+    (message id, outcome, reason), once its signature by KH verified."""
+    body = json.dumps({"v": 1, "messages": [
+        {"envelope": base64.b64encode(s.data).decode(), "binding": base64.b64encode(b).decode()}
+        for s, b in items]}).encode()
+    headers = sign_hop(vn.key, "vn-mps", "kh-cnp", "POST", FEDERATION_MESSAGES_PATH, body,
+                       kh.now())
+    async with http.post(kh.url + FEDERATION_MESSAGES_PATH, data=body,
+                         headers={**headers, "Content-Type": BATCH_MEDIA_TYPE}) as r:
+        assert r.status == 200, await r.text()
+        notes = (await r.json())["receipts"]
+    receipts = [open_receipt(n.encode(), "kh-cnp", [kh.key.public]) for n in notes]
+    for (sealed, _), receipt in zip(items, receipts, strict=True):
+        assert receipt.digest == sealed.digest and receipt.sender == "vn-mps"
+    return [(r.message_id, r.outcome, r.reason) for r in receipts]
+
+
+def stored(gw: Gw) -> set[str]:
+    return {row[0] for row in gw.rows("SELECT id FROM messages")}
+
+
+# --- 1. the writer's fsync ---------------------------------------------------------------
+
+
+async def test_the_writer_connection_syncs_fully(tmp_path, http) -> None:
+    """The accept path commits on the store's writer connection with ``synchronous=FULL``
+    (2) in WAL mode: an acknowledged message survives a power cut, not only a killed
+    process (which keeps the page cache, so tests/test_crash.py cannot see a missing
+    fsync). Asked of the running gateway's own store, on the connection it commits on."""
+    vn = make(tmp_path, "vn-mps")
+    await vn.start()
+    try:
+        assert vn.app is not None
+        store = vn.app[STORE]
+        async with store.transaction() as writer:
+            assert list(await writer.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+            assert list(await writer.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+        # The one the committer uses for accepts is that same connection.
+        assert writer is store._writer
+    finally:
+        await vn.stop()
+
+
+# --- 2. the sender's check of a receipt's digest -----------------------------------------
+
+
+class ForgingProxy:
+    """Passes every request to KH and its answer back; while ``forge``, each receipt of a
+    batch of messages is replaced by one KH's key signs anew with another digest (a
+    partner's receipt for bytes other than those sent)."""
+
+    def __init__(self, target: str, kh_key: GatewaySigningKey) -> None:
+        self.target, self.kh_key = target, kh_key
+        self.forge, self.forged = True, []  # the forged receipts sent on
+        self.sock = free_socket()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def rewrite(self, data: bytes) -> bytes:
+        doc = json.loads(data)
+        notes = []
+        for note in doc["receipts"]:
+            receipt = open_receipt(note.encode(), "kh-cnp", [self.kh_key.public])
+            other = dataclasses.replace(receipt, digest="0" * 64)
+            notes.append(Receipt.sign(other, self.kh_key).decode())
+        self.forged.extend(notes)
+        return json.dumps({"receipts": notes}).encode()
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in ("host", "content-length")}
+            async with http.request(request.method, self.target + request.path_qs,
+                                    data=body or None, headers=headers) as answer:
+                data = await answer.read()
+            if (request.path == FEDERATION_MESSAGES_PATH and answer.status == 200
+                    and self.forge):
+                data = self.rewrite(data)
+            return web.Response(status=answer.status, body=data,
+                                content_type=answer.content_type)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+
+
+async def test_a_receipt_for_another_digest_is_refused_by_the_sender(tmp_path, http) -> None:
+    """A receipt signed by the partner, naming the message and this gateway, but for
+    other bytes than those sent, is refused ("receipts refused": the batch stays queued
+    and backs off), recorded nowhere; the resend's genuine receipt is recorded."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    proxy = ForgingProxy(kh.url, kh.key)
+    pin(vn, kh, url=proxy.url)
+    await proxy.start(http)
+    try:
+        await vn.start()
+        await kh.start()
+        a, _ = await officers(vn, kh, http)
+        sent = (await a.send("hotline", "anti-trafficking@kh-cnp",
+                             {"type": "hotline", "text": "x"}, priority="flash"))["id"]
+
+        def refused_or_recorded() -> bool:
+            return bool(vn.rows("SELECT 1 FROM receipts") or vn.rows(
+                "SELECT 1 FROM partner_state WHERE last_error LIKE '%receipts refused%'"))
+        await until(refused_or_recorded, "VN to refuse (or record) the forged receipt")
+        assert proxy.forged
+        assert vn.rows("SELECT message_id, outcome FROM receipts") == []
+        ((failures, error),) = vn.rows("SELECT failures, last_error FROM partner_state"
+                                       " WHERE partner = 'kh-cnp'")
+        assert failures >= 1 and f"receipt for {sent} names another message" in error
+        assert vn.rows("SELECT message_id FROM outbox") == [(sent,)]
+        assert kh.rows("SELECT id FROM messages") == [(sent,)]  # KH did store it
+
+        proxy.forge = False  # KH's own receipts from now on
+        await until(lambda: vn.rows("SELECT COUNT(*) FROM outbox") == [(0,)], "the resend")
+        ((outcome, receipt),) = vn.rows("SELECT outcome, receipt FROM receipts")
+        assert outcome == "duplicate"
+        assert bytes(receipt).decode() not in proxy.forged
+        assert open_receipt(bytes(receipt), "kh-cnp", [kh.key.public]).digest == vn.rows(
+            "SELECT digest FROM messages WHERE id = ?", sent)[0][0]
+    finally:
+        await vn.stop()
+        await kh.stop()
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+# --- 3 to 5. the receiver's checks of a relayed envelope ---------------------------------
+
+
+async def test_a_relayed_envelope_from_a_desk_outside_its_binding_is_sender_not_bound(
+        vn_kh, http) -> None:
+    """The sending officer's binding must name the envelope's ``from`` desk (and cover its
+    creation time): another desk of the same partner is refused."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)  # a is of border-liaison@vn-mps only
+    binding, since = binding_of(vn, a)
+    now, readers = kh.now(), [k.creds.encryption]
+    other_desk = seal(a, readers, now, frm="trafficking@vn-mps")  # a desk VN has
+    before = seal(a, readers, since - 1)
+    own_desk = seal(a, readers, now)
+    assert await relay(vn, kh, http, [(other_desk, binding), (before, binding),
+                                      (own_desk, binding)]) == [
+        (other_desk.id, "rejected", "sender_not_bound"),
+        (before.id, "rejected", "sender_not_bound"),
+        (own_desk.id, "accepted", None)]
+    assert stored(kh) == {own_desk.id}
+
+
+async def test_a_relayed_envelope_past_its_expiry_is_expired(vn_kh, http) -> None:
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    binding, since = binding_of(vn, a)
+    assert kh.now() > since + 1
+    late = seal(a, [k.creds.encryption], since, expires=since + 1)
+    live = seal(a, [k.creds.encryption], since, expires=kh.now() + 60_000)
+    assert await relay(vn, kh, http, [(late, binding), (live, binding)]) == [
+        (late.id, "rejected", "expired"), (live.id, "accepted", None)]
+    assert stored(kh) == {live.id}
+
+
+async def test_a_relayed_envelope_reusing_a_stored_id_is_id_conflict(vn_kh, http) -> None:
+    """Another envelope under a stored message's id is refused ``id_conflict``, both when
+    the first is stored already and when both come in one batch; never ``duplicate``,
+    which would make the sender drop it as delivered. The same bytes again are
+    ``duplicate``."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    binding, _ = binding_of(vn, a)
+    now, readers = kh.now(), [k.creds.encryption]
+    first = seal(a, readers, now, payload=b'{"text":"first"}')
+    other = seal(a, readers, now, message_id=first.id, payload=b'{"text":"other"}')
+    assert await relay(vn, kh, http, [(first, binding)]) == [(first.id, "accepted", None)]
+    assert await relay(vn, kh, http, [(other, binding)]) == [
+        (first.id, "rejected", "id_conflict")]
+    assert await relay(vn, kh, http, [(first, binding)]) == [(first.id, "duplicate", None)]
+    # Both new in one batch: the store finds the conflict as it commits.
+    twin = seal(a, readers, now, payload=b'{"text":"twin a"}')
+    twin_b = seal(a, readers, now, message_id=twin.id, payload=b'{"text":"twin b"}')
+    assert await relay(vn, kh, http, [(twin, binding), (twin_b, binding)]) == [
+        (twin.id, "accepted", None), (twin.id, "rejected", "id_conflict")]
+    assert sorted(kh.rows("SELECT id, digest FROM messages")) == sorted(
+        [(first.id, first.digest), (twin.id, twin.digest)])
+
+
+async def test_relayed_envelopes_for_no_desk_or_reader_here_are_refused(vn_kh, http) -> None:
+    """The recipient desk must be on this gateway, exist, and have one of its current
+    officers among the envelope's recipients."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    binding, _ = binding_of(vn, a)
+    now, readers = kh.now(), [k.creds.encryption]
+    elsewhere = seal(a, readers, now, to="anti-trafficking@la-mps")
+    no_desk = seal(a, readers, now, to="no-such-desk@kh-cnp")
+    stranger = seal(a, [OfficerEncryptionKey.generate()], now)
+    fine = seal(a, readers, now)
+    assert await relay(vn, kh, http, [(elsewhere, binding), (no_desk, binding),
+                                      (stranger, binding), (fine, binding)]) == [
+        (elsewhere.id, "rejected", "not_for_this_gateway"),
+        (no_desk.id, "rejected", "unknown_desk"),
+        (stranger.id, "rejected", "no_current_recipient"),
+        (fine.id, "accepted", None)]
+    assert stored(kh) == {fine.id}
+
+
+# --- 6. read acknowledgements from officers not of the recipient desk --------------------
+
+
+async def acknowledge(officer: GatewayClient, message_id: str, digest: str,
+                      read_ms: int) -> dict[str, Any]:
+    """The officer's signed read acknowledgement, posted to its own gateway."""
+    signature = officer.creds.signing.sign(read_text(message_id, digest, read_ms))
+    _, body, _ = await officer.request("POST", f"/v1/messages/{message_id}/read", json={
+        "read": read_ms, "signature": base64.b64encode(signature).decode()})
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+async def test_a_read_ack_by_the_sending_desk_is_not_a_member(tmp_path, http) -> None:
+    """On the officers' channel only an officer of the recipient desk acknowledges
+    reading: the sender, who may fetch the message, is refused even with a good
+    signature."""
+    vn = make(tmp_path, "vn-mps")
+    await vn.start()
+    try:
+        a = await vn.officer(http, "border-liaison")
+        t = await vn.officer(http, "trafficking")
+        mid = (await a.send("hotline", "trafficking@vn-mps",
+                            {"type": "hotline", "text": "x"}))["id"]
+        digest = (await a.status(mid))["digest"]
+        with pytest.raises(ApiError) as refused:
+            await acknowledge(a, mid, digest, vn.now())
+        assert (refused.value.status, refused.value.code) == (403, "not_a_member")
+        assert vn.rows("SELECT COUNT(*) FROM reads") == [(0,)]
+        assert (await acknowledge(t, mid, digest, vn.now()))["status"] == "recorded"
+        assert vn.rows("SELECT officer_id FROM reads") == [(t.creds.officer_id,)]
+    finally:
+        await vn.stop()
+
+
+async def post_reads(kh: Gw, vn: Gw, http: aiohttp.ClientSession,
+                     items: list[tuple[bytes, bytes]]) -> list[tuple[str, str | None]]:
+    """Read acknowledgements (ack, binding) posted to VN as KH's signed request: each
+    one's (outcome, reason)."""
+    body = json.dumps({"v": 1, "reads": [
+        {"ack": base64.b64encode(ack).decode(), "binding": base64.b64encode(b).decode()}
+        for ack, b in items]}).encode()
+    headers = sign_hop(kh.key, "kh-cnp", "vn-mps", "POST", FEDERATION_READS_PATH, body,
+                       vn.now())
+    async with http.post(vn.url + FEDERATION_READS_PATH, data=body,
+                         headers={**headers, "Content-Type": READS_MEDIA_TYPE}) as r:
+        assert r.status == 200, await r.text()
+        return [(x["outcome"], x["reason"]) for x in (await r.json())["results"]]
+
+
+def signed_ack(officer: GatewayClient, message_id: str, digest: str, read_ms: int) -> bytes:
+    text = read_text(message_id, digest, read_ms)
+    return text + officer.creds.signing.sign(text)
+
+
+async def relayed_to_kh(vn: Gw, kh: Gw, a: GatewayClient) -> tuple[str, str]:
+    """A message from ``a`` to KH's anti-trafficking desk, once KH stored it: its id and
+    digest."""
+    mid = (await a.send("hotline", "anti-trafficking@kh-cnp",
+                        {"type": "hotline", "text": "x"}))["id"]
+    await until(lambda: kh.rows("SELECT 1 FROM messages WHERE id = ?", mid), "the relay")
+    return mid, vn.rows("SELECT digest FROM messages WHERE id = ?", mid)[0][0]
+
+
+async def test_a_partner_read_ack_by_another_desk_is_not_a_member(vn_kh, http) -> None:
+    """A read acknowledgement relayed back from KH counts only if its officer's binding
+    names the desk the message went to: another KH desk's officer is refused."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    other = await kh.officer(http, "border-liaison")  # of kh-cnp, not the recipient desk
+    mid, digest = await relayed_to_kh(vn, kh, a)
+    now = vn.now()
+    assert await post_reads(kh, vn, http, [
+        (signed_ack(other, mid, digest, now), binding_of(kh, other)[0]),
+        (signed_ack(k, mid, digest, now), binding_of(kh, k)[0])]) == [
+        ("rejected", "not_a_member"), ("recorded", None)]
+    assert vn.rows("SELECT officer_id FROM reads WHERE message_id = ?", mid) == [
+        (f"{k.creds.officer_id}@kh-cnp",)]
+
+
+# --- other refusal codes -----------------------------------------------------------------
+
+
+async def test_a_partner_read_ack_dated_outside_its_binding_is_outside_binding(
+        vn_kh, http) -> None:
+    """A relayed read acknowledgement must be dated within its officer's binding."""
+    vn, kh = vn_kh
+    a, k = await officers(vn, kh, http)
+    mid, digest = await relayed_to_kh(vn, kh, a)
+    binding, since = binding_of(kh, k)
+    assert await post_reads(kh, vn, http, [
+        (signed_ack(k, mid, digest, since - 1), binding),
+        (signed_ack(k, mid, digest, since), binding)]) == [
+        ("rejected", "outside_binding"), ("recorded", None)]
+    assert vn.rows("SELECT read_ms FROM reads WHERE message_id = ?", mid) == [(since,)]
+
+
+async def test_a_full_disk_answers_store_error_and_stores_nothing(tmp_path, http) -> None:
+    """A write the disk refuses (SQLite's own page limit: SQLITE_FULL) is ``503
+    store_error``, with nothing stored; once there is room again, sending works."""
+    vn = make(tmp_path, "vn-mps")
+    await vn.start()
+    try:
+        assert vn.app is not None
+        a = await vn.officer(http, "border-liaison")
+        await vn.officer(http, "trafficking")
+        store = vn.app[STORE]
+        async with store.transaction() as writer:
+            ((pages,),) = await writer.execute_fetchall("PRAGMA page_count")
+            await writer.execute(f"PRAGMA max_page_count = {pages}")
+        before = vn.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM"
+                         " ledger), (SELECT COUNT(*) FROM inbox)")
+        big = {"type": "hotline", "text": "x" * 30_000}  # pages of its own
+        with pytest.raises(ApiError) as refused:
+            await a.send("hotline", "trafficking@vn-mps", big)
+        assert (refused.value.status, refused.value.code) == (503, "store_error")
+        assert vn.rows("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM"
+                       " ledger), (SELECT COUNT(*) FROM inbox)") == before
+        async with store.transaction() as writer:
+            await writer.execute("PRAGMA max_page_count = 1073741823")
+        assert (await a.send("hotline", "trafficking@vn-mps", big))["status"] == "accepted"
+    finally:
+        await vn.stop()
+
+
+async def test_an_unreadable_ledger_entry_answers_ledger_error(tmp_path, http) -> None:
+    """A message's status lists its ledger entries; one damaged on disk under the running
+    gateway is ``500 ledger_error``, not a status without it."""
+    vn = make(tmp_path, "vn-mps")
+    await vn.start()
+    try:
+        a = await vn.officer(http, "border-liaison")
+        await vn.officer(http, "trafficking")
+        mid = (await a.send("hotline", "trafficking@vn-mps",
+                            {"type": "hotline", "text": "x"}))["id"]
+        assert [e["type"] for e in (await a.status(mid))["events"]] == ["accepted",
+                                                                          "delivered"]
+        with sqlite3.connect(vn.database) as db:  # what the append-only trigger prevents
+            db.execute("DROP TRIGGER ledger_no_update")
+            damaged = db.execute(
+                "UPDATE ledger SET entry = x'00' WHERE seq = (SELECT MAX(ledger.seq) FROM"
+                " ledger JOIN messages ON ledger.msg = messages.mseq WHERE messages.id = ?)",
+                (mid,))
+            assert damaged.rowcount == 1
+        with pytest.raises(ApiError) as refused:
+            await a.status(mid)
+        assert (refused.value.status, refused.value.code) == (500, "ledger_error")
+    finally:
+        await vn.stop()
