@@ -1,4 +1,5 @@
-"""Security checks that must refuse, each named by the code it refuses with.
+"""Security checks that must refuse, each named by the code it refuses with; and the
+claims of docs/SECURITY.md that no other test checked.
 
 Each test here fails if its check is deleted from the gateway: it puts a refused case
 beside one that differs from it only in what the check is about and must pass, so it
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,8 +42,13 @@ from gateway.crypto.keys import (
     OfficerEncryptionKey,
     OfficerSigningKey,
 )
+from gateway.crypto.note import NoteSigner, sign_note, split_note
 from gateway.federation.hop import sign_hop
-from gateway.federation.partners import FEDERATION_MESSAGES_PATH, FEDERATION_READS_PATH
+from gateway.federation.partners import (
+    FEDERATION_DIRECTORY_PATH,
+    FEDERATION_MESSAGES_PATH,
+    FEDERATION_READS_PATH,
+)
 from gateway.federation.receipts import Receipt, open_receipt
 from gateway.federation.relay import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.officers.delivery import read_text
@@ -274,14 +281,13 @@ async def test_the_writer_connection_syncs_fully(tmp_path, http) -> None:
 # --- 2. the sender's check of a receipt's digest -----------------------------------------
 
 
-class ForgingProxy:
-    """Passes every request to KH and its answer back; while ``forge``, each receipt of a
-    batch of messages is replaced by one KH's key signs anew with another digest (a
-    partner's receipt for bytes other than those sent)."""
+class Proxy:
+    """Passes every request to ``target`` and its answer back; while ``forge``, a 200
+    answer on ``path`` goes through :meth:`rewrite` (what it made is kept in ``forged``)."""
 
-    def __init__(self, target: str, kh_key: GatewaySigningKey) -> None:
-        self.target, self.kh_key = target, kh_key
-        self.forge, self.forged = True, []  # the forged receipts sent on
+    def __init__(self, target: str, path: str) -> None:
+        self.target, self.path = target, path
+        self.forge, self.forged = True, list[str]()
         self.sock = free_socket()
         self.runner: web.AppRunner | None = None
 
@@ -290,14 +296,7 @@ class ForgingProxy:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
     def rewrite(self, data: bytes) -> bytes:
-        doc = json.loads(data)
-        notes = []
-        for note in doc["receipts"]:
-            receipt = open_receipt(note.encode(), "kh-cnp", [self.kh_key.public])
-            other = dataclasses.replace(receipt, digest="0" * 64)
-            notes.append(Receipt.sign(other, self.kh_key).decode())
-        self.forged.extend(notes)
-        return json.dumps({"receipts": notes}).encode()
+        raise NotImplementedError
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         async def forward(request: web.Request) -> web.StreamResponse:
@@ -307,8 +306,7 @@ class ForgingProxy:
             async with http.request(request.method, self.target + request.path_qs,
                                     data=body or None, headers=headers) as answer:
                 data = await answer.read()
-            if (request.path == FEDERATION_MESSAGES_PATH and answer.status == 200
-                    and self.forge):
+            if request.path == self.path and answer.status == 200 and self.forge:
                 data = self.rewrite(data)
             return web.Response(status=answer.status, body=data,
                                 content_type=answer.content_type)
@@ -319,17 +317,48 @@ class ForgingProxy:
         await web.SockSite(self.runner, self.sock).start()
 
 
-async def test_a_receipt_for_another_digest_is_refused_by_the_sender(tmp_path, http) -> None:
-    """A receipt signed by the partner, naming the message and this gateway, but for
-    other bytes than those sent, is refused ("receipts refused": the batch stays queued
-    and backs off), recorded nowhere; the resend's genuine receipt is recorded."""
-    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
-    proxy = ForgingProxy(kh.url, kh.key)
+class ReceiptForger(Proxy):
+    """Each receipt of KH's answer to a batch replaced by one KH's key signs anew with
+    another digest: a partner's receipt for other bytes than those sent."""
+
+    def __init__(self, target: str, kh_key: GatewaySigningKey) -> None:
+        super().__init__(target, FEDERATION_MESSAGES_PATH)
+        self.kh_key = kh_key
+
+    def rewrite(self, data: bytes) -> bytes:
+        notes = []
+        for note in json.loads(data)["receipts"]:
+            receipt = open_receipt(note.encode(), "kh-cnp", [self.kh_key.public])
+            other = dataclasses.replace(receipt, digest="0" * 64)
+            notes.append(Receipt.sign(other, self.kh_key).decode())
+        self.forged.extend(notes)
+        return json.dumps({"receipts": notes}).encode()
+
+
+@contextlib.asynccontextmanager
+async def behind(proxy: Proxy, vn: Gw, kh: Gw,
+                 http: aiohttp.ClientSession) -> AsyncIterator[None]:
+    """VN and KH running, VN reaching KH through ``proxy``; all stopped afterwards."""
     pin(vn, kh, url=proxy.url)
     await proxy.start(http)
     try:
         await vn.start()
         await kh.start()
+        yield
+    finally:
+        await vn.stop()
+        await kh.stop()
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+async def test_a_receipt_for_another_digest_is_refused_by_the_sender(tmp_path, http) -> None:
+    """A receipt signed by the partner, naming the message and this gateway, but for
+    other bytes than those sent, is refused ("receipts refused": the batch stays queued
+    and backs off), recorded nowhere; the resend's genuine receipt is recorded."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    proxy = ReceiptForger(kh.url, kh.key)
+    async with behind(proxy, vn, kh, http):
         a, _ = await officers(vn, kh, http)
         sent = (await a.send("hotline", "anti-trafficking@kh-cnp",
                              {"type": "hotline", "text": "x"}, priority="flash"))["id"]
@@ -353,11 +382,6 @@ async def test_a_receipt_for_another_digest_is_refused_by_the_sender(tmp_path, h
         assert bytes(receipt).decode() not in proxy.forged
         assert open_receipt(bytes(receipt), "kh-cnp", [kh.key.public]).digest == vn.rows(
             "SELECT digest FROM messages WHERE id = ?", sent)[0][0]
-    finally:
-        await vn.stop()
-        await kh.stop()
-        assert proxy.runner is not None
-        await proxy.runner.cleanup()
 
 
 # --- 3 to 5. the receiver's checks of a relayed envelope ---------------------------------
@@ -585,5 +609,66 @@ async def test_an_unreadable_ledger_entry_answers_ledger_error(tmp_path, http) -
         with pytest.raises(ApiError) as refused:
             await a.status(mid)
         assert (refused.value.status, refused.value.code) == (500, "ledger_error")
+    finally:
+        await vn.stop()
+
+
+# --- what else docs/SECURITY.md claims ---------------------------------------------------
+
+
+class DirectoryForger(Proxy):
+    """KH's desk directory signed anew, under KH's name, by a key that is not KH's."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target, FEDERATION_DIRECTORY_PATH)
+        self.stranger = GatewaySigningKey.generate()
+
+    def rewrite(self, data: bytes) -> bytes:
+        text, _ = split_note(data, max_size=4 * 1024 * 1024)
+        forged = sign_note(text, [NoteSigner("kh-cnp", self.stranger)])
+        self.forged.append(forged.decode())
+        return forged
+
+
+async def test_a_partner_directory_not_signed_by_its_key_is_refused(tmp_path, http) -> None:
+    """A partner's desk directory (the officers' keys senders seal for) counts only if
+    the partner's key signed it: one signed under its name by another key is refused,
+    kept nowhere, and nobody can send there until a genuine one comes."""
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    proxy = DirectoryForger(kh.url)
+    async with behind(proxy, vn, kh, http):
+        a = await vn.officer(http, "border-liaison")
+        await kh.officer(http, "anti-trafficking")
+        await until(lambda: len(proxy.forged) >= 3 or vn.rows(
+            "SELECT 1 FROM partner_directories"), "VN to fetch KH's directory")
+        with pytest.raises(ApiError) as refused:
+            await a.directory(refresh=True, gateway="kh-cnp")
+        assert (refused.value.status, refused.value.code) == (503, "partner_directory_unknown")
+        assert vn.rows("SELECT COUNT(*) FROM partner_directories") == [(0,)]
+        proxy.forge = False
+        await partner_known(a, "kh-cnp")
+        assert vn.rows("SELECT partner FROM partner_directories") == [("kh-cnp",)]
+
+
+async def test_the_ledger_names_the_officer_behind_each_event(tmp_path, http) -> None:
+    """What an officer did is in the ledger under its own signing key id: the sender's
+    on the accept, the reader's on the read, the replier's on the reply."""
+    vn = make(tmp_path, "vn-mps")
+    await vn.start()
+    try:
+        a = await vn.officer(http, "border-liaison")
+        t = await vn.officer(http, "trafficking")
+        mid = (await a.send("hotline", "trafficking@vn-mps",
+                            {"type": "hotline", "text": "x"}))["id"]
+        answer = await t.reply(await t.read(mid), {"type": "reply", "text": "ok"})
+        await until(lambda: vn.rows("SELECT first_reply_ms FROM messages WHERE id = ?",
+                                    mid) != [(None,)], "the reply")
+        events = (await a.status(mid))["events"]
+        assert [(e["type"], e.get("actor"), e.get("ref")) for e in events] == [
+            ("accepted", a.creds.signing.public.key_id, None),
+            ("delivered", None, None),  # the gateway's doing, in the accept's commit
+            ("read", t.creds.signing.public.key_id, None),
+            ("replied", t.creds.signing.public.key_id, answer["id"])]
+        assert a.creds.signing.public.key_id != t.creds.signing.public.key_id
     finally:
         await vn.stop()
