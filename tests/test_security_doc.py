@@ -77,5 +77,5 @@ def test_every_test_named_in_the_threat_model_exists() -> None:
     for file, name in refs:
         path = TESTS / file
         assert path.exists(), f"docs/SECURITY.md names {file}, which does not exist"
-        assert name in collected_names(path), (
+        assert name is None or name in collected_names(path), (  # (None: see above)
             f"docs/SECURITY.md names {file}::{name}, which does not exist")
