@@ -13,7 +13,6 @@ What was stored, or not, is read back with SQL.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -47,7 +46,7 @@ from gateway.federation.receipts import Receipt, open_receipt
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.protocol.officers import read_text
 from tests.helpers import Gw as SharedGw
-from tests.helpers import free_socket, pin, until
+from tests.helpers import free_socket, officers, partner_known, pin, until
 
 # --- two gateways on loopback ------------------------------------------------------------
 
@@ -85,30 +84,6 @@ async def vn_kh(tmp_path: Path) -> AsyncIterator[tuple[Gw, Gw]]:
     finally:
         await vn.stop()
         await kh.stop()
-
-
-async def partner_known(client: GatewayClient, gateway: str) -> None:
-    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
-    for _ in range(1000):
-        try:
-            desks = await client.directory(refresh=True, gateway=gateway)
-            desk = desks.get(f"anti-trafficking@{gateway}")
-            if desk is not None and desk.members:
-                return
-        except ApiError:
-            pass
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{client.creds.gateway_id} never learnt {gateway}'s directory")
-
-
-async def officers(vn: Gw, kh: Gw,
-                   http: aiohttp.ClientSession) -> tuple[GatewayClient, GatewayClient]:
-    """An officer of VN's border-liaison desk whose gateway knows KH's directory, and an
-    officer of KH's anti-trafficking desk."""
-    a = await vn.officer(http, "border-liaison")
-    k = await kh.officer(http, "anti-trafficking")
-    await partner_known(a, "kh-cnp")
-    return a, k
 
 
 # --- relayed batches made by hand --------------------------------------------------------
