@@ -15,7 +15,6 @@ in another process, an enrollment in this one), so a revocation takes effect at 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,23 +28,20 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
-from gateway.protocol import jsontext
+from gateway.protocol.signed import SignedJson
 from gateway.store import Store
 
 log = structlog.get_logger("gateway.officers.directory")
 
 BINDING_LINE = "fpg officer binding v1"
 DIRECTORY_LINE = "fpg directory v1"
+BINDING = SignedJson(BINDING_LINE, "officer binding", 16 * 1024)
+DIRECTORY = SignedJson(DIRECTORY_LINE, "desk directory", 4 * 1024 * 1024)
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
-
-
-def _one_line(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -68,30 +64,22 @@ class Binding:
             "officer": self.officer, "sign_key": self.sign_key.b64(),
             "sign_key_id": self.sign_key.key_id, "v": 1,
         }
-        return f"{BINDING_LINE}\n{_one_line(body)}\n"
+        return BINDING.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+        return BINDING.sign(self.text(), self.gateway, key)
 
 
 def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
     """Verify an officer binding signed by ``gateway`` with ``key`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=16 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != BINDING_LINE:
-        raise MalformedError("not an officer binding")
-    try:
-        doc = jsontext.loads(lines[1])
+    _, doc = BINDING.open(note, gateway, [key])
+    with BINDING.fields():
         binding = Binding(
             gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
             sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
             enc_key=EncryptionPublicKey.from_b64(doc["enc_key"]),
             not_before=int(doc["not_before"]), not_after=int(doc["not_after"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("officer binding lacks a field or has a wrong type") from None
     if binding.gateway != gateway:
         raise MalformedError("officer binding names another gateway")
     return binding
@@ -161,8 +149,8 @@ class Directory:
         """The directory as a note signed by the gateway (built once per snapshot)."""
         note = self._signed.get(key.key_id)
         if note is None:
-            text = f"{DIRECTORY_LINE}\n{_one_line(self.to_json())}\n"
-            note = self._signed[key.key_id] = sign_note(text, [NoteSigner(self.gateway, key)])
+            note = self._signed[key.key_id] = DIRECTORY.sign(DIRECTORY.text(self.to_json()),
+                                                             self.gateway, key)
         return note
 
 
@@ -209,19 +197,11 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
     ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
     officer's home gateway vouching for a partner's directory it verified).
     """
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
-        raise MalformedError("not a desk directory")
-    try:
-        doc = jsontext.loads(lines[1])
+    _, doc = DIRECTORY.open(note, gateway, [key])
+    with DIRECTORY.fields():
         if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
         return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("directory lacks a field or has a wrong type") from None
 
 
 class DirectoryService:
