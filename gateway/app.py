@@ -1,8 +1,10 @@
 """``create_app(...)`` builds the whole service; nothing happens at import time.
 
 State lives on the :class:`aiohttp.web.Application` under typed ``AppKey``s (no
-singletons). Resources that need starting and stopping are ``cleanup_ctx`` generators,
-so each is closed exactly when it was opened. One middleware
+singletons). Each resource that needs starting and stopping (the store, the ledger and
+its checkpoints, the crypto worker, the partners' HTTP session, each family of background
+loops) is a ``cleanup_ctx`` generator of its own, registered in dependency order
+(:data:`RESOURCES`), so each is closed exactly when it was opened. One middleware
 (gateway.channels.errors) turns every error the gateway raises on purpose into a JSON
 answer with a stable error code and binds a request id to the log context.
 """
@@ -13,7 +15,7 @@ import contextlib
 import functools
 import hmac
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -49,7 +51,7 @@ from gateway.crypto.worker import CryptoWorker
 from gateway.errors import LedgerError
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
-from gateway.federation.partners import Partners
+from gateway.federation.partners import Partner, Partners
 from gateway.federation.receiver import Receiver
 from gateway.federation.sender import Sender
 from gateway.federation.witness import Witness
@@ -94,82 +96,176 @@ async def check_ledger(ledger: Ledger, full: bool) -> None:
         )
 
 
-async def store_and_ledger(app: web.Application) -> AsyncIterator[None]:
-    """Open the store, verify the ledger, keep checkpoints coming; close it all after."""
-    config, identity = app[CONFIG], app[IDENTITY]
-    origin = config.gateway.ledger_origin
-    store = await SqliteStore.open(config.database, max_batch=config.store.max_batch)
+# --- resources -----------------------------------------------------------------------
+#
+# One cleanup context per resource, registered in the order of RESOURCES: each uses only
+# what the ones before it set up. aiohttp stops them in reverse order, and when one fails
+# to start it stops exactly those that had started (the caller runs the cleanup either
+# way: see ``gateway.cli.main.serve``). So the store outlives everything that writes to
+# it, and the partners' HTTP session outlives every loop that talks to a partner.
+
+
+def _hooks(app: web.Application) -> SqliteStore:
+    """The store, for its after-commit hooks (which the Store protocol does not name)."""
+    store = app[STORE]
+    assert isinstance(store, SqliteStore)
+    return store
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    """The store, open for as long as the application runs."""
+    config = app[CONFIG]
+    store = app[STORE] = await SqliteStore.open(config.database,
+                                                max_batch=config.store.max_batch)
+    yield
+    await store.close()
+
+
+async def crypto_worker(app: web.Application) -> AsyncIterator[None]:
+    """The thread that checks batches of signatures off the event loop."""
     worker = app[CRYPTO_WORKER] = CryptoWorker()
-    try:
-        ledger = Ledger(store, origin, identity.checkpoint_verifiers(origin),
-                        identity.checkpoint_signer(origin), app[CLOCK])
-        await check_ledger(ledger, config.ledger.verify_on_start)
-        app[STORE], app[LEDGER] = store, ledger
-        schedule = CheckpointSchedule(
-            ledger, config.ledger.checkpoint_every, config.ledger.checkpoint_interval
-        )
-        store.on_commit.append(schedule.notify)
-        directory = DirectoryService(store, identity.gateway_id, app[CLOCK])
-        await directory.reload()
-        hub = Hub(config.limits.stream_queue)
-        store.on_notify.append(hub.publish)
-        stages = app[STAGES] = Stages(store, app[METRICS], identity.gateway_id)
-        store.on_events.append(stages.observe)
-        app[DIRECTORY], app[HUB] = directory, hub
-        app[SESSIONS] = Sessions(app[CLOCK], ttl_seconds=config.officers.session_minutes * 60)
-        app[LIMITER] = RateLimiter(app[CLOCK], config.limits.requests_per_second,
-                                   config.limits.burst)
-        app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
-                                        config.limits.anonymous_burst)
-        partners = app[PARTNERS] = Partners(config, identity, app[CLOCK], store)
-        await partners.load_keys()  # key rotations followed before a restart
-        await partners.load_directories()  # so that a partner down at start can be queued
-        app[HOP] = HopVerifier(identity.gateway_id, app[CLOCK],
-                               int(config.federation.hop_window_seconds * 1000),
-                               partners.trusted, partners.learn_key)
-        app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK], worker,
-                                 config.server.max_body_bytes, max_ahead_ms=int(
-                                     (config.officers.clock_skew_seconds
-                                      + config.federation.hop_window_seconds) * 1000))
-        app[DELIVERY] = Delivery(
-            store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
-            max_envelope=config.server.max_body_bytes,
-            clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=partners,
-        )
-        witness = app[WITNESS] = Witness(store, partners, app[CLOCK], app[METRICS],
-                                         config.federation.witness_seconds)
-        levels = app[SERVICE_LEVELS] = ServiceLevels(
-            config.service_levels, store, directory, stages, app[METRICS], app[CLOCK],
-            identity.signing_key, identity.gateway_id, config.metrics.check_seconds)
-        levels.listeners.append(hub.publish)
-        async with contextlib.AsyncExitStack() as tasks:
-            await partners.start()
-            tasks.push_async_callback(partners.close)  # after every task below has ended
-            await tasks.enter_async_context(background("checkpoints", schedule.run))
-            await tasks.enter_async_context(background("directory", directory.watch))
-            await tasks.enter_async_context(background("stages", stages.run))
-            if config.service_levels:
-                await tasks.enter_async_context(background("service_levels", levels.run))
-            for partner in partners.by_id.values():
-                sender = Sender(partner, partners, store, app[CLOCK], config.federation,
-                                identity.gateway_id, worker, metrics=app[METRICS])
-                await tasks.enter_async_context(
-                    background(f"refresh:{partner.id}",
-                               functools.partial(partners.refresh_loop, partner)))
-                await tasks.enter_async_context(background(f"relay:{partner.id}", sender.run))
-                await tasks.enter_async_context(
-                    background(f"witness:{partner.id}",
-                               functools.partial(witness.run, partner)))
-            yield
-        await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
-    finally:
-        worker.close()
-        await store.close()
+    yield
+    worker.close()
+
+
+async def ledger_and_checkpoints(app: web.Application) -> AsyncIterator[None]:
+    """The ledger, checked against its signed checkpoints before anything is served, and
+    checkpointed every so many entries or seconds while the application runs."""
+    config, identity, store = app[CONFIG], app[IDENTITY], app[STORE]
+    origin = config.gateway.ledger_origin
+    ledger = Ledger(store, origin, identity.checkpoint_verifiers(origin),
+                    identity.checkpoint_signer(origin), app[CLOCK])
+    await check_ledger(ledger, config.ledger.verify_on_start)
+    app[LEDGER] = ledger
+    schedule = CheckpointSchedule(
+        ledger, config.ledger.checkpoint_every, config.ledger.checkpoint_interval
+    )
+    _hooks(app).on_commit.append(schedule.notify)
+    async with background("checkpoints", schedule.run):
+        yield
+    await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
+
+
+async def desk_directory(app: web.Application) -> AsyncIterator[None]:
+    """This gateway's desks and officers, reloaded whenever the database says they changed."""
+    directory = app[DIRECTORY] = DirectoryService(app[STORE], app[IDENTITY].gateway_id,
+                                                  app[CLOCK])
+    await directory.reload()
+    async with background("directory", directory.watch):
+        yield
+
+
+async def live_updates(app: web.Application) -> AsyncIterator[None]:
+    """Officers' live streams hear of each commit's notifications (the streams themselves
+    are ended on shutdown, before any cleanup)."""
+    _hooks(app).on_notify.append(app[HUB].publish)
+    yield
+
+
+async def stage_times(app: web.Application) -> AsyncIterator[None]:
+    """The stage durations of each message, observed from the ledger events committed."""
+    stages = app[STAGES] = Stages(app[STORE], app[METRICS], app[IDENTITY].gateway_id)
+    _hooks(app).on_events.append(stages.observe)
+    async with background("stages", stages.run):
+        yield
+
+
+async def partner_sessions(app: web.Application) -> AsyncIterator[None]:
+    """The partner gateways (with what was learnt of them before a restart) and the HTTP
+    client session this gateway calls them with."""
+    config = app[CONFIG]
+    partners = app[PARTNERS] = Partners(config, app[IDENTITY], app[CLOCK], app[STORE])
+    await partners.load_keys()  # key rotations followed before a restart
+    await partners.load_directories()  # so that a partner down at start can be queued
+    app[HOP] = HopVerifier(app[IDENTITY].gateway_id, app[CLOCK],
+                           int(config.federation.hop_window_seconds * 1000),
+                           partners.trusted, partners.learn_key)
+    await partners.start()
+    yield
+    await partners.close()
+
+
+async def message_paths(app: web.Application) -> AsyncIterator[None]:
+    """How messages come in: relayed by partners (the receiver) and sent by this gateway's
+    officers (delivery); plain services over the resources above, nothing to stop."""
+    config, identity = app[CONFIG], app[IDENTITY]
+    store, directory, worker = app[STORE], app[DIRECTORY], app[CRYPTO_WORKER]
+    app[RECEIVER] = Receiver(store, directory, identity, app[CLOCK], worker,
+                             config.server.max_body_bytes, max_ahead_ms=int(
+                                 (config.officers.clock_skew_seconds
+                                  + config.federation.hop_window_seconds) * 1000))
+    app[DELIVERY] = Delivery(
+        store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
+        max_envelope=config.server.max_body_bytes,
+        clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=app[PARTNERS],
+    )
+    yield
+
+
+async def service_levels(app: web.Application) -> AsyncIterator[None]:
+    """The service-level checks, run every ``check_seconds`` if any level is configured."""
+    config, identity = app[CONFIG], app[IDENTITY]
+    levels = app[SERVICE_LEVELS] = ServiceLevels(
+        config.service_levels, app[STORE], app[DIRECTORY], app[STAGES], app[METRICS],
+        app[CLOCK], identity.signing_key, identity.gateway_id, config.metrics.check_seconds)
+    levels.listeners.append(app[HUB].publish)
+    if not config.service_levels:
+        yield
+        return
+    async with background("service_levels", levels.run):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _per_partner(app: web.Application, family: str,
+                       loop_of: Callable[[Partner], Callable[[], Awaitable[None]]]
+                       ) -> AsyncIterator[None]:
+    """One supervised task ``family:<partner>`` per partner, with the partner's id bound
+    to every log line the task writes."""
+    async with contextlib.AsyncExitStack() as tasks:
+        for partner in app[PARTNERS].by_id.values():
+            await tasks.enter_async_context(
+                background(f"{family}:{partner.id}", loop_of(partner), partner=partner.id))
+        yield
+
+
+async def partner_refreshes(app: web.Application) -> AsyncIterator[None]:
+    """Each partner's descriptor and directory kept fresh, and its health with them."""
+    partners = app[PARTNERS]
+    async with _per_partner(app, "refresh",
+                            lambda p: functools.partial(partners.refresh_loop, p)):
+        yield
+
+
+async def relay_senders(app: web.Application) -> AsyncIterator[None]:
+    """One sender per partner, draining that partner's outbox."""
+    config, partners = app[CONFIG], app[PARTNERS]
+
+    def sender(partner: Partner) -> Callable[[], Awaitable[None]]:
+        return Sender(partner, partners, app[STORE], app[CLOCK], config.federation,
+                      app[IDENTITY].gateway_id, app[CRYPTO_WORKER], metrics=app[METRICS]).run
+
+    async with _per_partner(app, "relay", sender):
+        yield
+
+
+async def witnesses(app: web.Application) -> AsyncIterator[None]:
+    """Each partner's ledger checkpoints, checked to only ever grow."""
+    witness = app[WITNESS] = Witness(app[STORE], app[PARTNERS], app[CLOCK], app[METRICS],
+                                     app[CONFIG].federation.witness_seconds)
+    async with _per_partner(app, "witness", lambda p: functools.partial(witness.run, p)):
+        yield
+
+
+RESOURCES = (
+    database, crypto_worker, ledger_and_checkpoints, desk_directory, live_updates,
+    stage_times, partner_sessions, message_paths, service_levels, partner_refreshes,
+    relay_senders, witnesses,
+)
 
 
 async def _end_streams(app: web.Application) -> None:
-    if HUB in app:
-        app[HUB].close_all()
+    app[HUB].close_all()
 
 
 def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None) -> web.Application:
@@ -183,7 +279,14 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
     app[METRICS].info.labels(config.gateway.id, __version__).set(1)
-    app.cleanup_ctx.append(store_and_ledger)
+    # Plain objects: built here, the resources that need starting in RESOURCES.
+    app[SESSIONS] = Sessions(app[CLOCK], ttl_seconds=config.officers.session_minutes * 60)
+    app[LIMITER] = RateLimiter(app[CLOCK], config.limits.requests_per_second,
+                               config.limits.burst)
+    app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
+                                    config.limits.anonymous_burst)
+    app[HUB] = Hub(config.limits.stream_queue)
+    app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)
     peer.add_routes(app)

@@ -4,6 +4,10 @@
 is logged and restarted after a short, capped backoff, and cancellation (shutdown) goes
 straight through. :func:`background` is the ``cleanup_ctx`` shape of that: the task
 exists exactly while the application runs, and nobody leaves a task unawaited.
+
+Ids given to :func:`background` as ``log_context`` (``partner=`` for a partner's loops)
+are bound once, with structlog's context variables, to every line the task logs: a task
+runs in its own copy of the context, so they reach neither its caller nor other tasks.
 """
 
 from __future__ import annotations
@@ -32,9 +36,17 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], *,
         delay = min(delay * 2, max_delay)
 
 
+async def _supervise_bound(name: str, run: Callable[[], Awaitable[None]],
+                           log_context: dict[str, object]) -> None:
+    structlog.contextvars.bind_contextvars(**log_context)  # in this task's context only
+    await supervise(name, run)
+
+
 @contextlib.asynccontextmanager
-async def background(name: str, run: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(supervise(name, run), name=name)
+async def background(name: str, run: Callable[[], Awaitable[None]],
+                     **log_context: object) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(
+        _supervise_bound(name, run, log_context), name=name)
     try:
         yield
     finally:

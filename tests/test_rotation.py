@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from gateway.app import create_app
@@ -413,7 +414,8 @@ async def test_a_forged_rotation_is_refused_and_vn_keeps_khs_old_key(tmp_path, h
         await runner.setup()
         await web.SockSite(runner, free_socket_on(kh.port_was)).start()
         try:
-            with capture_logs() as logs:
+            # The partner's id comes from the log context (bound for the request's check).
+            with capture_logs(processors=[merge_contextvars]) as logs:
                 # It calls VN signed with its key: refused, after VN looked at its descriptor.
                 body = json.dumps({"v": 1, "messages": [{"envelope": "AA==", "binding": None}]})
                 headers = sign_hop(evil, "kh-cnp", "vn-mps", "POST", FEDERATION_MESSAGES_PATH,

@@ -572,8 +572,8 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
     app = create_app(config, bundle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            **server_settings(config.server.header_timeout_seconds))
-    await runner.setup()
     try:
+        await runner.setup()  # inside: a resource that fails to start stops those before it
         site = web.TCPSite(
             runner, config.server.host, config.server.port, ssl_context=ssl_context(config)
         )

@@ -21,6 +21,11 @@ rotated is followed before it is refused.
 
 Outbound requests to partners are made here (:meth:`Partners.request`), always signed
 as hop requests (gateway.federation.hop).
+
+Log lines about one partner take its id (``partner``) from the log context, bound once
+where the work for that partner starts: its supervised tasks (``gateway.app``), and
+here the start-up steps and the request handlers' entry points (:meth:`learn_key`,
+:meth:`learn_officers`, :meth:`directory_for_clients`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from gateway.clock import Clock
 from gateway.config import Config, PartnerSection
@@ -172,9 +178,10 @@ class Partners:
                     continue
                 if known is not None:
                     if entry.fingerprint not in known.fingerprints:
-                        log.warning("roster_entry_ignored", anchor=anchor.id,
-                                    partner=entry.gateway, trusted_by=known.source,
-                                    fingerprint=entry.fingerprint)
+                        with bound_contextvars(partner=entry.gateway):
+                            log.warning("roster_entry_ignored", anchor=anchor.id,
+                                        trusted_by=known.source,
+                                        fingerprint=entry.fingerprint)
                     continue
                 section = PartnerSection(id=entry.gateway, url=entry.url,
                                          fingerprint=entry.fingerprint)
@@ -203,18 +210,19 @@ class Partners:
             statements = await self.store.partner_key_history(partner.id)
             if not statements:
                 continue
-            try:
-                current = peek_rotation(statements[-1]).new_key
-                history = verify_history(statements, partner.id, current)
-                chain = history.since_trusted(partner.fingerprints)
-            except CryptoError as exc:
-                log.warning("partner_stored_keys_ignored", partner=partner.id,
-                            error=exc.message)
-                continue
-            partner.chain, partner.history = chain, tuple(statements)
-            partner.fingerprints = frozenset({current.fingerprint})
-            log.info("partner_key_followed", partner=partner.id, key_id=current.key_id,
-                     fingerprint=current.fingerprint, rotations=len(chain) - 1, stored=True)
+            with bound_contextvars(partner=partner.id):
+                try:
+                    current = peek_rotation(statements[-1]).new_key
+                    history = verify_history(statements, partner.id, current)
+                    chain = history.since_trusted(partner.fingerprints)
+                except CryptoError as exc:
+                    log.warning("partner_stored_keys_ignored", error=exc.message)
+                    continue
+                partner.chain, partner.history = chain, tuple(statements)
+                partner.fingerprints = frozenset({current.fingerprint})
+                log.info("partner_key_followed", key_id=current.key_id,
+                         fingerprint=current.fingerprint, rotations=len(chain) - 1,
+                         stored=True)
 
     async def load_directories(self) -> None:
         """Each partner's last verified directory, from before a restart: verified again
@@ -234,8 +242,8 @@ class Partners:
                     raise BadKeyError("signed by a key no longer trusted for the partner")
                 desks = open_directory(note, partner.id, key)
             except CryptoError as exc:
-                log.warning("partner_stored_directory_ignored", partner=partner.id,
-                            error=exc.message)
+                with bound_contextvars(partner=partner.id):
+                    log.warning("partner_stored_directory_ignored", error=exc.message)
                 continue
             partner.directory_note, partner.directory = note, desks
             partner.fetched_ms = fetched_ms
@@ -247,22 +255,26 @@ class Partners:
         partner = self.by_id.get(gateway_id)
         if partner is None:
             return False
+        with bound_contextvars(partner=partner.id):  # for a request: not in the partner's tasks
+            return await self._learn_key(partner, key)
+
+    async def _learn_key(self, partner: Partner, key: VerifyKey) -> bool:
         async with self._learning[partner.id]:
             if key.fingerprint in partner.fingerprints:
                 return True  # learnt by a request that waited on the lock before us
             now = self.clock.now_ms()
             if now - partner.learned_ms < self.config.federation.health_seconds * 1000:
-                log.warning("hop_key_untrusted", partner=partner.id,
-                            fingerprint=key.fingerprint, checked="recently")
+                log.warning("hop_key_untrusted", fingerprint=key.fingerprint,
+                            checked="recently")
                 return False
             partner.learned_ms = now
             try:
                 await self._descriptor(partner)
             except PeerError as exc:
-                log.warning("partner_refresh_failed", partner=partner.id, error=exc.message)
+                log.warning("partner_refresh_failed", error=exc.message)
             if key.fingerprint in partner.fingerprints:
                 return True
-            log.error("hop_key_untrusted", partner=partner.id, fingerprint=key.fingerprint)
+            log.error("hop_key_untrusted", fingerprint=key.fingerprint)
             return False
 
     def get(self, gateway_id: str) -> Partner | None:
@@ -315,13 +327,13 @@ class Partners:
             descriptor, chain = verify_descriptor_history(data, partner.id,
                                                           partner.fingerprints)
         except KeyHistoryError as exc:
-            log.error("partner_key_untrusted", partner=partner.id,
-                      fingerprint=_fingerprint_of(data), error=exc.message)
+            log.error("partner_key_untrusted", fingerprint=_fingerprint_of(data),
+                      error=exc.message)
             raise PeerError(f"{partner.id}: its descriptor is signed by a key that is not "
                             f"trusted for it and does not follow from one ({exc.message})") \
                 from None
         except CryptoError as exc:
-            log.error("partner_descriptor_refused", partner=partner.id, error=exc.message)
+            log.error("partner_descriptor_refused", error=exc.message)
             raise PeerError(f"{partner.id}: descriptor refused ({exc.message})") from None
         if descriptor.valid_until <= self.clock.now_ms():
             # A gateway signs a fresh descriptor for every request: this is an old copy
@@ -348,8 +360,8 @@ class Partners:
         partner.chain = tuple(k for k in partner.chain if k.key != chain[0].key) + chain
         partner.history = descriptor.key_history
         partner.fingerprints = frozenset({descriptor.signing_key.fingerprint})
-        log.warning("partner_key_rotated", partner=partner.id,
-                    old_fingerprints=sorted(old), fingerprint=descriptor.signing_key.fingerprint,
+        log.warning("partner_key_rotated", old_fingerprints=sorted(old),
+                    fingerprint=descriptor.signing_key.fingerprint,
                     key_id=descriptor.signing_key.key_id, rotations=len(chain) - 1)
 
     async def refresh(self, partner: Partner) -> None:
@@ -365,7 +377,7 @@ class Partners:
             try:
                 desks = open_directory(note, partner.id, descriptor.signing_key)
             except CryptoError as exc:
-                log.error("partner_directory_refused", partner=partner.id, error=exc.message)
+                log.error("partner_directory_refused", error=exc.message)
                 raise PeerError(f"{partner.id}: directory refused ({exc.message})") from None
             changed = note != partner.directory_note
             partner.directory_note, partner.directory = note, desks
@@ -378,7 +390,7 @@ class Partners:
     def mark(self, partner: Partner, *, up: bool, error: str | None = None) -> None:
         if partner.up is not up:
             (log.info if up else log.warning)(
-                "partner_up" if up else "partner_down", partner=partner.id, error=error)
+                "partner_up" if up else "partner_down", error=error)
             if up and partner.up is False:
                 partner.kick.set()  # it answers again: its sender catches up at once
         partner.up = up
@@ -395,10 +407,11 @@ class Partners:
         known = {m["sign_key_id"] for d in (partner.directory or {}).values() for m in d.members}
         if key_ids <= known:
             return
-        try:
-            await self.refresh(partner)
-        except PeerError as exc:
-            log.warning("partner_refresh_failed", partner=partner.id, error=exc.message)
+        with bound_contextvars(partner=partner.id):  # for a request: not in the partner's tasks
+            try:
+                await self.refresh(partner)
+            except PeerError as exc:
+                log.warning("partner_refresh_failed", error=exc.message)
 
     async def directory_for_clients(self, partner: Partner) -> bytes:
         """The partner's signed directory with this gateway's signature added, so that an
@@ -407,10 +420,11 @@ class Partners:
         cached one is served if the partner does not answer)."""
         age_ms = self.clock.now_ms() - partner.fetched_ms
         if age_ms > self.config.federation.directory_max_age_seconds * 1000:
-            try:
-                await self.refresh(partner)
-            except PeerError as exc:
-                self.mark(partner, up=False, error=exc.message)
+            with bound_contextvars(partner=partner.id):  # an officer's request
+                try:
+                    await self.refresh(partner)
+                except PeerError as exc:
+                    self.mark(partner, up=False, error=exc.message)
         if partner.directory_note is None:
             raise _directory_unknown(partner.id)
         return cosign_note(partner.directory_note,

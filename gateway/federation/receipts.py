@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
-from gateway.crypto.note import NoteSigner, NoteVerifier, note_checks, sign_note, verify_note
+from gateway.crypto.note import NoteVerifier, note_checks
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import BadSignatureError, MalformedError
 from gateway.protocol import jsontext
+from gateway.protocol.signed import SignedJson
 
 RECEIPT_LINE = "fpg receipt v1"
 MAX_RECEIPT_SIZE = 4096
+RECEIPT = SignedJson(RECEIPT_LINE, "receipt", MAX_RECEIPT_SIZE)
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 OUTCOMES = (ACCEPTED, DUPLICATE, REJECTED)
 
@@ -63,7 +65,7 @@ class Receipt:
         if (type(self.time_ms) is int and (reason is None or type(reason) is str)
                 and type(self.digest) is type(self.sender) is type(self.gateway)
                 is type(self.message_id) is type(self.outcome) is str):
-            # Byte for byte what the json.dumps below writes for these types.
+            # Byte for byte what RECEIPT.text below (json.dumps) writes for these types.
             q = _json_string
             return (
                 f'{RECEIPT_LINE}\n{{"digest":{q(self.digest)},"from":{q(self.sender)},'
@@ -77,31 +79,15 @@ class Receipt:
             "id": self.message_id, "outcome": self.outcome, "reason": self.reason,
             "time": self.time_ms, "v": 1,
         }
-        return f"{RECEIPT_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
+        return RECEIPT.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [_signer(self.gateway, key)])
-
-
-_last_signer: NoteSigner | None = None
-
-
-def _signer(gateway: str, key: GatewaySigningKey) -> NoteSigner:
-    """The NoteSigner of ``key`` under ``gateway``: a gateway signs every receipt with the
-    same key, so the last one built is kept rather than built (and its key id hashed) again
-    for each receipt."""
-    global _last_signer
-    signer = _last_signer
-    if signer is None or signer.key is not key or signer.name != gateway:
-        signer = _last_signer = NoteSigner(gateway, key)
-    return signer
+        return RECEIPT.sign(self.text(), self.gateway, key)
 
 
 def open_receipt(note: bytes, gateway: str, keys: list[VerifyKey]) -> Receipt:
     """Verify a receipt signed by ``gateway`` with one of ``keys`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, k) for k in keys],
-                       max_size=MAX_RECEIPT_SIZE)
-    return _parse(text, gateway)
+    return _parse(RECEIPT.verify(note, gateway, keys), gateway)
 
 
 async def open_receipts_on(worker: CryptoWorker, notes: list[bytes], gateway: str,
@@ -120,10 +106,8 @@ async def open_receipts_on(worker: CryptoWorker, notes: list[bytes], gateway: st
 
 
 def _parse(text: str, gateway: str) -> Receipt:
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != RECEIPT_LINE:
-        raise MalformedError("not a receipt")
-    plain = _PLAIN_LINE.fullmatch(lines[1])
+    line = RECEIPT.line(text)
+    plain = _PLAIN_LINE.fullmatch(line)
     if plain is not None:
         # Such a line is canonical JSON of exactly these values (json.loads would give the
         # same strings and int, and text() would write the line back unchanged), so this is
@@ -133,18 +117,15 @@ def _parse(text: str, gateway: str) -> Receipt:
             raise MalformedError("receipt has a wrong version, outcome or gateway")
         return Receipt(gateway=signer, sender=sender, message_id=message_id, digest=digest,
                        outcome=outcome, reason=reason, time_ms=int(time_ms))
-    try:
-        doc = jsontext.loads(lines[1])
+    with RECEIPT.fields():
+        doc = jsontext.loads(line)
         receipt = Receipt(
             gateway=str(doc["gateway"]), sender=str(doc["from"]), message_id=str(doc["id"]),
             digest=str(doc["digest"]), outcome=str(doc["outcome"]),
             reason=None if doc["reason"] is None else str(doc["reason"]),
             time_ms=int(doc["time"]),
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise MalformedError("receipt lacks a field or has a wrong type") from None
     if doc.get("v") != 1 or receipt.outcome not in OUTCOMES or receipt.gateway != gateway:
         raise MalformedError("receipt has a wrong version, outcome or gateway")
-    if receipt.text() != text:
-        raise MalformedError("receipt is not in canonical form")
+    RECEIPT.check_canonical(receipt.text(), text)
     return receipt

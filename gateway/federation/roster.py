@@ -21,7 +21,6 @@ A gateway pinned in ``[[partners]]`` keeps its pinned entry: the roster's is ign
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,13 +35,13 @@ from gateway.crypto.keys import (
     fingerprints_equal,
     normalize_fingerprint,
 )
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import BadKeyError, ConfigError, CryptoError, MalformedError
-from gateway.protocol import jsontext
 from gateway.protocol.names import is_name
+from gateway.protocol.signed import SignedJson
 
 ROSTER_LINE = "fpg roster v1"
 MAX_ROSTER = 1024 * 1024
+ROSTER = SignedJson(ROSTER_LINE, "roster", MAX_ROSTER)
 MAX_GATEWAYS = 10_000
 _URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?")
 
@@ -72,12 +71,12 @@ class Roster:
         body = {"anchor": self.anchor, "anchor_key": self.anchor_key.b64(),
                 "gateways": [g.to_json() for g in self.gateways], "issued": self.issued,
                 "v": 1, "valid_until": self.valid_until}
-        return f"{ROSTER_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
+        return ROSTER.text(body)
 
     def sign(self, key: AnchorSigningKey) -> bytes:
         if key.public != self.anchor_key:
             raise MalformedError("a roster is signed by the anchor key it names")
-        return sign_note(self.text(), [NoteSigner(self.anchor, key)])
+        return ROSTER.sign(self.text(), self.anchor, key)
 
 
 def make_roster(anchor: str, key: AnchorSigningKey, entries: Sequence[RosterEntry],
@@ -112,22 +111,14 @@ def _check(roster: Roster) -> None:
         seen.add(g.gateway)
 
 
-def _parse(text: str) -> Roster:
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != ROSTER_LINE or lines[2] != "":
-        raise MalformedError("not a v1 roster")
-    try:
-        doc = jsontext.loads(lines[1])
+def _from_doc(doc: Any) -> Roster:
+    with ROSTER.fields():
         if doc["v"] != 1 or not isinstance(doc["gateways"], list):
             raise MalformedError("unsupported roster version")
         roster = Roster(anchor=str(doc["anchor"]),
                         anchor_key=VerifyKey.from_b64(doc["anchor_key"], ROLE_ANCHOR_SIGNING),
                         issued=int(doc["issued"]), valid_until=int(doc["valid_until"]),
                         gateways=tuple(_entry(g) for g in doc["gateways"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, CryptoError):
-            raise
-        raise MalformedError("roster JSON lacks a field or has a wrong type") from None
     _check(roster)
     return roster
 
@@ -135,14 +126,13 @@ def _parse(text: str) -> Roster:
 def open_roster(note: bytes, anchor: str, fingerprint: str, now_ms: int) -> Roster:
     """Verify a roster signed by ``anchor`` with the key of ``fingerprint``, valid at
     ``now_ms``; raises CryptoError with the reason."""
-    text, _ = split_note(note, max_size=MAX_ROSTER)
-    roster = _parse(text)
+    roster = _from_doc(ROSTER.peek(note)[1])  # verified below, with the key it names
     if roster.anchor != anchor:
         raise MalformedError(f"the roster is signed by anchor {roster.anchor}, not {anchor}")
     if not fingerprints_equal(roster.anchor_key.fingerprint, fingerprint):
         raise BadKeyError(f"the roster's anchor key has fingerprint "
                           f"{roster.anchor_key.fingerprint}, not the configured one")
-    verify_note(note, [NoteVerifier(anchor, roster.anchor_key)], max_size=MAX_ROSTER)
+    ROSTER.verify(note, anchor, [roster.anchor_key])
     if now_ms >= roster.valid_until:
         raise MalformedError(f"the roster expired (valid until {roster.valid_until} ms)")
     return roster
@@ -159,8 +149,7 @@ def _read(path: Path) -> bytes:
 def peek_roster(path: Path) -> Roster:
     """A roster file's contents WITHOUT verifying it (to show an operator)."""
     try:
-        text, _ = split_note(_read(path), max_size=MAX_ROSTER)
-        return _parse(text)
+        return _from_doc(ROSTER.peek(_read(path))[1])
     except CryptoError as exc:
         raise ConfigError(f"{path}: not a roster ({exc.message})") from None
 

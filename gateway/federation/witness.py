@@ -14,6 +14,8 @@ next one. One that fails, or whose signature does not verify with the partner's 
 refused: the old reference stays, an error is logged (``partner_ledger_alarm``), the
 counter ``fpg_witness_alarms_total{partner, reason}`` goes up, and the alarm is shown
 by ``gateway partners``. A partner that has made no checkpoint yet is simply skipped.
+Each partner is checked by a task of its own, whose log lines carry the partner's id
+(bound once for the task, ``gateway.tasks``).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Witness:
             try:
                 await self.check(partner)
             except PeerError as exc:
-                log.debug("witness_unreachable", partner=partner.id, error=exc.message)
+                log.debug("witness_unreachable", error=exc.message)
             except WitnessAlarm:
                 pass  # logged and counted where raised
             await self.clock.sleep(self.interval)
@@ -120,7 +122,7 @@ class Witness:
         if outcome != SAME:
             await self.store.set_partner_checkpoint(
                 partner.id, StoredCheckpoint(checkpoint.size, checkpoint.root, note, now))
-            log.debug("witnessed", partner=partner.id, size=checkpoint.size, outcome=outcome)
+            log.debug("witnessed", size=checkpoint.size, outcome=outcome)
         return outcome
 
     async def _check_consistent(self, partner: Partner, kept: StoredCheckpoint,
@@ -148,8 +150,8 @@ class Witness:
         kept_size = kept.size if kept is not None else 0
         self.alarms[partner.id] = Alarm(reason, self.clock.now_ms(), seen_size, kept_size)
         self.metrics.witness_alarms.labels(partner=partner.id, reason=reason).inc()
-        log.error("partner_ledger_alarm", partner=partner.id, reason=reason,
-                  seen_size=seen_size, kept_size=kept_size, detail=detail)
+        log.error("partner_ledger_alarm", reason=reason, seen_size=seen_size,
+                  kept_size=kept_size, detail=detail)
         return WitnessAlarm(f"{partner.id}: checkpoint refused ({reason}): {detail}")
 
 

@@ -29,8 +29,7 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.crypto.note import NoteSigner, sign_note
-from gateway.protocol.officers import directory_text
+from gateway.protocol.officers import DIRECTORY
 from gateway.store import DirectoryStore
 
 log = structlog.get_logger("gateway.officers.directory")
@@ -104,8 +103,8 @@ class Directory:
         """The directory as a note signed by the gateway (built once per snapshot)."""
         note = self._signed.get(key.key_id)
         if note is None:
-            text = directory_text(self.to_json())
-            note = self._signed[key.key_id] = sign_note(text, [NoteSigner(self.gateway, key)])
+            note = self._signed[key.key_id] = DIRECTORY.sign(DIRECTORY.text(self.to_json()),
+                                                             self.gateway, key)
         return note
 
 

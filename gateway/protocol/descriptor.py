@@ -12,21 +12,20 @@ the descriptor: :func:`verify_descriptor_history`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey, VerifyKey
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, split_note, verify_note
 from gateway.errors import MalformedError
-from gateway.protocol import jsontext
 from gateway.protocol.rotation import ChainKey, decode_history, encode_history, verify_history
+from gateway.protocol.signed import SignedJson
 
 DESCRIPTOR_LINE = "fpg descriptor v1"
 DESCRIPTOR_PATH = "/.well-known/fpg/descriptor"
 DEFAULT_VALIDITY_MS = 24 * 3600 * 1000
 MAX_DESCRIPTOR_SIZE = 256 * 1024
+DESCRIPTOR = SignedJson(DESCRIPTOR_LINE, "descriptor", MAX_DESCRIPTOR_SIZE)
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,11 @@ class Descriptor:
 def sign_descriptor(descriptor: Descriptor, key: GatewaySigningKey) -> bytes:
     if key.public != descriptor.signing_key:
         raise MalformedError("descriptor must be signed by the key it announces")
-    body = json.dumps(descriptor.to_json(), sort_keys=True, separators=(",", ":"))
-    return sign_note(f"{DESCRIPTOR_LINE}\n{body}\n", [NoteSigner(descriptor.gateway, key)])
+    return DESCRIPTOR.sign(DESCRIPTOR.text(descriptor.to_json()), descriptor.gateway, key)
 
 
-def _parse_text(text: str) -> Descriptor:
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != DESCRIPTOR_LINE or lines[2] != "":
-        raise MalformedError("not a v1 descriptor")
-    try:
-        doc = jsontext.loads(lines[1])
+def _from_doc(doc: Any) -> Descriptor:
+    with DESCRIPTOR.fields():
         keys = [k for k in doc["keys"] if k["role"] == ROLE_GATEWAY_SIGNING]
         if doc["v"] != 1 or len(keys) != 1:
             raise MalformedError("descriptor must announce exactly one gateway signing key")
@@ -84,16 +78,12 @@ def _parse_text(text: str) -> Descriptor:
             valid_until=int(doc["valid_until"]),
             key_history=decode_history(doc.get("key_history", [])),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("descriptor JSON lacks a field or has a wrong type") from None
 
 
 def verify_descriptor(data: bytes, gateway: str, key: VerifyKey) -> Descriptor:
     """Verify a descriptor against the pinned ``key`` of ``gateway`` and parse it."""
-    text = verify_note(data, [NoteVerifier(gateway, key)], max_size=MAX_DESCRIPTOR_SIZE)
-    descriptor = _parse_text(text)
+    _, doc = DESCRIPTOR.open(data, gateway, [key])
+    descriptor = _from_doc(doc)
     if descriptor.gateway != gateway or descriptor.signing_key != key:
         raise MalformedError("descriptor names another gateway or key than its signer")
     return descriptor
@@ -116,5 +106,5 @@ def verify_descriptor_history(data: bytes, gateway: str,
 
 def peek_descriptor(data: bytes) -> Descriptor:
     """Parse a descriptor WITHOUT trusting it (to show an operator what to pin)."""
-    text, _ = split_note(data, max_size=MAX_DESCRIPTOR_SIZE)
-    return _parse_text(text)
+    _, doc = DESCRIPTOR.peek(data)
+    return _from_doc(doc)

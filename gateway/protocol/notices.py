@@ -16,17 +16,16 @@ pushed to the sending desk's officers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
-from gateway.protocol import jsontext
+from gateway.protocol.signed import SignedJson
 
 NOTICE_LINE = "fpg non-delivery v1"
 MAX_NOTICE_SIZE = 4096
+NOTICE = SignedJson(NOTICE_LINE, "non-delivery notice", MAX_NOTICE_SIZE)
 EXPIRED = "expired"
 
 
@@ -48,29 +47,23 @@ class NonDeliveryNotice:
             "id": self.message_id, "partner": self.partner, "reason": self.reason,
             "recipient": self.recipient, "sender": self.sender, "time": self.time_ms, "v": 1,
         }
-        return f"{NOTICE_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
+        return NOTICE.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+        return NOTICE.sign(self.text(), self.gateway, key)
 
 
 def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
     """Verify a non-delivery notice signed by ``gateway`` with ``key`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=MAX_NOTICE_SIZE)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != NOTICE_LINE:
-        raise MalformedError("not a non-delivery notice")
-    try:
-        doc = jsontext.loads(lines[1])
+    text, doc = NOTICE.open(note, gateway, [key])
+    with NOTICE.fields():
         notice = NonDeliveryNotice(
             gateway=str(doc["gateway"]), partner=str(doc["partner"]),
             message_id=str(doc["id"]), digest=str(doc["digest"]), sender=str(doc["sender"]),
             recipient=str(doc["recipient"]), expires_ms=int(doc["expires"]),
             reason=str(doc["reason"]), time_ms=int(doc["time"]),
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise MalformedError("non-delivery notice lacks a field or has a wrong type") from None
-    if doc.get("v") != 1 or notice.gateway != gateway or notice.text() != text:
-        raise MalformedError("non-delivery notice has a wrong version or gateway, or is not "
-                             "in canonical form")
+    if doc.get("v") != 1 or notice.gateway != gateway:
+        raise MalformedError("non-delivery notice has a wrong version or gateway")
+    NOTICE.check_canonical(notice.text(), text)
     return notice

@@ -31,15 +31,16 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import ForbiddenError, MalformedError
-from gateway.protocol import jsontext
+from gateway.protocol.signed import SignedJson
 
 ENROLL_LINE = "fpg enroll v1"
 SESSION_LINE = "fpg session v1"
 READ_LINE = "fpg read v1"
 BINDING_LINE = "fpg officer binding v1"
 DIRECTORY_LINE = "fpg directory v1"
+BINDING = SignedJson(BINDING_LINE, "officer binding", 16 * 1024)
+DIRECTORY = SignedJson(DIRECTORY_LINE, "desk directory", 4 * 1024 * 1024)
 
 _CODE = re.compile(r"FPG(-[A-Z2-7]{4}){5}")
 
@@ -96,30 +97,22 @@ class Binding:
             "officer": self.officer, "sign_key": self.sign_key.b64(),
             "sign_key_id": self.sign_key.key_id, "v": 1,
         }
-        return f"{BINDING_LINE}\n{_one_line(body)}\n"
+        return BINDING.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+        return BINDING.sign(self.text(), self.gateway, key)
 
 
 def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
     """Verify an officer binding signed by ``gateway`` with ``key`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=16 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != BINDING_LINE:
-        raise MalformedError("not an officer binding")
-    try:
-        doc = jsontext.loads(lines[1])
+    _, doc = BINDING.open(note, gateway, [key])
+    with BINDING.fields():
         binding = Binding(
             gateway=doc["gateway"], officer=doc["officer"], desks=tuple(doc["desks"]),
             sign_key=VerifyKey.from_b64(doc["sign_key"], ROLE_OFFICER_SIGNING),
             enc_key=EncryptionPublicKey.from_b64(doc["enc_key"]),
             not_before=int(doc["not_before"]), not_after=int(doc["not_after"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("officer binding lacks a field or has a wrong type") from None
     if binding.gateway != gateway:
         raise MalformedError("officer binding names another gateway")
     return binding
@@ -127,7 +120,7 @@ def open_binding(note: bytes, gateway: str, key: VerifyKey) -> Binding:
 
 def directory_text(doc: dict[str, Any]) -> str:
     """The text of a desk directory note (the gateway signs it)."""
-    return f"{DIRECTORY_LINE}\n{_one_line(doc)}\n"
+    return DIRECTORY.text(doc)
 
 
 @dataclass(frozen=True)
@@ -148,16 +141,8 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
     ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
     officer's home gateway vouching for a partner's directory it verified).
     """
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=4 * 1024 * 1024)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != DIRECTORY_LINE:
-        raise MalformedError("not a desk directory")
-    try:
-        doc = jsontext.loads(lines[1])
+    _, doc = DIRECTORY.open(note, gateway, [key])
+    with DIRECTORY.fields():
         if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
         return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, MalformedError):
-            raise
-        raise MalformedError("directory lacks a field or has a wrong type") from None

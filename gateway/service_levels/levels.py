@@ -26,7 +26,6 @@ counted: their desks were told already.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +34,10 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import ServiceLevelSection
 from gateway.crypto.keys import GatewaySigningKey, VerifyKey
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
 from gateway.errors import MalformedError
 from gateway.metrics import DIRECTIONS, Metrics
 from gateway.officers.directory import DirectoryService
-from gateway.protocol import jsontext
+from gateway.protocol.signed import SignedJson
 from gateway.service_levels.stages import Route, Stages
 from gateway.store import Breach, LevelsStore, MessageTimes, Notification
 
@@ -47,6 +45,7 @@ log = structlog.get_logger("gateway.service_levels.levels")
 
 NOTICE_LINE = "fpg service-level breach v1"
 MAX_NOTICE_SIZE = 4096
+BREACH_NOTICE = SignedJson(NOTICE_LINE, "breach notice", MAX_NOTICE_SIZE)
 LOOKBACK_MS = 30 * 86_400_000  # messages older than their due time by more are left alone
 PER_PASS = 1000  # breaches recorded per level and pass; the next pass takes the rest
 
@@ -71,20 +70,16 @@ class BreachNotice:
             "priority": self.priority, "stage": self.stage, "supervisor": self.supervisor,
             "time": self.time_ms, "v": 1,
         }
-        return f"{NOTICE_LINE}\n{json.dumps(body, sort_keys=True, separators=(',', ':'))}\n"
+        return BREACH_NOTICE.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
-        return sign_note(self.text(), [NoteSigner(self.gateway, key)])
+        return BREACH_NOTICE.sign(self.text(), self.gateway, key)
 
 
 def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotice:
     """Verify a breach notice signed by ``gateway`` with ``key`` and parse it."""
-    text = verify_note(note, [NoteVerifier(gateway, key)], max_size=MAX_NOTICE_SIZE)
-    lines = text.split("\n")
-    if len(lines) != 3 or lines[0] != NOTICE_LINE:
-        raise MalformedError("not a service-level breach notice")
-    try:
-        doc = jsontext.loads(lines[1])
+    text, doc = BREACH_NOTICE.open(note, gateway, [key])
+    with BREACH_NOTICE.fields():
         notice = BreachNotice(
             gateway=str(doc["gateway"]), message_id=str(doc["id"]), desk=str(doc["desk"]),
             supervisor=str(doc["supervisor"]), kind=str(doc["kind"]),
@@ -92,11 +87,9 @@ def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotic
             accepted_ms=int(doc["accepted"]), due_ms=int(doc["due"]),
             time_ms=int(doc["time"]),
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise MalformedError("breach notice lacks a field or has a wrong type") from None
-    if doc.get("v") != 1 or notice.gateway != gateway or notice.text() != text:
-        raise MalformedError("breach notice has a wrong version or gateway, or is not in "
-                             "canonical form")
+    if doc.get("v") != 1 or notice.gateway != gateway:
+        raise MalformedError("breach notice has a wrong version or gateway")
+    BREACH_NOTICE.check_canonical(notice.text(), text)
     return notice
 
 
