@@ -123,22 +123,26 @@ async def test_schedule_checkpoints_by_count_and_by_time(tmp_path) -> None:
     schedule = CheckpointSchedule(lg, every=10, interval=60.0)
     lg.store.on_commit.append(schedule.notify)  # type: ignore[attr-defined]
     task = asyncio.create_task(schedule.run())
+
+    async def size_becomes(size: int) -> None:
+        for _ in range(500):
+            if (cp := await lg.store.latest_checkpoint()) and cp.size == size:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no checkpoint of size {size}")
+
     try:
         await lg.store.append_events([event(i) for i in range(10)])
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if (cp := await lg.store.latest_checkpoint()) and cp.size == 10:
-                break
-        assert (await lg.store.latest_checkpoint()).size == 10
+        await size_becomes(10)
         await lg.store.append_events([event(99)])  # 1 new entry: below the count
         await asyncio.sleep(0.05)
         assert (await lg.store.latest_checkpoint()).size == 10
-        clock.advance(61)  # ... but the interval passes
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if (await lg.store.latest_checkpoint()).size == 11:
+        for _ in range(500):  # time moved while the schedule works would not wake it
+            if clock.asleep():  # the schedule's timer, the only sleeper on this clock
                 break
-        assert (await lg.store.latest_checkpoint()).size == 11
+            await asyncio.sleep(0.01)
+        clock.advance(61)  # ... but the interval passes
+        await size_becomes(11)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

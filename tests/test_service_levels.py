@@ -89,6 +89,12 @@ async def until(check: Any, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def advance(clock: ManualClock, seconds: float) -> None:
+    """Move time once the checker sleeps: moved while it works, time would not wake it."""
+    await until(lambda: "service_levels" in clock.asleep(), "the checker to sleep")
+    clock.advance(seconds)
+
+
 def drained(sub: Subscription) -> list[tuple[str, dict[str, Any]]]:
     items = []
     while not sub.queue.empty():
@@ -132,11 +138,11 @@ async def test_an_unread_flash_breaches_once_and_escalates_with_a_signed_notice(
     late = await send(gw, clock)
     in_time = await send(gw, clock)
     routine = await send(gw, clock, priority="routine")
-    clock.advance(60)
+    await advance(clock, 60)
     await read(gw, clock, in_time)
     drained(desk), drained(sender)
 
-    clock.advance(899)  # 959 s after accept: past the 900 s of flash/read
+    await advance(clock, 899)  # 959 s after accept: past the 900 s of flash/read
     await until(lambda: gw.breaches("local", "flash", "read") == 1, "the breach")
     told = drained(desk)
     assert [(k, d["id"], d["stage"]) for k, d in told] == [("breach", late, "read")]
@@ -157,7 +163,7 @@ async def test_an_unread_flash_breaches_once_and_escalates_with_a_signed_notice(
     assert await gw.app[SERVICE_LEVELS].check() == []
     assert gw.breaches("local", "flash", "read") == 1
     assert gw.breaches("local", "routine", "read") == 0  # a day allowed; not yet
-    clock.advance(86_400)
+    await advance(clock, 86_400)
     await until(lambda: gw.breaches("local", "routine", "read") == 1, "the routine breach")
     assert gw.breaches("local", "flash", "reply") == 2  # neither flash was answered
     assert drained(boss) == []  # routine/read and flash/reply do not escalate
@@ -170,9 +176,9 @@ async def test_a_slow_reply_and_a_slow_read_show_in_the_response_histograms(gate
     gw, clock = gateway
     metrics = gw.app[METRICS]
     original = await send(gw, clock)
-    clock.advance(1000)
+    await advance(clock, 1000)
     await read(gw, clock, original)
-    clock.advance(7000)  # answered 8,000 s after accept: the flash reply level is 7,200 s
+    await advance(clock, 7000)  # answered 8,000 s after accept; the flash reply level: 7,200 s
     await until(lambda: gw.breaches("local", "flash", "reply") == 1, "the reply breach")
     await send(gw, clock, in_reply_to=original, to="trafficking@vn-mps",
                frm="border-liaison@vn-mps")
@@ -205,7 +211,7 @@ async def test_breaches_survive_a_restart_without_being_told_twice(tmp_path) -> 
     await gw.app[STORE].add_desk("trafficking", None, T0)
     await gw.app[DIRECTORY].reload()
     await send(gw, clock)
-    clock.advance(901)
+    await advance(clock, 901)
     await until(lambda: gw.breaches("local", "flash", "read") == 1, "the breach")
     await gw.runner.cleanup()
     again = await start(tmp_path, clock)
