@@ -848,6 +848,16 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     while (event := await a_events.next()) is not None:
         kinds.append(event["event"])
     assert kinds[-1] == "resync" and set(kinds[:-1]) == {"message"}
+    # A revoked officer's stream ends, saying why.
+    c = await w.officer("border-liaison")
+    c_events = EventReader(await open_stream(w, c))
+    await asyncio.sleep(0.05)
+    await w.app[STORE].revoke_officer(c.id, w.now())
+    await w.app[DIRECTORY].reload()
+    assert (await c_events.next()) == {"event": "ended",
+                                       "data": {"desk": "", "reason": "revoked"}}
+    assert await c_events.next() is None
+
     w.app[HUB].close_all()
     assert (await b_events.next()) == {"event": "shutdown", "data": {"desk": ""}}
     assert await b_events.next() is None
@@ -859,4 +869,4 @@ async def test_stream_events_are_described(make_world: Any) -> None:
         event = resolve(choice["$ref"][1:])[1]["properties"]["event"]
         named |= {event["const"]} if "const" in event else set(event["enum"])
     assert named == {"message", "read", "reply", "receipt", "expired", "breach", "escalation",
-                     "resync", "shutdown"}
+                     "resync", "shutdown", "ended"}

@@ -51,6 +51,9 @@ ENVELOPE_TYPE = "application/vnd.fpg.envelope"
 NOTE_TYPE = "text/plain; charset=utf-8"
 MAX_JSON_BODY = 64 * 1024
 HEARTBEAT_SECONDS = 15.0
+# How often an open stream checks that its session and the officer's binding still hold:
+# with the directory's own reload every 0.2 s, a revoked officer's stream ends in < 0.5 s.
+STREAM_CHECK_SECONDS = 0.25
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts others
 ENVELOPE_TYPES = (ENVELOPE_TYPE, "application/octet-stream")
 
@@ -73,18 +76,26 @@ def _field(doc: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        raise AuthError("sign in first (Authorization: Bearer <token>)", code="no_session")
+    return token.strip()
+
+
+async def _active(request: web.Request, officer_id: str) -> Officer:
+    """The officer's binding if still active; a revoked one's sessions all end."""
+    directory = await request.app[DIRECTORY].get()
+    officer = directory.officers.get(officer_id)
+    if officer is None or not officer.active(request.app[CLOCK].now_ms()):
+        request.app[SESSIONS].end_officer(officer_id)
+        raise AuthError("your binding is revoked or expired", code="revoked")
+    return officer
+
+
 async def signed_in(request: web.Request) -> Officer:
     """The officer behind the request's bearer token, if still active; rate-limited."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme != "Bearer" or not token:
-        raise AuthError("sign in first (Authorization: Bearer <token>)", code="no_session")
-    session = request.app[SESSIONS].lookup(token.strip())
-    directory = await request.app[DIRECTORY].get()
-    officer = directory.officers.get(session.officer)
-    if officer is None or not officer.active(request.app[CLOCK].now_ms()):
-        request.app[SESSIONS].end_officer(session.officer)
-        raise AuthError("your binding is revoked or expired", code="revoked")
+    officer = await _active(request, request.app[SESSIONS].lookup(_bearer(request)).officer)
     request.app[LIMITER].check(officer.id)
     return officer
 
@@ -251,16 +262,29 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     })
     await response.prepare(request)
     subscription = request.app[HUB].subscribe(wanted)
+    token, loop = _bearer(request), asyncio.get_running_loop()
+    quiet_until = loop.time() + HEARTBEAT_SECONDS
     try:
         await response.write(b": connected\n\n")
         while True:
             try:
-                item = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
+                item = await asyncio.wait_for(subscription.queue.get(), STREAM_CHECK_SECONDS)
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                try:  # a revoked officer or an expired session reads nothing more
+                    await _active(request, officer.id)  # first: another stream may have
+                    request.app[SESSIONS].lookup(token)  # ended the session on revocation
+                except AuthError as exc:
+                    await response.write(
+                        b'event: ended\ndata: {"desk":"","reason":"%s"}\n\n'
+                        % exc.code.encode("ascii"))
+                    break
+                if loop.time() >= quiet_until:
+                    await response.write(b": keep-alive\n\n")
+                    quiet_until = loop.time() + HEARTBEAT_SECONDS
                 continue
             data = json.dumps({"desk": item.desk, **item.data}, separators=(",", ":"))
             await response.write(f"event: {item.kind}\ndata: {data}\n\n".encode())
+            quiet_until = loop.time() + HEARTBEAT_SECONDS
             if item.kind in ("resync", "shutdown"):
                 break
     except ConnectionResetError:

@@ -150,6 +150,7 @@ class GatewayClient:
         self.creds = creds
         self.clock = clock or SystemClock()
         self._token: str | None = None
+        self.session_expires: int | None = None  # Unix ms, from the last sign-in
         self._directories: dict[str, dict[str, DirectoryEntry]] = {}  # by gateway
 
     # --- plumbing ----------------------------------------------------------------------
@@ -169,7 +170,9 @@ class GatewayClient:
             "signature": base64.b64encode(signature).decode("ascii"),
         }) as response:
             await _raise_for(response)
-            self._token = (await response.json())["token"]
+            answer = await response.json()
+            self._token = answer["token"]
+            self.session_expires = answer.get("expires")
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes, Any]:
         """Make an authenticated request (signing in again once if the session ended)."""

@@ -761,12 +761,19 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
     """
     seen, attempt = 0, 0
     sign_in, renewed = False, False
+    reason: str | None
     while True:
         try:
             if sign_in:
                 await client.sign_in()
                 sign_in = False
             async for kind, data in client.stream(desks):
+                if kind == "ended" and isinstance(data, dict) and data.get("reason") == "revoked":
+                    raise ClientError("the gateway ended the stream: your binding is revoked "
+                                      "or expired", code="revoked")
+                if kind == "ended":  # the session expired: sign in again, at once
+                    sign_in, reason = True, None
+                    break
                 if kind in ("resync", "shutdown"):
                     reason = ("the gateway is stopping" if kind == "shutdown"
                               else "events came faster than they were read; "
@@ -792,6 +799,8 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
             reason = exc.message
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             reason = f"connection lost ({exc or type(exc).__name__})"
+        if reason is None:
+            continue
         renewed = False  # the stream was up, or the gateway unreachable: not an auth loop
         delay = backoff(attempt)
         attempt += 1
