@@ -54,12 +54,12 @@ ENTRY = RosterEntry("kh-cnp", "https://kh.example/fpg", GW.public.fingerprint, T
 
 
 def directory() -> Directory:
-    officer = Officer("officer-1", SIGN.public, ENC.public, frozenset({DESK}), T0 + DAY, False,
-                      BINDING.sign(GW))
+    officer = Officer("officer-1", SIGN.public, ENC.public, frozenset({DESK}), T0, T0 + DAY,
+                      None, BINDING.sign(GW))
     desk = Desk("anti-trafficking", DESK, "supervisors@kh-cnp", (officer,),
                 frozenset({ENC.public.key_id}))
     return Directory("kh-cnp", {DESK: desk}, {officer.id: officer},
-                     {SIGN.public.key_id: officer}, T0, T0 + DAY)
+                     {SIGN.public.key_id: officer}, (), T0, T0 + DAY)
 
 
 def notes() -> dict[str, bytes]:

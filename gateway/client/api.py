@@ -31,7 +31,6 @@ from gateway.crypto.envelope import (
 )
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
-    ROLE_OFFICER_SIGNING,
     OfficerEncryptionKey,
     OfficerSigningKey,
     VerifyKey,
@@ -47,9 +46,12 @@ from gateway.protocol.descriptor import (
 )
 from gateway.protocol.officers import (
     DirectoryEntry,
+    FormerOfficer,
+    VerifiedDirectory,
+    check_signed_while_bound,
     enroll_text,
     open_binding,
-    open_directory,
+    open_directory_history,
     read_text,
     session_text,
 )
@@ -83,6 +85,7 @@ class OpenedMessage:
     envelope: Envelope
     payload: dict[str, Any]
     sender_officer: str
+    former: FormerOfficer | None = None  # the signer's binding has ended since (revoked...)
 
     @property
     def header(self) -> EnvelopeHeader:
@@ -151,7 +154,7 @@ class GatewayClient:
         self.clock = clock or SystemClock()
         self._token: str | None = None
         self.session_expires: int | None = None  # Unix ms, from the last sign-in
-        self._directories: dict[str, dict[str, DirectoryEntry]] = {}  # by gateway
+        self._directories: dict[str, VerifiedDirectory] = {}  # by gateway
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -199,6 +202,11 @@ class GatewayClient:
                         gateway: str | None = None) -> dict[str, DirectoryEntry]:
         """The home gateway's directory, or a partner's (through the home gateway, which
         countersigns what it verified)."""
+        return (await self.verified_directory(refresh, gateway)).desks
+
+    async def verified_directory(self, refresh: bool = False,
+                                 gateway: str | None = None) -> VerifiedDirectory:
+        """As :meth:`directory`, with the former officers' bindings."""
         home = self.creds.gateway_id
         gateway = gateway or home
         if gateway not in self._directories or refresh:
@@ -207,14 +215,14 @@ class GatewayClient:
             else:
                 _, body, _ = await self.request("GET", f"/v1/directory?gateway={gateway}")
             try:
-                desks = open_directory(body, home, self.creds.gateway_key,
-                                       directory_of=gateway)
+                verified = open_directory_history(body, home, self.creds.gateway_key,
+                                                  directory_of=gateway)
             except BadSignatureError:
                 if not await self.follow_key_rotation():
                     raise
-                desks = open_directory(body, home, self.creds.gateway_key,
-                                       directory_of=gateway)
-            self._directories[gateway] = desks
+                verified = open_directory_history(body, home, self.creds.gateway_key,
+                                                  directory_of=gateway)
+            self._directories[gateway] = verified
         return self._directories[gateway]
 
     async def follow_key_rotation(self) -> bool:
@@ -244,20 +252,6 @@ class GatewayClient:
         if not desk.members:
             raise ClientError(f"desk {address} has no enrolled officer yet", code="empty_desk")
         return desk
-
-    @staticmethod
-    def _member(directory: dict[str, DirectoryEntry],
-                key_id: str) -> tuple[str, VerifyKey, set[str]] | None:
-        """The officer holding signing key ``key_id``, and the desks listing them."""
-        found: tuple[str, VerifyKey] | None = None
-        desks: set[str] = set()
-        for entry in directory.values():
-            for member in entry.members:
-                if member["sign_key_id"] == key_id:
-                    found = (member["officer"],
-                             VerifyKey.from_b64(member["sign_key"], ROLE_OFFICER_SIGNING))
-                    desks.add(entry.address)
-        return (found[0], found[1], desks) if found else None
 
     # --- sending -----------------------------------------------------------------------
 
@@ -324,19 +318,17 @@ class GatewayClient:
         key_id = read_signer(data)
         # The sender's gateway, unverified, only says whose directory holds the key.
         gateway = peek_header(data).sender.partition("@")[2]
-        member = self._member(await self.directory(gateway=gateway), key_id)
-        if member is None:  # perhaps an officer enrolled since we fetched the directory
-            member = self._member(await self.directory(refresh=True, gateway=gateway), key_id)
-        if member is None:
+        signer = (await self.verified_directory(gateway=gateway)).signer(key_id)
+        if signer is None:  # perhaps an officer enrolled since we fetched the directory
+            signer = (await self.verified_directory(True, gateway)).signer(key_id)
+        if signer is None:
             raise CryptoError(f"the sender key {key_id} is not in the directory",
                               code="unknown_sender")
-        officer, key, desks = member
-        envelope = verify_envelope(data, key)
-        if envelope.header.sender not in desks:
-            raise CryptoError(f"the signer is not an officer of {envelope.header.sender}",
-                              code="unknown_sender")
+        envelope = verify_envelope(data, signer.key)
+        check_signed_while_bound(signer, envelope.header.sender, envelope.header.created)
         plain = open_envelope(envelope, self.creds.encryption)
-        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind), officer)
+        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind),
+                             signer.officer, signer.former)
 
     async def acknowledge(self, message: OpenedMessage) -> dict[str, Any]:
         read_ms = self.clock.now_ms()

@@ -629,8 +629,17 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         "id": h.id, "kind": h.kind, "priority": h.priority, "from": h.sender, "to": h.recipient,
         "sender_officer": message.sender_officer, "created": h.created, "expires": h.expires,
         "thread": h.thread, "in_reply_to": h.in_reply_to, "digest": message.envelope.digest,
-        "payload": doc, "attachments": listed,
+        "payload": doc, "attachments": listed, "signer_ended": signer_ended(message),
     }
+
+
+def signer_ended(message: OpenedMessage) -> dict[str, Any] | None:
+    """For a signer whose binding has ended since: how (revoked or expired) and when."""
+    former = message.former
+    if former is None:
+        return None
+    revoked = former.revoked is not None and former.revoked <= former.not_after
+    return {"how": "revoked" if revoked else "expired", "at": former.ended()}
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -650,7 +659,12 @@ def cmd_read(args: argparse.Namespace) -> int:
             return EXIT_OK
         body = info["payload"]
         say(f"message:   {info['id']}  ({info['priority']} {info['kind']})")
-        say(f"from:      {info['from']}  (officer {info['sender_officer']}, signature verified)")
+        ended = info["signer_ended"]
+        since = f"; {ended['how']} since {fmt_time(ended['at'])}" if ended else ""
+        say(f"from:      {info['from']}  (officer {info['sender_officer']}, signature verified"
+            f"{since})")
+        if ended:
+            say(f"           signed on {fmt_time(info['created'])}, while the binding was valid")
         say(f"to:        {info['to']}")
         say(f"sent:      {fmt_time(info['created'])}  expires {fmt_time(info['expires'])}")
         if info["in_reply_to"]:

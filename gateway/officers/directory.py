@@ -6,7 +6,8 @@ and how to open them are in gateway.protocol.officers):
 * an **officer binding** (``fpg officer binding v1``): the gateway vouches that an officer
   id holds a signing key and an encryption key, belongs to some desks, until a time;
 * the **directory** (``fpg directory v1``): every desk with the current officers' keys and
-  bindings, which clients seal for and partners verify senders against.
+  bindings, which clients seal for and partners verify senders against, and the former
+  officers' bindings with when they ended, so that what they signed stays verifiable.
 
 :class:`Directory` is an immutable snapshot built from the store; :class:`DirectoryService`
 keeps the current one and reloads it when the database changes (an operator's command
@@ -45,9 +46,14 @@ class Officer:
     sign_key: VerifyKey
     enc_key: EncryptionPublicKey
     desks: frozenset[str]  # desk addresses
+    not_before: int
     not_after: int
-    revoked: bool
+    revoked_ms: int | None
     binding: bytes
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_ms is not None
 
     def active(self, now_ms: int) -> bool:
         return not self.revoked and now_ms < self.not_after
@@ -68,6 +74,7 @@ class Directory:
     desks: Mapping[str, Desk]  # by address
     officers: Mapping[str, Officer]  # by officer id
     by_sign_key: Mapping[str, Officer]  # by signing key id
+    former: tuple[Officer, ...]  # revoked or expired: kept to verify what they signed
     built_ms: int
     expires_ms: int  # when the first active binding in this snapshot runs out
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -79,7 +86,7 @@ class Directory:
         return self.by_sign_key.get(key_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "v": 1,
             "gateway": self.gateway,
             "issued": self.built_ms,
@@ -98,6 +105,14 @@ class Directory:
                 for desk in sorted(self.desks.values(), key=lambda d: d.address)
             ],
         }
+        if self.former:  # absent while there is none: earlier directories' bytes unchanged
+            doc["former"] = [
+                {"officer": o.id, "sign_key": o.sign_key.b64(), "sign_key_id": o.sign_key.key_id,
+                 "desks": sorted(o.desks), "not_before": o.not_before,
+                 "not_after": o.not_after, "revoked": o.revoked_ms, "binding": _b64(o.binding)}
+                for o in self.former
+            ]
+        return doc
 
     def signed(self, key: GatewaySigningKey) -> bytes:
         """The directory as a note signed by the gateway (built once per snapshot)."""
@@ -117,8 +132,9 @@ def build_directory(gateway: str, store_desks: list[Any], store_officers: list[A
             sign_key=VerifyKey(row.sign_key, ROLE_OFFICER_SIGNING),
             enc_key=EncryptionPublicKey(row.enc_key),
             desks=frozenset(f"{d}@{gateway}" for d in row.desks),
+            not_before=row.enrolled_ms,
             not_after=row.not_after_ms,
-            revoked=row.revoked_ms is not None,
+            revoked_ms=row.revoked_ms,
             binding=row.binding,
         )
     desks: dict[str, Desk] = {}
@@ -130,7 +146,9 @@ def build_directory(gateway: str, store_desks: list[Any], store_officers: list[A
                               frozenset(o.enc_key.key_id for o in members))
     by_key = {o.sign_key.key_id: o for o in officers.values()}
     expires = min((o.not_after for o in officers.values() if o.active(now_ms)), default=2**62)
-    return Directory(gateway, desks, officers, by_key, now_ms, expires)
+    former = tuple(sorted((o for o in officers.values() if not o.active(now_ms)),
+                          key=lambda o: o.id))
+    return Directory(gateway, desks, officers, by_key, former, now_ms, expires)
 
 
 class DirectoryService:

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.crypto.errors import CryptoError
 from gateway.crypto.keys import (
     ROLE_OFFICER_SIGNING,
     EncryptionPublicKey,
@@ -134,6 +135,69 @@ class DirectoryEntry:
         return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
 
 
+@dataclass(frozen=True)
+class FormerOfficer:
+    """An officer whose binding was revoked or ran out, as a directory lists it: what
+    they signed while it held stays verifiable."""
+
+    officer: str
+    sign_key: VerifyKey
+    desks: frozenset[str]  # desk addresses
+    not_before: int
+    not_after: int
+    revoked: int | None  # Unix ms
+
+    def ended(self) -> int:
+        return min(self.not_after, self.revoked if self.revoked is not None else 2**62)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signed an envelope, by the directory; ``former`` if the binding has ended."""
+
+    officer: str
+    key: VerifyKey
+    desks: frozenset[str]
+    former: FormerOfficer | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedDirectory:
+    desks: dict[str, DirectoryEntry]  # by address
+    former: dict[str, FormerOfficer]  # by signing key id
+
+    def signer(self, key_id: str) -> Signer | None:
+        """The officer holding signing key ``key_id``: a current one first."""
+        found: tuple[str, VerifyKey] | None = None
+        desks: set[str] = set()
+        for entry in self.desks.values():
+            for member in entry.members:
+                if member["sign_key_id"] == key_id:
+                    found = (member["officer"],
+                             VerifyKey.from_b64(member["sign_key"], ROLE_OFFICER_SIGNING))
+                    desks.add(entry.address)
+        if found is not None:
+            return Signer(found[0], found[1], frozenset(desks))
+        former = self.former.get(key_id)
+        if former is None:
+            return None
+        return Signer(former.officer, former.sign_key, former.desks, former)
+
+
+def check_signed_while_bound(signer: Signer, sender_desk: str, created_ms: int) -> None:
+    """Refuse an envelope its signer could not send: from a desk the officer is not on,
+    or, for an officer whose binding has ended, created outside the binding's validity
+    (the accepting gateway refused a ``created`` far from its clock, and a binding that
+    had ended)."""
+    if sender_desk not in signer.desks:
+        raise CryptoError(f"the signer is not an officer of {sender_desk}",
+                          code="unknown_sender")
+    former = signer.former
+    if former is not None and not former.not_before <= created_ms < former.ended():
+        raise CryptoError("the signer's binding was not valid when the message was made "
+                          f"(it ended at {former.ended()} ms)", code="unknown_sender")
+
+
 def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
                    directory_of: str | None = None) -> dict[str, DirectoryEntry]:
     """Verify a directory signed by ``gateway`` with ``key``; its desks by address.
@@ -141,8 +205,27 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
     ``directory_of``: the directory is a partner's, countersigned by ``gateway`` (an
     officer's home gateway vouching for a partner's directory it verified).
     """
+    return open_directory_history(note, gateway, key, directory_of=directory_of).desks
+
+
+def open_directory_history(note: bytes, gateway: str, key: VerifyKey, *,
+                           directory_of: str | None = None) -> VerifiedDirectory:
+    """As :func:`open_directory`, with the former officers (``former``, absent from a
+    directory without any)."""
     _, doc = DIRECTORY.open(note, gateway, [key])
     with DIRECTORY.fields():
         if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
-        return {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
+        desks = {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
+        former = {}
+        for f in doc.get("former", []):
+            revoked = f["revoked"]
+            officer = FormerOfficer(
+                officer=str(f["officer"]),
+                sign_key=VerifyKey.from_b64(f["sign_key"], ROLE_OFFICER_SIGNING),
+                desks=frozenset(str(d) for d in f["desks"]), not_before=int(f["not_before"]),
+                not_after=int(f["not_after"]), revoked=None if revoked is None else int(revoked))
+            if officer.sign_key.key_id != f["sign_key_id"]:
+                raise MalformedError("a former officer's sign_key_id is not its key's id")
+            former[officer.sign_key.key_id] = officer
+        return VerifiedDirectory(desks, former)
