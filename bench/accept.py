@@ -83,6 +83,7 @@ from aiohttp import web
 from gateway.cli.process import ServerProcess
 from gateway.client import payload
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
+from gateway.client.roster import Roster
 from gateway.cliutil import until_stopped
 from gateway.config import LimitsSection
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
@@ -256,9 +257,13 @@ async def prepare(url: str, codes: list[str], fingerprint: str) -> list[Sender]:
     """Enroll every officer, sign the senders in, send one message each via the library."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) \
             as http:
+        roster = Roster()  # the first officer of a desk admits the others
+
         async def join(code: str) -> Credentials:
-            creds, _ = await enroll(http, url, code, OfficerSigningKey.generate(),
-                                    OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+            creds, answer = await enroll(http, url, code, OfficerSigningKey.generate(),
+                                         OfficerEncryptionKey.generate(),
+                                         fingerprint=fingerprint)
+            await roster.join(http, creds, answer)
             return creds
 
         # One at a time (each enrollment reloads the gateway's directory); the last code

@@ -119,6 +119,7 @@ from accept import (
 
 from gateway.cli.process import ServerProcess
 from gateway.client.api import ENVELOPE_TYPE, Credentials, GatewayClient, enroll
+from gateway.client.roster import Roster
 from gateway.crypto.envelope import EnvelopeHeader, new_message_id, seal_envelope
 from gateway.crypto.keys import EncryptionPublicKey, OfficerEncryptionKey, OfficerSigningKey
 
@@ -169,6 +170,7 @@ class Gateway:
     process: ServerProcess = field(init=False)  # its ``gateway run``, once started
     listening_at: float = 0.0  # wall time the port file appeared
     start_seconds: float = 0.0  # from the command to listening (ledger check included)
+    roster: Roster = field(default_factory=Roster)  # who admits whom to its desks
 
     def __post_init__(self) -> None:
         self.process = ServerProcess.gateway(self.config, name=self.id,
@@ -443,8 +445,9 @@ def invite(gw: Gateway, desk: str, count: int) -> list[str]:
 
 
 async def join(http: aiohttp.ClientSession, gw: Gateway, code: str) -> Credentials:
-    creds, _ = await enroll(http, gw.url, code, OfficerSigningKey.generate(),
-                            OfficerEncryptionKey.generate(), fingerprint=gw.fingerprint)
+    creds, answer = await enroll(http, gw.url, code, OfficerSigningKey.generate(),
+                                 OfficerEncryptionKey.generate(), fingerprint=gw.fingerprint)
+    await gw.roster.join(http, creds, answer)  # the desk's first officer admits the others
     return creds
 
 

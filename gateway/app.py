@@ -42,7 +42,7 @@ from gateway.appkeys import (
     STORE,
     WITNESS,
 )
-from gateway.channels import client, federation, peer
+from gateway.channels import client, federation, membership, peer
 from gateway.channels.errors import error_middleware
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -292,6 +292,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     peer.add_routes(app)
     federation.add_routes(app)
     client.add_routes(app)
+    membership.add_routes(app)
     return app
 
 

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, STORE
 from gateway.client.api import GatewayClient, enroll
+from gateway.client.roster import Roster
 from gateway.clock import Clock
 from gateway.config import parse_config
 from gateway.crypto.envelope import (
@@ -120,12 +122,21 @@ def envelope_header(**changes: object) -> EnvelopeHeader:
     return EnvelopeHeader(**fields)  # type: ignore[arg-type]
 
 
+_APP_MEMBERS: weakref.WeakKeyDictionary[Any, Roster] = weakref.WeakKeyDictionary()
+
+
+def members_of(app: Any) -> Roster:
+    """Who admits whom on an in-process gateway application (its officers, by desk)."""
+    return _APP_MEMBERS.setdefault(app, Roster(app[CLOCK]))
+
+
 async def enrolled_officer(app, server, http, desk: str) -> GatewayClient:
     now = app[CLOCK].now_ms()
     code = new_code()
     await app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
-    creds, _ = await enroll(http, str(server.make_url("")).rstrip("/"), code,
-                            OfficerSigningKey.generate(), OfficerEncryptionKey.generate())
+    creds, answer = await enroll(http, str(server.make_url("")).rstrip("/"), code,
+                                 OfficerSigningKey.generate(), OfficerEncryptionKey.generate())
+    await members_of(app).join(http, creds, answer)
     client = GatewayClient(http, creds)
     await client.sign_in()
     return client
@@ -243,6 +254,7 @@ class Gw:
     federation: dict[str, Any] = field(default_factory=lambda: dict(FAST))
     app: web.Application | None = None
     runner: web.AppRunner | None = None
+    members: Roster = field(default_factory=Roster)
 
     @property
     def port(self) -> int:
@@ -297,9 +309,10 @@ class Gw:
         assert self.app is not None
         code, now = new_code(), self.app[CLOCK].now_ms()
         await self.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
-        creds, _ = await enroll(http, self.url, code, OfficerSigningKey.generate(),
-                                OfficerEncryptionKey.generate(),
-                                fingerprint=self.key.public.fingerprint)
+        creds, answer = await enroll(http, self.url, code, OfficerSigningKey.generate(),
+                                     OfficerEncryptionKey.generate(),
+                                     fingerprint=self.key.public.fingerprint)
+        await self.members.join(http, creds, answer)
         client = GatewayClient(http, creds)
         await client.sign_in()
         return client

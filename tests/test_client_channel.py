@@ -22,7 +22,7 @@ from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
 from gateway.officers.enrollment import new_code
 from gateway.protocol.officers import code_hash
-from tests.helpers import GATEWAY_KEY
+from tests.helpers import GATEWAY_KEY, members_of
 
 TEXT = "Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — ພົບ — พบ"
 
@@ -48,8 +48,9 @@ class World:
         store, now = self.app[STORE], self.app[CLOCK].now_ms()
         code = new_code()
         await store.add_enrollment_code(code_hash(code), list(desks), now, now + 3_600_000)
-        creds, _ = await enroll(self.http, self.url, code, OfficerSigningKey.generate(),
-                                OfficerEncryptionKey.generate())
+        creds, answer = await enroll(self.http, self.url, code, OfficerSigningKey.generate(),
+                                     OfficerEncryptionKey.generate())
+        await members_of(self.app).join(self.http, creds, answer)
         return GatewayClient(self.http, creds)
 
 

@@ -9,6 +9,7 @@ process for the home case, two in-process gateways with real HTTP for a partner'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from gateway.appkeys import CLOCK, STORE
 from gateway.cli.process import ServerProcess
 from gateway.client.api import GatewayClient, enroll
 from gateway.client.cli import signer_ended
+from gateway.client.roster import Roster
 from gateway.crypto.keys import (
     GatewaySigningKey,
     OfficerEncryptionKey,
     OfficerSigningKey,
 )
 from gateway.errors import CryptoError, MalformedError
+from gateway.officers.admission import operator_admission
 from gateway.officers.directory import build_directory
 from gateway.protocol.officers import (
     DIRECTORY,
@@ -40,14 +43,18 @@ T0 = 1_767_225_600_000
 DAY = 86_400_000
 GW = GatewaySigningKey(b"\x21" * 32)
 
+MEMBERS = Roster()  # the module's gateway: who admits whom
+
 
 def row(officer: str, desks: tuple[str, ...], revoked: int | None, not_after: int = T0 + DAY
         ) -> tuple[OfficerRow, OfficerSigningKey]:
     sign, enc = OfficerSigningKey.generate(), OfficerEncryptionKey.generate()
     binding = Binding("vn-mps", officer, tuple(f"{d}@vn-mps" for d in desks), sign.public,
                       enc.public, T0, not_after).sign(GW)
-    return OfficerRow(officer, sign.public.raw, sign.public.key_id, enc.public.raw,
-                      enc.public.key_id, binding, T0, not_after, revoked, desks), sign
+    bare = OfficerRow(officer, sign.public.raw, sign.public.key_id, enc.public.raw,
+                      enc.public.key_id, binding, T0, not_after, revoked, desks)
+    admitted = tuple(operator_admission(GW, "vn-mps", bare, d, T0) for d in desks)
+    return dataclasses.replace(bare, admissions=admitted), sign
 
 
 def directory_note(rows: list[OfficerRow], now: int) -> bytes:
@@ -134,8 +141,10 @@ async def officer(http: aiohttp.ClientSession, running: tuple[str, Path, str],
     url, cfg, fingerprint = running
     invite = gateway("officers", "invite", "--desk", desk, "--config", str(cfg))
     assert invite.returncode == 0, invite.stderr
-    creds, _ = await enroll(http, url, invite.stdout.strip(), OfficerSigningKey.generate(),
-                            OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    creds, answer = await enroll(http, url, invite.stdout.strip(),
+                                 OfficerSigningKey.generate(),
+                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 
 

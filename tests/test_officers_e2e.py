@@ -21,6 +21,7 @@ import pytest
 
 from gateway.cli.process import ServerProcess
 from gateway.client.api import ApiError, GatewayClient, enroll
+from gateway.client.roster import Roster
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger.ledger import open_checkpoint
@@ -28,6 +29,8 @@ from gateway.ledger.merkle import leaf_hash, verify_inclusion
 from tests.helpers import gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"
+
+MEMBERS = Roster()  # the module's gateway: who admits whom
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,10 @@ async def officer(http: aiohttp.ClientSession, url: str, cfg: Path, fingerprint:
                   desk: str) -> GatewayClient:
     invite = gateway("officers", "invite", "--desk", desk, "--config", str(cfg))
     assert invite.returncode == 0, invite.stderr
-    creds, _ = await enroll(http, url, invite.stdout.strip(), OfficerSigningKey.generate(),
-                            OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    creds, answer = await enroll(http, url, invite.stdout.strip(),
+                                 OfficerSigningKey.generate(),
+                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 
 

@@ -39,6 +39,7 @@ from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers import sessions
 from gateway.officers.enrollment import new_code
+from gateway.protocol.admission import admission_text
 from gateway.protocol.officers import code_hash, read_text, session_text
 from gateway.service_levels.levels import ServiceLevels
 from gateway.store import Notification
@@ -221,6 +222,7 @@ class World:
         self.http = http
         self.url = str(server.make_url("")).rstrip("/")
         self.checker = Checker()
+        self.members: dict[str, list[Officer]] = {}  # by desk address: who can admit
 
     def now(self) -> int:
         now: int = self.app[CLOCK].now_ms()
@@ -273,7 +275,22 @@ class World:
         assert doc["gateway_key"] == GATEWAY_KEY.public.b64()
         officer = Officer(doc["officer"], doc["desks"], signing, encryption)
         await self.sign_in(officer)
+        for desk in doc["desks"]:
+            if desk in doc["pending"]:
+                await self.admit(self.members[desk][0], officer, desk, expect=201)
+            self.members.setdefault(desk, []).append(officer)
         return officer
+
+    def admission_body(self, by: Officer, officer: Officer, desk: str,
+                       at: int | None = None) -> dict[str, Any]:
+        at = self.now() if at is None else at
+        text = admission_text(desk, officer.id, b64(officer.signing.public.raw),
+                              b64(officer.encryption.public.raw), by.id, at)
+        return {"officer": officer.id, "at": at, "signature": b64(by.signing.sign(text))}
+
+    async def admit(self, by: Officer, officer: Officer, desk: str, **kw: Any) -> Answer:
+        return await self.call("POST", "/v1/desks/{desk}/admissions", path={"desk": desk},
+                               token=by, json_body=self.admission_body(by, officer, desk), **kw)
 
     async def challenge(self, officer: Officer) -> str:
         doc = (await self.call("POST", "/v1/session/challenge",
@@ -505,7 +522,9 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
                  expect=409, code="keys_enrolled")
     await w.call("POST", "/v1/enroll", json_body={**good, "pad": "x" * MAX_BODY}, expect=413,
                  code="too_large")
-    await w.call("POST", "/v1/enroll", json_body=good, expect=201)
+    a2.id = (await w.call("POST", "/v1/enroll", json_body=good, expect=201)).doc["officer"]
+    await w.sign_in(a2)
+    await w.admit(a, a2, "trafficking@vn-mps", expect=201)
     await w.call("POST", "/v1/enroll", json_body=good, expect=403, code="enrollment_code_invalid")
 
     # Sessions.
@@ -527,6 +546,46 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("POST", "/v1/session", json_body=body, expect=200)
     await w.call("POST", "/v1/session", json_body=body, expect=401, code="bad_challenge")
     await w.call("POST", "/v1/session", data=b"{" * (MAX_BODY + 1), expect=413)
+
+    # Desk membership: b2 was admitted by b1 (World.officer); d waits to join.
+    members = "/v1/desks/{desk}/members"
+    bl = {"desk": "border-liaison@vn-mps"}
+    doc = (await w.call("GET", members, path=bl, token=b1, expect=200)).doc
+    assert [(m["officer"], m["admitted_by"]) for m in doc["members"]] == [
+        (b1.id, "operator"), (b2.id, b1.id)]
+    await w.call("GET", members, path=bl, token=a, expect=403, code="not_a_member")
+    assert (await w.call("GET", members, path=bl, token=c, expect=200)).doc[
+        "supervisor"] == "victim-support@vn-mps"  # c: of the supervisor desk
+    await w.call("GET", members, path={"desk": "nowhere@vn-mps"}, token=b1, expect=404,
+                 code="unknown_desk")
+    d_signing, d_encryption = OfficerSigningKey.generate(), OfficerEncryptionKey.generate()
+    d_doc = (await w.call("POST", "/v1/enroll", expect=201, json_body=enroll_body(
+        await w.invite("border-liaison"), d_signing, d_encryption))).doc
+    assert d_doc["pending"] == ["border-liaison@vn-mps"]
+    d = Officer(d_doc["officer"], d_doc["desks"], d_signing, d_encryption)
+    await w.sign_in(d)
+    doc = (await w.call("GET", members, path=bl, token=b1, expect=200)).doc
+    assert [p["officer"] for p in doc["pending"]] == [d.id]
+    await w.call("GET", members, path=bl, token=d, expect=403, code="not_a_member")
+    admissions = "/v1/desks/{desk}/admissions"
+    body = w.admission_body(b1, d, "border-liaison@vn-mps")
+    await w.call("POST", admissions, path=bl, token=a, json_body=w.admission_body(
+        a, d, "border-liaison@vn-mps"), expect=403, code="not_a_member")
+    await w.call("POST", admissions, path=bl, token=b2, json_body=body, expect=400,
+                 code="bad_signature")  # b1's signature, sent by b2
+    await w.call("POST", admissions, path=bl, token=b1, json_body={**body, "at": body["at"] + 1},
+                 expect=400, code="bad_signature")
+    await w.call("POST", admissions, path=bl, token=b1, json_body=w.admission_body(
+        b1, d, "border-liaison@vn-mps", at=w.now() - 3_600_000), expect=400, code="bad_time")
+    await w.call("POST", admissions, path=bl, token=b1, json_body={**body, "officer": a.id},
+                 expect=404, code="not_pending")
+    await w.call("POST", admissions, path=bl, token=b1, json_body={"officer": d.id},
+                 expect=400, code="bad_field")
+    await w.call("POST", admissions, path=bl, token=b1, data=b"{" * (MAX_BODY + 1),
+                 expect=413)
+    await w.call("POST", admissions, path=bl, token=d, json_body=body, expect=403,
+                 code="not_a_member")
+    # (d stays waiting: the messages below are sealed for b1 and b2 only.)
 
     # Directory.
     note = (await w.call("GET", "/v1/directory", token=a, expect=200)).body
@@ -715,6 +774,7 @@ async def test_required_request_fields_are_required(make_world: Any) -> None:
         "createChallenge": {"officer": a.id},
         "createSession": w.session_body(a, await w.challenge(a)),
         "acknowledgeRead": w.read_body(a, new_message_id(), "0" * 64),
+        "admit": w.admission_body(a, a, "trafficking@vn-mps"),
     }
     with_json = {op["operationId"]: key for key, op in operations().items()
                  if "application/json" in op.get("requestBody", {}).get("content", {})}
@@ -724,7 +784,8 @@ async def test_required_request_fields_are_required(make_world: Any) -> None:
                            "application/json", "schema")
         _, schema = resolve(body_ptr)
         assert is_valid(body_ptr, good[op_id]), op_id
-        path = {"id": new_message_id()} if "{id}" in template else {}
+        path = ({"id": new_message_id()} if "{id}" in template else
+                {"desk": "trafficking@vn-mps"} if "{desk}" in template else {})
         for name in schema["required"]:
             missing = {k: v for k, v in good[op_id].items() if k != name}
             wrong = {**good[op_id], name: [good[op_id][name]]}

@@ -54,8 +54,8 @@ ENTRY = RosterEntry("kh-cnp", "https://kh.example/fpg", GW.public.fingerprint, T
 
 
 def directory() -> Directory:
-    officer = Officer("officer-1", SIGN.public, ENC.public, frozenset({DESK}), T0, T0 + DAY,
-                      None, BINDING.sign(GW))
+    officer = Officer("officer-1", SIGN.public, ENC.public, frozenset({DESK}), frozenset({DESK}),
+                      {}, T0, T0 + DAY, None, BINDING.sign(GW))
     desk = Desk("anti-trafficking", DESK, "supervisors@kh-cnp", (officer,),
                 frozenset({ENC.public.key_id}))
     return Directory("kh-cnp", {DESK: desk}, {officer.id: officer},

@@ -19,11 +19,14 @@ import pytest
 from gateway.cli.process import ServerProcess
 from gateway.client.api import GatewayClient, enroll
 from gateway.client.cli import watch
+from gateway.client.roster import Roster
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.errors import ClientError
 from tests.helpers import gateway
 
 SESSION_MINUTES = 0.1  # 6 s, the shortest the configuration allows
+
+MEMBERS = Roster()  # the module's gateway: who admits whom
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,10 @@ async def officer(http: aiohttp.ClientSession, running: tuple[str, Path, str]) -
     url, cfg, fingerprint = running
     invite = gateway("officers", "invite", "--desk", "border-liaison", "--config", str(cfg))
     assert invite.returncode == 0, invite.stderr
-    creds, _ = await enroll(http, url, invite.stdout.strip(), OfficerSigningKey.generate(),
-                            OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    creds, answer = await enroll(http, url, invite.stdout.strip(),
+                                 OfficerSigningKey.generate(),
+                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 
 

@@ -17,6 +17,7 @@ from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.protocol.officers import open_binding
 from gateway.service_levels.levels import open_breach_notice
+from tests.helpers import members_of
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 
@@ -153,8 +154,10 @@ async def test_a_gateway_answers_the_documented_hop_request_with_the_documented_
         code = new_code()
         await store.add_enrollment_code(code_hash(code), ["anti-trafficking"], now,
                                         now + 3_600_000)
-        await enroll(client.session, str(client.make_url("/")), code,
-                     OfficerSigningKey.generate(), reader, fingerprint=kh.public.fingerprint)
+        creds, answer = await enroll(client.session, str(client.make_url("/")), code,
+                                     OfficerSigningKey.generate(), reader,
+                                     fingerprint=kh.public.fingerprint)
+        await members_of(app).join(client.session, creds, answer)
     answer = await client.post(FEDERATION_MESSAGES_PATH, data=f["body"],
                                headers={**f["headers"], "Content-Type": BATCH_MEDIA_TYPE})
     assert answer.status == 200, await answer.text()

@@ -119,12 +119,14 @@ async def post_enroll(request: web.Request) -> web.Response:
         _field(doc, "code", str), _field(doc, "sign_key", str), _field(doc, "enc_key", str),
         _field(doc, "signature", str),
     )
-    await app[DIRECTORY].reload()
+    directory = await app[DIRECTORY].reload()
     officer = enrolled.officer
+    admitted = directory.officers[officer.id].desks
     return web.json_response({
         "officer": officer.id,
         "gateway": identity.gateway_id,
         "desks": list(enrolled.binding.desks),
+        "pending": [d for d in enrolled.binding.desks if d not in admitted],
         "not_after": officer.not_after_ms,
         "binding": officer.binding.decode("utf-8"),
         "gateway_key": identity.signing_key.public.b64(),
@@ -169,7 +171,8 @@ async def post_session(request: web.Request) -> web.Response:
         raise AuthError("the challenge signature does not verify", code="bad_signature") from None
     token, expires = sessions.issue(officer_id)
     return web.json_response({"token": token, "expires": expires, "officer": officer_id,
-                              "desks": sorted(officer.desks)})
+                              "desks": sorted(officer.desks),
+                              "pending": sorted(officer.requested - officer.desks)})
 
 
 # --- directory and messages -------------------------------------------------------------

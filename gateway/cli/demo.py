@@ -455,6 +455,7 @@ OFFICERS = (
     ("vn-mps", "central-authority officer", "central-authority"),
     ("vn-mps", "duty supervisor", SUPERVISOR),
     ("kh-cnp", "anti-trafficking officer", "anti-trafficking"),
+    ("kh-cnp", "second anti-trafficking officer", "anti-trafficking"),  # admitted by the first
     ("kh-cnp", "duty supervisor", SUPERVISOR),
     ("la-mps", "central-authority officer", "central-authority"),
     ("la-mps", "anti-trafficking officer", "anti-trafficking"),
@@ -476,16 +477,20 @@ class Demo:
     async def enroll_all(self) -> None:
         for gateway, label, desk in OFFICERS:
             node = self.nodes[gateway]
-            creds, _ = await enroll(self.http, node.url, node.codes.pop(label),
-                                    OfficerSigningKey.generate(),
-                                    OfficerEncryptionKey.generate(),
-                                    fingerprint=node.key.fingerprint)
+            creds, answer = await enroll(self.http, node.url, node.codes.pop(label),
+                                         OfficerSigningKey.generate(),
+                                         OfficerEncryptionKey.generate(),
+                                         fingerprint=node.key.fingerprint)
             client = GatewayClient(self.http, creds)
             await client.sign_in()
             officer = Officer(label, node, f"{desk}@{gateway}", client)
             self.officers[(gateway, label)] = officer
+            first = ("" if answer["pending"]
+                     else "; the desk's first member, admitted by the operator")
             self.t.say(gateway, "enrolled", f"{label} of {officer.desk} (officer "
-                       f"{creds.officer_id}; gateway key checked against its fingerprint)")
+                       f"{creds.officer_id}; gateway key checked against its fingerprint{first})")
+            if officer.desk in answer["pending"]:
+                await self.admit(officer)
         connected = []
         for officer in self.officers.values():
             ready = asyncio.Event()
@@ -493,6 +498,21 @@ class Demo:
             self.watchers.append(asyncio.create_task(self._watch(officer, ready)))
         await until(lambda: all(e.is_set() for e in connected),
                     "every officer's live stream to connect")
+
+    async def admit(self, newcomer: Officer) -> None:
+        """An earlier member of the desk admits ``newcomer`` once both screens show the
+        same safety code (in service, read out over the phone)."""
+        member = next(o for o in self.officers.values()
+                      if o.desk == newcomer.desk and o is not newcomer)
+        mine = newcomer.client.my_safety_code(newcomer.desk)
+        _, shown = await member.client.pending_safety_code(newcomer.desk,
+                                                           newcomer.client.creds.officer_id)
+        self.t.say(newcomer.node.id, "pending", f"{newcomer.label} waits to join "
+                   f"{newcomer.desk}; its screen shows the safety code {mine}")
+        await member.client.admit(newcomer.desk, newcomer.client.creds.officer_id, mine)
+        self.t.say(newcomer.node.id, "admitted", f"{member.label}'s screen shows {shown}, the "
+                   f"same: {member.label} signs the admission of {newcomer.label}; messages "
+                   "to the desk are sealed for both from now on")
 
     async def close(self) -> None:
         for task in self.watchers:

@@ -55,6 +55,8 @@ from gateway.federation.roster import RosterEntry, load_rosters, make_roster, pe
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
 from gateway.logs import configure_logging, get_logger
+from gateway.officers.admission import admit_by_operator
+from gateway.officers.directory import build_directory
 from gateway.officers.enrollment import new_code
 from gateway.protocol.names import is_name
 from gateway.protocol.officers import code_hash
@@ -174,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = off_sub.add_parser("revoke", help="end an officer's binding at once")
     revoke.add_argument("officer", metavar="OFFICER_ID")
     _add_config(revoke)
+    admit = off_sub.add_parser(
+        "admit", help="admit a waiting officer to a desk that has no member (signed with the "
+        "gateway's key and shown to every client as admitted by the operator)")
+    admit.add_argument("officer", metavar="OFFICER_ID")
+    admit.add_argument("--desk", required=True, metavar="DESK")
+    _add_config(admit)
 
     p = sub.add_parser("partners", help="partner gateways: state, queues, checkpoints "
                        "(from the running gateway)")
@@ -503,7 +511,8 @@ def cmd_desks(args: argparse.Namespace) -> int:
             officers = await store.officers()
             now = clock.now_ms()
             for desk in await store.desks():
-                members = [o.id for o in officers if desk.name in o.desks
+                members = [o.id for o in officers
+                           if desk.name in {a.desk for a in o.admissions}
                            and o.revoked_ms is None and o.not_after_ms > now]
                 supervisor = f" (supervisor {desk.supervisor})" if desk.supervisor else ""
                 print(f"{desk.name}@{config.gateway.id}{supervisor}: "
@@ -538,11 +547,23 @@ def cmd_officers(args: argparse.Namespace) -> int:
                 if not await store.revoke_officer(args.officer, now):
                     raise GatewayError(f"no active officer {args.officer}")
                 print(f"officer {args.officer} revoked")
+            elif args.officers_command == "admit":
+                key = _unlock(config)[0].get(ROLE_GATEWAY_SIGNING)
+                assert isinstance(key, GatewaySigningKey)
+                desk = args.desk if "@" in args.desk else f"{args.desk}@{config.gateway.id}"
+                directory = build_directory(config.gateway.id, await store.desks(),
+                                            await store.officers(), now)
+                if directory.desk(desk) is None:
+                    raise GatewayError(f"no desk {desk}")
+                await admit_by_operator(store, directory, key, args.officer, desk, now)
+                print(f"officer {args.officer} admitted to {desk} by the operator")
             else:
                 for o in await store.officers():
                     state = ("revoked " + _fmt_time(o.revoked_ms)) if o.revoked_ms else (
                         "expired" if o.not_after_ms <= now else "active")
-                    print(f"{o.id}  {state:9}  desks {','.join(o.desks) or '-'}  "
+                    admitted = {a.desk for a in o.admissions}
+                    desks = [d if d in admitted else f"{d}(pending)" for d in o.desks]
+                    print(f"{o.id}  {state:9}  desks {','.join(desks) or '-'}  "
                           f"signing key {o.sign_key_id}  until {_fmt_time(o.not_after_ms)}")
         finally:
             await store.close()

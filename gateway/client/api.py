@@ -38,6 +38,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
 from gateway.protocol import jsontext
+from gateway.protocol.admission import admission_text, safety_code, safety_codes_equal
 from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     peek_descriptor,
@@ -246,12 +247,61 @@ class GatewayClient:
         return True
 
     async def _desk(self, address: str, refresh: bool = False) -> DirectoryEntry:
-        desk = (await self.directory(refresh, address.partition("@")[2])).get(address)
+        """A desk to seal for: every member proven by its admission chain."""
+        gateway = address.partition("@")[2]
+        verified = await self.verified_directory(refresh, gateway)
+        desk = verified.desks.get(address)
         if desk is None:
             raise ClientError(f"no desk {address} in the directory", code="unknown_desk")
         if not desk.members:
-            raise ClientError(f"desk {address} has no enrolled officer yet", code="empty_desk")
+            raise ClientError(f"desk {address} has no admitted officer yet", code="empty_desk")
+        # A partner's operator admissions are signed by its key, which only the home
+        # gateway's countersignature vouches for here (the chain's other links hold).
+        home = gateway == self.creds.gateway_id
+        verified.check_members(address, self.creds.gateway_key if home else None)
         return desk
+
+    # --- desk membership ---------------------------------------------------------------
+
+    async def members(self, desk: str) -> dict[str, Any]:
+        """The desk's members (who admitted each, when) and the officers waiting to join."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/members")
+        return result
+
+    async def pending_safety_code(self, desk: str, officer: str) -> tuple[dict[str, Any], str]:
+        """A waiting officer as the gateway shows it, and the safety code of those keys."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        for waiting in (await self.members(desk))["pending"]:
+            if waiting["officer"] == officer:
+                return waiting, safety_code(desk, officer, waiting["sign_key"],
+                                            waiting["enc_key"])
+        raise ClientError(f"no officer {officer} is waiting to join {desk}", code="not_pending")
+
+    async def admit(self, desk: str, officer: str, typed_code: str) -> dict[str, Any]:
+        """Admit a waiting officer once the code it shows (``typed_code``) matches the one
+        its keys give here; ClientError ``safety_code_mismatch`` otherwise."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        waiting, expected = await self.pending_safety_code(desk, officer)
+        if not safety_codes_equal(typed_code, expected):
+            raise ClientError("the safety code does not match: the keys the gateway shows are "
+                              "not the new officer's. Do not admit; tell your security "
+                              "officer", code="safety_code_mismatch")
+        at = self.clock.now_ms()
+        text = admission_text(desk, officer, waiting["sign_key"], waiting["enc_key"],
+                              self.creds.officer_id, at)
+        _, body, _ = await self.request("POST", f"/v1/desks/{desk}/admissions", json={
+            "officer": officer, "at": at,
+            "signature": base64.b64encode(self.creds.signing.sign(text)).decode("ascii"),
+        })
+        result: dict[str, Any] = jsontext.loads(body)
+        return result
+
+    def my_safety_code(self, desk: str) -> str:
+        """The code this officer's screen shows for joining ``desk``."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        return safety_code(desk, self.creds.officer_id, self.creds.signing.public.b64(),
+                           self.creds.encryption.public.b64())
 
     # --- sending -----------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
+from gateway.protocol.admission import safety_code
 from gateway.protocol.names import NAME
 from gateway.protocol.notices import open_notice
 from gateway.protocol.officers import code_hash, open_binding
@@ -237,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the keys UNENCRYPTED (demo and tests only)")
 
     command("desks", "list the desks of the verified directory and their officers")
+
+    p = command("members", "a desk's members, who admitted each, and who waits to join")
+    p.add_argument("desk", type=_desk, metavar="DESK")
+
+    p = command("admit", "admit an officer waiting to join a desk, after comparing the "
+                "safety code its screen shows")
+    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("officer", metavar="OFFICER_ID")
+    p.add_argument("--safety-code", metavar="CODE",
+                   help="the code the new officer read out (asked for when absent)")
+
+    p = command("safety-code", "the safety code to read out to whoever admits you to a desk")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK",
+                   help="default: every desk you wait to join")
 
     p = command("send", "seal and send a hotline alert or a case notification")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -428,6 +443,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     save_profile(profile)
     if opt(args, "json"):
         emit_json({"officer": profile.officer_id, "gateway": profile.gateway_id,
+                   "pending": list(doc.get("pending") or []),
                    "gateway_url": profile.gateway_url,
                    "gateway_fingerprint": profile.gateway_key.fingerprint,
                    "fingerprint_checked": fingerprint is not None, "desks": list(profile.desks),
@@ -446,6 +462,83 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     say(f"binding valid until: {fmt_time(profile.not_after)}")
     say(f"profile:             {directory}"
         + ("  (INSECURE: keys stored unencrypted)" if profile.insecure_dev_keys else ""))
+    for desk in doc.get("pending") or []:
+        code = safety_code(desk, creds.officer_id, signing.public.b64(), encryption.public.b64())
+        say(f"waiting to join {desk}: a member of the desk admits you with")
+        say(f"  gateway-client admit {desk} {creds.officer_id}")
+        say(f"  after you read out your safety code: {code}")
+    return EXIT_OK
+
+
+# --- desk membership -----------------------------------------------------------------
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desk = desk_address(args.desk, profile)
+        doc = await client.members(desk)
+        for waiting in doc["pending"]:
+            waiting["safety_code"] = safety_code(desk, waiting["officer"], waiting["sign_key"],
+                                                 waiting["enc_key"])
+        if opt(args, "json"):
+            emit_json(doc)
+            return EXIT_OK
+        say(f"members of {desk}")
+        for m in doc["members"]:
+            by = ("the operator (first member)" if m["admitted_by"] == "operator"
+                  else m["admitted_by"])
+            you = "  (you)" if m["officer"] == profile.officer_id else ""
+            say(f"  {m['officer']}  admitted by {by} on {fmt_time(m['admitted_at'])}{you}")
+        if doc["pending"]:
+            say("waiting to join (compare the safety code with the officer, then "
+                "`gateway-client admit`):")
+        for w in doc["pending"]:
+            say(f"  {w['officer']}  since {fmt_time(w['since'])}  safety code "
+                f"{w['safety_code']}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_admit(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desk = desk_address(args.desk, profile)
+        typed = args.safety_code
+        if typed is None:
+            _, expected = await client.pending_safety_code(desk, args.officer)
+            say(f"{args.officer} asks to join {desk}. Your screen shows the safety code")
+            say(f"  {expected}")
+            typed = ask("type the code the new officer reads out from their screen: ")
+        result = await client.admit(desk, args.officer, typed)
+        if opt(args, "json"):
+            emit_json(result)
+        else:
+            say(f"{args.officer} admitted to {desk}: from now on messages to the desk are "
+                "sealed for it too")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def ask(prompt: str) -> str:
+    """One line typed by the officer (standard input), the prompt on standard error."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline(256)
+    if not line.strip():
+        raise ClientError("nothing typed", code="no_input")
+    return line.strip()
+
+
+def cmd_safety_code(args: argparse.Namespace) -> int:
+    profile, creds = credentials(args)
+    desks = [desk_address(args.desk, profile)] if args.desk else list(profile.desks)
+    codes = {d: safety_code(d, profile.officer_id, creds.signing.public.b64(),
+                            creds.encryption.public.b64()) for d in desks}
+    if opt(args, "json"):
+        emit_json({"officer": profile.officer_id, "safety_codes": codes})
+    else:
+        for desk, code in codes.items():
+            say(f"{desk}: {code}")
     return EXIT_OK
 
 
@@ -906,6 +999,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "enroll": cmd_enroll,
     "desks": cmd_desks,
+    "members": cmd_members,
+    "admit": cmd_admit,
+    "safety-code": cmd_safety_code,
     "send": cmd_send,
     "inbox": cmd_inbox,
     "read": cmd_read,

@@ -30,6 +30,7 @@ from gateway.crypto.keys import (
     GatewaySigningKey,
     VerifyKey,
 )
+from gateway.protocol.admission import Admission
 from gateway.protocol.officers import DIRECTORY
 from gateway.store import DirectoryStore
 
@@ -45,7 +46,9 @@ class Officer:
     id: str
     sign_key: VerifyKey
     enc_key: EncryptionPublicKey
-    desks: frozenset[str]  # desk addresses
+    desks: frozenset[str]  # desk addresses it was admitted to: where it is a member
+    requested: frozenset[str]  # desk addresses its binding names (pending where not admitted)
+    admissions: Mapping[str, Admission]  # by desk address
     not_before: int
     not_after: int
     revoked_ms: int | None
@@ -98,7 +101,9 @@ class Directory:
                         {"officer": o.id, "sign_key": o.sign_key.b64(),
                          "sign_key_id": o.sign_key.key_id, "enc_key": o.enc_key.b64(),
                          "enc_key_id": o.enc_key.key_id, "not_after": o.not_after,
-                         "binding": _b64(o.binding)}
+                         "binding": _b64(o.binding),
+                         **({"admission": o.admissions[desk.address].to_json()}
+                            if desk.address in o.admissions else {})}
                         for o in desk.members
                     ],
                 }
@@ -108,8 +113,10 @@ class Directory:
         if self.former:  # absent while there is none: earlier directories' bytes unchanged
             doc["former"] = [
                 {"officer": o.id, "sign_key": o.sign_key.b64(), "sign_key_id": o.sign_key.key_id,
-                 "desks": sorted(o.desks), "not_before": o.not_before,
-                 "not_after": o.not_after, "revoked": o.revoked_ms, "binding": _b64(o.binding)}
+                 "enc_key": o.enc_key.b64(), "desks": sorted(o.desks),
+                 "admissions": {d: a.to_json() for d, a in sorted(o.admissions.items())},
+                 "not_before": o.not_before, "not_after": o.not_after,
+                 "revoked": o.revoked_ms, "binding": _b64(o.binding)}
                 for o in self.former
             ]
         return doc
@@ -127,11 +134,15 @@ def build_directory(gateway: str, store_desks: list[Any], store_officers: list[A
                     now_ms: int) -> Directory:
     officers: dict[str, Officer] = {}
     for row in store_officers:
+        admissions = {f"{a.desk}@{gateway}": Admission(a.admitted_by, a.admitted_ms, a.signature)
+                      for a in row.admissions if a.desk in row.desks}
         officers[row.id] = Officer(
             id=row.id,
             sign_key=VerifyKey(row.sign_key, ROLE_OFFICER_SIGNING),
             enc_key=EncryptionPublicKey(row.enc_key),
-            desks=frozenset(f"{d}@{gateway}" for d in row.desks),
+            desks=frozenset(admissions),
+            requested=frozenset(f"{d}@{gateway}" for d in row.desks),
+            admissions=admissions,
             not_before=row.enrolled_ms,
             not_after=row.not_after_ms,
             revoked_ms=row.revoked_ms,

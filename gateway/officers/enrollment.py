@@ -8,6 +8,9 @@
    (proof that the officer holds the key it asks the gateway to vouch for).
 3. The gateway consumes the code and the officer's binding is signed and stored in one
    transaction; a code works once.
+4. The officer is a member of a desk once admitted there (gateway.officers.admission): by
+   the operator, in that same transaction, if the desk has no member; else it is pending
+   until a member of the desk or of its supervisor desk admits it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.errors import BadKeyError, BadSignatureError, ClientError
+from gateway.officers.admission import operator_admission
 from gateway.protocol.officers import Binding, code_hash, enroll_text
 from gateway.store import EnrollmentStore, OfficerRow
 
@@ -72,5 +76,7 @@ async def enroll(store: EnrollmentStore, gateway: str, key: GatewaySigningKey, c
         return OfficerRow(officer_id, sign_key.raw, sign_key.key_id, enc_key.raw,
                           enc_key.key_id, binding.sign(key), now, now + binding_ms, None, desks)
 
-    officer = await store.redeem_enrollment_code(digest, now, make_officer)
+    officer = await store.redeem_enrollment_code(
+        digest, now, make_officer,
+        lambda row, desk: operator_admission(key, gateway, row, desk, now))
     return Enrolled(officer, made[-1])

@@ -22,7 +22,8 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.crypto.errors import CryptoError
@@ -33,6 +34,7 @@ from gateway.crypto.keys import (
     VerifyKey,
 )
 from gateway.errors import ForbiddenError, MalformedError
+from gateway.protocol.admission import Admission, Member, check_members
 from gateway.protocol.signed import SignedJson
 
 ENROLL_LINE = "fpg enroll v1"
@@ -130,6 +132,7 @@ class DirectoryEntry:
 
     address: str
     members: tuple[dict[str, Any], ...]
+    supervisor: str | None = None
 
     def encryption_keys(self) -> list[EncryptionPublicKey]:
         return [EncryptionPublicKey.from_b64(m["enc_key"]) for m in self.members]
@@ -146,6 +149,8 @@ class FormerOfficer:
     not_before: int
     not_after: int
     revoked: int | None  # Unix ms
+    enc_key_b64: str = ""
+    admissions: Mapping[str, Admission] = field(default_factory=dict)  # by desk address
 
     def ended(self) -> int:
         return min(self.not_after, self.revoked if self.revoked is not None else 2**62)
@@ -165,6 +170,35 @@ class Signer:
 class VerifiedDirectory:
     desks: dict[str, DirectoryEntry]  # by address
     former: dict[str, FormerOfficer]  # by signing key id
+
+    def check_members(self, desk: str, operator_key: VerifyKey | None) -> None:
+        """Prove every member of ``desk`` by its admission chain (UnprovenMemberError)."""
+        with DIRECTORY.fields():
+            officers, supervisors = self._chain_view()
+            listed = [m["officer"] for m in self.desks[desk].members]
+        check_members(desk, listed, officers, supervisors, operator_key)
+
+    def _chain_view(self) -> tuple[dict[str, Member], dict[str, str | None]]:
+        """Every officer listed, current and former, as the chain check sees it; and each
+        desk's supervisor desk."""
+        officers: dict[str, Member] = {}
+        for former in self.former.values():
+            officers[former.officer] = Member(former.officer, former.sign_key,
+                                              former.enc_key_b64, former.not_after,
+                                              former.ended(), former.admissions)
+        admissions: dict[str, dict[str, Admission]] = {}
+        for entry in self.desks.values():
+            for m in entry.members:
+                if "admission" in m:
+                    admissions.setdefault(m["officer"], {})[entry.address] = Admission.from_json(
+                        m["admission"])
+        for entry in self.desks.values():
+            for m in entry.members:
+                officers[m["officer"]] = Member(
+                    m["officer"], VerifyKey.from_b64(m["sign_key"], ROLE_OFFICER_SIGNING),
+                    m["enc_key"], int(m["not_after"]), int(m["not_after"]),
+                    admissions.get(m["officer"], {}))
+        return officers, {e.address: e.supervisor for e in self.desks.values()}
 
     def signer(self, key_id: str) -> Signer | None:
         """The officer holding signing key ``key_id``: a current one first."""
@@ -216,7 +250,8 @@ def open_directory_history(note: bytes, gateway: str, key: VerifyKey, *,
     with DIRECTORY.fields():
         if doc["gateway"] != (directory_of or gateway):
             raise MalformedError("directory names another gateway")
-        desks = {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"])) for d in doc["desks"]}
+        desks = {d["desk"]: DirectoryEntry(d["desk"], tuple(d["officers"]), d.get("supervisor"))
+                 for d in doc["desks"]}
         former = {}
         for f in doc.get("former", []):
             revoked = f["revoked"]
@@ -224,7 +259,10 @@ def open_directory_history(note: bytes, gateway: str, key: VerifyKey, *,
                 officer=str(f["officer"]),
                 sign_key=VerifyKey.from_b64(f["sign_key"], ROLE_OFFICER_SIGNING),
                 desks=frozenset(str(d) for d in f["desks"]), not_before=int(f["not_before"]),
-                not_after=int(f["not_after"]), revoked=None if revoked is None else int(revoked))
+                not_after=int(f["not_after"]), revoked=None if revoked is None else int(revoked),
+                enc_key_b64=str(f.get("enc_key", "")),
+                admissions={str(d): Admission.from_json(a)
+                            for d, a in dict(f.get("admissions", {})).items()})
             if officer.sign_key.key_id != f["sign_key_id"]:
                 raise MalformedError("a former officer's sign_key_id is not its key's id")
             former[officer.sign_key.key_id] = officer

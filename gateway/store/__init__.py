@@ -147,7 +147,16 @@ class OfficerRow:
     enrolled_ms: int
     not_after_ms: int
     revoked_ms: int | None
-    desks: tuple[str, ...]  # local desk names
+    desks: tuple[str, ...]  # local desk names its binding names
+    admissions: tuple[AdmissionRow, ...] = ()  # the desks it was admitted to
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRow:
+    desk: str  # local desk name
+    admitted_by: str  # officer id, or "operator"
+    admitted_ms: int
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,11 +412,21 @@ class EnrollmentStore(Protocol):
     """What an officer's enrollment (gateway.officers.enrollment) needs."""
 
     async def redeem_enrollment_code(
-        self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow]
+        self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow],
+        admit_first: Callable[[OfficerRow, str], AdmissionRow],
     ) -> OfficerRow:
         """Atomically use a one-time code and store the officer ``make_officer`` builds
-        for the code's desks; raises EnrollmentError if the code is unknown, used or
-        expired."""
+        for the code's desks, admitted (``admit_first``) to each desk that has no member;
+        raises EnrollmentError if the code is unknown, used or expired."""
+
+
+class AdmissionStore(Protocol):
+    """What admitting an officer to a desk (gateway.officers.admission) needs."""
+
+    async def admit(self, officer_id: str, admission: AdmissionRow, now_ms: int,
+                    operator: bool = False) -> None:
+        """Store an admission the caller checked; ConflictError (``already_admitted``) if
+        there is one, (``desk_has_members``) if ``operator`` and the desk has a member."""
 
 
 class OperatorStore(Protocol):
@@ -420,6 +439,9 @@ class OperatorStore(Protocol):
                                   expires_ms: int) -> None: ...
 
     async def revoke_officer(self, officer_id: str, now_ms: int) -> bool: ...
+
+    async def admit(self, officer_id: str, admission: AdmissionRow, now_ms: int,
+                    operator: bool = False) -> None: ...
 
     async def desks(self) -> list[DeskRow]: ...
 
@@ -500,7 +522,8 @@ class StatusStore(Protocol):
 
 
 class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
-            DirectoryStore, EnrollmentStore, OperatorStore, LedgerStore, StagesStore,
+            DirectoryStore, EnrollmentStore, AdmissionStore, OperatorStore, LedgerStore,
+            StagesStore,
             LevelsStore, StatusStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""

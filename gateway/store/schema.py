@@ -261,4 +261,25 @@ MIGRATIONS: list[tuple[int, str]] = [
         DROP INDEX IF EXISTS messages_by_thread;
         """,
     ),
+    (
+        10,
+        """
+        -- Admission to a desk (docs/PROTOCOL.md 7.6): an officer is a member of a desk its
+        -- binding names only with a signed admission, by a member of the desk or of its
+        -- supervisor desk, or by the operator (the gateway's key) while the desk had none.
+        -- Officers enrolled before this table existed are pending until admitted.
+        CREATE TABLE admissions (
+            officer_id  TEXT NOT NULL REFERENCES officers(id),
+            desk        TEXT NOT NULL REFERENCES desks(name),
+            admitted_by TEXT NOT NULL,
+            admitted_ms INTEGER NOT NULL,
+            signature   BLOB NOT NULL,
+            PRIMARY KEY (officer_id, desk)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER admissions_no_update BEFORE UPDATE ON admissions
+            BEGIN SELECT RAISE(ABORT, 'admissions are append-only'); END;
+        CREATE TRIGGER admissions_no_delete BEFORE DELETE ON admissions
+            BEGIN SELECT RAISE(ABORT, 'admissions are append-only'); END;
+        """,
+    ),
 ]

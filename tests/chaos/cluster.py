@@ -25,6 +25,7 @@ import structlog
 
 from gateway.cli.admin import admin_request
 from gateway.cli.process import ServerError, ServerExited, ServerProcess
+from gateway.client.roster import Roster
 from gateway.clock import SystemClock
 from gateway.crypto.keyfile import read_public
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey
@@ -91,6 +92,7 @@ class Node:
     start_seconds: list[float] = field(default_factory=list)  # spawn to listening
     ledger_size: int = 0  # entries, read after the run
     inflight: int = 0  # officers' requests to this gateway not answered yet
+    members: Roster = field(default_factory=Roster)  # who admits whom to its desks
 
     def __post_init__(self) -> None:
         self.process = ServerProcess.gateway(

@@ -218,10 +218,11 @@ class Driver:
             assert node.key is not None
             for desk in DESKS:
                 for _ in range(self.s.senders_per_desk):
-                    creds, _ = await enroll(http, node.url, codes[node.id].pop(desk),
-                                            OfficerSigningKey.generate(),
-                                            OfficerEncryptionKey.generate(),
-                                            fingerprint=node.key.fingerprint)
+                    creds, answer = await enroll(http, node.url, codes[node.id].pop(desk),
+                                                 OfficerSigningKey.generate(),
+                                                 OfficerEncryptionKey.generate(),
+                                                 fingerprint=node.key.fingerprint)
+                    await node.members.join(http, creds, answer)
                     client = GatewayClient(http, creds)
                     await client.sign_in()
                     self.officers.append(Officer(node, f"{desk}@{node.id}", client))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import aiosqlite
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
-from gateway.store import DeskRow, OfficerRow
+from gateway.store import AdmissionRow, DeskRow, OfficerRow
 from gateway.store.sqlite.engine import StoreEngine
 
 
@@ -69,13 +69,19 @@ class DeskQueries(StoreEngine):
             "SELECT officer_id, desk FROM officer_desks ORDER BY desk"
         ):
             members.setdefault(officer_id, []).append(desk)
+        admitted: dict[str, list[AdmissionRow]] = {}
+        for officer_id, desk, by, at, signature in await self._read(
+            "SELECT officer_id, desk, admitted_by, admitted_ms, signature FROM admissions"
+            " ORDER BY desk"
+        ):
+            admitted.setdefault(officer_id, []).append(AdmissionRow(desk, by, at, signature))
         rows = await self._read(
             "SELECT id, sign_key, sign_key_id, enc_key, enc_key_id, binding, enrolled_ms,"
             " not_after_ms, revoked_ms FROM officers ORDER BY enrolled_ms, id"
         )
         return [
             OfficerRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-                       tuple(members.get(row[0], ())))
+                       tuple(members.get(row[0], ())), tuple(admitted.get(row[0], ())))
             for row in rows
         ]
 
@@ -91,7 +97,8 @@ class DeskQueries(StoreEngine):
             )
 
     async def redeem_enrollment_code(
-        self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow]
+        self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow],
+        admit_first: Callable[[OfficerRow, str], AdmissionRow],
     ) -> OfficerRow:
         async with self.transaction() as tx:
             async with tx.execute(
@@ -116,6 +123,9 @@ class DeskQueries(StoreEngine):
                 ) from None
             await tx.executemany("INSERT INTO officer_desks (officer_id, desk) VALUES (?,?)",
                                  [(officer.id, desk) for desk in officer.desks])
+            for desk in officer.desks:  # the first member of a desk: the operator admits it
+                if not await _has_member(tx, desk, now_ms):
+                    await _insert_admission(tx, officer.id, admit_first(officer, desk))
             await tx.execute("UPDATE enrollment_codes SET used_ms = ?, officer_id = ?"
                              " WHERE code_hash = ?", (now_ms, officer.id, code_hash))
             await tx.execute(_BUMP)
@@ -131,6 +141,40 @@ class DeskQueries(StoreEngine):
                 return False
             await tx.execute(_BUMP)
             return True
+
+
+    async def admit(self, officer_id: str, admission: AdmissionRow, now_ms: int,
+                    operator: bool = False) -> None:
+        async with self.transaction() as tx:
+            if operator and await _has_member(tx, admission.desk, now_ms):
+                raise ConflictError(f"desk {admission.desk!r} has members: one of them admits "
+                                    "new officers", code="desk_has_members")
+            try:
+                await _insert_admission(tx, officer_id, admission)
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"{officer_id} is already admitted to {admission.desk}",
+                                    code="already_admitted") from None
+            await tx.execute(_BUMP)
+
+
+async def _has_member(tx: aiosqlite.Connection, desk: str, now_ms: int) -> bool:
+    """Whether an officer with a binding still in force is admitted to ``desk``."""
+    async with tx.execute(
+        "SELECT 1 FROM admissions a JOIN officers o ON o.id = a.officer_id"
+        " WHERE a.desk = ? AND o.revoked_ms IS NULL AND o.not_after_ms > ? LIMIT 1",
+        (desk, now_ms),
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
+async def _insert_admission(tx: aiosqlite.Connection, officer_id: str,
+                            admission: AdmissionRow) -> None:
+    await tx.execute(
+        "INSERT INTO admissions (officer_id, desk, admitted_by, admitted_ms, signature)"
+        " VALUES (?,?,?,?,?)",
+        (officer_id, admission.desk, admission.admitted_by, admission.admitted_ms,
+         admission.signature),
+    )
 
 
 async def _desk_exists(tx: aiosqlite.Connection, name: str) -> bool:

@@ -1,0 +1,68 @@
+"""The officers' API for desk membership (docs/openapi.yaml, tag ``desks``).
+
+``GET /v1/desks/{desk}/members``: the desk's members with who admitted each and when, and
+the officers waiting to join, with their public keys (for the safety code); for members of
+the desk and of its supervisor desk. ``POST /v1/desks/{desk}/admissions``: a member's
+signed admission of a waiting officer (gateway.officers.admission checks it).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.appkeys import CLOCK, CONFIG, DIRECTORY, STORE
+from gateway.channels.client import _field, read_json, signed_in
+from gateway.errors import ForbiddenError, NotFoundError
+from gateway.officers.admission import admit, may_see, pending
+from gateway.officers.directory import Directory
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/desks/{desk}/members", get_members)
+    app.router.add_post("/v1/desks/{desk}/admissions", post_admission)
+
+
+async def get_members(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
+    _known(directory, desk)
+    if not may_see(officer, directory, desk):
+        raise ForbiddenError(f"only members of {desk} or of its supervisor desk see its "
+                             "members", code="not_a_member")
+    entry = directory.desks[desk]
+    now = request.app[CLOCK].now_ms()
+    return web.json_response({
+        "desk": desk,
+        "supervisor": entry.supervisor,
+        "members": [
+            {"officer": o.id, "sign_key_id": o.sign_key.key_id, "enc_key_id": o.enc_key.key_id,
+             "admitted_by": o.admissions[desk].by, "admitted_at": o.admissions[desk].at,
+             "not_after": o.not_after}
+            for o in entry.members
+        ],
+        "pending": [
+            {"officer": o.id, "sign_key": o.sign_key.b64(), "enc_key": o.enc_key.b64(),
+             "since": o.not_before, "not_after": o.not_after}
+            for o in pending(directory, desk, now)
+        ],
+    })
+
+
+async def post_admission(request: web.Request) -> web.Response:
+    officer = await signed_in(request)
+    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
+    _known(directory, desk)
+    doc = await read_json(request)
+    app = request.app
+    row = await admit(app[STORE], directory, officer, desk, _field(doc, "officer", str),
+                      _field(doc, "at", int), _field(doc, "signature", str),
+                      app[CLOCK].now_ms(),
+                      int(app[CONFIG].officers.clock_skew_seconds * 1000))
+    await app[DIRECTORY].reload()
+    return web.json_response({"desk": desk, "officer": doc["officer"], "admitted_by": officer.id,
+                              "admitted_at": row.admitted_ms}, status=201)
+
+
+def _known(directory: Directory, desk: str) -> None:
+    if directory.desk(desk) is None:
+        raise NotFoundError(f"no desk {desk[:100]!r} on this gateway", code="unknown_desk")
