@@ -61,6 +61,7 @@ from gateway.metrics import Metrics
 from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
+from gateway.officers.membership import MembershipNotices
 from gateway.officers.sessions import RateLimiter, Sessions
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
@@ -150,6 +151,8 @@ async def desk_directory(app: web.Application) -> AsyncIterator[None]:
     """This gateway's desks and officers, reloaded whenever the database says they changed."""
     directory = app[DIRECTORY] = DirectoryService(app[STORE], app[IDENTITY].gateway_id,
                                                   app[CLOCK])
+    notices = MembershipNotices(app[STORE], app[IDENTITY].gateway_id, app[HUB].publish)
+    directory.listeners.append(notices.catch_up)
     await directory.reload()
     async with background("directory", directory.watch):
         yield

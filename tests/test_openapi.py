@@ -586,6 +586,20 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("POST", admissions, path=bl, token=d, json_body=body, expect=403,
                  code="not_a_member")
     # (d stays waiting: the messages below are sealed for b1 and b2 only.)
+    notices = "/v1/desks/{desk}/notices"
+    doc = (await w.call("GET", notices, path=bl, token=b1, expect=200)).doc
+    assert [(n["kind"], n["officer"], n["by"]) for n in doc["notices"]] == [
+        ("joined", b1.id, "operator"), ("pending", b2.id, None), ("joined", b2.id, b1.id),
+        ("pending", d.id, None)]
+    after = doc["notices"][1]["cursor"]
+    doc = (await w.call("GET", notices, path=bl, query=[("after", str(after))], token=c,
+                        expect=200)).doc
+    assert [n["kind"] for n in doc["notices"]] == ["joined", "pending"]
+    await w.call("GET", notices, path=bl, token=a, expect=403, code="not_a_member")
+    await w.call("GET", notices, path={"desk": "nowhere@vn-mps"}, token=b1, expect=404,
+                 code="unknown_desk")
+    await w.call("GET", notices, path=bl, query=[("after", "x")], token=b1, expect=400,
+                 code="bad_parameter")
 
     # Directory.
     note = (await w.call("GET", "/v1/directory", token=a, expect=200)).body
@@ -915,10 +929,16 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     await asyncio.sleep(0.05)
     await w.app[STORE].revoke_officer(c.id, w.now())
     await w.app[DIRECTORY].reload()
+    left = await c_events.next()  # the desk is told first, c among its members
+    assert left is not None and left["event"] == "membership"
+    assert (left["data"]["kind"], left["data"]["officer"]) == ("left", c.id)
     assert (await c_events.next()) == {"event": "ended",
                                        "data": {"desk": "", "reason": "revoked"}}
     assert await c_events.next() is None
 
+    told = [await b_events.next() for _ in range(3)]  # b's desk heard of c throughout
+    assert [(e["event"], e["data"]["kind"]) for e in told if e] == [
+        ("membership", "pending"), ("membership", "joined"), ("membership", "left")]
     w.app[HUB].close_all()
     assert (await b_events.next()) == {"event": "shutdown", "data": {"desk": ""}}
     assert await b_events.next() is None
@@ -930,4 +950,4 @@ async def test_stream_events_are_described(make_world: Any) -> None:
         event = resolve(choice["$ref"][1:])[1]["properties"]["event"]
         named |= {event["const"]} if "const" in event else set(event["enum"])
     assert named == {"message", "read", "reply", "receipt", "expired", "breach", "escalation",
-                     "resync", "shutdown", "ended"}
+                     "resync", "shutdown", "ended", "membership"}

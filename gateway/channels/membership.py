@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, DIRECTORY, STORE
-from gateway.channels.client import _field, read_json, signed_in
+from gateway.channels.client import _field, _int_query, read_json, signed_in
 from gateway.errors import ForbiddenError, NotFoundError
 from gateway.officers.admission import admit, may_see, pending
 from gateway.officers.directory import Directory
@@ -20,6 +20,27 @@ from gateway.officers.directory import Directory
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/desks/{desk}/members", get_members)
     app.router.add_post("/v1/desks/{desk}/admissions", post_admission)
+    app.router.add_get("/v1/desks/{desk}/notices", get_notices)
+
+
+async def get_notices(request: web.Request) -> web.Response:
+    """The desk's membership notices after cursor ``after``, oldest first."""
+    officer = await signed_in(request)
+    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
+    _known(directory, desk)
+    if not may_see(officer, directory, desk):
+        raise ForbiddenError(f"only members of {desk} or of its supervisor desk read its "
+                             "notices", code="not_a_member")
+    page = request.app[CONFIG].limits.inbox_page
+    after = _int_query(request, "after", 0, 10**18 - 1)
+    limit = _int_query(request, "limit", page, page) or page
+    notices = await request.app[STORE].desk_notices(desk.partition("@")[0], after, limit)
+    gateway = desk.partition("@")[2]
+    return web.json_response({
+        "desk": desk,
+        "notices": [n.to_json(gateway) for n in notices],
+        "next": notices[-1].seq if len(notices) == limit else None,
+    })
 
 
 async def get_members(request: web.Request) -> web.Response:

@@ -297,6 +297,19 @@ class GatewayClient:
         result: dict[str, Any] = jsontext.loads(body)
         return result
 
+    async def notices(self, desk: str, after: int = 0) -> dict[str, Any]:
+        """The desk's membership notices after cursor ``after`` (who waits, joined, left)."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/notices?after={after}")
+        return result
+
+    async def recipients(self, to: str) -> list[tuple[str, str]]:
+        """Who a message to desk ``to`` would be sealed for, each proven by its admission
+        chain: (officer id, who admitted it)."""
+        to = to if "@" in to else f"{to}@{self.creds.gateway_id}"
+        desk = await self._desk(to)
+        return [(m["officer"], str(m.get("admission", {}).get("by", "?"))) for m in desk.members]
+
     def my_safety_code(self, desk: str) -> str:
         """The code this officer's screen shows for joining ``desk``."""
         desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"

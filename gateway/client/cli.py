@@ -635,11 +635,19 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
+        if not opt(args, "json"):  # who will be able to read it, before it is sealed
+            show_recipients(to, await client.recipients(to))
         result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm)
         print_sent(args, result, f"{args.priority} {args.kind} to {to}")
         return EXIT_OK
 
     return online(args, work)
+
+
+def show_recipients(to: str, recipients: list[tuple[str, str]]) -> None:
+    names = ", ".join(f"{officer} (admitted by {'the operator' if by == 'operator' else by})"
+                      for officer, by in recipients)
+    note(f"sealing for the {len(recipients)} member(s) of {to}: {names}")
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -665,9 +673,17 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         page = await client.inbox(desk, args.after, args.limit)
         messages = page.get("messages", [])
         last = messages[-1]["cursor"] if messages else args.after
+        seen = SeenNotices(profile.directory)
+        notices = (await client.notices(desk, seen.after(desk)))["notices"]
         if opt(args, "json"):
-            emit_json({**page, "last": last})
+            emit_json({**page, "last": last, "membership": notices})
+            seen.saw(desk, notices)
             return EXIT_OK
+        if notices:
+            say(f"MEMBERSHIP OF {desk} CHANGED since you last looked:")
+            for n in notices:
+                say("  " + notice_line(n))
+            seen.saw(desk, notices)
         if not messages:
             say(f"no messages for {desk} after cursor {args.after}")
         for m in messages:
@@ -828,9 +844,42 @@ def backoff(attempt: int) -> float:
 _STAGE_WORDS = {"delivered": "delivered", "read": "read", "reply": "answered"}
 
 
+class SeenNotices:
+    """The last membership notice of each desk this officer was shown (in its profile)."""
+
+    def __init__(self, profile_directory: Path) -> None:
+        self.path = profile_directory / "seen-notices.json"
+        try:
+            doc = json.loads(self.path.read_text("utf-8"))
+            self.cursors = {str(k): int(v) for k, v in dict(doc).items()}
+        except (OSError, ValueError, TypeError):
+            self.cursors = {}
+
+    def after(self, desk: str) -> int:
+        return self.cursors.get(desk, 0)
+
+    def saw(self, desk: str, notices: list[dict[str, Any]]) -> None:
+        if notices:
+            self.cursors[desk] = max(int(n["cursor"]) for n in notices)
+            self.path.write_text(json.dumps(self.cursors, sort_keys=True), "utf-8")
+
+
+def notice_line(n: dict[str, Any]) -> str:
+    when = fmt_time(n.get("at"))
+    if n.get("kind") == "pending":
+        return (f"{when}  {n.get('officer')} WAITS TO JOIN: compare its safety code, then "
+                f"`gateway-client admit {n.get('desk')} {n.get('officer')}`")
+    if n.get("kind") == "joined":
+        by = "the operator (first member)" if n.get("by") == "operator" else n.get("by")
+        return f"{when}  {n.get('officer')} JOINED, admitted by {by}"
+    return f"{when}  {n.get('officer')} LEFT (binding revoked)"
+
+
 def event_line(kind: str, data: dict[str, Any]) -> str:
     now = fmt_time(int(time.time() * 1000))
     desk = data.get("desk", "")
+    if kind == "membership":
+        return f"{now}  MEMBERSHIP  {desk}  " + notice_line(data)
     if kind == "message":
         answer = f" (reply to {data['in_reply_to']})" if data.get("in_reply_to") else ""
         return (f"{now}  message  {desk}  {data.get('id')}  {data.get('priority')} "

@@ -17,7 +17,7 @@ in another process, an enrollment in this one), so a revocation takes effect at 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +173,7 @@ class DirectoryService:
         self.poll_seconds = poll_seconds
         self._current: Directory | None = None
         self._version = -1
+        self.listeners: list[Callable[[], Awaitable[None]]] = []  # after each reload
 
     async def get(self) -> Directory:
         """The current snapshot; rebuilt when a binding has expired since it was built."""
@@ -184,9 +185,12 @@ class DirectoryService:
     async def reload(self) -> Directory:
         version = await self.store.directory_version()
         desks, officers = await self.store.desks(), await self.store.officers()
-        self._current = build_directory(self.gateway, desks, officers, self.clock.now_ms())
+        self._current = current = build_directory(self.gateway, desks, officers,
+                                                  self.clock.now_ms())
         self._version = version
-        return self._current
+        for listener in self.listeners:
+            await listener()
+        return current
 
     async def watch(self) -> None:
         """Reload when desks or officers changed, here or in another process (supervised)."""

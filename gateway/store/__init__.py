@@ -152,6 +152,22 @@ class OfficerRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeskNotice:
+    """A change of a desk's membership its members are told of."""
+
+    seq: int
+    desk: str  # local desk name
+    kind: str  # pending | joined | left
+    officer: str
+    by: str | None  # who admitted (joined): an officer id or "operator"
+    at_ms: int
+
+    def to_json(self, gateway: str) -> dict[str, Any]:
+        return {"cursor": self.seq, "desk": f"{self.desk}@{gateway}", "kind": self.kind,
+                "officer": self.officer, "by": self.by, "at": self.at_ms}
+
+
+@dataclass(frozen=True, slots=True)
 class AdmissionRow:
     desk: str  # local desk name
     admitted_by: str  # officer id, or "operator"
@@ -420,6 +436,17 @@ class EnrollmentStore(Protocol):
         raises EnrollmentError if the code is unknown, used or expired."""
 
 
+class NoticeStore(Protocol):
+    """What desk membership notices (gateway.officers.membership) read."""
+
+    async def desk_notices(self, desk: str | None, after: int, limit: int) -> list[DeskNotice]:
+        """Notices after cursor ``after``, oldest first: of one desk (local name), or of
+        every desk when ``desk`` is None."""
+
+    async def last_desk_notice(self) -> int:
+        """The cursor of the newest notice (0 for none)."""
+
+
 class AdmissionStore(Protocol):
     """What admitting an officer to a desk (gateway.officers.admission) needs."""
 
@@ -522,7 +549,8 @@ class StatusStore(Protocol):
 
 
 class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
-            DirectoryStore, EnrollmentStore, AdmissionStore, OperatorStore, LedgerStore,
+            DirectoryStore, EnrollmentStore, AdmissionStore, NoticeStore, OperatorStore,
+            LedgerStore,
             StagesStore,
             LevelsStore, StatusStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what

@@ -280,6 +280,19 @@ MIGRATIONS: list[tuple[int, str]] = [
             BEGIN SELECT RAISE(ABORT, 'admissions are append-only'); END;
         CREATE TRIGGER admissions_no_delete BEFORE DELETE ON admissions
             BEGIN SELECT RAISE(ABORT, 'admissions are append-only'); END;
+
+        -- What each desk's members are told about its membership: an officer waits to
+        -- join, joined (admitted by whom), or left (revoked); written in the transaction
+        -- of the change, whichever process made it.
+        CREATE TABLE desk_notices (
+            seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+            desk        TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            officer_id  TEXT NOT NULL,
+            by          TEXT,
+            at_ms       INTEGER NOT NULL
+        );
+        CREATE INDEX desk_notices_by_desk ON desk_notices (desk, seq);
         """,
     ),
 ]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import aiosqlite
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
-from gateway.store import AdmissionRow, DeskRow, OfficerRow
+from gateway.store import AdmissionRow, DeskNotice, DeskRow, OfficerRow
 from gateway.store.sqlite.engine import StoreEngine
 
 
@@ -126,6 +126,9 @@ class DeskQueries(StoreEngine):
             for desk in officer.desks:  # the first member of a desk: the operator admits it
                 if not await _has_member(tx, desk, now_ms):
                     await _insert_admission(tx, officer.id, admit_first(officer, desk))
+                    await _notice(tx, desk, "joined", officer.id, "operator", now_ms)
+                else:
+                    await _notice(tx, desk, "pending", officer.id, None, now_ms)
             await tx.execute("UPDATE enrollment_codes SET used_ms = ?, officer_id = ?"
                              " WHERE code_hash = ?", (now_ms, officer.id, code_hash))
             await tx.execute(_BUMP)
@@ -139,6 +142,11 @@ class DeskQueries(StoreEngine):
             )
             if cur.rowcount != 1:
                 return False
+            async with tx.execute("SELECT desk FROM officer_desks WHERE officer_id = ?",
+                                  (officer_id,)) as cur:
+                desks = [row[0] for row in await cur.fetchall()]
+            for desk in desks:
+                await _notice(tx, desk, "left", officer_id, None, now_ms)
             await tx.execute(_BUMP)
             return True
 
@@ -154,7 +162,24 @@ class DeskQueries(StoreEngine):
             except sqlite3.IntegrityError:
                 raise ConflictError(f"{officer_id} is already admitted to {admission.desk}",
                                     code="already_admitted") from None
+            await _notice(tx, admission.desk, "joined", officer_id, admission.admitted_by,
+                          now_ms)
             await tx.execute(_BUMP)
+
+    async def last_desk_notice(self) -> int:
+        rows = await self._read("SELECT coalesce(max(seq), 0) FROM desk_notices")
+        return int(rows[0][0])
+
+    async def desk_notices(self, desk: str | None, after: int, limit: int) -> list[DeskNotice]:
+        if desk is None:
+            rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM"
+                                    " desk_notices WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after, limit))
+        else:
+            rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM"
+                                    " desk_notices WHERE desk = ? AND seq > ? ORDER BY seq"
+                                    " LIMIT ?", (desk, after, limit))
+        return [DeskNotice(*row) for row in rows]
 
 
 async def _has_member(tx: aiosqlite.Connection, desk: str, now_ms: int) -> bool:
@@ -165,6 +190,12 @@ async def _has_member(tx: aiosqlite.Connection, desk: str, now_ms: int) -> bool:
         (desk, now_ms),
     ) as cur:
         return await cur.fetchone() is not None
+
+
+async def _notice(tx: aiosqlite.Connection, desk: str, kind: str, officer_id: str,
+                  by: str | None, now_ms: int) -> None:
+    await tx.execute("INSERT INTO desk_notices (desk, kind, officer_id, by, at_ms)"
+                     " VALUES (?,?,?,?,?)", (desk, kind, officer_id, by, now_ms))
 
 
 async def _insert_admission(tx: aiosqlite.Connection, officer_id: str,
