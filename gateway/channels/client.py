@@ -34,12 +34,14 @@ from gateway.appkeys import (
     STORE,
 )
 from gateway.errors import (
+    ERRORS,
     BadSignatureError,
     ClientError,
     NotFoundError,
     UnsupportedMediaError,
 )
 from gateway.httpbody import read_body
+from gateway.officers import audit
 from gateway.officers.directory import Officer
 from gateway.officers.enrollment import enroll
 from gateway.officers.sessions import AuthError
@@ -110,17 +112,24 @@ def limit_anonymous(request: web.Request) -> None:
 
 async def post_enroll(request: web.Request) -> web.Response:
     limit_anonymous(request)
-    doc = await read_json(request)
-    app = request.app
-    identity, config = app[IDENTITY], app[CONFIG]
-    enrolled = await enroll(
-        app[STORE], identity.gateway_id, identity.signing_key, app[CLOCK],
-        int(config.officers.binding_days * 86_400_000),
-        _field(doc, "code", str), _field(doc, "sign_key", str), _field(doc, "enc_key", str),
-        _field(doc, "signature", str),
-    )
-    directory = await app[DIRECTORY].reload()
+    code: object = None
+    try:
+        doc = await read_json(request)
+        code = doc.get("code")
+        app = request.app
+        identity, config = app[IDENTITY], app[CONFIG]
+        enrolled = await enroll(
+            app[STORE], identity.gateway_id, identity.signing_key, app[CLOCK],
+            int(config.officers.binding_days * 86_400_000),
+            _field(doc, "code", str), _field(doc, "sign_key", str), _field(doc, "enc_key", str),
+            _field(doc, "signature", str),
+        )
+    except ERRORS as exc:
+        audit.enroll_failed(request.remote, code, exc.code)
+        raise
     officer = enrolled.officer
+    audit.enrolled(request.remote, officer.id, code, officer.desks)
+    directory = await app[DIRECTORY].reload()
     admitted = directory.officers[officer.id].desks
     return web.json_response({
         "officer": officer.id,
@@ -146,10 +155,30 @@ async def post_challenge(request: web.Request) -> web.Response:
                               "expires": expires})
 
 
+class UnknownOfficer(AuthError):
+    """No such officer: answered as a bad signature, so that sign-in reveals nobody's id
+    (only the audit line says which it was)."""
+
+
 async def post_session(request: web.Request) -> web.Response:
     limit_anonymous(request)
-    doc = await read_json(request)
-    app = request.app
+    officer_id: object = None
+    try:
+        doc = await read_json(request)
+        officer_id = doc.get("officer")
+        officer, token, expires = await _sign_in(request.app, doc)
+    except ERRORS as exc:
+        audit.signin_failed(request.remote, officer_id, exc.code,
+                            unknown_officer=isinstance(exc, UnknownOfficer))
+        raise
+    audit.signed_in(request.remote, officer.id, expires)
+    return web.json_response({"token": token, "expires": expires, "officer": officer.id,
+                              "desks": sorted(officer.desks),
+                              "pending": sorted(officer.requested - officer.desks)})
+
+
+async def _sign_in(app: web.Application, doc: dict[str, Any]) -> tuple[Officer, str, int]:
+    """The officer who signed the challenge, and a new session token and its expiry."""
     officer_id = _field(doc, "officer", str)
     try:
         challenge = base64.b64decode(_field(doc, "challenge", str), validate=True)
@@ -160,7 +189,7 @@ async def post_session(request: web.Request) -> web.Response:
     sessions.take_challenge(officer_id, challenge)
     officer = (await app[DIRECTORY].get()).officers.get(officer_id)
     if officer is None:
-        raise AuthError("the challenge signature does not verify", code="bad_signature")
+        raise UnknownOfficer("the challenge signature does not verify", code="bad_signature")
     if not officer.active(app[CLOCK].now_ms()):
         raise AuthError("your binding is revoked or expired", code="revoked")
     try:
@@ -170,9 +199,7 @@ async def post_session(request: web.Request) -> web.Response:
     except BadSignatureError:
         raise AuthError("the challenge signature does not verify", code="bad_signature") from None
     token, expires = sessions.issue(officer_id)
-    return web.json_response({"token": token, "expires": expires, "officer": officer_id,
-                              "desks": sorted(officer.desks),
-                              "pending": sorted(officer.requested - officer.desks)})
+    return officer, token, expires
 
 
 # --- directory and messages -------------------------------------------------------------
@@ -266,7 +293,10 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     subscription = request.app[HUB].subscribe(wanted)
     token, loop = _bearer(request), asyncio.get_running_loop()
-    quiet_until = loop.time() + HEARTBEAT_SECONDS
+    client, opened = request.remote, loop.time()
+    audit.stream_opened(client, officer.id, wanted)
+    quiet_until = opened + HEARTBEAT_SECONDS
+    reason = "error"  # unless the loop or a handler below says why it ended
     try:
         await response.write(b": connected\n\n")
         while True:
@@ -277,6 +307,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
                     await _active(request, officer.id)  # first: another stream may have
                     request.app[SESSIONS].lookup(token)  # ended the session on revocation
                 except AuthError as exc:
+                    reason = exc.code
                     await response.write(
                         b'event: ended\ndata: {"desk":"","reason":"%s"}\n\n'
                         % exc.code.encode("ascii"))
@@ -289,11 +320,16 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
             await response.write(f"event: {item.kind}\ndata: {data}\n\n".encode())
             quiet_until = loop.time() + HEARTBEAT_SECONDS
             if item.kind in ("resync", "shutdown"):
+                reason = item.kind
                 break
     except ConnectionResetError:
-        pass
+        reason = "client_gone"
+    except asyncio.CancelledError:
+        reason = "cancelled"
+        raise
     finally:
         subscription.close()
+        audit.stream_closed(client, officer.id, reason, loop.time() - opened)
     return response
 
 

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, DIRECTORY, STORE
 from gateway.channels.client import _field, _int_query, read_json, signed_in
-from gateway.errors import ForbiddenError, NotFoundError
+from gateway.errors import ERRORS, ForbiddenError, NotFoundError
+from gateway.officers import audit
 from gateway.officers.admission import admit, may_see, pending
 from gateway.officers.directory import Directory
 
@@ -73,12 +74,18 @@ async def post_admission(request: web.Request) -> web.Response:
     officer = await signed_in(request)
     desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
     _known(directory, desk)
-    doc = await read_json(request)
-    app = request.app
-    row = await admit(app[STORE], directory, officer, desk, _field(doc, "officer", str),
-                      _field(doc, "at", int), _field(doc, "signature", str),
-                      app[CLOCK].now_ms(),
-                      int(app[CONFIG].officers.clock_skew_seconds * 1000))
+    app, claimed = request.app, None
+    try:
+        doc = await read_json(request)
+        claimed = doc.get("officer")
+        row = await admit(app[STORE], directory, officer, desk, _field(doc, "officer", str),
+                          _field(doc, "at", int), _field(doc, "signature", str),
+                          app[CLOCK].now_ms(),
+                          int(app[CONFIG].officers.clock_skew_seconds * 1000))
+    except ERRORS as exc:
+        audit.admission_refused(request.remote, officer.id, claimed, desk, exc.code)
+        raise
+    audit.admitted(request.remote, doc["officer"], desk, officer.id)
     await app[DIRECTORY].reload()
     return web.json_response({"desk": desk, "officer": doc["officer"], "admitted_by": officer.id,
                               "admitted_at": row.admitted_ms}, status=201)

@@ -55,6 +55,7 @@ from gateway.federation.roster import RosterEntry, load_rosters, make_roster, pe
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
 from gateway.logs import configure_logging, get_logger
+from gateway.officers import audit
 from gateway.officers.admission import admit_by_operator
 from gateway.officers.directory import build_directory
 from gateway.officers.enrollment import new_code
@@ -526,6 +527,7 @@ def cmd_desks(args: argparse.Namespace) -> int:
 
 def cmd_officers(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)  # for the audit lines
     clock = SystemClock()
 
     async def go() -> None:
@@ -539,6 +541,7 @@ def cmd_officers(args: argparse.Namespace) -> int:
                 code = new_code()
                 expires = now + int(hours * 3_600_000)
                 await store.add_enrollment_code(code_hash(code), args.desk, now, expires)
+                audit.invited(code, args.desk, expires)
                 print(code)
                 print(f"one-time enrollment code for {', '.join(args.desk)}; valid until "
                       f"{_fmt_time(expires)}. Give it to the officer by a separate channel.",
@@ -546,6 +549,7 @@ def cmd_officers(args: argparse.Namespace) -> int:
             elif args.officers_command == "revoke":
                 if not await store.revoke_officer(args.officer, now):
                     raise GatewayError(f"no active officer {args.officer}")
+                audit.revoked(args.officer)
                 print(f"officer {args.officer} revoked")
             elif args.officers_command == "admit":
                 key = _unlock(config)[0].get(ROLE_GATEWAY_SIGNING)
@@ -556,6 +560,7 @@ def cmd_officers(args: argparse.Namespace) -> int:
                 if directory.desk(desk) is None:
                     raise GatewayError(f"no desk {desk}")
                 await admit_by_operator(store, directory, key, args.officer, desk, now)
+                audit.admitted(audit.OPERATOR_CLI, args.officer, desk, "operator")
                 print(f"officer {args.officer} admitted to {desk} by the operator")
             else:
                 for o in await store.officers():
