@@ -190,3 +190,46 @@ def test_a_reader_added_behind_the_gateway_is_caught_by_the_client(running, forg
             assert refused.value.code == "unproven_member"
             assert rogue.creds.officer_id in refused.value.message
     asyncio.run(scenario())
+
+
+def test_the_desk_is_told_who_waits_joins_and_leaves(running) -> None:
+    cfg = running[1]
+    assert gateway("desks", "add", "told", "--config", str(cfg)).returncode == 0
+
+    async def scenario() -> tuple[str, str]:
+        async with aiohttp.ClientSession() as http:
+            m1 = await member(http, running, "told")
+            events: list[tuple[str, Any]] = []
+            connected = asyncio.Event()
+
+            async def watch() -> None:
+                async for kind, data in m1.stream(connected=connected):
+                    events.append((kind, data))
+            watcher = asyncio.create_task(watch())
+            await asyncio.wait_for(connected.wait(), 10)
+            newcomer, _ = await enrolled(http, running, "told")
+            officer = newcomer.creds.officer_id
+            await m1.admit("told", officer, newcomer.my_safety_code("told"))
+            revoked = await asyncio.to_thread(
+                gateway, "officers", "revoke", officer, "--config", str(cfg))
+            assert revoked.returncode == 0, revoked.stderr
+            for _ in range(200):
+                if len([e for e in events if e[0] == "membership"]) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            told = [(d["kind"], d["officer"], d["by"]) for k, d in events if k == "membership"]
+            assert told == [("pending", officer, None), ("joined", officer, m1.creds.officer_id),
+                            ("left", officer, None)]
+            listed = (await m1.notices("told"))["notices"]
+            assert [(n["kind"], n["officer"]) for n in listed] == [
+                ("joined", m1.creds.officer_id), ("pending", officer), ("joined", officer),
+                ("left", officer)]
+            return m1.creds.officer_id, officer
+    first, officer = asyncio.run(scenario())
+    with sqlite3.connect(cfg.parent / "data" / "gateway.sqlite3") as db:  # stored, not only sent
+        rows = db.execute("SELECT kind, officer_id, by FROM desk_notices WHERE desk = 'told'"
+                          " ORDER BY seq").fetchall()
+    assert rows == [("joined", first, "operator"), ("pending", officer, None),
+                    ("joined", officer, first), ("left", officer, None)]
