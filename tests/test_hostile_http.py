@@ -435,6 +435,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/desks/{desk}/inbox"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/desks/{desk}/members"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/admissions"): Route("officer", "json", (401, "no_session")),
+    ("GET", "/v1/desks/{desk}/notices"): Route("officer", None, (401, "no_session")),
+    ("POST", "/v1/desks/{desk}/shares"): Route("officer", "json", (401, "no_session")),
+    ("GET", "/v1/messages/{id}/share"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/stream"): Route("officer", None, (401, "no_session")),
 }
 
@@ -707,7 +710,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 def test_bodies_announced_far_above_the_limit_are_refused_before_they_are_sent(
         world: World) -> None:
     routes = body_routes(world)
-    assert len(routes) == 9
+    assert len(routes) == 10
     for target, headers, limit in routes:
         method = headers.pop("_method")
         before = dump(world.database)

@@ -40,6 +40,7 @@ from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, Offi
 from gateway.officers import sessions
 from gateway.officers.enrollment import new_code
 from gateway.protocol.admission import admission_text
+from gateway.protocol.history import share_text
 from gateway.protocol.officers import code_hash, read_text, session_text
 from gateway.service_levels.levels import ServiceLevels
 from gateway.store import Notification
@@ -287,6 +288,15 @@ class World:
         text = admission_text(desk, officer.id, b64(officer.signing.public.raw),
                               b64(officer.encryption.public.raw), by.id, at)
         return {"officer": officer.id, "at": at, "signature": b64(by.signing.sign(text))}
+
+    def shares_body(self, by: Officer, officer: Officer, message_id: str,
+                    digest: str) -> dict[str, Any]:
+        wrap, at = os.urandom(80), self.now()
+        text = share_text(message_id, digest, officer.id, officer.encryption.public.key_id,
+                          wrap, by.id, at)
+        return {"officer": officer.id, "shares": [
+            {"message": message_id, "wrap": b64(wrap), "at": at,
+             "signature": b64(by.signing.sign(text))}]}
 
     async def admit(self, by: Officer, officer: Officer, desk: str, **kw: Any) -> Answer:
         return await self.call("POST", "/v1/desks/{desk}/admissions", path={"desk": desk},
@@ -628,6 +638,28 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.send(a, b"\0" * (MAX_BODY + 1), expect=413, code="too_large")
     await w.call("POST", "/v1/messages", data=env, expect=401, code="no_session")
 
+    # History shares: b1 passes mid's key on to b2 (the gateway cannot tell it is b2's
+    # already); b2 gets it back, b1 has none.
+    digest = hashlib.sha256(env).hexdigest()
+    shares = "/v1/desks/{desk}/shares"
+    body = w.shares_body(b1, b2, mid, digest)
+    await w.call("POST", shares, path=bl, token=a, json_body=w.shares_body(a, b2, mid, digest),
+                 expect=403, code="not_a_member")
+    await w.call("POST", shares, path=bl, token=b1, json_body={**body, "officer": d.id},
+                 expect=404, code="not_a_member_of_desk")
+    await w.call("POST", shares, path=bl, token=b1,
+                 json_body=w.shares_body(b1, b2, mid, "0" * 64), expect=400,
+                 code="bad_signature")
+    await w.call("POST", shares, path=bl, token=b1, json_body={**body, "shares": []},
+                 expect=400, code="bad_field")
+    await w.call("POST", shares, path=bl, token=b1, data=b"{" * (MAX_BODY + 1), expect=413)
+    await w.call("POST", shares, path=bl, token=b1, json_body=body, expect=201)
+    share = "/v1/messages/{id}/share"
+    got = (await w.call("GET", share, path={"id": mid}, token=b2, expect=200)).doc
+    assert (got["message"], got["by"]) == (mid, b1.id)
+    await w.call("GET", share, path={"id": mid}, token=b1, expect=404, code="no_share")
+    await w.call("GET", share, path={"id": mid}, token=c, expect=404, code="unknown_message")
+
     # Inbox.
     page = (await w.call("GET", "/v1/desks/{desk}/inbox", path={"desk": "border-liaison@vn-mps"},
                          token=b1, expect=200)).doc
@@ -789,6 +821,7 @@ async def test_required_request_fields_are_required(make_world: Any) -> None:
         "createSession": w.session_body(a, await w.challenge(a)),
         "acknowledgeRead": w.read_body(a, new_message_id(), "0" * 64),
         "admit": w.admission_body(a, a, "trafficking@vn-mps"),
+        "shareHistory": w.shares_body(a, a, new_message_id(), "0" * 64),
     }
     with_json = {op["operationId"]: key for key, op in operations().items()
                  if "application/json" in op.get("requestBody", {}).get("content", {})}

@@ -10,18 +10,45 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, DIRECTORY, STORE
+from gateway.appkeys import CLOCK, CONFIG, DELIVERY, DIRECTORY, STORE
 from gateway.channels.client import _field, _int_query, read_json, signed_in
 from gateway.errors import ERRORS, ForbiddenError, NotFoundError
 from gateway.officers import audit
 from gateway.officers.admission import admit, may_see, pending
 from gateway.officers.directory import Directory
+from gateway.officers.history import keep_shares
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/desks/{desk}/members", get_members)
     app.router.add_post("/v1/desks/{desk}/admissions", post_admission)
     app.router.add_get("/v1/desks/{desk}/notices", get_notices)
+    app.router.add_post("/v1/desks/{desk}/shares", post_shares)
+    app.router.add_get("/v1/messages/{id}/share", get_share)
+
+
+async def post_shares(request: web.Request) -> web.Response:
+    """A member's history shares for an officer who joined the desk after the messages."""
+    officer = await signed_in(request)
+    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
+    _known(directory, desk)
+    doc = await read_json(request)
+    app = request.app
+    added = await keep_shares(app[STORE], directory, officer, desk, _field(doc, "officer", str),
+                              _field(doc, "shares", list), app[CLOCK].now_ms(),
+                              int(app[CONFIG].officers.clock_skew_seconds * 1000))
+    return web.json_response({"desk": desk, "officer": doc["officer"], "stored": added},
+                             status=201)
+
+
+async def get_share(request: web.Request) -> web.Response:
+    """The officer's share of a message sent to its desk before it joined (404 none)."""
+    officer = await signed_in(request)
+    message = await request.app[DELIVERY].fetch(officer, request.match_info["id"])
+    share = await request.app[STORE].share_for(message.id, officer.id)
+    if share is None:
+        raise NotFoundError("nobody shared this message's key with you", code="no_share")
+    return web.json_response(share.to_json())
 
 
 async def get_notices(request: web.Request) -> web.Response:

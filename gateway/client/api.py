@@ -26,11 +26,14 @@ from gateway.crypto.envelope import (
     open_envelope,
     peek_header,
     read_signer,
+    rewrap_content_key,
     seal_envelope,
     verify_envelope,
 )
+from gateway.crypto.errors import NotARecipientError
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
+    EncryptionPublicKey,
     OfficerEncryptionKey,
     OfficerSigningKey,
     VerifyKey,
@@ -45,9 +48,11 @@ from gateway.protocol.descriptor import (
     verify_descriptor,
     verify_descriptor_history,
 )
+from gateway.protocol.history import DEFAULT_HISTORY_DAYS, MAX_SHARES, Share, share_text
 from gateway.protocol.officers import (
     DirectoryEntry,
     FormerOfficer,
+    Signer,
     VerifiedDirectory,
     check_signed_while_bound,
     enroll_text,
@@ -57,6 +62,7 @@ from gateway.protocol.officers import (
     session_text,
 )
 
+DAY_MS = 86_400_000
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
 STREAM_SILENCE_SECONDS = 45.0
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"
@@ -87,6 +93,7 @@ class OpenedMessage:
     payload: dict[str, Any]
     sender_officer: str
     former: FormerOfficer | None = None  # the signer's binding has ended since (revoked...)
+    shared_by: str | None = None  # sealed before this officer joined: who shared its key
 
     @property
     def header(self) -> EnvelopeHeader:
@@ -377,6 +384,18 @@ class GatewayClient:
 
     async def open(self, message_id: str) -> OpenedMessage:
         """Fetch, verify the sender against the directory, and decrypt locally."""
+        envelope, signer = await self._verified(message_id)
+        share = None
+        if self.creds.encryption.public.key_id not in envelope.header.recipients:
+            share = await self._my_share(envelope)  # sealed before this officer joined
+        plain = open_envelope(envelope, self.creds.encryption,
+                              share.wrap if share is not None else None)
+        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind),
+                             signer.officer, signer.former,
+                             share.by if share is not None else None)
+
+    async def _verified(self, message_id: str) -> tuple[Envelope, Signer]:
+        """A message whose sender's signature verified against the directory."""
         _, data, _ = await self.request("GET", f"/v1/messages/{message_id}")
         key_id = read_signer(data)
         # The sender's gateway, unverified, only says whose directory holds the key.
@@ -389,9 +408,89 @@ class GatewayClient:
                               code="unknown_sender")
         envelope = verify_envelope(data, signer.key)
         check_signed_while_bound(signer, envelope.header.sender, envelope.header.created)
-        plain = open_envelope(envelope, self.creds.encryption)
-        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind),
-                             signer.officer, signer.former)
+        return envelope, signer
+
+    async def _my_share(self, envelope: Envelope) -> Share:
+        """This officer's history share of ``envelope``, signed by a proven member of the
+        desk it was sent to; NotARecipientError if nobody shared it."""
+        h = envelope.header
+        try:
+            _, body, _ = await self.request("GET", f"/v1/messages/{h.id}/share")
+        except ApiError as exc:
+            if exc.code == "no_share":
+                raise NotARecipientError("this message was sealed before you joined the desk "
+                                         "and nobody shared it with you") from None
+            raise
+        share = Share.from_json(jsontext.loads(body))
+        if share.message != h.id:
+            raise CryptoError("the share is for another message", code="bad_share")
+        gateway = h.recipient.partition("@")[2]
+        home = gateway == self.creds.gateway_id
+        verified = await self.verified_directory(gateway=gateway)
+        key = verified.proven_member_key(h.recipient, share.by,
+                                         self.creds.gateway_key if home else None)
+        text = share_text(h.id, envelope.digest, self.creds.officer_id,
+                          self.creds.encryption.public.key_id, share.wrap, share.by, share.at)
+        try:
+            key.verify(text, share.signature)
+        except BadSignatureError:
+            raise CryptoError(f"the share is not signed by {share.by}",
+                              code="bad_share") from None
+        return share
+
+    async def share_history(self, desk: str, officer: str, *, since_ms: int | None = None,
+                            threads: frozenset[str] | None = None) -> int:
+        """Share with ``officer``, a member of ``desk`` (admitted after these messages), the
+        content keys of the desk's messages delivered since ``since_ms`` (default: the last
+        180 days) or, with ``threads``, those of these threads. How many were stored."""
+        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        entry = await self._desk(desk, refresh=True)  # every member proven, the newcomer too
+        member = next((m for m in entry.members if m["officer"] == officer), None)
+        if member is None:
+            raise ClientError(f"{officer} is not a member of {desk}", code="not_a_member")
+        recipient = EncryptionPublicKey.from_b64(member["enc_key"])
+        since = (self.clock.now_ms() - DEFAULT_HISTORY_DAYS * DAY_MS if since_ms is None
+                 else since_ms)
+        batch: list[dict[str, Any]] = []
+        stored, after = 0, 0
+        while True:
+            page = await self.inbox(desk, after)
+            for item in page["messages"]:
+                after = item["cursor"]
+                if item["delivered"] < since or (threads is not None
+                                                 and item["thread"] not in threads):
+                    continue
+                share = await self._share_one(item["id"], officer, recipient)
+                if share is not None:
+                    batch.append(share)
+                if len(batch) == MAX_SHARES:
+                    stored += await self._post_shares(desk, officer, batch)
+                    batch = []
+            if page.get("next") is None:
+                break
+        if batch:
+            stored += await self._post_shares(desk, officer, batch)
+        return stored
+
+    async def _share_one(self, message_id: str, officer: str,
+                         recipient: EncryptionPublicKey) -> dict[str, Any] | None:
+        envelope, _ = await self._verified(message_id)
+        if recipient.key_id in envelope.header.recipients:
+            return None  # sealed for the officer already
+        mine = None
+        if self.creds.encryption.public.key_id not in envelope.header.recipients:
+            mine = (await self._my_share(envelope)).wrap  # passed on from our own share
+        wrap = rewrap_content_key(envelope, self.creds.encryption, recipient, mine)
+        at = self.clock.now_ms()
+        text = share_text(message_id, envelope.digest, officer, recipient.key_id, wrap,
+                          self.creds.officer_id, at)
+        return Share(message_id, wrap, self.creds.officer_id, at,
+                     self.creds.signing.sign(text)).to_json()
+
+    async def _post_shares(self, desk: str, officer: str, batch: list[dict[str, Any]]) -> int:
+        _, body, _ = await self.request("POST", f"/v1/desks/{desk}/shares",
+                                        json={"officer": officer, "shares": batch})
+        return int(jsontext.loads(body)["stored"])
 
     async def acknowledge(self, message: OpenedMessage) -> dict[str, Any]:
         read_ms = self.clock.now_ms()

@@ -71,6 +71,7 @@ from gateway.crypto.keys import (
 from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
 from gateway.protocol.admission import safety_code
+from gateway.protocol.history import DEFAULT_HISTORY_DAYS
 from gateway.protocol.names import NAME
 from gateway.protocol.notices import open_notice
 from gateway.protocol.officers import code_hash, open_binding
@@ -248,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("officer", metavar="OFFICER_ID")
     p.add_argument("--safety-code", metavar="CODE",
                    help="the code the new officer read out (asked for when absent)")
+    history = p.add_mutually_exclusive_group()
+    history.add_argument("--history-days", type=_count, default=DEFAULT_HISTORY_DAYS,
+                         metavar="DAYS", help="share the keys of the desk's messages of the "
+                         f"last DAYS days with the new member (default {DEFAULT_HISTORY_DAYS})")
+    history.add_argument("--thread", action="append", type=_message_id, metavar="THREAD_ID",
+                         help="share only the messages of this case thread (repeat)")
+    history.add_argument("--no-history", action="store_true",
+                         help="share no earlier message: the new member reads from now on")
 
     p = command("safety-code", "the safety code to read out to whoever admits you to a desk")
     p.add_argument("desk", type=_desk, nargs="?", metavar="DESK",
@@ -510,11 +519,19 @@ def cmd_admit(args: argparse.Namespace) -> int:
             say(f"  {expected}")
             typed = ask("type the code the new officer reads out from their screen: ")
         result = await client.admit(desk, args.officer, typed)
+        shared = 0
+        if not args.no_history:
+            since = client.clock.now_ms() - args.history_days * 86_400_000
+            threads = frozenset(args.thread) if args.thread else None
+            shared = await client.share_history(desk, args.officer,
+                                                since_ms=None if threads else since,
+                                                threads=threads)
         if opt(args, "json"):
-            emit_json(result)
+            emit_json({**result, "shared": shared})
         else:
             say(f"{args.officer} admitted to {desk}: from now on messages to the desk are "
                 "sealed for it too")
+            say(f"shared the keys of {shared} earlier message(s) with it, signed by you")
         return EXIT_OK
 
     return online(args, work)
@@ -739,6 +756,7 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         "sender_officer": message.sender_officer, "created": h.created, "expires": h.expires,
         "thread": h.thread, "in_reply_to": h.in_reply_to, "digest": message.envelope.digest,
         "payload": doc, "attachments": listed, "signer_ended": signer_ended(message),
+        "shared_by": message.shared_by,
     }
 
 
@@ -774,6 +792,9 @@ def cmd_read(args: argparse.Namespace) -> int:
             f"{since})")
         if ended:
             say(f"           signed on {fmt_time(info['created'])}, while the binding was valid")
+        if info["shared_by"]:
+            say(f"           sent before you joined the desk; its key shared with you by "
+                f"{info['shared_by']}")
         say(f"to:        {info['to']}")
         say(f"sent:      {fmt_time(info['created'])}  expires {fmt_time(info['expires'])}")
         if info["in_reply_to"]:

@@ -482,15 +482,14 @@ def _parse_verified(data: bytes, key: VerifyKey, header_len: int, body: bytes,
     )
 
 
-def open_envelope(envelope: Envelope, key: OfficerEncryptionKey) -> bytes:
-    """Unwrap the content key with ``key`` and decrypt; return the payload."""
-    try:
-        index = envelope.header.recipients.index(key.key_id)
-    except ValueError:
-        raise NotARecipientError("this key is not among the envelope's recipients") from None
-    content_key = key.unwrap(envelope.wraps[index])
-    if len(content_key) != CONTENT_KEY_SIZE:
-        raise DecryptionError("wrapped content key has the wrong size")
+def open_envelope(envelope: Envelope, key: OfficerEncryptionKey,
+                  shared_wrap: bytes | None = None) -> bytes:
+    """Unwrap the content key with ``key`` and decrypt; return the payload.
+
+    ``shared_wrap``: the content key wrapped for ``key`` by a member who could open the
+    envelope (a history share, for an officer who joined the desk after it was sealed).
+    """
+    content_key = _content_key(envelope, key, shared_wrap)
     try:
         return bytes(
             nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
@@ -501,6 +500,32 @@ def open_envelope(envelope: Envelope, key: OfficerEncryptionKey) -> bytes:
         raise DecryptionError("ciphertext does not authenticate") from None
 
 
+def _content_key(envelope: Envelope, key: OfficerEncryptionKey,
+                 shared_wrap: bytes | None = None) -> bytes:
+    if shared_wrap is not None:
+        wrap = shared_wrap
+    else:
+        try:
+            wrap = envelope.wraps[envelope.header.recipients.index(key.key_id)]
+        except ValueError:
+            raise NotARecipientError("this key is not among the envelope's recipients") from None
+    if len(wrap) != WRAP_SIZE:
+        raise DecryptionError("a wrapped content key has the wrong size")
+    content_key = key.unwrap(wrap)
+    if len(content_key) != CONTENT_KEY_SIZE:
+        raise DecryptionError("wrapped content key has the wrong size")
+    return content_key
+
+
+def rewrap_content_key(envelope: Envelope, key: OfficerEncryptionKey,
+                       recipient: EncryptionPublicKey, shared_wrap: bytes | None = None) -> bytes:
+    """The envelope's content key, opened with ``key`` (or its ``shared_wrap``) and wrapped
+    for ``recipient`` (a sealed box, as in the envelope): a history share. The payload is
+    checked to decrypt first, so that only a key that opens the envelope is passed on."""
+    open_envelope(envelope, key, shared_wrap)
+    return _wrap(_content_key(envelope, key, shared_wrap), recipient, os.urandom(32))
+
+
 __all__ = [
     "KEY_ID_SIZE",
     "Envelope",
@@ -509,6 +534,7 @@ __all__ = [
     "new_message_id",
     "open_envelope",
     "read_signer",
+    "rewrap_content_key",
     "seal_envelope",
     "verify_envelope",
 ]

@@ -178,6 +178,15 @@ class VerifiedDirectory:
             listed = [m["officer"] for m in self.desks[desk].members]
         check_members(desk, listed, officers, supervisors, operator_key)
 
+    def proven_member_key(self, desk: str, officer: str,
+                          operator_key: VerifyKey | None) -> VerifyKey:
+        """The signing key of ``officer``, once its admission to ``desk`` is proven (it may
+        be a former member): UnprovenMemberError otherwise."""
+        with DIRECTORY.fields():
+            officers, supervisors = self._chain_view()
+        check_members(desk, [officer], officers, supervisors, operator_key)
+        return officers[officer].sign_key
+
     def _chain_view(self) -> tuple[dict[str, Member], dict[str, str | None]]:
         """Every officer listed, current and former, as the chain check sees it; and each
         desk's supervisor desk."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from gateway.crypto.envelope import Envelope
 from gateway.ledger.events import LedgerEvent
 from gateway.ledger.merkle import NodeId
+from gateway.protocol.history import Share
 
 PRIORITY_RANK = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 
@@ -447,6 +448,18 @@ class NoticeStore(Protocol):
         """The cursor of the newest notice (0 for none)."""
 
 
+class ShareStore(Protocol):
+    """What history shares (gateway.officers.history) keep and give back."""
+
+    async def add_shares(self, officer_id: str, shares: Sequence[Share]) -> int:
+        """Store shares for ``officer_id`` (one per message: a later one is ignored); how
+        many were new."""
+
+    async def share_for(self, message_id: str, officer_id: str) -> Share | None: ...
+
+    async def get_message(self, message_id: str) -> StoredMessage | None: ...
+
+
 class AdmissionStore(Protocol):
     """What admitting an officer to a desk (gateway.officers.admission) needs."""
 
@@ -549,7 +562,8 @@ class StatusStore(Protocol):
 
 
 class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
-            DirectoryStore, EnrollmentStore, AdmissionStore, NoticeStore, OperatorStore,
+            DirectoryStore, EnrollmentStore, AdmissionStore, NoticeStore, ShareStore,
+            OperatorStore,
             LedgerStore,
             StagesStore,
             LevelsStore, StatusStore, Protocol):

@@ -293,6 +293,19 @@ MIGRATIONS: list[tuple[int, str]] = [
             at_ms       INTEGER NOT NULL
         );
         CREATE INDEX desk_notices_by_desk ON desk_notices (desk, seq);
+
+        -- History shares: an earlier message's content key wrapped for an officer who
+        -- joined its desk later, signed by the member who shared it (the gateway cannot
+        -- open a wrap).
+        CREATE TABLE history_shares (
+            message_id  TEXT NOT NULL REFERENCES messages(id),
+            officer_id  TEXT NOT NULL REFERENCES officers(id),
+            wrap        BLOB NOT NULL,
+            shared_by   TEXT NOT NULL,
+            shared_ms   INTEGER NOT NULL,
+            signature   BLOB NOT NULL,
+            PRIMARY KEY (officer_id, message_id)
+        ) WITHOUT ROWID;
         """,
     ),
 ]

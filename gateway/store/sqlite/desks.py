@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import aiosqlite
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
+from gateway.protocol.history import Share
 from gateway.store import AdmissionRow, DeskNotice, DeskRow, OfficerRow
 from gateway.store.sqlite.engine import StoreEngine
 
@@ -165,6 +166,24 @@ class DeskQueries(StoreEngine):
             await _notice(tx, admission.desk, "joined", officer_id, admission.admitted_by,
                           now_ms)
             await tx.execute(_BUMP)
+
+    async def add_shares(self, officer_id: str, shares: Sequence[Share]) -> int:
+        async with self.transaction() as tx:
+            added = 0
+            for share in shares:
+                cur = await tx.execute(
+                    "INSERT OR IGNORE INTO history_shares (message_id, officer_id, wrap,"
+                    " shared_by, shared_ms, signature) VALUES (?,?,?,?,?,?)",
+                    (share.message, officer_id, share.wrap, share.by, share.at,
+                     share.signature))
+                added += cur.rowcount
+            return added
+
+    async def share_for(self, message_id: str, officer_id: str) -> Share | None:
+        rows = await self._read("SELECT message_id, wrap, shared_by, shared_ms, signature FROM"
+                                " history_shares WHERE message_id = ? AND officer_id = ?",
+                                (message_id, officer_id))
+        return Share(*rows[0]) if rows else None
 
     async def last_desk_notice(self) -> int:
         rows = await self._read("SELECT coalesce(max(seq), 0) FROM desk_notices")
