@@ -98,10 +98,15 @@ class Gateway:
 
     def enroll(self, name: str, *desks: str, extra: tuple[str, ...] = ()) -> Path:
         profile = self.directory.parent / "officers" / name
-        ok(client(profile, "enroll", self.url, self.invite(*desks), "--insecure-dev-keys",
-                  *extra))
+        ok(client(profile, "enroll", self.url, "--insecure-dev-keys", *extra,
+                  stdin=code_line(self.invite(*desks))))
         self.profiles[name] = profile
         return profile
+
+
+def code_line(code: str) -> bytes:
+    """An enrollment code as standard input gives it (never a command-line argument)."""
+    return code.encode("ascii") + b"\n"
 
 
 def client(profile: Path, *args: str, stdin: bytes | None = None,
@@ -180,16 +185,16 @@ def test_enroll_pins_the_gateway_fingerprint(gw: Gateway, tmp_path: Path) -> Non
     profile = tmp_path / "officer"
     code = gw.invite("trafficking")
     wrong = "AAAA BBBB CCCC DDDD EEEE FFFF GGGG HHHH"
-    refused = client(profile, "enroll", gw.url, code, "--fingerprint", wrong,
-                     "--insecure-dev-keys")
+    refused = client(profile, "enroll", gw.url, "--fingerprint", wrong,
+                     "--insecure-dev-keys", stdin=code_line(code))
     line = one_line_error(refused)
     assert "fingerprint" in line and gw.fingerprint in line
     assert not (profile / "profile.json").exists() and not (profile / "officer.key").exists()
 
     # The refusal came before the code was sent, so it still works; any spelling matches.
     spelled = gw.fingerprint.lower().replace(" ", "-")
-    doc = client_json(profile, "enroll", gw.url, code, "--fingerprint", spelled,
-                      "--insecure-dev-keys")
+    doc = client_json(profile, "enroll", gw.url, "--fingerprint", spelled,
+                      "--insecure-dev-keys", stdin=code_line(code))
     assert doc["officer"].startswith("off-") and doc["desks"] == ["trafficking@vn-mps"]
     assert doc["gateway"] == "vn-mps" and doc["gateway_fingerprint"] == gw.fingerprint
     assert doc["fingerprint_checked"] is True
@@ -202,25 +207,27 @@ def test_enroll_pins_the_gateway_fingerprint(gw: Gateway, tmp_path: Path) -> Non
     assert doc["officer"] in shown and gw.fingerprint in shown
     assert doc["sign_key_id"] in shown and doc["enc_key_id"] in shown
 
-    again = client(profile, "enroll", gw.url, gw.invite("trafficking"), "--insecure-dev-keys")
+    again = client(profile, "enroll", gw.url, "--insecure-dev-keys",
+                   stdin=code_line(gw.invite("trafficking")))
     assert "refusing to overwrite" in one_line_error(again)
 
-    human = ok(client(tmp_path / "other", "enroll", gw.url, gw.invite("victim-support"),
-                      "--insecure-dev-keys"))
+    human = ok(client(tmp_path / "other", "enroll", gw.url, "--insecure-dev-keys",
+                      stdin=code_line(gw.invite("victim-support"))))
     assert "enrolled as officer off-" in human and gw.fingerprint in human
     assert "victim-support@vn-mps" in human and "not checked" in human
 
 
 def test_enroll_with_a_bad_code_is_one_line(gw: Gateway, tmp_path: Path) -> None:
-    unknown = client(tmp_path / "p", "enroll", gw.url, "FPG-AAAA-BBBB-CCCC-DDDD-EEEE",
-                     "--insecure-dev-keys")
+    unknown = client(tmp_path / "p", "enroll", gw.url, "--insecure-dev-keys",
+                     stdin=code_line("FPG-AAAA-BBBB-CCCC-DDDD-EEEE"))
     assert "enrollment_code_invalid" in one_line_error(unknown)
     assert not (tmp_path / "p" / "officer.key").exists()
-    malformed = client(tmp_path / "p", "enroll", gw.url, "not-a-code", "--insecure-dev-keys")
+    malformed = client(tmp_path / "p", "enroll", gw.url, "--insecure-dev-keys",
+                       stdin=code_line("not-a-code"))
     assert "FPG-XXXX" in one_line_error(malformed)
     used = gw.invite("trafficking")
-    ok(client(tmp_path / "q", "enroll", gw.url, used, "--insecure-dev-keys"))
-    twice = client(tmp_path / "r", "enroll", gw.url, used, "--insecure-dev-keys")
+    ok(client(tmp_path / "q", "enroll", gw.url, "--insecure-dev-keys", stdin=code_line(used)))
+    twice = client(tmp_path / "r", "enroll", gw.url, "--insecure-dev-keys", stdin=code_line(used))
     assert "enrollment_code_invalid" in one_line_error(twice)
 
 
@@ -232,8 +239,8 @@ def test_keys_new_then_enroll_with_them(gw: Gateway, tmp_path: Path) -> None:
     shown = client_json(tmp_path, "keys", "show", str(key_file))
     ids = sorted(k["key_id"] for k in shown["keys"])
     profile = tmp_path / "profile"
-    doc = client_json(profile, "enroll", gw.url, gw.invite("victim-support"), "--keys",
-                      str(key_file), "--insecure-dev-keys")
+    doc = client_json(profile, "enroll", gw.url, "--keys", str(key_file),
+                      "--insecure-dev-keys", stdin=code_line(gw.invite("victim-support")))
     assert sorted([doc["sign_key_id"], doc["enc_key_id"]]) == ids
     assert sorted(k["key_id"] for k in client_json(profile, "keys", "show")["keys"]) == ids
 
@@ -244,7 +251,7 @@ def test_passphrase_protected_profile(gw: Gateway, tmp_path: Path) -> None:
     env = {"FPG_TEST_PASS": secret}
     profile = tmp_path / "protected"
     enrolled = client(profile, "--passphrase-env", "FPG_TEST_PASS", "enroll", gw.url,
-                      gw.invite("victim-support"), env=env)
+                      stdin=code_line(gw.invite("victim-support")), env=env)
     ok(enrolled)
     key_text = (profile / "officer.key").read_text()
     assert "argon2id" in key_text and secret not in key_text
@@ -565,8 +572,8 @@ def test_errors_are_one_line_with_the_stable_code(officers: dict[str, Path],
         lambda: client(tmp_path / "none", "desks"),
         lambda: client(a, "read", "xyz"),
         lambda: run("gateway.client.cli", "frobnicate"),
-        lambda: client(tmp_path / "d", "enroll", "http://127.0.0.1:9",
-                       "FPG-AAAA-BBBB-CCCC-DDDD-EEEE", "--insecure-dev-keys"),
+        lambda: client(tmp_path / "d", "enroll", "http://127.0.0.1:9", "--insecure-dev-keys",
+                       stdin=code_line("FPG-AAAA-BBBB-CCCC-DDDD-EEEE")),
     )
     assert "unknown_desk" in one_line_error(unknown)
     assert "unknown_message" in one_line_error(other)

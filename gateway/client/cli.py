@@ -9,6 +9,12 @@ Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox``, ``read``, ``r
 ``status``, ``watch`` and ``keys new|show``. Errors are one line on standard error
 (with the gateway's stable error code when it refused) and exit status 1, or 2 for a
 wrong command line; never a traceback. Text is UTF-8 everywhere, whatever the locale.
+
+Enrollment is where a secret crosses the network, so it is guarded before any connection:
+plain ``http://`` is refused (``insecure_url``) unless the gateway is on this machine, and
+the one-time code is never a command-line argument (``ps`` and shell history would keep
+it): it is typed at the terminal without echo, or read from standard input or
+``--code-file``. Every later command refuses a profile whose URL breaks the same rule.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import getpass
 import hashlib
+import ipaddress
 import json
 import mimetypes
 import os
@@ -30,6 +38,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from io import TextIOWrapper
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -83,6 +92,7 @@ BACKOFF_FIRST = 0.5  # seconds before the first reconnection of `watch`
 BACKOFF_MAX = 5.0  # and never more than this between attempts
 MAX_TEXT_BYTES = 4 * payload.MAX_TEXT + 4  # UTF-8 takes at most 4 bytes a character
 MAX_ATTACHMENT_NAME = 200
+MAX_CODE_BYTES = 1024  # a code is 29 characters: a bigger file or line is the wrong one
 _ID = re.compile(r"[0-9a-f]{32}")
 _DESK = re.compile(rf"{NAME}(?:@{NAME})?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -229,8 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("enroll", "make keys, enroll with a gateway and write the profile")
-    p.add_argument("gateway_url", metavar="GATEWAY_URL", help="e.g. https://gw.example")
-    p.add_argument("code", metavar="CODE", help="the one-time enrollment code (FPG-XXXX-...)")
+    p.description = (
+        "Make keys, enroll with a gateway and write the profile. The one-time enrollment "
+        "code (FPG-XXXX-...) is never an argument: it is typed at the terminal (not "
+        "shown), or read from the first line of standard input, or from --code-file.")
+    p.add_argument("gateway_url", metavar="GATEWAY_URL",
+                   help="e.g. https://gw.example (http:// only to this machine: "
+                        "localhost, 127.0.0.0/8, ::1)")
+    p.add_argument("--code-file", type=Path, metavar="FILE",
+                   help="read the enrollment code from FILE (at most "
+                        f"{MAX_CODE_BYTES} bytes; surrounding whitespace ignored)")
     p.add_argument("--fingerprint", metavar="FINGERPRINT",
                    help='the gateway key fingerprint the operator read out ("XXXX XXXX ...")')
     p.add_argument("--keys", type=Path, metavar="FILE",
@@ -341,6 +359,7 @@ def passphrase_for(args: argparse.Namespace, what: str, *, confirm: bool = False
 
 def credentials(args: argparse.Namespace) -> tuple[Profile, Credentials]:
     profile = load_profile(profile_dir(opt(args, "profile")))
+    check_transport(profile.gateway_url)  # a profile edited by hand, or from an older client
     bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
     return profile, profile.credentials(bundle)
 
@@ -376,16 +395,70 @@ def desk_address(desk: str, profile: Profile) -> str:
 # --- enroll ----------------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that stays here."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(url: str) -> None:
+    """Refuse plain http:// to anything but this machine, before any connection: the
+    enrollment code and every session token would cross the network readable, and the
+    gateway's key would be pinned from whoever answered."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or "")):
+        return
+    raise ClientError(f"refusing {clean(url)}: plain http:// is allowed only to this machine "
+                      "(localhost, 127.0.0.0/8, ::1); use https://", code="insecure_url")
+
+
 def _gateway_url(text: str) -> str:
     url = text.strip().rstrip("/")
-    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
-        raise ClientError(f"{text!r} is not a gateway URL (http:// or https://...)",
+    # No user info ("@") nor backslash: the host checked must be the host connected to.
+    try:
+        parts = urlsplit(url)
+        valid = bool(parts.hostname) and parts.port != 0  # .port raises for a bad port
+    except ValueError:
+        valid = False
+    if not valid or not re.fullmatch(r"https?://[^\s/?#@\\]+(/[^\s?#]*)?", url):
+        raise ClientError(f"{text!r} is not a gateway URL (https://host[:port][/path])",
                           code="bad_url")
-    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
-        note("warning: plain http:// to a remote gateway: messages stay sealed, but your "
-             "session is not protected in transit; use https://")
+    check_transport(url)
     return url
+
+
+def read_code(code_file: Path | None) -> str:
+    """The one-time enrollment code: from ``code_file``, else typed at the terminal without
+    echo, else the first line of standard input; surrounding whitespace ignored."""
+    if code_file is not None:
+        where = str(code_file)
+        try:
+            with open(code_file, "rb") as fh:
+                data = fh.read(MAX_CODE_BYTES + 1)
+        except OSError as exc:
+            raise ClientError(f"{where}: cannot read the code file ({exc.strerror})",
+                              code="code_file_unreadable") from None
+    elif sys.stdin is not None and sys.stdin.isatty():
+        where = "the terminal"
+        try:
+            data = getpass.getpass("Enrollment code (not shown): ").encode("utf-8")
+        except EOFError:
+            data = b""
+    else:
+        where = "standard input"
+        data = sys.stdin.buffer.readline(MAX_CODE_BYTES + 1) if sys.stdin is not None else b""
+    if len(data) > MAX_CODE_BYTES:
+        raise ClientError(f"{where}: more than {MAX_CODE_BYTES} bytes, not an enrollment code",
+                          code="enrollment_code_too_large")
+    code = data.decode("utf-8", "replace").strip()
+    if not code:
+        raise ClientError(f"no enrollment code in {where} (give it on standard input, at "
+                          "the terminal, or with --code-file)", code="enrollment_code_missing")
+    return code.upper()
 
 
 def _enroll_keys(args: argparse.Namespace, directory: Path) -> KeyBundle:
@@ -419,8 +492,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     directory = profile_dir(opt(args, "profile"))
     url = _gateway_url(args.gateway_url)
     fingerprint = normalize_fingerprint(args.fingerprint) if args.fingerprint else None
-    code = args.code.strip().upper()
-    code_hash(code)  # its form, before anything else
+    code = read_code(args.code_file)
+    code_hash(code)  # its form, before any connection
     check_no_passphrase(args)
     check_free(directory)
     make_dir(directory)
