@@ -40,7 +40,7 @@ from gateway.errors import KeyFileError
 
 TEXT = ("Nạn nhân được tìm thấy tại cửa khẩu — រកឃើញជនរងគ្រោះ — 已找到受害者 — "
         "ພົບຜູ້ເຄາະຮ້າຍ — พบผู้เสียหาย")
-DESKS = ("trafficking", "border-liaison", "victim-support")
+DESKS = ("trafficking", "border-liaison", "victim-support", "intake", "case-team")
 TIMEOUT = 60
 T = TypeVar("T")
 
@@ -87,6 +87,7 @@ class Gateway:
     url: str
     fingerprint: str
     profiles: dict[str, Path] = field(default_factory=dict)
+    members: dict[str, Path] = field(default_factory=dict)  # a member profile by desk
 
     @property
     def config(self) -> str:
@@ -97,9 +98,18 @@ class Gateway:
         return ok(run("gateway", "officers", "invite", *args, "--config", self.config)).strip()
 
     def enroll(self, name: str, *desks: str, extra: tuple[str, ...] = ()) -> Path:
+        """An officer of ``desks``: the first of a desk is its member at once (admitted by
+        the operator); a later one is admitted by the first, after the safety code its
+        own client shows (as the officer would read it out)."""
         profile = self.directory.parent / "officers" / name
-        ok(client(profile, "enroll", self.url, "--insecure-dev-keys", *extra,
-                  stdin=code_line(self.invite(*desks))))
+        enrolled = json.loads(ok(client(profile, "enroll", self.url, "--insecure-dev-keys",
+                                        "--json", *extra, stdin=code_line(self.invite(*desks)))))
+        for desk in enrolled["pending"]:
+            code = json.loads(ok(client(profile, "safety-code", desk, "--json")))
+            ok(client(self.members[desk], "admit", desk, enrolled["officer"], "--safety-code",
+                      code["safety_codes"][desk], "--no-history"))
+        for desk in enrolled["desks"]:
+            self.members.setdefault(desk, profile)
         self.profiles[name] = profile
         return profile
 
@@ -183,7 +193,7 @@ def test_output_and_file_name_hygiene() -> None:
 
 def test_enroll_pins_the_gateway_fingerprint(gw: Gateway, tmp_path: Path) -> None:
     profile = tmp_path / "officer"
-    code = gw.invite("trafficking")
+    code = gw.invite("intake")
     wrong = "AAAA BBBB CCCC DDDD EEEE FFFF GGGG HHHH"
     refused = client(profile, "enroll", gw.url, "--fingerprint", wrong,
                      "--insecure-dev-keys", stdin=code_line(code))
@@ -195,7 +205,7 @@ def test_enroll_pins_the_gateway_fingerprint(gw: Gateway, tmp_path: Path) -> Non
     spelled = gw.fingerprint.lower().replace(" ", "-")
     doc = client_json(profile, "enroll", gw.url, "--fingerprint", spelled,
                       "--insecure-dev-keys", stdin=code_line(code))
-    assert doc["officer"].startswith("off-") and doc["desks"] == ["trafficking@vn-mps"]
+    assert doc["officer"].startswith("off-") and doc["desks"] == ["intake@vn-mps"]
     assert doc["gateway"] == "vn-mps" and doc["gateway_fingerprint"] == gw.fingerprint
     assert doc["fingerprint_checked"] is True
     saved = json.loads((profile / "profile.json").read_text())
@@ -208,13 +218,13 @@ def test_enroll_pins_the_gateway_fingerprint(gw: Gateway, tmp_path: Path) -> Non
     assert doc["sign_key_id"] in shown and doc["enc_key_id"] in shown
 
     again = client(profile, "enroll", gw.url, "--insecure-dev-keys",
-                   stdin=code_line(gw.invite("trafficking")))
+                   stdin=code_line(gw.invite("intake")))
     assert "refusing to overwrite" in one_line_error(again)
 
     human = ok(client(tmp_path / "other", "enroll", gw.url, "--insecure-dev-keys",
-                      stdin=code_line(gw.invite("victim-support"))))
+                      stdin=code_line(gw.invite("intake"))))
     assert "enrolled as officer off-" in human and gw.fingerprint in human
-    assert "victim-support@vn-mps" in human and "not checked" in human
+    assert "intake@vn-mps" in human and "not checked" in human
 
 
 def test_enroll_with_a_bad_code_is_one_line(gw: Gateway, tmp_path: Path) -> None:
@@ -225,7 +235,7 @@ def test_enroll_with_a_bad_code_is_one_line(gw: Gateway, tmp_path: Path) -> None
     malformed = client(tmp_path / "p", "enroll", gw.url, "--insecure-dev-keys",
                        stdin=code_line("not-a-code"))
     assert "FPG-XXXX" in one_line_error(malformed)
-    used = gw.invite("trafficking")
+    used = gw.invite("intake")
     ok(client(tmp_path / "q", "enroll", gw.url, "--insecure-dev-keys", stdin=code_line(used)))
     twice = client(tmp_path / "r", "enroll", gw.url, "--insecure-dev-keys", stdin=code_line(used))
     assert "enrollment_code_invalid" in one_line_error(twice)
@@ -240,7 +250,7 @@ def test_keys_new_then_enroll_with_them(gw: Gateway, tmp_path: Path) -> None:
     ids = sorted(k["key_id"] for k in shown["keys"])
     profile = tmp_path / "profile"
     doc = client_json(profile, "enroll", gw.url, "--keys", str(key_file),
-                      "--insecure-dev-keys", stdin=code_line(gw.invite("victim-support")))
+                      "--insecure-dev-keys", stdin=code_line(gw.invite("intake")))
     assert sorted([doc["sign_key_id"], doc["enc_key_id"]]) == ids
     assert sorted(k["key_id"] for k in client_json(profile, "keys", "show")["keys"]) == ids
 
@@ -251,7 +261,7 @@ def test_passphrase_protected_profile(gw: Gateway, tmp_path: Path) -> None:
     env = {"FPG_TEST_PASS": secret}
     profile = tmp_path / "protected"
     enrolled = client(profile, "--passphrase-env", "FPG_TEST_PASS", "enroll", gw.url,
-                      stdin=code_line(gw.invite("victim-support")), env=env)
+                      stdin=code_line(gw.invite("intake")), env=env)
     ok(enrolled)
     key_text = (profile / "officer.key").read_text()
     assert "argon2id" in key_text and secret not in key_text
@@ -396,6 +406,46 @@ def test_reply_stays_in_the_thread(officers: dict[str, Path]) -> None:
                for e in status["events"])
     human = ok(client(b, "reply", original, "--text", "lần hai", "--priority", "flash"))
     assert "accepted" in human and original in human
+
+
+def test_a_newcomer_is_admitted_with_its_safety_code_and_reads_the_history(
+        gw: Gateway, officers: dict[str, Path]) -> None:
+    a = officers["a"]
+    first = gw.enroll("case-team first", "case-team")  # its first member: the operator's
+    sending = client(a, "send", "hotline", "case-team", "--text", "before the newcomer")
+    assert "sealing for the 1 member(s) of case-team@vn-mps" in sending.stderr
+    assert "(admitted by the operator)" in sending.stderr
+    earlier = json.loads(ok(client(a, "send", "hotline", "case-team", "--json",
+                                   "--text", "also before")))["id"]
+
+    newcomer = gw.directory.parent / "officers" / "case-team newcomer"
+    enrolled = ok(client(newcomer, "enroll", gw.url, "--insecure-dev-keys",
+                         stdin=code_line(gw.invite("case-team"))))
+    assert "waiting to join case-team@vn-mps" in enrolled
+    officer = json.loads((newcomer / "profile.json").read_text())["officer_id"]
+    code = json.loads(ok(client(newcomer, "safety-code", "case-team", "--json")))[
+        "safety_codes"]["case-team@vn-mps"]
+    assert code in enrolled  # the code the newcomer reads out
+
+    listed = client_json(first, "members", "case-team")
+    assert [(p["officer"], p["safety_code"]) for p in listed["pending"]] == [(officer, code)]
+    shown = ok(client(first, "inbox", "case-team"))
+    assert f"{officer} WAITS TO JOIN" in shown and "MEMBERSHIP OF case-team@vn-mps" in shown
+    assert "MEMBERSHIP" not in ok(client(first, "inbox", "case-team"))  # told once
+
+    wrong = client(first, "admit", "case-team", officer, stdin=b"1111 2222 3333 4444 5555\n")
+    assert "safety_code_mismatch" in one_line_error(wrong)
+    typed = client(first, "admit", "case-team", officer, stdin=code.encode("ascii") + b"\n")
+    assert code in typed.stdout  # the admitting officer's screen shows it too
+    assert "shared the keys of 2 earlier message(s)" in ok(typed)
+
+    opened = ok(client(newcomer, "read", earlier))
+    assert "also before" in opened
+    assert "its key shared with you by" in opened
+    after = client(a, "send", "hotline", "case-team", "--text", "after")
+    assert "sealing for the 2 member(s)" in after.stderr
+    admitter = json.loads((first / "profile.json").read_text())["officer_id"]
+    assert f"{officer} (admitted by {admitter})" in after.stderr
 
 
 def test_case_notification_with_every_field_and_attachments(

@@ -611,8 +611,10 @@ def cmd_admit(args: argparse.Namespace) -> int:
 
 
 def ask(prompt: str) -> str:
-    """One line typed by the officer (standard input), the prompt on standard error."""
-    print(prompt, end="", file=sys.stderr, flush=True)
+    """One line typed by the officer (standard input; the prompt on standard error when
+    it is a terminal)."""
+    if sys.stdin.isatty():
+        print(prompt, end="", file=sys.stderr, flush=True)
     line = sys.stdin.readline(256)
     if not line.strip():
         raise ClientError("nothing typed", code="no_input")
