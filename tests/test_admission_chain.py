@@ -192,7 +192,7 @@ def test_a_malformed_admission_is_refused() -> None:
 
 def test_the_protocol_documents_vector_is_what_the_code_makes() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text("utf-8")
-    block = doc[doc.index("### 7.6 Admission to a desk"):doc.index("## 8. The client channel")]
+    block = doc[doc.index("### 7.6 Admission to a desk"):doc.index("### 7.7 History shares")]
     values = dict(re.findall(r"^(desk|officer|sign_key|enc_key|at|safety code)\s+(\S.*)$",
                              block, re.M))
     signatures = re.findall(r"^signature\s+(\S+)$", block, re.M)

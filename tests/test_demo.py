@@ -85,6 +85,14 @@ def test_demo_once_plays_the_whole_scenario_and_leaks_no_plaintext(tmp_path: Pat
         r"la-mps\s+started",
         r"vn-mps\s+drained\s+queue for la-mps empty",
         r"la-mps\s+delivered .* once each",
+        r"== d\) A new member joins anti-trafficking@kh-cnp",
+        r"kh-cnp\s+enrolled\s+second anti-trafficking officer .* waits to be admitted",
+        r"kh-cnp\s+pending\s+second anti-trafficking officer waits to join .* safety code "
+        r"(\d{4} ){4}\d{4}",
+        r"kh-cnp\s+admitted\s+anti-trafficking officer's screen shows (\d{4} ){4}\d{4}, the same",
+        r"kh-cnp\s+shared\s+.* keys of 1 earlier message",
+        r"kh-cnp\s+opened\s+second anti-trafficking officer verified and decrypted the flash "
+        r"hotline [0-9a-f]{8}, sent before it joined",
         r"== Metrics",
         r"== Ledgers",
         r"== Where to look",

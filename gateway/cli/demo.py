@@ -13,7 +13,9 @@ a) a flash hotline from Viet Nam's border-liaison desk to Cambodia's anti-traffi
    a breach and escalate it to a supervisor desk;
 b) a case notification with an MLA request from Viet Nam's central authority to Laos's;
 c) an outage: la-mps stops, messages for it queue at vn-mps (shown from vn-mps's admin
-   socket, as ``gateway partners`` shows it), la-mps comes back and the queue drains.
+   socket, as ``gateway partners`` shows it), la-mps comes back and the queue drains;
+d) a second officer joins Cambodia's anti-trafficking desk: admitted by the first after
+   both compare the safety code, it opens the earlier flash with the key the first shared.
 
 Then it scrapes every gateway's ``/metrics``, verifies every ledger in full against its
 signed checkpoints, and says where to look. Message texts, case references and names
@@ -450,12 +452,13 @@ class Officer:
 
 
 #: (gateway, label, desk) of every demo officer.
+#: Joins after the flash hotline: admitted by the first, who shares the desk's history.
+NEWCOMER = ("kh-cnp", "second anti-trafficking officer", "anti-trafficking")
 OFFICERS = (
     ("vn-mps", "border-liaison officer", "border-liaison"),
     ("vn-mps", "central-authority officer", "central-authority"),
     ("vn-mps", "duty supervisor", SUPERVISOR),
     ("kh-cnp", "anti-trafficking officer", "anti-trafficking"),
-    ("kh-cnp", "second anti-trafficking officer", "anti-trafficking"),  # admitted by the first
     ("kh-cnp", "duty supervisor", SUPERVISOR),
     ("la-mps", "central-authority officer", "central-authority"),
     ("la-mps", "anti-trafficking officer", "anti-trafficking"),
@@ -476,21 +479,7 @@ class Demo:
 
     async def enroll_all(self) -> None:
         for gateway, label, desk in OFFICERS:
-            node = self.nodes[gateway]
-            creds, answer = await enroll(self.http, node.url, node.codes.pop(label),
-                                         OfficerSigningKey.generate(),
-                                         OfficerEncryptionKey.generate(),
-                                         fingerprint=node.key.fingerprint)
-            client = GatewayClient(self.http, creds)
-            await client.sign_in()
-            officer = Officer(label, node, f"{desk}@{gateway}", client)
-            self.officers[(gateway, label)] = officer
-            first = ("" if answer["pending"]
-                     else "; the desk's first member, admitted by the operator")
-            self.t.say(gateway, "enrolled", f"{label} of {officer.desk} (officer "
-                       f"{creds.officer_id}; gateway key checked against its fingerprint{first})")
-            if officer.desk in answer["pending"]:
-                await self.admit(officer)
+            await self.enroll(gateway, label, desk)
         connected = []
         for officer in self.officers.values():
             ready = asyncio.Event()
@@ -499,7 +488,41 @@ class Demo:
         await until(lambda: all(e.is_set() for e in connected),
                     "every officer's live stream to connect")
 
-    async def admit(self, newcomer: Officer) -> None:
+    async def enroll(self, gateway: str, label: str, desk: str) -> Officer:
+        node = self.nodes[gateway]
+        creds, answer = await enroll(self.http, node.url, node.codes.pop(label),
+                                     OfficerSigningKey.generate(),
+                                     OfficerEncryptionKey.generate(),
+                                     fingerprint=node.key.fingerprint)
+        client = GatewayClient(self.http, creds)
+        await client.sign_in()
+        officer = Officer(label, node, f"{desk}@{gateway}", client)
+        self.officers[(gateway, label)] = officer
+        how = ("; waits to be admitted by a member" if answer["pending"]
+               else "; the desk's first member, admitted by the operator")
+        self.t.say(gateway, "enrolled", f"{label} of {officer.desk} (officer "
+                   f"{creds.officer_id}; gateway key checked against its fingerprint{how})")
+        return officer
+
+    async def new_member(self, flash_id: str) -> None:
+        """A second officer joins the desk that received the flash hotline: admitted with
+        the safety code, it opens the earlier flash with the key the first one shares."""
+        gateway, label, desk = NEWCOMER
+        self.t.heading(f"d) A new member joins {desk}@{gateway} and reads the desk's "
+                       "earlier messages")
+        newcomer = await self.enroll(gateway, label, desk)
+        member = await self.admit(newcomer)
+        shared = await member.client.share_history(newcomer.desk,
+                                                   newcomer.client.creds.officer_id)
+        self.t.say(gateway, "shared", f"the {member.label}'s client re-wrapped the keys of "
+                   f"{shared} earlier message(s) of the last 180 days for the {label}, each "
+                   f"signed; {gateway} stores wraps it cannot open")
+        opened = await newcomer.client.open(flash_id)
+        self.t.say(gateway, "opened", f"{label} verified and decrypted the flash hotline "
+                   f"{short(flash_id)}, sent before it joined ({len(opened.payload['text'])} "
+                   f"characters; key shared by {opened.shared_by})")
+
+    async def admit(self, newcomer: Officer) -> Officer:
         """An earlier member of the desk admits ``newcomer`` once both screens show the
         same safety code (in service, read out over the phone)."""
         member = next(o for o in self.officers.values()
@@ -513,6 +536,7 @@ class Demo:
         self.t.say(newcomer.node.id, "admitted", f"{member.label}'s screen shows {shown}, the "
                    f"same: {member.label} signs the admission of {newcomer.label}; messages "
                    "to the desk are sealed for both from now on")
+        return member
 
     async def close(self) -> None:
         for task in self.watchers:
@@ -915,7 +939,7 @@ async def step(name: str, work: Awaitable[Any]) -> Any:
 
 
 async def scenario(nodes: list[Node], http: aiohttp.ClientSession, t: Timeline) -> str:
-    """Start the gateways, enroll the officers and play a), b) and c); the flash alert's
+    """Start the gateways, enroll the officers and play a) to d); the flash alert's
     id."""
     await step("starting the gateways", asyncio.gather(*(start_gateway(n) for n in nodes)))
     for node in nodes:
@@ -935,6 +959,7 @@ async def scenario(nodes: list[Node], http: aiohttp.ClientSession, t: Timeline) 
         flash_id: str = await step("a) flash hotline", demo.flash_hotline())
         await step("b) MLA request", demo.mla_request())
         await step("c) partner outage", demo.outage())
+        await step("d) new member", demo.new_member(flash_id))
     finally:
         await demo.close()
     return flash_id
@@ -995,7 +1020,8 @@ async def _main(directory: Path | None, *, once: bool, free_ports: bool) -> int:
         introduce(t, nodes, root, reused)
         t.heading("Setting up")
         for node in nodes:
-            mine = [(label, desk) for gw, label, desk in OFFICERS if gw == node.id]
+            mine = [(label, desk) for gw, label, desk in (*OFFICERS, NEWCOMER)
+                    if gw == node.id]
             revoked = await _setup_desks(node, mine, revoke_earlier=True)
             extra = (f"; {revoked} officer(s) of the earlier run revoked (their keys are gone)"
                      if revoked else "")
