@@ -5,6 +5,7 @@ Real Ed25519 signatures over the real admission text; only the officers are made
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import sqlite3
@@ -15,6 +16,7 @@ import pytest
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.errors import ConflictError, MalformedError
 from gateway.officers.admission import operator_admission
+from gateway.officers.membership import MembershipNotices
 from gateway.protocol.admission import (
     OPERATOR,
     Admission,
@@ -26,7 +28,7 @@ from gateway.protocol.admission import (
     safety_codes_equal,
 )
 from gateway.protocol.officers import code_hash
-from gateway.store import AdmissionRow, OfficerRow
+from gateway.store import AdmissionRow, Notification, OfficerRow
 from gateway.store.sqlite import SqliteStore
 
 T0 = 1_767_225_600_000
@@ -250,3 +252,25 @@ async def test_the_store_keeps_one_admission_and_the_operator_needs_an_empty_des
         for sql in ("DELETE FROM admissions", "UPDATE admissions SET admitted_by = 'x'"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(sql)
+
+
+async def test_overlapping_reloads_publish_each_notice_once(tmp_path: Path) -> None:
+    """A request's reload and the watcher's can overlap: each notice reaches streams once."""
+    store = await SqliteStore.open(tmp_path / "gateway.sqlite3")
+    try:
+        published: list[Notification] = []
+        notices = MembershipNotices(store, "vn-mps", published.append)
+        await notices.catch_up()  # notes where the store stands
+        await store.add_desk("border-liaison", None, T0)
+        digest = code_hash("FPG-AAAA-AAAA-AAAA-AAAA-AAAA")
+        await store.add_enrollment_code(digest, ["border-liaison"], T0, T0 + DAY)
+        sign, enc = OfficerSigningKey.generate().public, OfficerEncryptionKey.generate().public
+        await store.redeem_enrollment_code(
+            digest, T0, lambda desks: OfficerRow("off-1", sign.raw, sign.key_id, enc.raw,
+                                                 enc.key_id, b"b", T0, T0 + DAY, None, desks),
+            lambda row, desk: operator_admission(GW, "vn-mps", row, desk, T0))
+        await asyncio.gather(*(notices.catch_up() for _ in range(5)))
+        assert [(n.desk, n.kind, n.data["kind"], n.data["officer"]) for n in published] == [
+            ("border-liaison@vn-mps", "membership", "joined", "off-1")]
+    finally:
+        await store.close()

@@ -9,6 +9,7 @@ yet as ``membership`` stream events; ``GET /v1/desks/{desk}/notices`` reads them
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from gateway.store import NoticeStore, Notification
@@ -24,15 +25,17 @@ class MembershipNotices:
         self.gateway = gateway
         self.publish = publish
         self.last: int | None = None  # the last notice published (None: not started)
+        self._lock = asyncio.Lock()  # reloads from a request and from the watcher overlap
 
     async def catch_up(self) -> None:
         """Publish the notices written since the last call (the first call only notes
         where the store stands: streams opened later read older ones from the API)."""
-        if self.last is None:
-            self.last = await self.store.last_desk_notice()
-            return
-        while notices := await self.store.desk_notices(None, self.last, PAGE):
-            for notice in notices:
-                data = notice.to_json(self.gateway)
-                self.publish(Notification(data.pop("desk"), MEMBERSHIP, data))
-                self.last = notice.seq
+        async with self._lock:
+            if self.last is None:
+                self.last = await self.store.last_desk_notice()
+                return
+            while notices := await self.store.desk_notices(None, self.last, PAGE):
+                for notice in notices:
+                    data = notice.to_json(self.gateway)
+                    self.publish(Notification(data.pop("desk"), MEMBERSHIP, data))
+                    self.last = notice.seq
