@@ -17,17 +17,18 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, STORE
-from gateway.client.api import GatewayClient, enroll
+from gateway.cli.process import ServerProcess
+from gateway.client.api import Credentials, GatewayClient, enroll
 from gateway.client.roster import Roster
 from gateway.clock import Clock
 from gateway.config import parse_config
@@ -99,6 +100,44 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
 
 def gateway(*args: str, **kw) -> subprocess.CompletedProcess[str]:
     return run("gateway", *args, **kw)
+
+
+class Running(NamedTuple):
+    """A ``gateway run`` process of a gateway made by ``gateway init``."""
+
+    url: str
+    cfg: Path  # its gateway.toml
+    fingerprint: str  # of its signing key, as ``gateway keys show`` prints it
+
+
+@contextlib.contextmanager
+def running_gateway(directory: Path, desks: Sequence[str], config: str = "") -> Iterator[Running]:
+    """Init gateway vn-mps (development keys) in ``directory``, append ``config`` to its
+    configuration, add ``desks`` and run it as its own process until the block ends; it
+    must stop cleanly."""
+    assert gateway("init", str(directory), "--id", "vn-mps", "--port", "0",
+                   "--insecure-dev-keys").returncode == 0
+    cfg = directory / "gateway.toml"
+    if config:
+        with open(cfg, "a") as fh:
+            fh.write("\n" + config)
+    for desk in desks:
+        assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
+    with ServerProcess.gateway(cfg) as server:
+        fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
+            "fingerprint: ")[1].strip()
+        yield Running(server.url, cfg, fingerprint)
+    assert server.returncode == 0
+
+
+async def enroll_invited(http: aiohttp.ClientSession, running: Running,
+                         desk: str) -> tuple[Credentials, dict[str, Any]]:
+    """An officer enrolled on ``desk`` with a code from ``gateway officers invite`` (its
+    own process, as in service), and the gateway's answer; admitted by nobody here."""
+    invite = gateway("officers", "invite", "--desk", desk, "--config", str(running.cfg))
+    assert invite.returncode == 0, invite.stderr
+    return await enroll(http, running.url, invite.stdout.strip(), OfficerSigningKey.generate(),
+                        OfficerEncryptionKey.generate(), fingerprint=running.fingerprint)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -19,52 +19,38 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.cli.process import ServerProcess
-from gateway.client.api import ApiError, GatewayClient, enroll
+from gateway.client.api import ApiError, GatewayClient
 from gateway.client.roster import Roster
 from gateway.crypto.envelope import peek_header
 from gateway.crypto.keyfile import load_bundle
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
     GatewaySigningKey,
-    OfficerEncryptionKey,
     OfficerSigningKey,
 )
 from gateway.errors import ClientError, CryptoError
 from gateway.protocol.admission import OPERATOR, admission_text
-from tests.helpers import gateway
+from tests.helpers import Running, enroll_invited, gateway, running_gateway
 
 ROSTER = Roster()
 BL = "border-liaison@vn-mps"
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
-    d = tmp_path_factory.mktemp("admission") / "gw"
-    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
-                   "--insecure-dev-keys").returncode == 0
-    cfg = d / "gateway.toml"
-    for desk in ("trafficking", "border-liaison", "victim-support"):
-        assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
-    with ServerProcess.gateway(cfg) as server:
-        fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
-            "fingerprint: ")[1].strip()
-        yield server.url, cfg, fingerprint
-    assert server.returncode == 0
+def running(tmp_path_factory) -> Iterator[Running]:
+    directory = tmp_path_factory.mktemp("admission") / "gw"
+    with running_gateway(directory, ("trafficking", "border-liaison", "victim-support")) as gw:
+        yield gw
 
 
-async def enrolled(http: aiohttp.ClientSession, running: tuple[str, Path, str], desk: str
+async def enrolled(http: aiohttp.ClientSession, running: Running, desk: str
                    ) -> tuple[GatewayClient, dict[str, Any]]:
     """An officer enrolled with an operator's code; not admitted anywhere by the test."""
-    url, cfg, fingerprint = running
-    invite = gateway("officers", "invite", "--desk", desk, "--config", str(cfg))
-    assert invite.returncode == 0, invite.stderr
-    creds, answer = await enroll(http, url, invite.stdout.strip(), OfficerSigningKey.generate(),
-                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    creds, answer = await enroll_invited(http, running, desk)
     return GatewayClient(http, creds), answer
 
 
-async def member(http: aiohttp.ClientSession, running: tuple[str, Path, str],
+async def member(http: aiohttp.ClientSession, running: Running,
                  desk: str) -> GatewayClient:
     client, answer = await enrolled(http, running, desk)
     await ROSTER.join(http, client.creds, answer)

@@ -17,8 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.appkeys import CLOCK, STORE
-from gateway.cli.process import ServerProcess
-from gateway.client.api import GatewayClient, enroll
+from gateway.client.api import GatewayClient
 from gateway.client.cli import signer_ended
 from gateway.client.roster import Roster
 from gateway.crypto.keys import (
@@ -37,7 +36,17 @@ from gateway.protocol.officers import (
     open_directory_history,
 )
 from gateway.store import DeskRow, OfficerRow
-from tests.helpers import gateway, make, pin, started, stop_all, until
+from tests.helpers import (
+    Running,
+    enroll_invited,
+    gateway,
+    make,
+    pin,
+    running_gateway,
+    started,
+    stop_all,
+    until,
+)
 
 T0 = 1_767_225_600_000
 DAY = 86_400_000
@@ -122,28 +131,14 @@ def test_a_former_entry_whose_key_id_is_not_its_keys_is_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
-    d = tmp_path_factory.mktemp("former") / "gw"
-    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
-                   "--insecure-dev-keys").returncode == 0
-    cfg = d / "gateway.toml"
-    for desk in ("trafficking", "border-liaison"):
-        assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
-    with ServerProcess.gateway(cfg) as server:
-        fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
-            "fingerprint: ")[1].strip()
-        yield server.url, cfg, fingerprint
-    assert server.returncode == 0
+def running(tmp_path_factory) -> Iterator[Running]:
+    directory = tmp_path_factory.mktemp("former") / "gw"
+    with running_gateway(directory, ("trafficking", "border-liaison")) as gw:
+        yield gw
 
 
-async def officer(http: aiohttp.ClientSession, running: tuple[str, Path, str],
-                  desk: str) -> GatewayClient:
-    url, cfg, fingerprint = running
-    invite = gateway("officers", "invite", "--desk", desk, "--config", str(cfg))
-    assert invite.returncode == 0, invite.stderr
-    creds, answer = await enroll(http, url, invite.stdout.strip(),
-                                 OfficerSigningKey.generate(),
-                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+async def officer(http: aiohttp.ClientSession, running: Running, desk: str) -> GatewayClient:
+    creds, answer = await enroll_invited(http, running, desk)
     await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 

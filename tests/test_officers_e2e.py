@@ -19,14 +19,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.cli.process import ServerProcess
-from gateway.client.api import ApiError, GatewayClient, enroll
+from gateway.client.api import ApiError, GatewayClient
 from gateway.client.roster import Roster
-from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger.ledger import open_checkpoint
 from gateway.ledger.merkle import leaf_hash, verify_inclusion
-from tests.helpers import gateway
+from tests.helpers import Running, enroll_invited, gateway, running_gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"
 
@@ -34,29 +32,16 @@ MEMBERS = Roster()  # the module's gateway: who admits whom
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
-    d = tmp_path_factory.mktemp("e2e") / "gw"
-    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
-                   "--insecure-dev-keys").returncode == 0
-    cfg = d / "gateway.toml"
-    with open(cfg, "a") as fh:
-        fh.write('\n[ledger]\ncheckpoint_interval = 0.5\n')
-    for desk in ("trafficking", "border-liaison", "victim-support"):
-        assert gateway("desks", "add", desk, "--config", str(cfg)).returncode == 0
-    with ServerProcess.gateway(cfg) as server:
-        fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
-            "fingerprint: ")[1].strip()
-        yield server.url, cfg, fingerprint
-    assert server.returncode == 0
+def running(tmp_path_factory) -> Iterator[Running]:
+    directory = tmp_path_factory.mktemp("e2e") / "gw"
+    with running_gateway(directory, ("trafficking", "border-liaison", "victim-support"),
+                         "[ledger]\ncheckpoint_interval = 0.5\n") as gw:
+        yield gw
 
 
 async def officer(http: aiohttp.ClientSession, url: str, cfg: Path, fingerprint: str,
                   desk: str) -> GatewayClient:
-    invite = gateway("officers", "invite", "--desk", desk, "--config", str(cfg))
-    assert invite.returncode == 0, invite.stderr
-    creds, answer = await enroll(http, url, invite.stdout.strip(),
-                                 OfficerSigningKey.generate(),
-                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+    creds, answer = await enroll_invited(http, Running(url, cfg, fingerprint), desk)
     await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 

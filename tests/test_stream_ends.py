@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.cli.process import ServerProcess
-from gateway.client.api import GatewayClient, enroll
+from gateway.client.api import GatewayClient
 from gateway.client.cli import watch
 from gateway.client.roster import Roster
-from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.errors import ClientError
-from tests.helpers import gateway
+from tests.helpers import Running, enroll_invited, gateway, running_gateway
 
 SESSION_MINUTES = 0.1  # 6 s, the shortest the configuration allows
 
@@ -30,28 +27,14 @@ MEMBERS = Roster()  # the module's gateway: who admits whom
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
-    d = tmp_path_factory.mktemp("streams") / "gw"
-    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
-                   "--insecure-dev-keys").returncode == 0
-    cfg = d / "gateway.toml"
-    with open(cfg, "a") as fh:
-        fh.write(f"\n[officers]\nsession_minutes = {SESSION_MINUTES}\n")
-    assert gateway("desks", "add", "border-liaison", "--config", str(cfg)).returncode == 0
-    with ServerProcess.gateway(cfg) as server:
-        fingerprint = gateway("keys", "show", "--config", str(cfg)).stdout.split(
-            "fingerprint: ")[1].strip()
-        yield server.url, cfg, fingerprint
-    assert server.returncode == 0
+def running(tmp_path_factory) -> Iterator[Running]:
+    with running_gateway(tmp_path_factory.mktemp("streams") / "gw", ["border-liaison"],
+                         f"[officers]\nsession_minutes = {SESSION_MINUTES}\n") as gw:
+        yield gw
 
 
-async def officer(http: aiohttp.ClientSession, running: tuple[str, Path, str]) -> GatewayClient:
-    url, cfg, fingerprint = running
-    invite = gateway("officers", "invite", "--desk", "border-liaison", "--config", str(cfg))
-    assert invite.returncode == 0, invite.stderr
-    creds, answer = await enroll(http, url, invite.stdout.strip(),
-                                 OfficerSigningKey.generate(),
-                                 OfficerEncryptionKey.generate(), fingerprint=fingerprint)
+async def officer(http: aiohttp.ClientSession, running: Running) -> GatewayClient:
+    creds, answer = await enroll_invited(http, running, "border-liaison")
     await MEMBERS.join(http, creds, answer)
     return GatewayClient(http, creds)
 
@@ -76,7 +59,7 @@ class Stream:
         return self
 
 
-def revoke(running: tuple[str, Path, str], client: GatewayClient) -> float:
+def revoke(running: Running, client: GatewayClient) -> float:
     result = gateway("officers", "revoke", client.creds.officer_id, "--config",
                      str(running[1]))
     assert result.returncode == 0, result.stderr

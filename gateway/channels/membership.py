@@ -15,7 +15,7 @@ from gateway.channels.client import _field, _int_query, read_json, signed_in
 from gateway.errors import ERRORS, ForbiddenError, NotFoundError
 from gateway.officers import audit
 from gateway.officers.admission import admit, may_see, pending
-from gateway.officers.directory import Directory
+from gateway.officers.directory import Directory, Officer
 from gateway.officers.history import keep_shares
 
 
@@ -29,9 +29,7 @@ def add_routes(app: web.Application) -> None:
 
 async def post_shares(request: web.Request) -> web.Response:
     """A member's history shares for an officer who joined the desk after the messages."""
-    officer = await signed_in(request)
-    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
-    _known(directory, desk)
+    officer, desk, directory = await _desk(request)
     doc = await read_json(request)
     app = request.app
     added = await keep_shares(app[STORE], directory, officer, desk, _field(doc, "officer", str),
@@ -53,12 +51,8 @@ async def get_share(request: web.Request) -> web.Response:
 
 async def get_notices(request: web.Request) -> web.Response:
     """The desk's membership notices after cursor ``after``, oldest first."""
-    officer = await signed_in(request)
-    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
-    _known(directory, desk)
-    if not may_see(officer, directory, desk):
-        raise ForbiddenError(f"only members of {desk} or of its supervisor desk read its "
-                             "notices", code="not_a_member")
+    officer, desk, directory = await _desk(request)
+    _check_sees(officer, directory, desk)
     page = request.app[CONFIG].limits.inbox_page
     after = _int_query(request, "after", 0, 10**18 - 1)
     limit = _int_query(request, "limit", page, page) or page
@@ -72,12 +66,8 @@ async def get_notices(request: web.Request) -> web.Response:
 
 
 async def get_members(request: web.Request) -> web.Response:
-    officer = await signed_in(request)
-    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
-    _known(directory, desk)
-    if not may_see(officer, directory, desk):
-        raise ForbiddenError(f"only members of {desk} or of its supervisor desk see its "
-                             "members", code="not_a_member")
+    officer, desk, directory = await _desk(request)
+    _check_sees(officer, directory, desk)
     entry = directory.desks[desk]
     now = request.app[CLOCK].now_ms()
     return web.json_response({
@@ -98,9 +88,7 @@ async def get_members(request: web.Request) -> web.Response:
 
 
 async def post_admission(request: web.Request) -> web.Response:
-    officer = await signed_in(request)
-    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
-    _known(directory, desk)
+    officer, desk, directory = await _desk(request)
     app, claimed = request.app, None
     try:
         doc = await read_json(request)
@@ -118,6 +106,16 @@ async def post_admission(request: web.Request) -> web.Response:
                               "admitted_at": row.admitted_ms}, status=201)
 
 
-def _known(directory: Directory, desk: str) -> None:
+async def _desk(request: web.Request) -> tuple[Officer, str, Directory]:
+    """The signed-in officer, and the desk of the path, which must exist here."""
+    officer = await signed_in(request)
+    desk, directory = request.match_info["desk"], await request.app[DIRECTORY].get()
     if directory.desk(desk) is None:
         raise NotFoundError(f"no desk {desk[:100]!r} on this gateway", code="unknown_desk")
+    return officer, desk, directory
+
+
+def _check_sees(officer: Officer, directory: Directory, desk: str) -> None:
+    if not may_see(officer, directory, desk):
+        raise ForbiddenError(f"only members of {desk} or of its supervisor desk see its "
+                             "membership", code="not_a_member")

@@ -166,6 +166,10 @@ class GatewayClient:
 
     # --- plumbing ----------------------------------------------------------------------
 
+    def address(self, desk: str) -> str:
+        """A desk's address: a bare name is a desk of the home gateway."""
+        return desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+
     def _url(self, path: str) -> str:
         return self.creds.gateway_url + path
 
@@ -272,13 +276,13 @@ class GatewayClient:
 
     async def members(self, desk: str) -> dict[str, Any]:
         """The desk's members (who admitted each, when) and the officers waiting to join."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/members")
         return result
 
     async def pending_safety_code(self, desk: str, officer: str) -> tuple[dict[str, Any], str]:
         """A waiting officer as the gateway shows it, and the safety code of those keys."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         for waiting in (await self.members(desk))["pending"]:
             if waiting["officer"] == officer:
                 return waiting, safety_code(desk, officer, waiting["sign_key"],
@@ -288,7 +292,7 @@ class GatewayClient:
     async def admit(self, desk: str, officer: str, typed_code: str) -> dict[str, Any]:
         """Admit a waiting officer once the code it shows (``typed_code``) matches the one
         its keys give here; ClientError ``safety_code_mismatch`` otherwise."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         waiting, expected = await self.pending_safety_code(desk, officer)
         if not safety_codes_equal(typed_code, expected):
             raise ClientError("the safety code does not match: the keys the gateway shows are "
@@ -306,20 +310,20 @@ class GatewayClient:
 
     async def notices(self, desk: str, after: int = 0) -> dict[str, Any]:
         """The desk's membership notices after cursor ``after`` (who waits, joined, left)."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/notices?after={after}")
         return result
 
     async def recipients(self, to: str) -> list[tuple[str, str]]:
         """Who a message to desk ``to`` would be sealed for, each proven by its admission
         chain: (officer id, who admitted it)."""
-        to = to if "@" in to else f"{to}@{self.creds.gateway_id}"
+        to = self.address(to)
         desk = await self._desk(to)
         return [(m["officer"], str(m.get("admission", {}).get("by", "?"))) for m in desk.members]
 
     def my_safety_code(self, desk: str) -> str:
         """The code this officer's screen shows for joining ``desk``."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         return safety_code(desk, self.creds.officer_id, self.creds.signing.public.b64(),
                            self.creds.encryption.public.b64())
 
@@ -332,7 +336,7 @@ class GatewayClient:
                 raise ClientError(f"say which desk you send from: {', '.join(desks)}",
                                   code="choose_desk")
             return desks[0]
-        address = frm if "@" in frm else f"{frm}@{self.creds.gateway_id}"
+        address = self.address(frm)
         if address not in desks:
             raise ClientError(f"you are not an officer of {address}", code="not_a_member")
         return address
@@ -342,7 +346,7 @@ class GatewayClient:
                    thread: str | None = None, lifetime_ms: int = DEFAULT_LIFETIME_MS,
                    message_id: str | None = None) -> dict[str, Any]:
         """Seal ``doc`` for every current officer of desk ``to`` and send it."""
-        to = to if "@" in to else f"{to}@{self.creds.gateway_id}"
+        to = self.address(to)
         body = payload.encode(doc, kind)
         mid = message_id or new_message_id()
         now = self.clock.now_ms()
@@ -377,7 +381,7 @@ class GatewayClient:
     # --- reading -----------------------------------------------------------------------
 
     async def inbox(self, desk: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         query = f"?after={after}" + (f"&limit={limit}" if limit else "")
         result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/inbox{query}")
         return result
@@ -443,7 +447,7 @@ class GatewayClient:
         """Share with ``officer``, a member of ``desk`` (admitted after these messages), the
         content keys of the desk's messages delivered since ``since_ms`` (default: the last
         180 days) or, with ``threads``, those of these threads. How many were stored."""
-        desk = desk if "@" in desk else f"{desk}@{self.creds.gateway_id}"
+        desk = self.address(desk)
         entry = await self._desk(desk, refresh=True)  # every member proven, the newcomer too
         member = next((m for m in entry.members if m["officer"] == officer), None)
         if member is None:

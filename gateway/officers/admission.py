@@ -54,10 +54,7 @@ async def admit(store: AdmissionStore, directory: Directory, admitter: Officer, 
     if not may_see(admitter, directory, desk):
         raise ForbiddenError(f"only a member of {desk} or of its supervisor desk admits "
                              "officers to it", code="not_a_member")
-    officer = directory.officers.get(officer_id)
-    if officer is None or officer not in pending(directory, desk, now_ms):
-        raise NotFoundError(f"no officer {officer_id[:64]!r} is waiting to join {desk}",
-                            code="not_pending")
+    officer = _waiting(directory, officer_id, desk, now_ms)
     if not now_ms - skew_ms <= at_ms <= now_ms + skew_ms:
         raise ClientError("the admission's time is too far from the gateway's clock",
                           code="bad_time")
@@ -78,10 +75,7 @@ async def admit_by_operator(store: AdmissionStore, directory: Directory,
                             key: GatewaySigningKey, officer_id: str, desk: str,
                             now_ms: int) -> AdmissionRow:
     """The operator admits a pending officer to a desk that has no member."""
-    officer = directory.officers.get(officer_id)
-    if officer is None or officer not in pending(directory, desk, now_ms):
-        raise NotFoundError(f"no officer {officer_id[:64]!r} is waiting to join {desk}",
-                            code="not_pending")
+    officer = _waiting(directory, officer_id, desk, now_ms)
     if directory.desks[desk].members:
         raise ConflictError(f"desk {desk} has members: one of them admits new officers",
                             code="desk_has_members")
@@ -90,6 +84,14 @@ async def admit_by_operator(store: AdmissionStore, directory: Directory,
     row = AdmissionRow(desk.partition("@")[0], OPERATOR, now_ms, key.sign(text))
     await store.admit(officer.id, row, now_ms, operator=True)
     return row
+
+
+def _waiting(directory: Directory, officer_id: str, desk: str, now_ms: int) -> Officer:
+    officer = directory.officers.get(officer_id)
+    if officer is None or officer not in pending(directory, desk, now_ms):
+        raise NotFoundError(f"no officer {officer_id[:64]!r} is waiting to join {desk}",
+                            code="not_pending")
+    return officer
 
 
 def _b64(raw: bytes) -> str:
