@@ -26,7 +26,7 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/ledger/merkle.py)
+## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/protocol/merkle.py)
 lint: $(BIN)/.installed
 	$(BIN)/ruff check gateway tests bench docker
 	$(BIN)/mypy gateway

@@ -56,13 +56,14 @@ from gateway.federation.receiver import Receiver
 from gateway.federation.sender import Sender
 from gateway.federation.witness import Witness
 from gateway.httpbody import BODY_TIMEOUT
-from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint
+from gateway.ledger.ledger import CheckpointSchedule, Ledger
 from gateway.metrics import Metrics
 from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
 from gateway.officers.sessions import RateLimiter, Sessions
+from gateway.protocol.checkpoint import open_checkpoint
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
 from gateway.store.sqlite import SqliteStore
@@ -151,7 +152,9 @@ async def desk_directory(app: web.Application) -> AsyncIterator[None]:
     """This gateway's desks and officers, reloaded whenever the database says they changed."""
     directory = app[DIRECTORY] = DirectoryService(app[STORE], app[IDENTITY].gateway_id,
                                                   app[CLOCK])
-    notices = MembershipNotices(app[STORE], app[IDENTITY].gateway_id, app[HUB].publish)
+    identity = app[IDENTITY]
+    notices = MembershipNotices(app[STORE], identity.gateway_id, app[HUB].publish,
+                                lambda: identity.signing_key.key_id, app[LEDGER].make_checkpoint)
     directory.listeners.append(notices.catch_up)
     await directory.reload()
     async with background("directory", directory.watch):

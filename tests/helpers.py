@@ -39,7 +39,7 @@ from gateway.crypto.envelope import (
     seal_envelope,
     verify_envelope,
 )
-from gateway.crypto.keyfile import KeyBundle
+from gateway.crypto.keyfile import KeyBundle, load_bundle
 from gateway.crypto.keys import (
     ROLE_GATEWAY_SIGNING,
     GatewaySigningKey,
@@ -138,6 +138,20 @@ async def enroll_invited(http: aiohttp.ClientSession, running: Running,
     assert invite.returncode == 0, invite.stderr
     return await enroll(http, running.url, invite.stdout.strip(), OfficerSigningKey.generate(),
                         OfficerEncryptionKey.generate(), fingerprint=running.fingerprint)
+
+
+def tamper(cfg: Path, sql: str, *params: Any) -> None:
+    """Change the gateway's database behind its back, as a dishonest operator could."""
+    with sqlite3.connect(cfg.parent / "data" / "gateway.sqlite3") as db:
+        db.execute(sql, params)
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'directory_version'")
+
+
+def gateway_key(cfg: Path) -> GatewaySigningKey:
+    key = load_bundle(cfg.parent / "keys" / "gateway.key", None,
+                      allow_insecure=True).get(ROLE_GATEWAY_SIGNING)
+    assert isinstance(key, GatewaySigningKey)
+    return key
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

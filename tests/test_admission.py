@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,15 +21,19 @@ import pytest
 from gateway.client.api import ApiError, GatewayClient
 from gateway.client.roster import Roster
 from gateway.crypto.envelope import peek_header
-from gateway.crypto.keyfile import load_bundle
 from gateway.crypto.keys import (
-    ROLE_GATEWAY_SIGNING,
-    GatewaySigningKey,
     OfficerSigningKey,
 )
 from gateway.errors import ClientError, CryptoError
 from gateway.protocol.admission import OPERATOR, admission_text
-from tests.helpers import Running, enroll_invited, gateway, running_gateway
+from tests.helpers import (
+    Running,
+    enroll_invited,
+    gateway,
+    gateway_key,
+    running_gateway,
+    tamper,
+)
 
 ROSTER = Roster()
 BL = "border-liaison@vn-mps"
@@ -122,20 +125,6 @@ def test_the_operator_cannot_admit_onto_a_desk_that_has_members(running) -> None
                      str(running[1]))
     assert result.returncode != 0
     assert "has members: one of them admits" in result.stderr
-
-
-def tamper(cfg: Path, sql: str, *params: Any) -> None:
-    """Change the gateway's database behind its back, as a dishonest operator could."""
-    with sqlite3.connect(cfg.parent / "data" / "gateway.sqlite3") as db:
-        db.execute(sql, params)
-        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'directory_version'")
-
-
-def gateway_key(cfg: Path) -> GatewaySigningKey:
-    key = load_bundle(cfg.parent / "keys" / "gateway.key", None,
-                      allow_insecure=True).get(ROLE_GATEWAY_SIGNING)
-    assert isinstance(key, GatewaySigningKey)
-    return key
 
 
 @pytest.mark.parametrize("forgery", ["forged_member_signature", "operator_onto_a_staffed_desk"])

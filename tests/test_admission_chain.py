@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.errors import ConflictError, MalformedError
 from gateway.officers.admission import operator_admission
+from gateway.officers.directory import build_directory
 from gateway.officers.membership import MembershipNotices
 from gateway.protocol.admission import (
     OPERATOR,
@@ -28,12 +32,14 @@ from gateway.protocol.admission import (
     safety_codes_equal,
 )
 from gateway.protocol.officers import code_hash
+from gateway.protocol.rotation import ChainKey
 from gateway.store import AdmissionRow, Notification, OfficerRow
 from gateway.store.sqlite import SqliteStore
 
 T0 = 1_767_225_600_000
 DAY = 86_400_000
 GW = GatewaySigningKey(b"\x31" * 32)
+GW_KEYS = (ChainKey(GW.public, None, None),)
 DESK, BOSS = "border-liaison@vn-mps", "supervisors@vn-mps"
 SUPERVISORS = {DESK: BOSS, BOSS: None}
 
@@ -63,7 +69,7 @@ class People:
                                         member.not_after, member.ended, admissions)
 
     def check(self, *listed: str) -> None:
-        check_members(DESK, list(listed), self.officers, SUPERVISORS, GW.public)
+        check_members(DESK, list(listed), self.officers, SUPERVISORS, GW_KEYS)
 
 
 def refused(people: People, *listed: str, says: str) -> None:
@@ -158,8 +164,22 @@ def test_an_operator_admission_must_carry_the_gateways_signature(people: People)
     other.officers["second"] = Member(m.officer, m.sign_key, m.enc_key_b64, m.not_after,
                                       m.ended, {DESK: Admission(OPERATOR, T0 - 1,
                                                                 fake.sign(text))})
-    with pytest.raises(UnprovenMemberError, match="not signed by operator"):
-        check_members(DESK, ["second"], other.officers, SUPERVISORS, GW.public)
+    with pytest.raises(UnprovenMemberError, match="not signed by the operator"):
+        check_members(DESK, ["second"], other.officers, SUPERVISORS, GW_KEYS)
+
+
+def test_an_operator_admission_is_checked_with_the_key_in_use_when_it_was_made(
+        people: People) -> None:
+    """The gateway rotated its key at T0: what its old key signed before stays proven; the
+    old key can no longer admit anyone, and the new key could not before."""
+    new = GatewaySigningKey(b"\x32" * 32)
+    history = (ChainKey(GW.public, None, T0), ChainKey(new.public, T0, None))
+    people.admit("second", DESK, OPERATOR, T0 - 1, signer=GW)
+    check_members(DESK, ["second"], people.officers, SUPERVISORS, history)
+    for at, signer in ((T0, GW), (T0 - 1, new)):
+        people.admit("second", DESK, OPERATOR, at, signer=signer)
+        with pytest.raises(UnprovenMemberError, match="not signed by the operator"):
+            check_members(DESK, ["second"], people.officers, SUPERVISORS, history)
 
 
 def test_a_listed_member_without_admission_or_unknown_is_refused(people: People) -> None:
@@ -254,13 +274,24 @@ async def test_the_store_keeps_one_admission_and_the_operator_needs_an_empty_des
                 db.execute(sql)
 
 
-async def test_overlapping_reloads_publish_each_notice_once(tmp_path: Path) -> None:
-    """A request's reload and the watcher's can overlap: each notice reaches streams once."""
-    store = await SqliteStore.open(tmp_path / "gateway.sqlite3")
+async def test_joins_and_departures_are_ledgered_once_and_published_once(
+        tmp_path: Path) -> None:
+    """A request's reload and the watcher's can overlap; a gateway can stop between a
+    change and its entry: each join and departure is one ledger entry, each notice one
+    stream event."""
+    path = tmp_path / "gateway.sqlite3"
+    store = await SqliteStore.open(path)
+    published: list[Notification] = []
+    checkpoints: list[int] = []  # the ledger's size at each checkpoint asked for
+
+    async def checkpoint() -> None:
+        checkpoints.append(store.ledger_size())
+
     try:
-        published: list[Notification] = []
-        notices = MembershipNotices(store, "vn-mps", published.append)
-        await notices.catch_up()  # notes where the store stands
+        notices = MembershipNotices(store, "vn-mps", published.append, lambda: "gw-key-id",
+                                    checkpoint)
+        before = await directory_of(store)
+        await notices.catch_up(before)  # notes where the store stands
         await store.add_desk("border-liaison", None, T0)
         digest = code_hash("FPG-AAAA-AAAA-AAAA-AAAA-AAAA")
         await store.add_enrollment_code(digest, ["border-liaison"], T0, T0 + DAY)
@@ -269,8 +300,66 @@ async def test_overlapping_reloads_publish_each_notice_once(tmp_path: Path) -> N
             digest, T0, lambda desks: OfficerRow("off-1", sign.raw, sign.key_id, enc.raw,
                                                  enc.key_id, b"b", T0, T0 + DAY, None, desks),
             lambda row, desk: operator_admission(GW, "vn-mps", row, desk, T0))
-        await asyncio.gather(*(notices.catch_up() for _ in range(5)))
+        await notices.catch_up(before)  # a reload that began before the join: left for later
+        assert store.ledger_size() == 0 and checkpoints == []
+        directory = await directory_of(store)
+        await asyncio.gather(*(notices.catch_up(directory) for _ in range(5)))
+        assert checkpoints == [1]
         assert [(n.desk, n.kind, n.data["kind"], n.data["officer"]) for n in published] == [
             ("border-liaison@vn-mps", "membership", "joined", "off-1")]
+        await store.revoke_officer("off-1", T0 + 5)  # the gateway stops before it ledgers
+    finally:
+        await store.close()
+    store = await SqliteStore.open(path)
+    try:
+        again = MembershipNotices(store, "vn-mps", published.append, lambda: "gw-key-id",
+                                  checkpoint)
+        await again.catch_up(await directory_of(store))  # at the next start
+        await again.catch_up(await directory_of(store))
+        entries = [json.loads(row.entry) async for row in store.ledger_rows()]
+        assert checkpoints == [1, 2]
+    finally:
+        await store.close()
+    text = admission_text("border-liaison@vn-mps", "off-1", sign.b64(), enc.b64(), OPERATOR, T0)
+    assert entries == [
+        {"actor": "gw-key-id", "digest": hashlib.sha256(text).hexdigest(), "msg": "off-1",
+         "recipient": "border-liaison@vn-mps", "ref": OPERATOR, "seq": 0, "t": T0,
+         "type": "admitted", "v": 1},
+        {"msg": "off-1", "reason": "revoked", "recipient": "border-liaison@vn-mps", "seq": 1,
+         "t": T0 + 5, "type": "departed", "v": 1}]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT kind, ledger_seq FROM desk_notices ORDER BY seq").fetchall() == [
+            ("joined", 0), ("left", 1)]
+
+
+async def directory_of(store: SqliteStore) -> Any:
+    return build_directory("vn-mps", await store.desks(), await store.officers(), T0 + 1)
+
+
+async def test_a_join_the_reload_does_not_know_yet_holds_back_later_entries(
+        tmp_path: Path) -> None:
+    """Entries keep the order of the changes: a departure is never ledgered before the
+    join it ends, even when a reload's directory predates that join."""
+    store = await SqliteStore.open(tmp_path / "gateway.sqlite3")
+    try:
+        async def checkpoint() -> None:
+            pass
+        notices = MembershipNotices(store, "vn-mps", lambda _: None, lambda: "gw-key-id",
+                                    checkpoint)
+        await store.add_desk("border-liaison", None, T0)
+        before = await directory_of(store)
+        digest = code_hash("FPG-BBBB-BBBB-BBBB-BBBB-BBBB")
+        await store.add_enrollment_code(digest, ["border-liaison"], T0, T0 + DAY)
+        sign, enc = OfficerSigningKey.generate().public, OfficerEncryptionKey.generate().public
+        await store.redeem_enrollment_code(
+            digest, T0, lambda desks: OfficerRow("off-2", sign.raw, sign.key_id, enc.raw,
+                                                 enc.key_id, b"b", T0, T0 + DAY, None, desks),
+            lambda row, desk: operator_admission(GW, "vn-mps", row, desk, T0))
+        await store.revoke_officer("off-2", T0 + 5)
+        await notices.catch_up(before)
+        assert store.ledger_size() == 0
+        await notices.catch_up(await directory_of(store))
+        types = [json.loads(row.entry)["type"] async for row in store.ledger_rows()]
+        assert types == ["admitted", "departed"]
     finally:
         await store.close()

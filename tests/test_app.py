@@ -20,9 +20,9 @@ from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.errors import ConfigError
 from gateway.ledger.events import READ, LedgerEvent
-from gateway.ledger.ledger import open_checkpoint
-from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.protocol.checkpoint import open_checkpoint
 from gateway.protocol.descriptor import verify_descriptor
+from gateway.protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import GATEWAY_KEY, T0
 

@@ -18,9 +18,9 @@ from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.errors import CryptoError
-from gateway.ledger.ledger import open_checkpoint
-from gateway.ledger.merkle import leaf_hash, verify_inclusion
 from gateway.officers.enrollment import new_code
+from gateway.protocol.checkpoint import open_checkpoint
+from gateway.protocol.merkle import leaf_hash, verify_inclusion
 from gateway.protocol.officers import code_hash
 from tests.helpers import GATEWAY_KEY, members_of
 

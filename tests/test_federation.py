@@ -43,9 +43,9 @@ from gateway.federation.receipts import open_receipt
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, MAX_BATCH_ITEMS, READS_MEDIA_TYPE
 from gateway.federation.sender import batch_body, within_bytes
 from gateway.ledger.events import decode_entry
-from gateway.ledger.ledger import open_checkpoint
-from gateway.ledger.merkle import leaf_hash, verify_inclusion
+from gateway.protocol.checkpoint import open_checkpoint
 from gateway.protocol.descriptor import DESCRIPTOR_PATH, Descriptor, sign_descriptor
+from gateway.protocol.merkle import leaf_hash, verify_inclusion
 from gateway.protocol.notices import open_notice
 from gateway.protocol.officers import read_text
 from gateway.store import OutboxItem
@@ -792,6 +792,8 @@ async def test_a_partner_never_heard_from_gives_clear_errors_and_stores_nothing(
                                 headers=headers) as r:
                 assert (r.status, (await r.json())["error"]) == (status, code)
                 assert (r.headers.get("Retry-After") is not None) == (status == 503)
+        async with http.get(f"{vn.url}/.well-known/fpg/descriptor?gateway=kh-cnp") as r:
+            assert (r.status, (await r.json())["error"]) == (503, "partner_unavailable")
         with pytest.raises(ApiError) as err:
             await a.send("hotline", "anti-trafficking@kh-cnp", {"type": "hotline", "text": "x"})
         assert err.value.status == 503 and err.value.code == "partner_directory_unknown"

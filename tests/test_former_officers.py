@@ -181,11 +181,14 @@ async def test_a_revoked_partner_officers_message_still_opens(tmp_path: Path) ->
             a = await vn.officer(http, "border-liaison")
             k = await kh.officer(http, "anti-trafficking")
 
+            refusals: list[str] = []  # until VN knows KH's officer; shown if it never does
+
             async def sent() -> str | None:
                 try:
                     return str((await a.send("hotline", "anti-trafficking@kh-cnp",
                                              {"type": "hotline", "text": "cross-border"}))["id"])
-                except Exception:
+                except Exception as exc:
+                    refusals.append(repr(exc))
                     return None
             mid: str | None = None
 
@@ -193,7 +196,11 @@ async def test_a_revoked_partner_officers_message_still_opens(tmp_path: Path) ->
                 nonlocal mid
                 mid = await sent()
                 return mid is not None
-            await until(sending, "a message accepted for the partner's desk")
+            try:
+                await until(sending, "a message accepted for the partner's desk")
+            except AssertionError:
+                raise AssertionError(f"never accepted; the last refusals: {refusals[-3:]}") \
+                    from None
             assert mid is not None
 
             async def arrived() -> bool:

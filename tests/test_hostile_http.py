@@ -64,6 +64,7 @@ from gateway.federation.hop import sign_hop
 from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
     FEDERATION_MESSAGES_PATH,
+    FEDERATION_PROOFS_PATH,
     FEDERATION_READS_PATH,
 )
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
@@ -413,13 +414,15 @@ def directory_hop_cases(w: World, target: str) -> list[Case]:
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route("public", None, (200, None)),
     ("GET", "/.well-known/fpg/descriptor"): Route("public", None, (200, None)),
-    ("GET", "/v1/ledger/checkpoint"): Route("public", None, (404, "no_checkpoint")),
+    ("GET", "/v1/ledger/checkpoint"): Route("public", None, (200, None)),
     ("GET", "/v1/ledger/proof/inclusion"): Route("public", None, (400, "bad_parameter")),
     ("GET", "/v1/ledger/proof/consistency"): Route("public", None, (400, "bad_parameter")),
     ("POST", FEDERATION_MESSAGES_PATH): Route(
         "hop", "batch", (401, "hop_unsigned"), hop_cases(BATCH_MEDIA_TYPE, lambda w: w.batch)),
     ("POST", FEDERATION_READS_PATH): Route(
         "hop", "reads", (401, "hop_unsigned"), hop_cases(READS_MEDIA_TYPE, lambda w: w.reads)),
+    ("GET", FEDERATION_PROOFS_PATH): Route("hop", None, (401, "hop_unsigned"),
+                                           directory_hop_cases),
     ("GET", FEDERATION_DIRECTORY_PATH): Route("hop", None, (401, "hop_unsigned"),
                                               directory_hop_cases),
     ("POST", "/v1/enroll"): Route("public", "json", (400, "bad_json"), enroll_cases),
@@ -436,6 +439,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/desks/{desk}/members"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/admissions"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/desks/{desk}/notices"): Route("officer", None, (401, "no_session")),
+    ("GET", "/v1/desks/{desk}/proofs"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/shares"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/messages/{id}/share"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/stream"): Route("officer", None, (401, "no_session")),
@@ -659,7 +663,8 @@ def body_routes(w: World) -> list[tuple[str, dict[str, str], int]]:
     credentials are checked before the body is read."""
     out = []
     for (method, template), route in ROUTES.items():
-        if method != "POST" and template != FEDERATION_DIRECTORY_PATH:
+        if method != "POST" and template not in (FEDERATION_DIRECTORY_PATH,
+                                                 FEDERATION_PROOFS_PATH):
             continue
         target = fill(w, template)
         if route.auth == "officer":
@@ -710,7 +715,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 def test_bodies_announced_far_above_the_limit_are_refused_before_they_are_sent(
         world: World) -> None:
     routes = body_routes(world)
-    assert len(routes) == 10
+    assert len(routes) == 11
     for target, headers, limit in routes:
         method = headers.pop("_method")
         before = dump(world.database)

@@ -66,7 +66,7 @@ from gateway.federation.hop import (
     sign_hop,
 )
 from gateway.federation.receipts import RECEIPT_LINE, Receipt, open_receipt
-from gateway.ledger.ledger import Checkpoint, open_checkpoint, parse_checkpoint_text
+from gateway.protocol.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_text
 from gateway.protocol.descriptor import (
     DESCRIPTOR_LINE,
     Descriptor,

@@ -15,8 +15,9 @@ from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, NoteVerifier, split_note
 from gateway.errors import LedgerError
 from gateway.ledger.events import READ, LedgerEvent
-from gateway.ledger.ledger import CheckpointSchedule, Ledger, open_checkpoint, parse_checkpoint_text
-from gateway.ledger.merkle import (
+from gateway.ledger.ledger import CheckpointSchedule, Ledger
+from gateway.protocol.checkpoint import open_checkpoint, parse_checkpoint_text
+from gateway.protocol.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -245,7 +246,7 @@ async def test_checkpoint_note_rewritten_by_another_key(built) -> None:
     root = await lg.root(40)
     await lg.store.close()
     from gateway.crypto.note import sign_note
-    from gateway.ledger.ledger import Checkpoint
+    from gateway.protocol.checkpoint import Checkpoint
 
     note = sign_note(Checkpoint(ORIGIN, 40, root).text(), [NoteSigner(ORIGIN, forger)])
     with sqlite3.connect(built) as db:

@@ -1,4 +1,4 @@
-"""Tests of gateway.ledger.merkle: published vectors, exhaustive small trees, properties."""
+"""Tests of gateway.protocol.merkle: published vectors, exhaustive small trees, properties."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.ledger import merkle
-from gateway.ledger.merkle import (
+from gateway.protocol import merkle
+from gateway.protocol.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     CompactRange,

@@ -22,8 +22,8 @@ import pytest
 from gateway.client.api import ApiError, GatewayClient
 from gateway.client.roster import Roster
 from gateway.crypto.note import NoteVerifier
-from gateway.ledger.ledger import open_checkpoint
-from gateway.ledger.merkle import leaf_hash, verify_inclusion
+from gateway.protocol.checkpoint import open_checkpoint
+from gateway.protocol.merkle import leaf_hash, verify_inclusion
 from tests.helpers import Running, enroll_invited, gateway, running_gateway
 
 TEXT = "Khẩn: nạn nhân ở cửa khẩu Mộc Bài — ជនរងគ្រោះ — 受害者 — ຜູ້ເຄາະຮ້າຍ — ผู้เสียหาย"

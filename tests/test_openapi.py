@@ -503,6 +503,8 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("GET", "/healthz", expect=200)
     await w.refused_method("POST", "/healthz")
     await w.call("GET", "/.well-known/fpg/descriptor", expect=200)
+    await w.call("GET", "/.well-known/fpg/descriptor", query=[("gateway", "kh-cnp")],
+                 expect=404, code="unknown_gateway")
     await w.refused_method("DELETE", "/.well-known/fpg/descriptor")
     await w.call("GET", "/v1/ledger/checkpoint", expect=404, code="no_checkpoint")
     await w.call("GET", "/v1/ledger/proof/inclusion", query=[("index", "0"), ("size", "1")],
@@ -609,6 +611,21 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("GET", notices, path={"desk": "nowhere@vn-mps"}, token=b1, expect=404,
                  code="unknown_desk")
     await w.call("GET", notices, path=bl, query=[("after", "x")], token=b1, expect=400,
+                 code="bad_parameter")
+
+    # Membership proofs: b1 and b2 proven by the ledger, from the size a client knows.
+    proofs = "/v1/desks/{desk}/proofs"
+    doc = (await w.call("GET", proofs, path=bl, token=a, expect=200)).doc
+    assert sorted(m["officer"] for m in doc["members"]) == sorted([b1.id, b2.id])
+    size = int(doc["checkpoint"].split("\n")[1])
+    doc = (await w.call("GET", proofs, path=bl, query=[("known", "1")], token=a,
+                        expect=200)).doc
+    assert (doc["known"], len(doc["consistency"]) > 0) == (1, size > 1)
+    await w.call("GET", proofs, path={"desk": "nowhere@vn-mps"}, token=a, expect=404,
+                 code="unknown_desk")
+    await w.call("GET", proofs, path={"desk": "nowhere@kh-cnp"}, token=a, expect=404,
+                 code="unknown_gateway")
+    await w.call("GET", proofs, path=bl, query=[("known", "x")], token=a, expect=400,
                  code="bad_parameter")
 
     # Directory.
@@ -856,7 +873,9 @@ async def test_required_request_fields_are_required(make_world: Any) -> None:
     ("/v1/ledger/proof/inclusion", [("index", "0"), ("size", str(MAX_QUERY_INT + 1))], 400),
     ("/v1/ledger/proof/consistency", [("old", "0"), ("new", "0")], 200),
     ("/v1/ledger/proof/consistency", [("old", " 0"), ("new", "0")], 400),
-    ("/v1/ledger/proof/consistency", [("old", "0"), ("new", "1")], 400),
+    ("/v1/ledger/proof/consistency", [("old", "0"), ("new", str(MAX_QUERY_INT))], 400),
+    ("/v1/desks/{desk}/proofs", [("known", str(MAX_QUERY_INT))], 200),
+    ("/v1/desks/{desk}/proofs", [("known", str(MAX_QUERY_INT + 1))], 400),
 ])
 async def test_query_parameter_limits(make_world: Any, template: str,
                                       query: list[tuple[str, str]], expect: int) -> None:

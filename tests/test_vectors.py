@@ -13,8 +13,8 @@ from gateway.crypto.envelope import open_envelope, verify_envelope
 from gateway.crypto.keys import GatewaySigningKey, OfficerEncryptionKey, OfficerSigningKey
 from gateway.crypto.note import NoteVerifier
 from gateway.ledger.events import decode_entry
-from gateway.ledger.ledger import open_checkpoint
-from gateway.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.protocol.checkpoint import open_checkpoint
+from gateway.protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.protocol.officers import open_binding
 from gateway.service_levels.levels import open_breach_notice
 from tests.helpers import members_of

@@ -12,7 +12,7 @@ from gateway.appkeys import LEDGER, METRICS, PARTNERS, WITNESS
 from gateway.crypto.keys import GatewaySigningKey
 from gateway.crypto.note import NoteSigner, sign_note
 from gateway.federation.witness import EXTENDED, SAME, WitnessAlarm
-from gateway.ledger.ledger import Checkpoint
+from gateway.protocol.checkpoint import Checkpoint
 from tests.helpers import Gw, officers, until
 
 

@@ -210,11 +210,8 @@ async def get_directory(request: web.Request) -> web.Response:
     await signed_in(request)
     gateway = request.query.get("gateway", request.app[IDENTITY].gateway_id)
     if gateway != request.app[IDENTITY].gateway_id:
-        partner = request.app[PARTNERS].get(gateway)
-        if partner is None:
-            raise NotFoundError(f"gateway {gateway[:64]!r} is not a partner of this gateway",
-                                code="unknown_gateway")
-        note = await request.app[PARTNERS].directory_for_clients(partner)
+        partners = request.app[PARTNERS]
+        note = await partners.directory_for_clients(partners.require(gateway))
         return web.Response(body=note, headers={"Content-Type": NOTE_TYPE})
     directory = await request.app[DIRECTORY].get()
     return web.Response(body=directory.signed(request.app[IDENTITY].signing_key),

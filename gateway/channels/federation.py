@@ -4,26 +4,31 @@
 message; ``POST /v1/federation/reads`` takes partner officers' read acknowledgements of
 messages this gateway relayed; ``GET /v1/federation/directory`` gives this gateway's
 signed desk directory to a partner (officer keys and bindings are for partners, not for
-the public). A request whose hop signature does not verify is refused (401/403) before
-anything is read into the store; one that no body could make valid (no partner's, stale,
-replayed) is refused before its body is read.
+the public), ``GET /v1/federation/desks/{desk}/proofs`` its desks' membership proofs.
+A request whose hop signature does not verify is refused (401/403) before anything is
+read into the store; one that no body could make valid (no partner's, stale, replayed) is
+refused before its body is read.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, PARTNERS, RECEIVER
+from gateway.appkeys import CONFIG, DIRECTORY, HOP, IDENTITY, LEDGER, PARTNERS, RECEIVER, STORE
+from gateway.channels.client import _int_query
 from gateway.crypto.keys import VerifyKey
 from gateway.errors import UnsupportedMediaError
 from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
     FEDERATION_MESSAGES_PATH,
+    FEDERATION_PROOFS_PATH,
     FEDERATION_READS_PATH,
     Partner,
 )
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
 from gateway.httpbody import read_body
+from gateway.officers.proofs import membership_proofs
+from gateway.protocol.membership import MAX_TREE_SIZE
 
 DIRECTORY_MEDIA_TYPE = "text/plain; charset=utf-8"
 
@@ -75,7 +80,17 @@ async def get_directory(request: web.Request) -> web.Response:
                         headers={"Content-Type": DIRECTORY_MEDIA_TYPE})
 
 
+async def get_proofs(request: web.Request) -> web.Response:
+    """A desk's membership proofs, for a partner's officers (docs/PROTOCOL.md 7.8)."""
+    await _authenticated(request, 0)
+    known = _int_query(request, "known", 0, MAX_TREE_SIZE)
+    app = request.app
+    return web.json_response(await membership_proofs(app[LEDGER], app[STORE], app[DIRECTORY],
+                                                     request.match_info["desk"], known))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post(FEDERATION_MESSAGES_PATH, post_messages)
     app.router.add_post(FEDERATION_READS_PATH, post_reads)
     app.router.add_get(FEDERATION_DIRECTORY_PATH, get_directory)
+    app.router.add_get(FEDERATION_PROOFS_PATH, get_proofs)

@@ -4,19 +4,22 @@
 the officers waiting to join, with their public keys (for the safety code); for members of
 the desk and of its supervisor desk. ``POST /v1/desks/{desk}/admissions``: a member's
 signed admission of a waiting officer (gateway.officers.admission checks it).
+``GET /v1/desks/{desk}/proofs``: the ledger's proof of each member's admission.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, DELIVERY, DIRECTORY, STORE
+from gateway.appkeys import CLOCK, CONFIG, DELIVERY, DIRECTORY, IDENTITY, LEDGER, PARTNERS, STORE
 from gateway.channels.client import _field, _int_query, read_json, signed_in
 from gateway.errors import ERRORS, ForbiddenError, NotFoundError
 from gateway.officers import audit
 from gateway.officers.admission import admit, may_see, pending
 from gateway.officers.directory import Directory, Officer
 from gateway.officers.history import keep_shares
+from gateway.officers.proofs import membership_proofs
+from gateway.protocol.membership import MAX_TREE_SIZE
 
 
 def add_routes(app: web.Application) -> None:
@@ -25,6 +28,24 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/desks/{desk}/notices", get_notices)
     app.router.add_post("/v1/desks/{desk}/shares", post_shares)
     app.router.add_get("/v1/messages/{id}/share", get_share)
+    app.router.add_get("/v1/desks/{desk}/proofs", get_proofs)
+
+
+async def get_proofs(request: web.Request) -> web.Response:
+    """The desk's membership proofs (docs/PROTOCOL.md 7.8), for any signed-in officer who
+    may seal for it: a partner's desk's come from the partner, passed on unchanged (and
+kept for when it does not answer)."""
+    await signed_in(request)
+    desk = request.match_info["desk"]
+    known = _int_query(request, "known", 0, MAX_TREE_SIZE)
+    app = request.app
+    gateway = desk.partition("@")[2]
+    if gateway != app[IDENTITY].gateway_id:
+        body = await app[PARTNERS].membership_proofs(app[PARTNERS].require(gateway), desk,
+                                                     known)
+        return web.Response(body=body, content_type="application/json")
+    return web.json_response(await membership_proofs(app[LEDGER], app[STORE], app[DIRECTORY],
+                                                     desk, known))
 
 
 async def post_shares(request: web.Request) -> web.Response:

@@ -13,8 +13,8 @@ import re
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, STORE
-from gateway.errors import ClientError, LedgerError, NotFoundError
+from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, PARTNERS, STORE
+from gateway.errors import ClientError, LedgerError, NotFoundError, UnavailableError
 from gateway.protocol.descriptor import (
     DEFAULT_VALIDITY_MS,
     DESCRIPTOR_PATH,
@@ -27,7 +27,18 @@ _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts
 
 
 async def get_descriptor(request: web.Request) -> web.Response:
+    """This gateway's descriptor, freshly signed; with ``?gateway=ID`` a partner's, as the
+    partner signed it when it last answered (for officers' clients, docs/PROTOCOL.md
+    10.3): 404 ``unknown_gateway`` for no partner, 503 until it has answered once."""
     config, identity = request.app[CONFIG], request.app[IDENTITY]
+    gateway = request.query.get("gateway", identity.gateway_id)
+    if gateway != identity.gateway_id:
+        partner = request.app[PARTNERS].require(gateway)
+        if partner.descriptor_note is None:
+            raise UnavailableError(f"{gateway} has not answered since this gateway started",
+                                   code="partner_unavailable")
+        return web.Response(body=partner.descriptor_note,
+                            headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})
     now = request.app[CLOCK].now_ms()
     descriptor = Descriptor(
         gateway=identity.gateway_id,

@@ -34,7 +34,7 @@ from gateway.federation.hop import sign_hop
 from gateway.federation.hop import signing_string as hop_signing_string
 from gateway.federation.receipts import Receipt
 from gateway.ledger.events import ACCEPTED, DELIVERED, READ, LedgerEvent
-from gateway.ledger.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
+from gateway.protocol.merkle import consistency_proof, inclusion_proof, leaf_hash, root_from_leaves
 from gateway.protocol.officers import Binding, enroll_text, read_text, session_text
 from gateway.protocol.rotation import sign_rotation
 from gateway.service_levels.levels import BreachNotice

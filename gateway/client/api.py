@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from gateway.client import payload
+from gateway.client.trust import TrustMemory
 from gateway.clock import Clock, SystemClock
 from gateway.crypto.envelope import (
     Envelope,
@@ -39,7 +40,12 @@ from gateway.crypto.keys import (
     VerifyKey,
     fingerprints_equal,
 )
-from gateway.errors import BadSignatureError, ClientError, CryptoError, GatewayError
+from gateway.errors import (
+    BadSignatureError,
+    ClientError,
+    CryptoError,
+    GatewayError,
+)
 from gateway.protocol import jsontext
 from gateway.protocol.admission import admission_text, safety_code, safety_codes_equal
 from gateway.protocol.descriptor import (
@@ -49,11 +55,17 @@ from gateway.protocol.descriptor import (
     verify_descriptor_history,
 )
 from gateway.protocol.history import DEFAULT_HISTORY_DAYS, MAX_SHARES, Share, share_text
+from gateway.protocol.membership import (
+    check_membership,
+    check_relayed_log,
+    open_membership,
+)
 from gateway.protocol.officers import (
     DirectoryEntry,
     FormerOfficer,
     Signer,
     VerifiedDirectory,
+    check_partner_signature,
     check_signed_while_bound,
     enroll_text,
     open_binding,
@@ -61,6 +73,7 @@ from gateway.protocol.officers import (
     read_text,
     session_text,
 )
+from gateway.protocol.rotation import ChainKey, verify_history
 
 DAY_MS = 86_400_000
 DEFAULT_LIFETIME_MS = 7 * 24 * 3600 * 1000
@@ -156,10 +169,12 @@ class GatewayClient:
     """One officer's session with their gateway."""
 
     def __init__(self, http: aiohttp.ClientSession, creds: Credentials,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, trust: TrustMemory | None = None) -> None:
         self.http = http
         self.creds = creds
         self.clock = clock or SystemClock()
+        self.trust = trust or TrustMemory()  # checkpoints seen, partner keys pinned
+        self._gateway_keys: dict[str, tuple[ChainKey, ...]] = {}  # verified this session
         self._token: str | None = None
         self.session_expires: int | None = None  # Unix ms, from the last sign-in
         self._directories: dict[str, VerifiedDirectory] = {}  # by gateway
@@ -234,6 +249,8 @@ class GatewayClient:
                     raise
                 verified = open_directory_history(body, home, self.creds.gateway_key,
                                                   directory_of=gateway)
+            if gateway != home:
+                await self._check_partner_signature(body, gateway)
             self._directories[gateway] = verified
         return self._directories[gateway]
 
@@ -242,23 +259,79 @@ class GatewayClient:
         history from the pinned key to its current one (each step signed by the key it
         replaces) and pin that, for this session. Whether the key changed; ClientError
         (``fingerprint``) if the new key does not follow from the pinned one."""
-        async with self.http.get(self._url(DESCRIPTOR_PATH)) as response:
-            await _raise_for(response)
-            data = await response.read()
         pinned = self.creds.gateway_key
-        try:
-            descriptor, _ = verify_descriptor_history(data, self.creds.gateway_id,
-                                                      {pinned.fingerprint})
-        except CryptoError as exc:
-            raise ClientError(f"the gateway's key is not the pinned one and does not follow "
-                              f"from it ({exc.message})", code="fingerprint") from None
-        if descriptor.signing_key == pinned:
-            return False
-        self.creds = dataclasses.replace(self.creds, gateway_key=descriptor.signing_key)
-        return True
+        await self.gateway_keys(self.creds.gateway_id, refresh=True)
+        return self.creds.gateway_key != pinned
+
+    async def gateway_keys(self, gateway: str, refresh: bool = False) -> tuple[ChainKey, ...]:
+        """A gateway's signing keys with the times each was in use, oldest first, from the
+        key history in its own descriptor: the home gateway's must lead to its current key
+        from the pinned one (ClientError ``fingerprint``); a partner's descriptor comes
+        through the home gateway and must lead from the key this client pinned for it the
+        first time it met it (ClientError ``partner_key``)."""
+        home = gateway == self.creds.gateway_id
+        if refresh or gateway not in self._gateway_keys:
+            if home:
+                async with self.http.get(self._url(DESCRIPTOR_PATH)) as response:
+                    await _raise_for(response)
+                    data = await response.read()
+                pinned: str | None = self.creds.gateway_key.fingerprint
+            else:
+                _, data, _ = await self.request("GET", f"{DESCRIPTOR_PATH}?gateway={gateway}")
+                pinned = self.trust.fingerprint(gateway)
+            try:
+                trusted = {pinned or peek_descriptor(data).signing_key.fingerprint}
+                descriptor, _ = verify_descriptor_history(data, gateway, trusted)
+                history = verify_history(descriptor.key_history, gateway,
+                                         descriptor.signing_key)
+            except CryptoError as exc:
+                if home:
+                    raise ClientError(f"the gateway's key is not the pinned one and does not "
+                                      f"follow from it ({exc.message})",
+                                      code="fingerprint") from None
+                raise ClientError(f"the key shown for {gateway} is not the one this client "
+                                  f"pinned for it and does not follow from it "
+                                  f"({exc.message}): do not seal; tell your security officer",
+                                  code="partner_key") from None
+            if home:
+                self.creds = dataclasses.replace(self.creds, gateway_key=descriptor.signing_key)
+            else:
+                self.trust.pin(gateway, descriptor.signing_key.fingerprint)
+            self._gateway_keys[gateway] = history.keys
+        return self._gateway_keys[gateway]
+
+    async def _check_partner_signature(self, note: bytes, gateway: str) -> None:
+        for refresh in (False, True):  # the partner may have rotated its key since
+            key = (await self.gateway_keys(gateway, refresh))[-1].key
+            try:
+                check_partner_signature(note, gateway, key)
+                return
+            except BadSignatureError:
+                continue
+        raise ClientError(f"the directory of {gateway} does not carry {gateway}'s own "
+                          "signature: your gateway changed it, or passed on a forgery. Do not "
+                          "seal; tell your security officer", code="partner_signature")
+
+    async def _check_membership(self, address: str, desk: DirectoryEntry) -> None:
+        """The desk's members are proven by its gateway's ledger, which extends the
+        checkpoint this client saw before (docs/PROTOCOL.md 7.8)."""
+        gateway = address.partition("@")[2]
+        known = self.trust.log(gateway)
+        keys = [k.key for k in await self.gateway_keys(gateway)]
+        answer = await self.get_json(f"/v1/desks/{address}/proofs"
+                                     + (f"?known={known.size}" if known else ""))
+        if gateway == self.creds.gateway_id:
+            self.trust.remember_log(gateway, check_membership(answer, desk, keys, known))
+            return
+        # A partner's proofs come from the home gateway's copy; while the partner does not
+        # answer, their consistency proof may start from another size than ours.
+        seen = open_membership(answer, desk, keys)
+        if check_relayed_log(answer, known, seen):
+            self.trust.remember_log(gateway, seen)
 
     async def _desk(self, address: str, refresh: bool = False) -> DirectoryEntry:
-        """A desk to seal for: every member proven by its admission chain."""
+        """A desk to seal for: every member proven by its admission chain and by its
+        gateway's ledger."""
         gateway = address.partition("@")[2]
         verified = await self.verified_directory(refresh, gateway)
         desk = verified.desks.get(address)
@@ -266,10 +339,8 @@ class GatewayClient:
             raise ClientError(f"no desk {address} in the directory", code="unknown_desk")
         if not desk.members:
             raise ClientError(f"desk {address} has no admitted officer yet", code="empty_desk")
-        # A partner's operator admissions are signed by its key, which only the home
-        # gateway's countersignature vouches for here (the chain's other links hold).
-        home = gateway == self.creds.gateway_id
-        verified.check_members(address, self.creds.gateway_key if home else None)
+        verified.check_members(address, await self.gateway_keys(gateway))
+        await self._check_membership(address, desk)
         return desk
 
     # --- desk membership ---------------------------------------------------------------
@@ -429,10 +500,9 @@ class GatewayClient:
         if share.message != h.id:
             raise CryptoError("the share is for another message", code="bad_share")
         gateway = h.recipient.partition("@")[2]
-        home = gateway == self.creds.gateway_id
         verified = await self.verified_directory(gateway=gateway)
         key = verified.proven_member_key(h.recipient, share.by,
-                                         self.creds.gateway_key if home else None)
+                                         await self.gateway_keys(gateway))
         text = share_text(h.id, envelope.digest, self.creds.officer_id,
                           self.creds.encryption.public.key_id, share.wrap, share.by, share.at)
         try:

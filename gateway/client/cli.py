@@ -65,6 +65,7 @@ from gateway.client.profile import (
     unlock,
     write_new,
 )
+from gateway.client.trust import TRUST_FILE, TrustMemory
 from gateway.cliutil import EXIT_FAILURE, EXIT_OK, get_passphrase, run_command
 from gateway.crypto.envelope import PRIORITIES
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public, save_bundle
@@ -383,7 +384,8 @@ def online(args: argparse.Namespace,
 
     async def go() -> int:
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-            return await work(GatewayClient(http, creds), profile)
+            trust = TrustMemory(profile.directory / TRUST_FILE)
+            return await work(GatewayClient(http, creds, trust=trust), profile)
 
     return run_async(go(), profile.gateway_url)
 

@@ -31,8 +31,10 @@ here the start-up steps and the request handlers' entry points (:meth:`learn_key
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -42,7 +44,14 @@ from gateway.clock import Clock
 from gateway.config import Config, PartnerSection
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
-from gateway.errors import BadKeyError, CryptoError, PeerError, UnavailableError
+from gateway.errors import (
+    BadKeyError,
+    CryptoError,
+    GatewayError,
+    NotFoundError,
+    PeerError,
+    UnavailableError,
+)
 from gateway.federation.hop import sign_hop
 from gateway.federation.identity import Identity
 from gateway.federation.roster import load_rosters
@@ -62,6 +71,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.federation.partners")
 
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
+FEDERATION_PROOFS_PATH = "/v1/federation/desks/{desk}/proofs"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
 FEDERATION_READS_PATH = "/v1/federation/reads"
 MAX_CACHED_BINDINGS = 4096
@@ -73,6 +83,7 @@ class Partner:
     config: PartnerSection
     fingerprints: frozenset[str]  # trusted key fingerprints (pinned, or followed since)
     descriptor: Descriptor | None = None
+    descriptor_note: bytes | None = None  # as the partner signed it, for officers' clients
     directory_note: bytes | None = None
     directory: dict[str, DirectoryEntry] | None = None
     fetched_ms: int = 0  # when the directory was last fetched
@@ -234,7 +245,7 @@ class Partners:
             stored = await self.store.partner_directory(partner.id)
             if stored is None:
                 continue
-            note, raw_key, fetched_ms = stored
+            note, raw_key, fetched_ms, descriptor_note = stored
             try:
                 key = VerifyKey(raw_key, ROLE_GATEWAY_SIGNING)
                 trusted = partner.fingerprints | {k.fingerprint for k in partner.keys}
@@ -247,6 +258,7 @@ class Partners:
                 continue
             partner.directory_note, partner.directory = note, desks
             partner.fetched_ms = fetched_ms
+            partner.descriptor_note = partner.descriptor_note or descriptor_note
 
     async def learn_key(self, gateway_id: str, key: VerifyKey) -> bool:
         """A partner's hop request came signed by ``key``, which we do not trust for it:
@@ -279,6 +291,14 @@ class Partners:
 
     def get(self, gateway_id: str) -> Partner | None:
         return self.by_id.get(gateway_id)
+
+    def require(self, gateway_id: str) -> Partner:
+        """The partner ``gateway_id``: NotFoundError ``unknown_gateway`` if it is none."""
+        partner = self.by_id.get(gateway_id)
+        if partner is None:
+            raise NotFoundError(f"gateway {gateway_id[:64]!r} is not a partner of this "
+                                "gateway", code="unknown_gateway")
+        return partner
 
     # --- HTTP --------------------------------------------------------------------------
 
@@ -346,7 +366,7 @@ class Partners:
             await self._follow(partner, descriptor, chain)
         elif not partner.chain:
             partner.chain = chain
-        partner.descriptor = descriptor
+        partner.descriptor, partner.descriptor_note = descriptor, data
         return descriptor
 
     async def _follow(self, partner: Partner, descriptor: Descriptor,
@@ -384,8 +404,16 @@ class Partners:
             partner.fetched_ms = self.clock.now_ms()
             self.mark(partner, up=True)
             if changed and self.store is not None:  # kept for a restart while it is down
+                assert partner.descriptor_note is not None  # set by _descriptor above
                 await self.store.set_partner_directory(
-                    partner.id, note, descriptor.signing_key.raw, partner.fetched_ms)
+                    partner.id, note, descriptor.signing_key.raw, partner.fetched_ms,
+                    partner.descriptor_note)
+        if changed:  # officers seal for its desks also while it is down: keep their proofs
+            for desk in desks:
+                try:
+                    await self.membership_proofs(partner, desk)
+                except GatewayError as exc:
+                    log.warning("partner_proofs_failed", desk=desk, error=exc.message)
 
     def mark(self, partner: Partner, *, up: bool, error: str | None = None) -> None:
         if partner.up is not up:
@@ -430,6 +458,59 @@ class Partners:
         return cosign_note(partner.directory_note,
                            NoteSigner(self.identity.gateway_id, self.identity.signing_key))
 
+    async def membership_proofs(self, partner: Partner, desk: str, known: int = 0) -> bytes:
+        """The membership proofs of a partner's desk (docs/PROTOCOL.md 7.8), for officers'
+        clients, which check them against the partner's key. The kept answer while it
+        names the members the partner's directory lists and its checkpoint is not older
+        than ``known``, with a consistency proof from ``known`` asked of the partner;
+        otherwise asked for again (and kept). While the partner does not answer: the kept
+        answer as it is, its consistency proof from the size it was asked with.
+        UnavailableError if there is none; NotFoundError for a desk the partner lacks."""
+        kept = await self.store.partner_proofs(partner.id, desk) if self.store else None
+        size = _checkpoint_size(kept)
+        listed = (partner.directory or {}).get(desk)
+        if kept is not None and listed is not None and size is not None and size >= known \
+                and _proves(kept, listed):
+            return await self._with_consistency(partner, kept, known, size)
+        path = FEDERATION_PROOFS_PATH.format(desk=quote(desk, safe="@")) + f"?known={known}"
+        with bound_contextvars(partner=partner.id):  # an officer's request, or a refresh
+            try:
+                status, body = await self.request(partner, "GET", path)
+                error = f"answered HTTP {status}"
+            except PeerError as exc:
+                status, body, error = 0, b"", exc.message
+        if status == 404:
+            raise NotFoundError(f"{partner.id} has no desk {desk[:100]!r}", code="unknown_desk")
+        if status == 200:
+            if self.store is not None:
+                await self.store.set_partner_proofs(partner.id, desk, body, self.clock.now_ms())
+            return body
+        if kept is None:
+            raise UnavailableError(f"{partner.id} cannot be asked for the membership of "
+                                   f"{desk} now ({error})", code="partner_unavailable")
+        return kept
+
+    async def _with_consistency(self, partner: Partner, answer: bytes, known: int,
+                                size: int) -> bytes:
+        """A kept proofs answer with the partner's consistency proof from ``known`` to its
+        checkpoint's ``size`` in place of the one it came with (unchanged if the partner
+        does not answer: the client sees from ``known`` which proof it holds)."""
+        doc = json.loads(answer)
+        if doc.get("known") == known:
+            return answer
+        if known == size:  # the client saw this very tree: nothing to prove
+            return json.dumps({**doc, "known": known, "consistency": []}).encode()
+        path = f"/v1/ledger/proof/consistency?old={known}&new={size}"
+        with bound_contextvars(partner=partner.id):
+            try:
+                status, body = await self.request(partner, "GET", path)
+                proof = json.loads(body)["proof"] if status == 200 else None
+            except (PeerError, ValueError, KeyError, TypeError):
+                proof = None
+        if not isinstance(proof, list):
+            return answer
+        return json.dumps({**doc, "known": known, "consistency": proof}).encode()
+
     async def refresh_loop(self, partner: Partner) -> None:
         """Keep the partner's descriptor and directory fresh (supervised)."""
         while True:
@@ -448,6 +529,26 @@ def _fingerprint_of(descriptor: bytes) -> str | None:
         return peek_descriptor(descriptor).signing_key.fingerprint
     except CryptoError:
         return None
+
+
+def _checkpoint_size(answer: bytes | None) -> int | None:
+    """The tree size of a kept proofs answer's checkpoint (None: none, or unreadable)."""
+    try:
+        size = json.loads(answer or b"")["checkpoint"].split("\n")[1]
+        return int(size) if size.isdigit() else None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _proves(answer: bytes, desk: DirectoryEntry) -> bool:
+    """Whether a kept proofs answer names exactly the members ``desk`` lists (whether the
+    proofs hold is for the officer's client to check)."""
+    try:
+        doc = json.loads(answer)
+        proven = {m["officer"] for m in doc["members"]}
+    except (ValueError, KeyError, TypeError):
+        return False
+    return proven == {m["officer"] for m in desk.members}
 
 
 def _directory_unknown(gateway_id: str) -> UnavailableError:

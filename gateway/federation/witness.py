@@ -29,10 +29,10 @@ from gateway.clock import Clock
 from gateway.crypto.note import NoteVerifier
 from gateway.errors import LedgerError, PeerError
 from gateway.federation.partners import Partner, Partners
-from gateway.ledger.ledger import Checkpoint, open_checkpoint
-from gateway.ledger.merkle import verify_consistency
 from gateway.metrics import Metrics
 from gateway.protocol import jsontext
+from gateway.protocol.checkpoint import Checkpoint, open_checkpoint
+from gateway.protocol.merkle import verify_consistency
 from gateway.store import StoredCheckpoint, WitnessStore
 
 log = structlog.get_logger("gateway.federation.witness")

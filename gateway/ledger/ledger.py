@@ -6,7 +6,7 @@ The store appends entries and keeps, with each leaf, the hashes of the complete 
 that leaf completes (see gateway.store.sqlite). This module only *reads* that structure:
 
 * a root or a proof needs O(log n) stored hashes, fetched in one query, combined with
-  :mod:`gateway.ledger.merkle`;
+  :mod:`gateway.protocol.merkle`;
 * a **checkpoint** is a C2SP signed note ``<origin>\\n<size>\\n<base64 root>\\n`` signed by the
   gateway key under the origin as key name; one is made every ``checkpoint_every``
   entries or ``checkpoint_interval`` seconds (whichever comes first, by a supervised
@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from gateway.clock import Clock
-from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note, verify_note
-from gateway.errors import CryptoError, LedgerError, StoreError
+from gateway.crypto.note import NoteSigner, NoteVerifier, sign_note
+from gateway.errors import LedgerError, StoreError
 from gateway.ledger.events import decode_entry
-from gateway.ledger.merkle import (
+from gateway.protocol.checkpoint import Checkpoint, open_checkpoint
+from gateway.protocol.merkle import (
     EMPTY_ROOT,
-    HASH_SIZE,
     CompactRange,
     consistency_path_nodes,
     inclusion_path_nodes,
@@ -54,47 +51,6 @@ log = structlog.get_logger("gateway.ledger.ledger")
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    origin: str
-    size: int
-    root: bytes
-
-    def text(self) -> str:
-        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode('ascii')}\n"
-
-
-_SIZE = re.compile(r"0|[1-9][0-9]{0,18}", re.ASCII)
-
-
-def parse_checkpoint_text(text: str) -> Checkpoint:
-    lines = text.split("\n")
-    if len(lines) < 4 or lines[-1] != "":
-        raise LedgerError("a checkpoint has an origin, a size and a root hash line")
-    origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not _SIZE.fullmatch(size_text):  # ASCII digits, no leading zero, under 2^64
-        raise LedgerError("checkpoint size is not a decimal number")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except (binascii.Error, ValueError):
-        raise LedgerError("checkpoint root is not base64") from None
-    if len(root) != HASH_SIZE:
-        raise LedgerError("checkpoint root is not a SHA-256 hash")
-    return Checkpoint(origin, int(size_text), root)
-
-
-def open_checkpoint(note: bytes, origin: str, verifiers: Iterable[NoteVerifier]) -> Checkpoint:
-    """Verify a checkpoint note's signature, then parse it and check its origin."""
-    try:
-        text = verify_note(note, verifiers, max_size=64 * 1024)
-    except CryptoError as exc:
-        raise LedgerError(f"checkpoint signature: {exc.message}") from None
-    checkpoint = parse_checkpoint_text(text)
-    if checkpoint.origin != origin:
-        raise LedgerError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
-    return checkpoint
-
-
 class Ledger:
     """Read side of the ledger plus checkpoint signing, over a :class:`LedgerStore`."""
 
@@ -107,6 +63,7 @@ class Ledger:
         self.clock = clock
         if signer is not None and signer.name != origin:
             raise LedgerError("checkpoints are signed under the ledger origin")
+        self._signing = asyncio.Lock()  # the schedule and a membership change may overlap
 
     @property
     def size(self) -> int:
@@ -142,16 +99,17 @@ class Ledger:
         """Sign and store a checkpoint of the current tree (or return the last if unchanged)."""
         if self.signer is None:
             raise LedgerError("this ledger has no signing key; cannot make checkpoints")
-        latest = await self.store.latest_checkpoint()
-        size = self.size
-        if latest is not None and latest.size == size:
-            return latest
-        root = await self.root(size)
-        note = sign_note(Checkpoint(self.origin, size, root).text(), [self.signer])
-        stored = StoredCheckpoint(size, root, note, self.clock.now_ms())
-        await self.store.add_checkpoint(stored)
-        log.info("checkpoint_made", size=size)
-        return stored
+        async with self._signing:
+            latest = await self.store.latest_checkpoint()
+            size = self.size
+            if latest is not None and latest.size == size:
+                return latest
+            root = await self.root(size)
+            note = sign_note(Checkpoint(self.origin, size, root).text(), [self.signer])
+            stored = StoredCheckpoint(size, root, note, self.clock.now_ms())
+            await self.store.add_checkpoint(stored)
+            log.info("checkpoint_made", size=size)
+            return stored
 
     async def verify(self, progress: Progress | None = None) -> int:
         """Recompute the whole tree and check every checkpoint; return the entry count.

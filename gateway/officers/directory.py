@@ -173,7 +173,7 @@ class DirectoryService:
         self.poll_seconds = poll_seconds
         self._current: Directory | None = None
         self._version = -1
-        self.listeners: list[Callable[[], Awaitable[None]]] = []  # after each reload
+        self.listeners: list[Callable[[Directory], Awaitable[None]]] = []  # after each reload
 
     async def get(self) -> Directory:
         """The current snapshot; rebuilt when a binding has expired since it was built."""
@@ -189,7 +189,7 @@ class DirectoryService:
                                                   self.clock.now_ms())
         self._version = version
         for listener in self.listeners:
-            await listener()
+            await listener(current)
         return current
 
     async def watch(self) -> None:

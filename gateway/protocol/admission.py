@@ -26,12 +26,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.keys import VerifyKey
 from gateway.errors import BadSignatureError, ClientError, MalformedError
+from gateway.protocol.rotation import ChainKey
 
 ADMISSION_LINE = "fpg admission v1"
 SAFETY_LINE = "fpg safety v1"
@@ -104,10 +105,10 @@ class UnprovenMemberError(ClientError):
 
 class _Chain:
     def __init__(self, officers: Mapping[str, Member], supervisors: Mapping[str, str | None],
-                 operator_key: VerifyKey | None) -> None:
+                 operator_keys: Sequence[ChainKey]) -> None:
         self.officers = officers
         self.supervisors = supervisors
-        self.operator_key = operator_key
+        self.operator_keys = operator_keys
         self.proven: set[tuple[str, str]] = set()
 
     def prove(self, officer: str, desk: str, trail: tuple[tuple[str, str], ...] = ()) -> None:
@@ -133,8 +134,13 @@ class _Chain:
         self.proven.add((officer, desk))
 
     def _operator(self, member: Member, desk: str, admission: Admission, text: bytes) -> None:
-        if self.operator_key is not None:
-            self._verify(self.operator_key, text, admission, member.officer, desk)
+        # The gateway's key when the admission was made: it may have rotated since.
+        keys = [k.key for k in self.operator_keys
+                if (k.since is None or k.since <= admission.at)
+                and (k.retired is None or admission.at < k.retired)]
+        if not any(_signed(key, text, admission) for key in keys):
+            raise UnprovenMemberError(f"the admission of {member.officer} to {desk} is not "
+                                      f"signed by the operator (the key of its gateway then)")
         for other in self.officers.values():  # the desk had no member then
             earlier = other.admissions.get(desk)
             if other.officer != member.officer and earlier is not None and (
@@ -165,21 +171,27 @@ class _Chain:
     @staticmethod
     def _verify(key: VerifyKey, text: bytes, admission: Admission, officer: str,
                 desk: str) -> None:
-        try:
-            key.verify(text, admission.signature)
-        except BadSignatureError:
+        if not _signed(key, text, admission):
             raise UnprovenMemberError(f"the admission of {officer} to {desk} is not signed "
-                                      f"by {admission.by}") from None
+                                      f"by {admission.by}")
+
+
+def _signed(key: VerifyKey, text: bytes, admission: Admission) -> bool:
+    try:
+        key.verify(text, admission.signature)
+    except BadSignatureError:
+        return False
+    return True
 
 
 def check_members(desk: str, members: list[str], officers: Mapping[str, Member],
                   supervisors: Mapping[str, str | None],
-                  operator_key: VerifyKey | None) -> None:
+                  operator_keys: Sequence[ChainKey]) -> None:
     """Prove each of ``members`` (officer ids) of ``desk``, or raise UnprovenMemberError.
 
     ``officers``: every officer the directory lists, current and former, by id;
-    ``supervisors``: each desk's supervisor desk; ``operator_key``: the key of the desk's
-    gateway, when known (for a partner's desk the home gateway only countersigns)."""
-    chain = _Chain(officers, supervisors, operator_key)
+    ``supervisors``: each desk's supervisor desk; ``operator_keys``: the key history of
+    the desk's gateway (an operator's admission must be signed by the key in use then)."""
+    chain = _Chain(officers, supervisors, operator_keys)
     for officer in members:
         chain.prove(officer, desk)

@@ -22,7 +22,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import ForbiddenError, MalformedError
 from gateway.protocol.admission import Admission, Member, check_members
+from gateway.protocol.rotation import ChainKey
 from gateway.protocol.signed import SignedJson
 
 ENROLL_LINE = "fpg enroll v1"
@@ -171,20 +172,20 @@ class VerifiedDirectory:
     desks: dict[str, DirectoryEntry]  # by address
     former: dict[str, FormerOfficer]  # by signing key id
 
-    def check_members(self, desk: str, operator_key: VerifyKey | None) -> None:
+    def check_members(self, desk: str, operator_keys: Sequence[ChainKey]) -> None:
         """Prove every member of ``desk`` by its admission chain (UnprovenMemberError)."""
         with DIRECTORY.fields():
             officers, supervisors = self._chain_view()
             listed = [m["officer"] for m in self.desks[desk].members]
-        check_members(desk, listed, officers, supervisors, operator_key)
+        check_members(desk, listed, officers, supervisors, operator_keys)
 
     def proven_member_key(self, desk: str, officer: str,
-                          operator_key: VerifyKey | None) -> VerifyKey:
+                          operator_keys: Sequence[ChainKey]) -> VerifyKey:
         """The signing key of ``officer``, once its admission to ``desk`` is proven (it may
         be a former member): UnprovenMemberError otherwise."""
         with DIRECTORY.fields():
             officers, supervisors = self._chain_view()
-        check_members(desk, [officer], officers, supervisors, operator_key)
+        check_members(desk, [officer], officers, supervisors, operator_keys)
         return officers[officer].sign_key
 
     def _chain_view(self) -> tuple[dict[str, Member], dict[str, str | None]]:
@@ -249,6 +250,13 @@ def open_directory(note: bytes, gateway: str, key: VerifyKey, *,
     officer's home gateway vouching for a partner's directory it verified).
     """
     return open_directory_history(note, gateway, key, directory_of=directory_of).desks
+
+
+def check_partner_signature(note: bytes, partner: str, key: VerifyKey) -> None:
+    """A partner's directory, as the home gateway passed it on, still carries the
+    partner's own signature by ``key`` (BadSignatureError otherwise): the home gateway's
+    countersignature alone would let it change what the partner said."""
+    DIRECTORY.verify(note, partner, [key])
 
 
 def open_directory_history(note: bytes, gateway: str, key: VerifyKey, *,

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from gateway.crypto.envelope import Envelope
 from gateway.ledger.events import LedgerEvent
-from gateway.ledger.merkle import NodeId
 from gateway.protocol.history import Share
+from gateway.protocol.merkle import NodeId
 
 PRIORITY_RANK = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 
@@ -368,12 +368,19 @@ class PartnerStore(Protocol):
                                       now_ms: int) -> None:
         """Replace the partner's followed key history by ``statements``, durably."""
 
-    async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
-        """The partner's last verified directory note, the raw key that signed it and
-        when it was fetched."""
+    async def partner_directory(self, partner: str
+                                ) -> tuple[bytes, bytes, int, bytes | None] | None:
+        """The partner's last verified directory note, the raw key that signed it, when
+        it was fetched, and the partner's descriptor of then (None if kept before)."""
 
     async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
-                                    fetched_ms: int) -> None: ...
+                                    fetched_ms: int, descriptor: bytes) -> None: ...
+
+    async def partner_proofs(self, partner: str, desk: str) -> bytes | None:
+        """The membership proofs of a partner's desk as it last answered them."""
+
+    async def set_partner_proofs(self, partner: str, desk: str, answer: bytes,
+                                 fetched_ms: int) -> None: ...
 
 
 class WitnessStore(Protocol):
@@ -446,6 +453,19 @@ class NoticeStore(Protocol):
 
     async def last_desk_notice(self) -> int:
         """The cursor of the newest notice (0 for none)."""
+
+    async def unledgered_notices(self, after: int, limit: int) -> list[DeskNotice]:
+        """Joins and departures after cursor ``after`` without their ledger entry yet,
+        oldest first."""
+
+    async def membership_entries(self, desk: str) -> dict[str, int]:
+        """The position of each officer's ``admitted`` entry for ``desk`` (a bare desk
+        name), by officer id: every officer ever admitted there whose join is ledgered."""
+
+    def ledger_notices(self, entries: Sequence[tuple[int, LedgerEvent]]
+                       ) -> Awaitable[tuple[int, ...]]:
+        """Append each (notice cursor, event) to the ledger and mark the notice with its
+        position, in one commit; the positions."""
 
 
 class ShareStore(Protocol):

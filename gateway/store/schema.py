@@ -308,4 +308,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        11,
+        """
+        -- A join's or departure's ledger entry (docs/PROTOCOL.md 7.8), once the gateway
+        -- appended it: NULL until then, and always for a pending join.
+        ALTER TABLE desk_notices ADD COLUMN ledger_seq INTEGER;
+        CREATE INDEX desk_notices_unledgered ON desk_notices (seq)
+            WHERE ledger_seq IS NULL AND kind IN ('joined', 'left');
+
+        -- A partner's descriptor as it signed it, and its desks' membership proofs as it
+        -- last answered them: officers' clients check both themselves, also while the
+        -- partner is down and after this gateway restarted.
+        ALTER TABLE partner_directories ADD COLUMN descriptor BLOB;
+        CREATE TABLE partner_proofs (
+            partner     TEXT NOT NULL,
+            desk        TEXT NOT NULL,
+            answer      BLOB NOT NULL,
+            fetched_ms  INTEGER NOT NULL,
+            PRIMARY KEY (partner, desk)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]

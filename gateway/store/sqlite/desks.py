@@ -7,16 +7,18 @@ messages. Part of :class:`gateway.store.sqlite.SqliteStore`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiosqlite
 
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError
+from gateway.ledger.events import LedgerEvent
 from gateway.protocol.history import Share
 from gateway.store import AdmissionRow, DeskNotice, DeskRow, OfficerRow
-from gateway.store.sqlite.engine import StoreEngine
+from gateway.store.sqlite.engine import PHASE_DEPENDENTS, StoreEngine, _Op, _Plan
 
 
 class EnrollmentError(ForbiddenError):
@@ -35,6 +37,27 @@ class UnknownDeskError(NotFoundError):
 
 
 _BUMP = "UPDATE meta SET value = value + 1 WHERE key = 'directory_version'"
+
+
+class _NoticesOp(_Op):
+    """Membership entries appended, and their notices marked, in the same commit: after a
+    crash either both happened or neither (the notice is ledgered at the next start)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 entries: Sequence[tuple[int, LedgerEvent]]) -> None:
+        super().__init__(loop)
+        self.entries = entries
+
+    def plan(self, plan: _Plan) -> None:
+        seqs = []
+        for notice, event in self.entries:
+            seq = plan.add_event(event)
+            plan.add(PHASE_DEPENDENTS, "UPDATE desk_notices SET ledger_seq = ? WHERE seq = ?",
+                     (seq, notice))
+            seqs.append(seq)
+        self.result = tuple(seqs)
 
 
 class DeskQueries(StoreEngine):
@@ -184,6 +207,22 @@ class DeskQueries(StoreEngine):
                                 " history_shares WHERE message_id = ? AND officer_id = ?",
                                 (message_id, officer_id))
         return Share(*rows[0]) if rows else None
+
+    async def unledgered_notices(self, after: int, limit: int) -> list[DeskNotice]:
+        rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM desk_notices"
+                                " WHERE ledger_seq IS NULL AND kind IN ('joined', 'left')"
+                                " AND seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [DeskNotice(*row) for row in rows]
+
+    async def membership_entries(self, desk: str) -> dict[str, int]:
+        rows = await self._read("SELECT officer_id, max(ledger_seq) FROM desk_notices"
+                                " WHERE desk = ? AND kind = 'joined' AND ledger_seq IS NOT NULL"
+                                " GROUP BY officer_id", (desk,))
+        return {officer: int(seq) for officer, seq in rows}
+
+    def ledger_notices(self, entries: Sequence[tuple[int, LedgerEvent]]
+                       ) -> Awaitable[tuple[int, ...]]:
+        return self._submit(_NoticesOp(self._loop, entries))
 
     async def last_desk_notice(self) -> int:
         rows = await self._read("SELECT coalesce(max(seq), 0) FROM desk_notices")

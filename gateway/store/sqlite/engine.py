@@ -50,7 +50,7 @@ import structlog
 
 from gateway.errors import StoreError
 from gateway.ledger.events import LedgerEvent
-from gateway.ledger.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
+from gateway.protocol.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
 from gateway.store import LedgerRow, Notification, ReadAck
 from gateway.store.schema import MIGRATIONS
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 
 from gateway.errors import StoreError
 from gateway.ledger.events import LedgerEvent
-from gateway.ledger.merkle import NodeId
+from gateway.protocol.merkle import NodeId
 from gateway.store import LedgerRow, StoredCheckpoint
 from gateway.store.sqlite.engine import (
     _IN_CHUNK,

@@ -20,19 +20,39 @@ class PartnerQueries(StoreEngine):
             "SELECT statement FROM partner_keys WHERE partner = ? ORDER BY seq", (partner,))
         return [bytes(row[0]) for row in rows]
 
-    async def partner_directory(self, partner: str) -> tuple[bytes, bytes, int] | None:
-        rows = await self._read("SELECT note, signing_key, fetched_ms FROM partner_directories"
-                                " WHERE partner = ?", (partner,))
-        return (bytes(rows[0][0]), bytes(rows[0][1]), rows[0][2]) if rows else None
+    async def partner_directory(self, partner: str
+                                ) -> tuple[bytes, bytes, int, bytes | None] | None:
+        rows = await self._read("SELECT note, signing_key, fetched_ms, descriptor"
+                                " FROM partner_directories WHERE partner = ?", (partner,))
+        if not rows:
+            return None
+        note, key, fetched_ms, descriptor = rows[0]
+        return bytes(note), bytes(key), fetched_ms, \
+            None if descriptor is None else bytes(descriptor)
 
     async def set_partner_directory(self, partner: str, note: bytes, signing_key: bytes,
-                                    fetched_ms: int) -> None:
+                                    fetched_ms: int, descriptor: bytes) -> None:
         async with self.transaction() as w:
             await w.execute(
-                "INSERT INTO partner_directories (partner, note, signing_key, fetched_ms)"
-                " VALUES (?,?,?,?) ON CONFLICT (partner) DO UPDATE SET note = excluded.note,"
-                " signing_key = excluded.signing_key, fetched_ms = excluded.fetched_ms",
-                (partner, note, signing_key, fetched_ms))
+                "INSERT INTO partner_directories (partner, note, signing_key, fetched_ms,"
+                " descriptor) VALUES (?,?,?,?,?) ON CONFLICT (partner) DO UPDATE SET"
+                " note = excluded.note, signing_key = excluded.signing_key,"
+                " fetched_ms = excluded.fetched_ms, descriptor = excluded.descriptor",
+                (partner, note, signing_key, fetched_ms, descriptor))
+
+    async def partner_proofs(self, partner: str, desk: str) -> bytes | None:
+        rows = await self._read("SELECT answer FROM partner_proofs WHERE partner = ?"
+                                " AND desk = ?", (partner, desk))
+        return bytes(rows[0][0]) if rows else None
+
+    async def set_partner_proofs(self, partner: str, desk: str, answer: bytes,
+                                 fetched_ms: int) -> None:
+        async with self.transaction() as w:
+            await w.execute(
+                "INSERT INTO partner_proofs (partner, desk, answer, fetched_ms) VALUES"
+                " (?,?,?,?) ON CONFLICT (partner, desk) DO UPDATE SET answer ="
+                " excluded.answer, fetched_ms = excluded.fetched_ms",
+                (partner, desk, answer, fetched_ms))
 
     async def set_partner_key_history(self, partner: str, statements: Sequence[bytes],
                                       now_ms: int) -> None:
