@@ -34,7 +34,7 @@ from gateway.cliutil import (
     until_stopped,
 )
 from gateway.clock import SystemClock
-from gateway.config import Config, PartnerSection, build_section, load_config
+from gateway.config import Config, PartnerSection, build_section, load_config, parse_config
 from gateway.crypto.keyfile import (
     KeyBundle,
     load_bundle,
@@ -52,7 +52,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import ConfigError, GatewayError, KeyFileError
 from gateway.federation.roster import RosterEntry, load_rosters, make_roster, peek_roster
-from gateway.files import write_port_file
+from gateway.files import staged_directory, write_port_file
 from gateway.httpbody import server_settings
 from gateway.logs import configure_logging, get_logger
 from gateway.officers import audit
@@ -250,6 +250,10 @@ format = "auto"
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    """The configuration is checked before anything is written; then everything is
+    written into a directory beside DIR and renamed into place at the end
+    (gateway.files.staged_directory). A failure at any step leaves nothing, so the
+    operator fixes what was wrong and runs the same command again."""
     directory: Path = args.directory
     gateway_id = args.gateway_id or directory.resolve().name
     if not is_name(gateway_id):
@@ -263,36 +267,46 @@ def cmd_init(args: argparse.Namespace) -> int:
         metrics_port = 9464 if args.port else 0
     if not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port {metrics_port}: must be from 0 to 65535")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory}: exists and is not a directory")
     config_path = directory / "gateway.toml"
     key_path = directory / "keys" / "gateway.key"
     for existing in (config_path, key_path):
         if existing.exists():
             raise ConfigError(f"{existing}: already exists; refusing to overwrite")
     if args.insecure_dev_keys:
-        passphrase = None
         keys_extra = "insecure_dev_mode = true   # plaintext key file: demo and tests ONLY\n"
     elif args.passphrase_env:
-        passphrase = passphrase_from_env(args.passphrase_env)
         keys_extra = f'passphrase_env = "{args.passphrase_env}"\n'
     elif args.passphrase_file:
-        passphrase = read_passphrase_file(args.passphrase_file)
         keys_extra = f'passphrase_file = "{args.passphrase_file.resolve()}"\n'
     else:
-        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
         keys_extra = "# no passphrase source: `gateway run` will prompt for it\n"
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    text = _CONFIG_TEMPLATE.format(
+        gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
+        metrics_port=metrics_port, keys_extra=keys_extra,
+    )
+    # What we write must be valid: checked before a passphrase is asked for.
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # a quote in --host or --public-url
+        raise ConfigError(f"{config_path}: not valid TOML ({exc}); check --host and "
+                          "--public-url") from None
+    parse_config(doc, config_path.resolve())
+    passphrase: bytes | None = None
+    if args.passphrase_env:
+        passphrase = passphrase_from_env(args.passphrase_env)
+    elif args.passphrase_file:
+        passphrase = read_passphrase_file(args.passphrase_file)
+    elif not args.insecure_dev_keys:
+        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
     key = GatewaySigningKey.generate()
     bundle = KeyBundle(owner=gateway_id, keys={ROLE_GATEWAY_SIGNING: key})
-    save_bundle(key_path, bundle, passphrase)
-    public_url = args.public_url or f"http://{args.host}:{args.port}"
-    (directory / "data").mkdir(parents=True, exist_ok=True)
-    config_path.write_text(
-        _CONFIG_TEMPLATE.format(
-            gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
-            metrics_port=metrics_port, keys_extra=keys_extra,
-        ),
-        encoding="utf-8",
-    )
-    load_config(config_path)  # what we wrote must be valid
+    with staged_directory(directory) as staging:
+        save_bundle(staging / "keys" / "gateway.key", bundle, passphrase)
+        (staging / "data").mkdir()
+        (staging / "gateway.toml").write_text(text, encoding="utf-8")
     print(f"gateway {gateway_id} initialised in {directory}")
     print(f"  config:      {config_path}")
     warning = "  (INSECURE development key)" if passphrase is None else ""
