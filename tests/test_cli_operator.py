@@ -3,14 +3,16 @@ output into a closed pipe, listings as JSON and empty, partners' current keys.""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from gateway.config import load_config
 from gateway.files import staged_directory
-from tests.helpers import gateway, one_line_error
+from tests.helpers import enroll_invited, gateway, one_line_error, running_gateway
 
 
 def everything(root: Path) -> list[str]:
@@ -89,3 +91,57 @@ def test_a_staged_directory_is_renamed_into_place_or_removed(tmp_path: Path) -> 
     assert mount.stat().st_ino == inode and mount.stat().st_mode & 0o777 == 0o750
     assert everything(tmp_path) == ["mount", "mount/gateway.toml", "mount/keys",
                                     "mount/keys/gateway.key", "new", "new/f"]
+
+
+# --- listings: JSON, and empty ones say so -------------------------------------------------
+
+
+def test_listings_say_when_they_are_empty_and_print_json(tmp_path: Path) -> None:
+    d = tmp_path / "gw"
+    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
+                   "--insecure-dev-keys").returncode == 0
+    config = str(d / "gateway.toml")
+    for what, empty in (("desks", "(no desks)"), ("officers", "(no officers)")):
+        shown = gateway(what, "list", "--config", config)
+        assert (shown.returncode, shown.stdout) == (0, empty + "\n"), shown.stderr
+        as_json = gateway(what, "list", "--json", "--config", config)
+        assert json.loads(as_json.stdout) == {"gateway": "vn-mps", what: []}
+    for args in (["trafficking"], ["border-liaison", "--supervisor", "trafficking"]):
+        assert gateway("desks", "add", *args, "--config", config).returncode == 0
+    shown = gateway("desks", "list", "--config", config).stdout
+    assert "border-liaison@vn-mps (supervisor trafficking): 0 officer(s)" in shown
+    assert "(no desks)" not in shown
+    listed = json.loads(gateway("desks", "list", "--json", "--config", config).stdout)
+    assert sorted(listed["desks"], key=lambda desk: desk["desk"]) == [
+        {"desk": "border-liaison@vn-mps", "supervisor": "trafficking", "officers": []},
+        {"desk": "trafficking@vn-mps", "supervisor": None, "officers": []}]
+
+    anchor_key = tmp_path / "anchor.key"
+    assert gateway("roster", "anchor-init", str(anchor_key), "--id", "asean-ta",
+                   "--insecure-dev-keys").returncode == 0
+    source = tmp_path / "gateways.toml"
+    source.write_text("gateways = []\n")
+    roster = tmp_path / "asean.roster"
+    signed = gateway("roster", "sign", str(source), "--anchor-key", str(anchor_key),
+                     "--insecure-dev-keys", "--out", str(roster))
+    assert signed.returncode == 0, signed.stderr
+    shown = gateway("roster", "show", str(roster))
+    assert shown.stdout.splitlines()[-1] == "  (no gateways)", shown.stdout
+    as_json = json.loads(gateway("roster", "show", "--json", str(roster)).stdout)
+    assert (as_json["anchor"], as_json["verified"], as_json["gateways"]) == (
+        "asean-ta", False, [])
+
+
+async def test_officers_list_as_json(tmp_path: Path, http) -> None:
+    with running_gateway(tmp_path / "gw", ["border-liaison"]) as running:
+        creds, _ = await enroll_invited(http, running, "border-liaison")
+        listed = gateway("officers", "list", "--json", "--config", str(running.cfg))
+        assert listed.returncode == 0, listed.stderr
+        (officer,) = json.loads(listed.stdout)["officers"]
+        assert officer["officer"] == creds.officer_id and officer["state"] == "active"
+        assert officer["revoked"] is None and officer["not_after"] > time.time() * 1000
+        # The first officer of a desk without members is admitted at once.
+        assert officer["desks"] == [{"desk": "border-liaison", "admitted": True}]
+        shown = gateway("officers", "list", "--config", str(running.cfg)).stdout
+        assert shown.startswith(f"{creds.officer_id}  active     desks border-liaison  ")
+

@@ -74,6 +74,14 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
 def _add_passphrase_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--passphrase-env", metavar="NAME",
@@ -137,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     show_roster = roster_sub.add_parser(
         "show", help="print a roster's anchor fingerprint and gateways (NOT verified)")
     show_roster.add_argument("roster", type=Path, metavar="FILE")
+    _add_json(show_roster)
 
     p = sub.add_parser("config", help="check a configuration file")
     config_sub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
@@ -163,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", metavar="NAME", help="desk name, e.g. border-liaison")
     add.add_argument("--supervisor", metavar="DESK", help="desk notified when service levels break")
     _add_config(add)
-    _add_config(desks_sub.add_parser("list", help="list desks and their officers"))
+    desks_list = desks_sub.add_parser("list", help="list desks and their officers")
+    _add_config(desks_list)
+    _add_json(desks_list)
 
     p = sub.add_parser("officers", help="invite, list and revoke officers")
     off_sub = p.add_subparsers(dest="officers_command", metavar="OFFICERS_COMMAND", required=True)
@@ -173,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--hours", type=float, metavar="H",
                         help="code validity in hours (default from the config)")
     _add_config(invite)
-    _add_config(off_sub.add_parser("list", help="list officers and their bindings"))
+    officers_list = off_sub.add_parser("list", help="list officers and their bindings")
+    _add_config(officers_list)
+    _add_json(officers_list)
     revoke = off_sub.add_parser("revoke", help="end an officer's binding at once")
     revoke.add_argument("officer", metavar="OFFICER_ID")
     _add_config(revoke)
@@ -417,12 +430,20 @@ def cmd_roster(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.roster_command == "show":
         roster = peek_roster(args.roster)
+        if args.json:
+            _print_json({"anchor": roster.anchor, "verified": False,
+                         "anchor_fingerprint": roster.anchor_key.fingerprint,
+                         "issued": roster.issued, "valid_until": roster.valid_until,
+                         "gateways": [g.to_json() for g in roster.gateways]})
+            return EXIT_OK
         print(f"roster of anchor {roster.anchor} (NOT verified: check the fingerprint)")
         print(f"  anchor fingerprint: {roster.anchor_key.fingerprint}")
         print(f"  issued {_fmt_time(roster.issued)}, valid until "
               f"{_fmt_time(roster.valid_until)}")
         for g in roster.gateways:
             print(f"  {g.gateway}  {g.url}  {g.fingerprint}  until {_fmt_time(g.not_after)}")
+        if not roster.gateways:
+            print("  (no gateways)")
         return EXIT_OK
     passphrase = _key_passphrase(args, f"anchor key file {args.anchor_key}", confirm=False)
     bundle = load_bundle(args.anchor_key, passphrase, allow_insecure=args.insecure_dev_keys)
@@ -525,13 +546,22 @@ def cmd_desks(args: argparse.Namespace) -> int:
                 return
             officers = await store.officers()
             now = clock.now_ms()
-            for desk in await store.desks():
-                members = [o.id for o in officers
-                           if desk.name in {a.desk for a in o.admissions}
-                           and o.revoked_ms is None and o.not_after_ms > now]
+            desks = [(desk, [o.id for o in officers
+                             if desk.name in {a.desk for a in o.admissions}
+                             and o.revoked_ms is None and o.not_after_ms > now])
+                     for desk in await store.desks()]
+            if args.json:
+                _print_json({"gateway": config.gateway.id, "desks": [
+                    {"desk": f"{desk.name}@{config.gateway.id}",
+                     "supervisor": desk.supervisor, "officers": members}
+                    for desk, members in desks]})
+                return
+            for desk, members in desks:
                 supervisor = f" (supervisor {desk.supervisor})" if desk.supervisor else ""
                 print(f"{desk.name}@{config.gateway.id}{supervisor}: "
                       f"{len(members)} officer(s) {' '.join(members)}".rstrip())
+            if not desks:
+                print("(no desks)")
         finally:
             await store.close()
 
@@ -577,13 +607,27 @@ def cmd_officers(args: argparse.Namespace) -> int:
                 audit.admitted(audit.OPERATOR_CLI, args.officer, desk, "operator")
                 print(f"officer {args.officer} admitted to {desk} by the operator")
             else:
-                for o in await store.officers():
+                listed = await store.officers()
+                if args.json:
+                    _print_json({"gateway": config.gateway.id, "officers": [{
+                        "officer": o.id,
+                        "state": "revoked" if o.revoked_ms else (
+                            "expired" if o.not_after_ms <= now else "active"),
+                        "revoked": o.revoked_ms,
+                        "desks": [{"desk": d, "admitted": d in {a.desk for a in o.admissions}}
+                                  for d in o.desks],
+                        "signing_key": o.sign_key_id, "not_after": o.not_after_ms,
+                    } for o in listed]})
+                    return
+                for o in listed:
                     state = ("revoked " + _fmt_time(o.revoked_ms)) if o.revoked_ms else (
                         "expired" if o.not_after_ms <= now else "active")
                     admitted = {a.desk for a in o.admissions}
                     desks = [d if d in admitted else f"{d}(pending)" for d in o.desks]
                     print(f"{o.id}  {state:9}  desks {','.join(desks) or '-'}  "
                           f"signing key {o.sign_key_id}  until {_fmt_time(o.not_after_ms)}")
+                if not listed:
+                    print("(no officers)")
         finally:
             await store.close()
 
