@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from gateway.cliutil import EXIT_CLOSED_PIPE
 from gateway.config import load_config
 from gateway.files import staged_directory
 from tests.helpers import enroll_invited, gateway, one_line_error, running_gateway
@@ -144,4 +147,52 @@ async def test_officers_list_as_json(tmp_path: Path, http) -> None:
         assert officer["desks"] == [{"desk": "border-liaison", "admitted": True}]
         shown = gateway("officers", "list", "--config", str(running.cfg)).stdout
         assert shown.startswith(f"{creds.officer_id}  active     desks border-liaison  ")
+
+
+# --- output into a closed pipe ------------------------------------------------------------
+
+
+def into_closed_pipe(*args: str, buffered: bool, env: dict[str, str] | None = None,
+                     ) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` with standard output a pipe that nobody reads any more, as
+    ``| head`` leaves it once it has its lines: every write fails (EPIPE). Buffered, the
+    failure comes at a flush (at exit, unless the command flushes before); unbuffered
+    (PYTHONUNBUFFERED, as in the Docker image), at the first write."""
+    environment = {**os.environ, **(env or {})}
+    if buffered:
+        environment.pop("PYTHONUNBUFFERED", None)
+    else:
+        environment["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=environment, check=False)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, buffered: bool) -> None:
+    d = tmp_path / "gw"
+    assert gateway("init", str(d), "--id", "vn-mps", "--port", "0",
+                   "--insecure-dev-keys").returncode == 0
+    config = str(d / "gateway.toml")
+    assert gateway("desks", "add", "trafficking", "--config", config).returncode == 0
+    for args in (["desks", "list"], ["desks", "list", "--json"], ["keys", "show"],
+                 ["officers", "list"]):
+        done = into_closed_pipe("gateway", *args, "--config", config, buffered=buffered)
+        assert (done.returncode, done.stderr) == (EXIT_CLOSED_PIPE, ""), args
+    for module in ("gateway", "gateway.client.cli"):  # argparse prints, then exits
+        for option in ("--help", "--version"):
+            done = into_closed_pipe(module, option, buffered=buffered)
+            assert (done.returncode, done.stderr) == (0, ""), (module, option)
+    # The officers' command shares the boundary (it used to exit 1 here).
+    done = into_closed_pipe("gateway.client.cli", "keys", "new", "--out",
+                            str(tmp_path / "officer.key"), "--owner", "officer-7",
+                            "--passphrase-env", "PW", env={"PW": "officer secret"},
+                            buffered=buffered)
+    assert (done.returncode, done.stderr) == (EXIT_CLOSED_PIPE, "")
+    assert (tmp_path / "officer.key").exists()  # the work was done; only the words were lost
 

@@ -27,6 +27,7 @@ from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
+    parse_args,
     passphrase_from_env,
     prompt_passphrase,
     read_passphrase_file,
@@ -718,7 +719,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     configure_logging("error", "auto")  # commands speak for themselves; `run` reconfigures
     return run_command(PROG, lambda: COMMANDS[args.command](args))
 
