@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.process import ServerProcess
 from gateway.cliutil import EXIT_CLOSED_PIPE
 from gateway.config import load_config
 from gateway.files import staged_directory
@@ -196,3 +198,48 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, buffered: bool) 
     assert (done.returncode, done.stderr) == (EXIT_CLOSED_PIPE, "")
     assert (tmp_path / "officer.key").exists()  # the work was done; only the words were lost
 
+
+# --- partners: the key trusted now ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_partners_shows_the_key_followed_after_a_rotation(tmp_path: Path) -> None:
+    kh, vn = tmp_path / "kh", tmp_path / "vn"
+    port = free_port()
+    made = gateway("init", str(kh), "--id", "kh-cnp", "--port", str(port),
+                   "--metrics-port", "0", "--insecure-dev-keys")
+    assert made.returncode == 0, made.stderr
+    pinned = made.stdout.split("fingerprint: ")[1].strip()
+    rotated = gateway("keys", "rotate", "--config", str(kh / "gateway.toml"))
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.split("new fingerprint: ")[1].splitlines()[0].strip()
+    assert new != pinned
+    assert gateway("init", str(vn), "--id", "vn-mps", "--port", "0",
+                   "--insecure-dev-keys").returncode == 0
+    config = vn / "gateway.toml"
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write(f'\n[[partners]]\nid = "kh-cnp"\nurl = "http://127.0.0.1:{port}"\n'
+                 f'fingerprint = "{pinned}"\n')
+    with ServerProcess.gateway(kh / "gateway.toml"), ServerProcess.gateway(config):
+        deadline = time.monotonic() + 20
+        while True:  # VN fetches KH's descriptor at start and follows the rotation
+            shown = gateway("partners", "--json", "--config", str(config))
+            assert shown.returncode == 0, shown.stderr
+            (entry,) = json.loads(shown.stdout)["partners"]
+            if entry["fingerprint"] != pinned or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (entry["fingerprint"], entry["pinned_fingerprint"]) == (new, pinned)
+        text = gateway("partners", "--config", str(config)).stdout
+        assert f"kh-cnp: key {new} (rotated; pinned was {pinned})" in text
+        # The command the issue names, into a closed pipe, against a running gateway.
+        for args in (["status"], ["partners"], ["partners", "--json"]):
+            for buffered in (True, False):
+                done = into_closed_pipe("gateway", *args, "--config", str(config),
+                                        buffered=buffered)
+                assert (done.returncode, done.stderr) == (EXIT_CLOSED_PIPE, ""), args

@@ -104,6 +104,7 @@ fingerprint = "{fingerprint}"
         assert "vn-mps partners at" in shown.stdout
         (row,) = [line for line in shown.stdout.splitlines() if line.startswith("kh-cnp ")]
         assert row.split()[1] == "down", shown.stdout
+        assert f"kh-cnp: key {fingerprint}\n" in shown.stdout  # pinned, never rotated
         retried = gateway("partners", "retry", "kh-cnp", "--config", str(config))
         assert retried.returncode == 0 and "woken" in retried.stdout
         unknown = gateway("partners", "retry", "xx-none", "--config", str(config))
