@@ -3,13 +3,17 @@ server says where it listens and waits to be stopped.
 
 Every command runs inside :func:`run_command`: an error the gateway raises on purpose
 (gateway.errors.ERRORS) becomes one line on standard error and exit status 2 for
-configuration errors, 1 for the rest; never a traceback. Passphrases come from a prompt,
+configuration errors, 1 for the rest; never a traceback. Output into a pipe whose reader
+went away (``gateway status | head -1``) ends the command quietly with status 141, as if
+SIGPIPE had ended it the way it ends most Unix tools; :func:`parse_args` does the same
+for ``--help`` and ``--version``. Passphrases come from a prompt,
 an environment variable or a file, and are handed on as bytes without ever being printed
 or logged.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import os
@@ -23,6 +27,7 @@ from gateway.errors import ERRORS, ConfigError, KeyFileError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process SIGPIPE ended
 MAX_PASSPHRASE_FILE = 4096
 
 
@@ -81,10 +86,38 @@ def get_passphrase(
     return prompt_passphrase(what, confirm=confirm)
 
 
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null: what is still buffered, and the interpreter's
+    flush at exit, go there instead of failing again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; ``--help`` and ``--version`` print and exit, and
+    that output is flushed here, so that a closed pipe ends them quietly too."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+        raise
+
+
 def run_command(prog: str, func: Callable[[], int]) -> int:
     """Run ``func`` at the boundary: typed errors become one line and an exit status."""
     try:
-        return func()
+        status = func()
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would be reported
+        return status
+    except BrokenPipeError:  # the reader went away (`| head`): not worth a word
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
     except ConfigError as exc:
         print(f"{prog}: error: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG

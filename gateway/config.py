@@ -251,8 +251,8 @@ def _level(priority: str, stage: str, within: float, escalate: bool) -> ServiceL
     return ServiceLevelSection(priority, stage, within, escalate)
 
 
-#: Used when the configuration has no ``service_levels`` at all; ``service_levels = []``
-#: turns them off.
+#: One per priority and stage; a ``[[service_levels]]`` table replaces the one of its
+#: priority and stage and leaves the others; ``service_levels = []`` turns them all off.
 DEFAULT_SERVICE_LEVELS = (
     _level("flash", "delivered", 60, True),
     _level("flash", "read", 15 * 60, True),
@@ -452,8 +452,16 @@ def _trust_anchors(tables: Any, path: Path) -> tuple[TrustAnchorSection, ...]:
 
 
 def _service_levels(tables: Any, path: Path) -> tuple[ServiceLevelSection, ...]:
-    """``[[service_levels]]``: one table per priority and stage (none: the defaults)."""
-    return _tables(ServiceLevelSection, "service_levels", tables, path)
+    """``[[service_levels]]``: each table sets the level of its priority and stage, on top
+    of the defaults (an operator who tightens flash/read keeps the other eight); an empty
+    array turns them all off. Ordered by priority, then stage."""
+    listed = _tables(ServiceLevelSection, "service_levels", tables, path)
+    if not listed:
+        return ()
+    levels = {level.id: level for level in DEFAULT_SERVICE_LEVELS}
+    levels.update((level.id, level) for level in listed)
+    return tuple(sorted(levels.values(), key=lambda level: (
+        PRIORITIES.index(level.priority), SLO_STAGES.index(level.stage))))
 
 
 def _cross_checks(config: Config) -> None:

@@ -5,11 +5,15 @@ Every label value comes from a bounded set: partner ids from the configuration (
 ``local``), the message kinds and priorities of the envelope format, the stages and
 directions below, and stable error codes. No message id, desk, officer or free text is
 ever a label value.
+
+The registry also carries the standard ``process_*`` series (resident memory, CPU
+seconds, open files, start time; read from /proc, so Linux only) that the default
+registry of prometheus_client would have had.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 #: Where a message stands, measured from the moment this gateway accepted it:
 #: ``receipt`` the partner's signed receipt (outbound only), ``delivered`` in the desk
@@ -31,6 +35,7 @@ RESPONSE_BUCKETS = (
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
         self.info = Gauge("fpg_gateway_info", "This gateway's id and software version "
                           "(always 1)", ["gateway", "version"], registry=r)
         self.response = Histogram(

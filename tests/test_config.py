@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config import DEFAULT_SERVICE_LEVELS, load_config
 from gateway.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "gateway.example.toml"
@@ -102,3 +102,12 @@ def test_partner_and_federation_errors_name_the_key(tmp_path: Path, extra: str,
         text = extra + MINIMAL if not extra.startswith("\n") else MINIMAL + extra
         load_config(write(tmp_path, text))
     assert message in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_example_service_levels_change_two_and_keep_the_other_defaults() -> None:
+    levels = {(lv.priority, lv.stage): lv for lv in load_config(EXAMPLE).service_levels}
+    defaults = {(lv.priority, lv.stage): lv for lv in DEFAULT_SERVICE_LEVELS}
+    assert set(levels) == set(defaults)
+    changed = {k: (lv.within_seconds, lv.escalate) for k, lv in levels.items()
+               if lv != defaults[k]}
+    assert changed == {("flash", "read"): (600.0, True), ("routine", "read"): (259_200.0, True)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -103,6 +104,7 @@ fingerprint = "{fingerprint}"
         assert "vn-mps partners at" in shown.stdout
         (row,) = [line for line in shown.stdout.splitlines() if line.startswith("kh-cnp ")]
         assert row.split()[1] == "down", shown.stdout
+        assert f"kh-cnp: key {fingerprint}\n" in shown.stdout  # pinned, never rotated
         retried = gateway("partners", "retry", "kh-cnp", "--config", str(config))
         assert retried.returncode == 0 and "woken" in retried.stdout
         unknown = gateway("partners", "retry", "xx-none", "--config", str(config))
@@ -128,5 +130,10 @@ fingerprint = "{fingerprint}"
             page = response.read().decode()
         assert 'fpg_partner_up{partner="kh-cnp"} 0.0' in page
         assert 'fpg_gateway_info{gateway="vn-mps"' in page
+        if sys.platform == "linux":  # the process collector reads /proc
+            memory = [line for line in page.splitlines()
+                      if line.startswith("process_resident_memory_bytes ")]
+            assert len(memory) == 1 and float(memory[0].split()[1]) > 1e6, memory
+            assert "process_start_time_seconds " in page
     assert server.returncode == 0
     assert not (d / "data" / "admin.sock").exists()

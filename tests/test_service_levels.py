@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.appkeys import DIRECTORY, HUB, METRICS, SERVICE_LEVELS, STORE
 from gateway.clock import ManualClock
-from gateway.config import DEFAULT_SERVICE_LEVELS, parse_config
+from gateway.config import DEFAULT_SERVICE_LEVELS, ServiceLevelSection, parse_config
 from gateway.crypto.envelope import EnvelopeHeader, seal_envelope, verify_envelope
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
@@ -228,10 +228,31 @@ def test_service_levels_in_the_configuration(tmp_path) -> None:
     assert parse_config(config_doc(tmp_path, None), path).service_levels == \
         DEFAULT_SERVICE_LEVELS
     assert parse_config(config_doc(tmp_path, []), path).service_levels == ()
+    # Each table replaces the level of its priority and stage; the other defaults stay,
+    # in the same order (by priority, then stage).
     levels = parse_config(config_doc(tmp_path), path).service_levels
-    assert [(lv.priority, lv.stage, lv.within_seconds, lv.escalate) for lv in levels] == [
+    listed = {(lv["priority"], lv["stage"]) for lv in LEVELS}
+    assert [(lv.priority, lv.stage) for lv in levels] == [
+        (lv.priority, lv.stage) for lv in DEFAULT_SERVICE_LEVELS]
+    assert [lv for lv in levels if (lv.priority, lv.stage) not in listed] == [
+        lv for lv in DEFAULT_SERVICE_LEVELS if (lv.priority, lv.stage) not in listed]
+    assert [(lv.priority, lv.stage, lv.within_seconds, lv.escalate) for lv in levels
+            if (lv.priority, lv.stage) in listed] == [
         ("flash", "read", 900.0, True), ("flash", "reply", 7200.0, False),
         ("routine", "read", 86_400.0, False)]
+    # One level that is not a default (no delivered stage for routine by default) is added
+    # in its place; a single table changes one level and nothing else.
+    one = [{"priority": "routine", "stage": "delivered", "within_seconds": 3600}]
+    levels = parse_config(config_doc(tmp_path, one), path).service_levels
+    assert len(levels) == len(DEFAULT_SERVICE_LEVELS) + 1
+    assert levels[-2:] == (ServiceLevelSection("routine", "delivered", 3600.0, False),
+                           DEFAULT_SERVICE_LEVELS[-1])
+    one = [{"priority": "immediate", "stage": "read", "within_seconds": 60}]
+    levels = parse_config(config_doc(tmp_path, one), path).service_levels
+    changed = [i for i, (a, b) in enumerate(zip(levels, DEFAULT_SERVICE_LEVELS, strict=True))
+               if a != b]
+    assert [levels[i] for i in changed] == [
+        ServiceLevelSection("immediate", "read", 60.0, False)]
     bad = [{"priority": "flash", "stage": "answered", "within_seconds": 60}]
     with pytest.raises(ConfigError, match=r"\[\[service_levels\]\] #1 stage: must be one of"):
         parse_config(config_doc(tmp_path, bad), path)

@@ -1,5 +1,12 @@
 """``gateway partners`` and ``gateway status``: the operator's view of the running
-gateway, from its admin socket (gateway.channels.admin)."""
+gateway, from its admin socket (gateway.channels.admin).
+
+``gateway partners`` also shows the key each partner is trusted with now: the pinned one
+(``[[partners]]`` or a roster), or the newest key the gateway followed from there after
+the partner rotated. The gateway stores the rotations it follows before it trusts the new
+key, and restarts from that record (Partners.load_keys); the command reads the same
+record from the database, checked the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,13 @@ from typing import Any
 
 import aiohttp
 
+from gateway.clock import SystemClock
 from gateway.config import Config
-from gateway.errors import GatewayError, PeerError
+from gateway.crypto.keys import normalize_fingerprint
+from gateway.errors import ConfigError, CryptoError, GatewayError, PeerError
+from gateway.federation.roster import load_rosters
+from gateway.protocol.rotation import peek_rotation, verify_history
+from gateway.store.sqlite import SqliteStore
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -57,6 +69,10 @@ def format_partners(report: dict[str, Any]) -> str:
             "-" if checkpoint is None else
             f"size {checkpoint['size']}, {_age(now, checkpoint['seen'])}",
         ))
+        if p.get("fingerprint"):
+            followed = ("" if p["fingerprint"] == p["pinned_fingerprint"] else
+                        f" (rotated; pinned was {p['pinned_fingerprint']})")
+            notes.append(f"{p['id']}: key {p['fingerprint']}{followed}")
         if p["next_attempt"] is not None:
             notes.append(f"{p['id']}: next attempt in "
                          f"{max(0, p['next_attempt'] - now) / 1000:.1f}s")
@@ -123,12 +139,53 @@ def status_command(config: Config, as_json: bool) -> str:
     return json.dumps(report, indent=2) if as_json else format_status(report)
 
 
+async def partner_keys(config: Config) -> dict[str, tuple[str, str]]:
+    """Each partner's pinned key fingerprint and the one trusted now (the same unless it
+    rotated). A stored key history that does not verify or does not descend from the
+    pinned key is ignored, as the gateway ignores it."""
+    pinned = {p.id: normalize_fingerprint(p.fingerprint) for p in config.partners}
+    try:
+        rosters = load_rosters(config, SystemClock().now_ms())
+    except ConfigError:  # e.g. expired since the gateway started: those keys go unshown
+        rosters = []
+    for _, roster in rosters:
+        for entry in roster.gateways:
+            if entry.gateway != config.gateway.id:
+                pinned.setdefault(entry.gateway, entry.fingerprint)
+    keys = {partner: (fingerprint, fingerprint) for partner, fingerprint in pinned.items()}
+    if not pinned or not config.database.exists():
+        return keys
+    store = await SqliteStore.open(config.database)
+    try:
+        for partner, fingerprint in pinned.items():
+            statements = await store.partner_key_history(partner)
+            if not statements:
+                continue
+            try:
+                current = peek_rotation(statements[-1]).new_key
+                verify_history(statements, partner, current).since_trusted({fingerprint})
+            except CryptoError:
+                continue
+            keys[partner] = (fingerprint, current.fingerprint)
+    finally:
+        await store.close()
+    return keys
+
+
 def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
     socket_path = _socket(config)
     if retry is not None:
         answer = asyncio.run(admin_request(socket_path, "POST", f"/partners/{retry}/retry"))
         return f"{answer['partner']}: sender woken; it retries now"
-    report = asyncio.run(admin_request(socket_path, "GET", "/partners"))
+
+    async def report_with_keys() -> dict[str, Any]:
+        report: dict[str, Any] = await admin_request(socket_path, "GET", "/partners")
+        keys = await partner_keys(config)
+        for p in report["partners"]:
+            p["pinned_fingerprint"], p["fingerprint"] = keys.get(p["id"], (None, None))
+        return report
+
+    report = asyncio.run(report_with_keys())
     if as_json:
         return json.dumps(report, indent=2)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(report["now"] / 1000))

@@ -27,6 +27,7 @@ from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
+    parse_args,
     passphrase_from_env,
     prompt_passphrase,
     read_passphrase_file,
@@ -34,7 +35,7 @@ from gateway.cliutil import (
     until_stopped,
 )
 from gateway.clock import SystemClock
-from gateway.config import Config, PartnerSection, build_section, load_config
+from gateway.config import Config, PartnerSection, build_section, load_config, parse_config
 from gateway.crypto.keyfile import (
     KeyBundle,
     load_bundle,
@@ -52,7 +53,7 @@ from gateway.crypto.keys import (
 )
 from gateway.errors import ConfigError, GatewayError, KeyFileError
 from gateway.federation.roster import RosterEntry, load_rosters, make_roster, peek_roster
-from gateway.files import write_port_file
+from gateway.files import staged_directory, write_port_file
 from gateway.httpbody import server_settings
 from gateway.logs import configure_logging, get_logger
 from gateway.officers import audit
@@ -72,6 +73,14 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         "--config", "-c", type=Path, default=Path("gateway.toml"), metavar="FILE",
         help="the gateway's TOML configuration (default: ./gateway.toml)",
     )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def _add_passphrase_options(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     show_roster = roster_sub.add_parser(
         "show", help="print a roster's anchor fingerprint and gateways (NOT verified)")
     show_roster.add_argument("roster", type=Path, metavar="FILE")
+    _add_json(show_roster)
 
     p = sub.add_parser("config", help="check a configuration file")
     config_sub = p.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
@@ -163,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", metavar="NAME", help="desk name, e.g. border-liaison")
     add.add_argument("--supervisor", metavar="DESK", help="desk notified when service levels break")
     _add_config(add)
-    _add_config(desks_sub.add_parser("list", help="list desks and their officers"))
+    desks_list = desks_sub.add_parser("list", help="list desks and their officers")
+    _add_config(desks_list)
+    _add_json(desks_list)
 
     p = sub.add_parser("officers", help="invite, list and revoke officers")
     off_sub = p.add_subparsers(dest="officers_command", metavar="OFFICERS_COMMAND", required=True)
@@ -173,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--hours", type=float, metavar="H",
                         help="code validity in hours (default from the config)")
     _add_config(invite)
-    _add_config(off_sub.add_parser("list", help="list officers and their bindings"))
+    officers_list = off_sub.add_parser("list", help="list officers and their bindings")
+    _add_config(officers_list)
+    _add_json(officers_list)
     revoke = off_sub.add_parser("revoke", help="end an officer's binding at once")
     revoke.add_argument("officer", metavar="OFFICER_ID")
     _add_config(revoke)
@@ -250,6 +264,10 @@ format = "auto"
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    """The configuration is checked before anything is written; then everything is
+    written into a directory beside DIR and renamed into place at the end
+    (gateway.files.staged_directory). A failure at any step leaves nothing, so the
+    operator fixes what was wrong and runs the same command again."""
     directory: Path = args.directory
     gateway_id = args.gateway_id or directory.resolve().name
     if not is_name(gateway_id):
@@ -263,36 +281,46 @@ def cmd_init(args: argparse.Namespace) -> int:
         metrics_port = 9464 if args.port else 0
     if not 0 <= metrics_port <= 65535:
         raise ConfigError(f"--metrics-port {metrics_port}: must be from 0 to 65535")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory}: exists and is not a directory")
     config_path = directory / "gateway.toml"
     key_path = directory / "keys" / "gateway.key"
     for existing in (config_path, key_path):
         if existing.exists():
             raise ConfigError(f"{existing}: already exists; refusing to overwrite")
     if args.insecure_dev_keys:
-        passphrase = None
         keys_extra = "insecure_dev_mode = true   # plaintext key file: demo and tests ONLY\n"
     elif args.passphrase_env:
-        passphrase = passphrase_from_env(args.passphrase_env)
         keys_extra = f'passphrase_env = "{args.passphrase_env}"\n'
     elif args.passphrase_file:
-        passphrase = read_passphrase_file(args.passphrase_file)
         keys_extra = f'passphrase_file = "{args.passphrase_file.resolve()}"\n'
     else:
-        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
         keys_extra = "# no passphrase source: `gateway run` will prompt for it\n"
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    text = _CONFIG_TEMPLATE.format(
+        gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
+        metrics_port=metrics_port, keys_extra=keys_extra,
+    )
+    # What we write must be valid: checked before a passphrase is asked for.
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # a quote in --host or --public-url
+        raise ConfigError(f"{config_path}: not valid TOML ({exc}); check --host and "
+                          "--public-url") from None
+    parse_config(doc, config_path.resolve())
+    passphrase: bytes | None = None
+    if args.passphrase_env:
+        passphrase = passphrase_from_env(args.passphrase_env)
+    elif args.passphrase_file:
+        passphrase = read_passphrase_file(args.passphrase_file)
+    elif not args.insecure_dev_keys:
+        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
     key = GatewaySigningKey.generate()
     bundle = KeyBundle(owner=gateway_id, keys={ROLE_GATEWAY_SIGNING: key})
-    save_bundle(key_path, bundle, passphrase)
-    public_url = args.public_url or f"http://{args.host}:{args.port}"
-    (directory / "data").mkdir(parents=True, exist_ok=True)
-    config_path.write_text(
-        _CONFIG_TEMPLATE.format(
-            gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
-            metrics_port=metrics_port, keys_extra=keys_extra,
-        ),
-        encoding="utf-8",
-    )
-    load_config(config_path)  # what we wrote must be valid
+    with staged_directory(directory) as staging:
+        save_bundle(staging / "keys" / "gateway.key", bundle, passphrase)
+        (staging / "data").mkdir()
+        (staging / "gateway.toml").write_text(text, encoding="utf-8")
     print(f"gateway {gateway_id} initialised in {directory}")
     print(f"  config:      {config_path}")
     warning = "  (INSECURE development key)" if passphrase is None else ""
@@ -403,12 +431,20 @@ def cmd_roster(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.roster_command == "show":
         roster = peek_roster(args.roster)
+        if args.json:
+            _print_json({"anchor": roster.anchor, "verified": False,
+                         "anchor_fingerprint": roster.anchor_key.fingerprint,
+                         "issued": roster.issued, "valid_until": roster.valid_until,
+                         "gateways": [g.to_json() for g in roster.gateways]})
+            return EXIT_OK
         print(f"roster of anchor {roster.anchor} (NOT verified: check the fingerprint)")
         print(f"  anchor fingerprint: {roster.anchor_key.fingerprint}")
         print(f"  issued {_fmt_time(roster.issued)}, valid until "
               f"{_fmt_time(roster.valid_until)}")
         for g in roster.gateways:
             print(f"  {g.gateway}  {g.url}  {g.fingerprint}  until {_fmt_time(g.not_after)}")
+        if not roster.gateways:
+            print("  (no gateways)")
         return EXIT_OK
     passphrase = _key_passphrase(args, f"anchor key file {args.anchor_key}", confirm=False)
     bundle = load_bundle(args.anchor_key, passphrase, allow_insecure=args.insecure_dev_keys)
@@ -511,13 +547,22 @@ def cmd_desks(args: argparse.Namespace) -> int:
                 return
             officers = await store.officers()
             now = clock.now_ms()
-            for desk in await store.desks():
-                members = [o.id for o in officers
-                           if desk.name in {a.desk for a in o.admissions}
-                           and o.revoked_ms is None and o.not_after_ms > now]
+            desks = [(desk, [o.id for o in officers
+                             if desk.name in {a.desk for a in o.admissions}
+                             and o.revoked_ms is None and o.not_after_ms > now])
+                     for desk in await store.desks()]
+            if args.json:
+                _print_json({"gateway": config.gateway.id, "desks": [
+                    {"desk": f"{desk.name}@{config.gateway.id}",
+                     "supervisor": desk.supervisor, "officers": members}
+                    for desk, members in desks]})
+                return
+            for desk, members in desks:
                 supervisor = f" (supervisor {desk.supervisor})" if desk.supervisor else ""
                 print(f"{desk.name}@{config.gateway.id}{supervisor}: "
                       f"{len(members)} officer(s) {' '.join(members)}".rstrip())
+            if not desks:
+                print("(no desks)")
         finally:
             await store.close()
 
@@ -563,13 +608,27 @@ def cmd_officers(args: argparse.Namespace) -> int:
                 audit.admitted(audit.OPERATOR_CLI, args.officer, desk, "operator")
                 print(f"officer {args.officer} admitted to {desk} by the operator")
             else:
-                for o in await store.officers():
+                listed = await store.officers()
+                if args.json:
+                    _print_json({"gateway": config.gateway.id, "officers": [{
+                        "officer": o.id,
+                        "state": "revoked" if o.revoked_ms else (
+                            "expired" if o.not_after_ms <= now else "active"),
+                        "revoked": o.revoked_ms,
+                        "desks": [{"desk": d, "admitted": d in {a.desk for a in o.admissions}}
+                                  for d in o.desks],
+                        "signing_key": o.sign_key_id, "not_after": o.not_after_ms,
+                    } for o in listed]})
+                    return
+                for o in listed:
                     state = ("revoked " + _fmt_time(o.revoked_ms)) if o.revoked_ms else (
                         "expired" if o.not_after_ms <= now else "active")
                     admitted = {a.desk for a in o.admissions}
                     desks = [d if d in admitted else f"{d}(pending)" for d in o.desks]
                     print(f"{o.id}  {state:9}  desks {','.join(desks) or '-'}  "
                           f"signing key {o.sign_key_id}  until {_fmt_time(o.not_after_ms)}")
+                if not listed:
+                    print("(no officers)")
         finally:
             await store.close()
 
@@ -660,7 +719,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     configure_logging("error", "auto")  # commands speak for themselves; `run` reconfigures
     return run_command(PROG, lambda: COMMANDS[args.command](args))
 

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway import __version__
+from gateway import __version__, cliutil
 from gateway.client import payload
 from gateway.client.api import (
     ApiError,
@@ -1172,10 +1172,7 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
             if f"({exc.code}" not in exc.message:
                 exc.args = (f"{exc.message} ({exc.code})", *exc.args[1:])
             raise
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_FAILURE
-        except (KeyboardInterrupt, OSError):
+        except (KeyboardInterrupt, OSError):  # a closed pipe too: see run_command
             raise
         except Exception as exc:  # the one catch-all, at the process boundary
             print(f"{PROG}: error: unexpected {type(exc).__name__}: {clean(str(exc))}",
@@ -1187,7 +1184,7 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
 
 def main(argv: list[str] | None = None) -> int:
     utf8_streams()
-    args = build_parser().parse_args(argv)
+    args = cliutil.parse_args(build_parser(), argv)
     configure_logging("error", "auto")
     return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args)))
 
