@@ -107,6 +107,9 @@ def test_a_ledger_replaced_behind_the_officers_backs_is_a_fork(tmp_path: Path) -
         async def second() -> None:
             async with aiohttp.ClientSession() as http:
                 b = await member(http, again, "trafficking", TrustMemory(trust.path))
+                with pytest.raises(ClientError) as listing:  # `gateway-client desks`
+                    await b.directory()
+                assert listing.value.code == "ledger_fork"
                 with pytest.raises(ClientError) as refused:
                     await b.send("hotline", "trafficking", {"type": "hotline", "text": "two"})
                 assert refused.value.code == "ledger_fork"
@@ -206,3 +209,19 @@ async def test_officers_seal_for_a_partner_that_is_down_after_their_gateway_rest
                             {"type": "hotline", "text": "while KH is down"})
     assert sent["status"] == "accepted"
     assert vn.rows("SELECT count(*) FROM outbox") == [(1,)]
+
+
+async def test_every_directory_fetch_follows_the_home_ledger(vn_kh, http, tmp_path) -> None:
+    """`gateway-client desks` and reading check the ledger too, not only sending."""
+    vn, _ = vn_kh
+    a = await vn.officer(http, "border-liaison")
+    await vn.officer(http, "trafficking")  # two admissions: a checkpoint of size 2
+    trust = TrustMemory(tmp_path / "trust.json")
+    await GatewayClient(http, a.creds, trust=trust).directory()
+    seen = trust.log("vn-mps")
+    assert seen is not None and seen.size == 2
+    forked = TrustMemory(tmp_path / "forked.json")  # saw another first entry
+    forked.remember_log("vn-mps", LogState(seen.origin, 1, b"\x07" * 32))
+    with pytest.raises(ClientError) as refused:
+        await GatewayClient(http, a.creds, trust=forked).directory()
+    assert refused.value.code == "ledger_fork"

@@ -36,6 +36,7 @@ from gateway.protocol.membership import (
     check_extends,
     check_membership,
     check_relayed_log,
+    open_log,
     open_membership,
     proofs_answer,
 )
@@ -167,6 +168,17 @@ async def test_a_checkpoint_not_signed_by_the_gateway_is_refused(gw) -> None:
     desk, answer = await gw.desk(), await gw.proofs()
     error = refused(answer, desk, key=OTHER)
     assert error.code == "unproven_member" and "checkpoint" in error.message
+
+
+async def test_a_checkpoint_is_remembered_only_if_the_gateway_signed_it(gw) -> None:
+    await gw.enroll("border-liaison")
+    note = (await gw.proofs())["checkpoint"]
+    assert open_log(note, [OTHER.public, GW.public]) == LogState(
+        ORIGIN, 1, await gw.ledger.root(1))
+    for bad in (note, None, "fpg/vn-mps\n1\n"):
+        with pytest.raises(ClientError) as refused:
+            open_log(bad, [OTHER.public])
+        assert refused.value.code == "bad_checkpoint"
 
 
 async def test_a_ledger_that_does_not_extend_the_remembered_one_is_a_fork(gw) -> None:

@@ -45,6 +45,7 @@ from gateway.errors import (
     ClientError,
     CryptoError,
     GatewayError,
+    MalformedError,
 )
 from gateway.protocol import jsontext
 from gateway.protocol.admission import admission_text, safety_code, safety_codes_equal
@@ -56,8 +57,11 @@ from gateway.protocol.descriptor import (
 )
 from gateway.protocol.history import DEFAULT_HISTORY_DAYS, MAX_SHARES, Share, share_text
 from gateway.protocol.membership import (
+    check_extends,
     check_membership,
     check_relayed_log,
+    consistency_hashes,
+    open_log,
     open_membership,
 )
 from gateway.protocol.officers import (
@@ -251,8 +255,43 @@ class GatewayClient:
                                                   directory_of=gateway)
             if gateway != home:
                 await self._check_partner_signature(body, gateway)
+            await self._follow_log(gateway, verified)
             self._directories[gateway] = verified
         return self._directories[gateway]
+
+    async def _follow_log(self, gateway: str, verified: VerifiedDirectory) -> None:
+        """With every directory fetch: the gateway's ledger still extends the checkpoint
+        this client saw before (ClientError ``ledger_fork``), and its newest checkpoint is
+        remembered (docs/PROTOCOL.md 7.8). Skipped while there is none to see: no
+        checkpoint yet, or a partner that has not answered."""
+        known = self.trust.log(gateway)
+        keys = [k.key for k in await self.gateway_keys(gateway)]
+        try:
+            if gateway == self.creds.gateway_id:
+                _, note, _ = await self.request("GET", "/v1/ledger/checkpoint")
+                seen = open_log(note.decode("utf-8", "replace"), keys)
+                if known is not None and known != seen and seen.size > known.size:
+                    consistency = await self.get_json(
+                        f"/v1/ledger/proof/consistency?old={known.size}&new={seen.size}")
+                    check_extends(known, seen, consistency_hashes(consistency.get("proof")))
+                elif known is not None:
+                    check_extends(known, seen, [])  # the same tree, or a smaller one
+                self.trust.remember_log(gateway, seen)
+                return
+            if not verified.desks:
+                return
+            answer = await self.get_json(f"/v1/desks/{min(verified.desks)}/proofs"
+                                         + (f"?known={known.size}" if known else ""))
+        except ApiError as exc:
+            if exc.code in ("no_checkpoint", "partner_unavailable"):
+                return
+            raise
+        except MalformedError as exc:
+            raise ClientError(f"the ledger answer of {gateway} is malformed ({exc.message})",
+                              code="ledger_fork") from None
+        seen = open_log(answer.get("checkpoint") if isinstance(answer, dict) else None, keys)
+        if check_relayed_log(answer, known, seen):
+            self.trust.remember_log(gateway, seen)
 
     async def follow_key_rotation(self) -> bool:
         """The home gateway may have rotated its key since it was pinned: follow its key

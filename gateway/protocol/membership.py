@@ -142,6 +142,11 @@ def check_extends(earlier: LogState, later: LogState, proof: Sequence[bytes]) ->
                           code="ledger_fork") from None
 
 
+def consistency_hashes(proof: Any) -> list[bytes]:
+    """A consistency proof as an answer carries it: base64 hashes (MalformedError)."""
+    return _hashes(proof)
+
+
 def check_relayed_log(answer: Any, known: LogState | None, seen: LogState) -> bool:
     """For a partner's desk, whose proofs the home gateway passes on from its copy: that
     the partner's checkpoint ``seen`` (from :func:`open_membership`) extends ``known``,
@@ -164,16 +169,24 @@ def check_relayed_log(answer: Any, known: LogState | None, seen: LogState) -> bo
     return True
 
 
-def _checkpoint(note: Any, keys: Sequence[VerifyKey]) -> Checkpoint:
+def open_log(note: Any, keys: Sequence[VerifyKey]) -> LogState:
+    """A gateway's checkpoint note, signed by one of ``keys``, as the client remembers it;
+    ClientError ``bad_checkpoint`` otherwise."""
+    checkpoint = _checkpoint(note, keys, "bad_checkpoint")
+    return LogState(checkpoint.origin, checkpoint.size, checkpoint.root)
+
+
+def _checkpoint(note: Any, keys: Sequence[VerifyKey], code: str = "unproven_member"
+                ) -> Checkpoint:
     if not isinstance(note, str):
-        raise ClientError("the membership proofs carry no checkpoint", code="unproven_member")
+        raise ClientError("the gateway's answer carries no checkpoint", code=code)
     origin = note.partition("\n")[0]
     try:
         return open_checkpoint(note.encode("utf-8"), origin,
                                [NoteVerifier(origin, key) for key in keys])
     except LedgerError as exc:
         raise ClientError(f"the ledger checkpoint is not the gateway's ({exc.message})",
-                          code="unproven_member") from None
+                          code=code) from None
 
 
 def _member_unproven(desk: str, member: Mapping[str, Any], proof: Any,
