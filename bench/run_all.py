@@ -6,8 +6,9 @@ Each benchmark runs as its own process with ``--json``; this script collects the
 objects and writes one report in which every figure stands next to the raw limit it is
 compared with, measured in the same run (PyNaCl verify, SQLite batched insert with
 fsync, a trivial aiohttp handler, the sending gateway's own accept rate, an empty
-gateway's memory), and the ratio of the two. ``--quick`` runs small sizes (a smoke run:
-its figures are not the documented ones).
+gateway's memory, sealing and posting without the membership check), and the ratio of
+the two. ``--quick`` runs small sizes (a smoke run: its figures are not the documented
+ones).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ RUNS: tuple[tuple[str, list[str], list[str]], ...] = (
     ("accept", [], ["--seconds", "3", "--warmup", "1", "--officers", "16"]),
     ("relay", [], ["--quick"]),
     ("memory", [], ["--messages", "10000", "--seconds", "3"]),
+    ("membership", [], ["--quick"]),
 )
 TIMEOUT_SECONDS = 1800
 
@@ -133,6 +135,23 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     out.append(Row("memory", f"peak RSS, gateway holding {mem['messages']:,} queued",
                    mem["loaded"]["peak_rss_mib"], "MiB", "peak RSS, same gateway, empty",
                    mem["empty"]["peak_rss_mib"], f"< {mem['target_mib']:.0f} MiB", mem["met"]))
+    if "membership" in results:  # absent from the results of runs before it existed
+        out += membership_rows(results["membership"])
+    return out
+
+
+def membership_rows(result: dict[str, Any]) -> list[Row]:
+    """Per desk size: the client's membership check and a whole send, each next to sealing
+    and posting the same envelope without the check."""
+    out = []
+    for size, desk in result["results"]["desks"].items():
+        plain = f"seal + POST without the check, desk of {size}"
+        for q in ("p50", "p99"):
+            out.append(Row("membership", f"membership check (proofs request + checking), "
+                           f"desk of {size}, {q}", desk["check"][f"{q}_ms"], "ms",
+                           f"{plain}, {q}", desk["plain"][f"{q}_ms"]))
+        out.append(Row("membership", f"whole GatewayClient.send, desk of {size}, p50",
+                       desk["send"]["p50_ms"], "ms", f"{plain}, p50", desk["plain"]["p50_ms"]))
     return out
 
 
