@@ -38,6 +38,7 @@ from gateway.appkeys import (
     RECEIVER,
     SERVICE_LEVELS,
     SESSIONS,
+    SIGNIN_LIMITS,
     STAGES,
     STORE,
     WITNESS,
@@ -62,7 +63,7 @@ from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
-from gateway.officers.sessions import RateLimiter, Sessions
+from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
@@ -291,6 +292,12 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
                                config.limits.burst)
     app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
                                     config.limits.anonymous_burst)
+    limits = config.limits
+    app[SIGNIN_LIMITS] = SignInLimits(
+        RateLimiter(app[CLOCK], limits.anonymous_per_second, limits.anonymous_burst),
+        RateLimiter(app[CLOCK], limits.signin_address_per_second, limits.signin_address_burst),
+        RateLimiter(app[CLOCK], limits.signin_officer_per_second, limits.signin_officer_burst),
+    )
     app[HUB] = Hub(config.limits.stream_queue)
     app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)

@@ -17,7 +17,7 @@ from gateway.metrics import Metrics
 from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
-from gateway.officers.sessions import RateLimiter, Sessions
+from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
 from gateway.store import Store
@@ -30,7 +30,8 @@ LEDGER = web.AppKey("ledger", Ledger)
 DIRECTORY = web.AppKey("directory", DirectoryService)
 SESSIONS = web.AppKey("sessions", Sessions)
 LIMITER = web.AppKey("limiter", RateLimiter)  # per officer
-ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # per client address, no token
+ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # enrollment, per client address
+SIGNIN_LIMITS = web.AppKey("signin_limits", SignInLimits)
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
 CRYPTO_WORKER = web.AppKey("crypto_worker", CryptoWorker)

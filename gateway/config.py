@@ -153,10 +153,22 @@ class LimitsSection:
                                       doc="sustained requests per officer")
     burst: int = _key(200, _range(1, 1_000_000), doc="requests an officer may make at once")
     anonymous_per_second: float = _key(
-        5.0, _range(0.01, 100_000), doc="enrollment and sign-in requests per client address"
+        5.0, _range(0.01, 100_000), doc="enrollment requests per client address, and sign-in "
+        "requests (challenges and attempts) per client address and claimed officer id"
     )
     anonymous_burst: int = _key(30, _range(1, 1_000_000),
                                 doc="... and how many a client address may make at once")
+    signin_address_per_second: float = _key(
+        50.0, _range(0.01, 100_000),
+        doc="sign-in requests per client address, all officer ids together (a reverse "
+        "proxy's address carries many officers)")
+    signin_address_burst: int = _key(500, _range(1, 1_000_000),
+                                     doc="... and how many a client address may make at once")
+    signin_officer_per_second: float = _key(
+        1.0, _range(0.001, 100_000),
+        doc="sign-ins with a valid signature per officer (only the officer's key spends it)")
+    signin_officer_burst: int = _key(30, _range(1, 1_000_000),
+                                     doc="... and how many an officer may make at once")
     inbox_page: int = _key(100, _range(1, 1000), doc="most messages per inbox page")
     stream_queue: int = _key(1000, _range(10, 100_000),
                              doc="live events buffered per stream before it is cut")

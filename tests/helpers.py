@@ -266,7 +266,8 @@ def gateway_config(directory: Path, partner_key: GatewaySigningKey, **server: An
         "ledger": {"checkpoint_interval": 3600.0},
         "server": {"max_body_bytes": MAX_BODY, **server},
         "limits": {"requests_per_second": 100_000, "burst": 1_000_000,
-                   "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000},
+                   "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000,
+                   "signin_address_per_second": 100_000, "signin_address_burst": 1_000_000},
         "log": {"level": "error"},
         # The partner's URL answers nothing: its refresh and witness loops fail quietly.
         "federation": {"batch_bytes": BATCH_BYTES, "request_timeout_seconds": 2.0},

@@ -810,22 +810,29 @@ async def test_rate_limits_are_described(make_world: Any, monkeypatch: Any) -> N
         await w.call(method, template, path=path, token=a, data=b"{}", expect=429,
                      code="rate_limited")
 
-    # Routes without a token are limited per client address (enrolling and signing in
-    # take three requests) ...
-    w1: World = await make_world(anonymous_per_second=0.1, anonymous_burst=3)
+    # Routes without a token are limited per client address: sign-in per address and
+    # claimed officer (a challenge and a sign-in take two) ...
+    w1: World = await make_world(anonymous_per_second=0.1, anonymous_burst=2)
     c = await w1.officer("trafficking")
     await w1.call("POST", "/v1/session/challenge", json_body={"officer": c.id}, expect=429,
                   code="rate_limited")
-    # ... and sign-in has global bounds as well: challenges and sessions in memory.
-    w2: World = await make_world()
-    b = await w2.officer("trafficking")
-    challenge = await w2.challenge(b)
+    await w1.call("POST", "/v1/session", json_body=w1.session_body(c, b64(bytes(32))),
+                  expect=429, code="rate_limited")
+    # ... and per address in total, whatever officer id is claimed ...
+    w2: World = await make_world(signin_address_per_second=0.1, signin_address_burst=1)
+    for n, expect in ((0, 200), (1, 429)):
+        await w2.call("POST", "/v1/session/challenge", json_body={"officer": f"off-{n:016x}"},
+                      expect=expect)
+    # ... sign-ins that proved an officer's key per officer, and sessions in memory.
+    w3: World = await make_world(signin_officer_per_second=0.001, signin_officer_burst=1)
+    b = await w3.officer("trafficking")
+    await w3.call("POST", "/v1/session", json_body=w3.session_body(b, await w3.challenge(b)),
+                  expect=429, code="rate_limited")
+    w4: World = await make_world()
+    d = await w4.officer("trafficking")
     monkeypatch.setattr(sessions, "MAX_SESSIONS", 1)
-    await w2.call("POST", "/v1/session", json_body=w2.session_body(b, challenge), expect=429,
-                  code="rate_limited")
-    monkeypatch.setattr(sessions, "MAX_CHALLENGES", 0)
-    await w2.call("POST", "/v1/session/challenge", json_body={"officer": b.id}, expect=429,
-                  code="rate_limited")
+    await w4.call("POST", "/v1/session", json_body=w4.session_body(d, await w4.challenge(d)),
+                  expect=429, code="rate_limited")
 
 
 async def test_required_request_fields_are_required(make_world: Any) -> None:

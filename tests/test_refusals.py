@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from gateway.federation.partners import (
 )
 from gateway.federation.receipts import Receipt, open_receipt
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
-from gateway.protocol.officers import read_text
+from gateway.protocol.officers import read_claim, read_text
 from tests.helpers import Gw as SharedGw
 from tests.helpers import free_socket, officers, partner_known, pin, until
 
@@ -439,11 +440,14 @@ async def test_a_partner_read_ack_dated_outside_its_binding_is_outside_binding(
     a, k = await officers(vn, kh, http)
     mid, digest = await relayed_to_kh(vn, kh, a)
     binding, since = binding_of(kh, k)
+    before = int(time.time() * 1000)
     assert await post_reads(kh, vn, http, [
         (signed_ack(k, mid, digest, since - 1), binding),
         (signed_ack(k, mid, digest, since), binding)]) == [
         ("rejected", "outside_binding"), ("recorded", None)]
-    assert vn.rows("SELECT read_ms FROM reads WHERE message_id = ?", mid) == [(since,)]
+    # Recorded when it arrived (vn's clock), the signed read time kept beside it.
+    ((read_ms, ack),) = vn.rows("SELECT read_ms, ack FROM reads WHERE message_id = ?", mid)
+    assert read_claim(ack) == since and before <= read_ms <= int(time.time() * 1000)
 
 
 async def test_a_full_disk_answers_store_error_and_stores_nothing(tmp_path, http) -> None:

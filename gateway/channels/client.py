@@ -31,6 +31,7 @@ from gateway.appkeys import (
     PARTNERS,
     REQUEST_ID,
     SESSIONS,
+    SIGNIN_LIMITS,
     STORE,
 )
 from gateway.errors import (
@@ -44,7 +45,7 @@ from gateway.httpbody import read_body
 from gateway.officers import audit
 from gateway.officers.directory import Officer
 from gateway.officers.enrollment import enroll
-from gateway.officers.sessions import AuthError
+from gateway.officers.sessions import AuthError, RateLimited
 from gateway.protocol import jsontext
 from gateway.protocol.officers import session_text
 from gateway.store import ACCEPTED
@@ -106,8 +107,15 @@ async def signed_in(request: web.Request) -> Officer:
 
 
 def limit_anonymous(request: web.Request) -> None:
-    """Sign-in and enrollment need no token: limit them per client address instead."""
+    """Enrollment needs no token: limit it per client address instead."""
     request.app[ANON_LIMITER].check(str(request.remote))
+
+
+def _claimed_officer(doc: dict[str, Any]) -> str:
+    officer_id: str = _field(doc, "officer", str)
+    if len(officer_id) > 64:
+        raise ClientError("officer ids are short", code="bad_field")
+    return officer_id
 
 
 async def post_enroll(request: web.Request) -> web.Response:
@@ -144,12 +152,13 @@ async def post_enroll(request: web.Request) -> web.Response:
 
 
 async def post_challenge(request: web.Request) -> web.Response:
-    limit_anonymous(request)
+    limits, address = request.app[SIGNIN_LIMITS], str(request.remote)
+    limits.from_address(address)
     doc = await read_json(request)
-    officer_id = _field(doc, "officer", str)
-    if len(officer_id) > 64:
-        raise ClientError("officer ids are short", code="bad_field")
-    # A challenge is issued for any id, so this route tells nobody which officers exist.
+    officer_id = _claimed_officer(doc)
+    limits.claiming(address, officer_id)
+    # A challenge is issued for any id, so this route tells nobody which officers exist;
+    # it is MAC'd, not stored (gateway.officers.sessions), so a flood of them fills nothing.
     challenge, expires = request.app[SESSIONS].challenge(officer_id)
     return web.json_response({"challenge": base64.b64encode(challenge).decode("ascii"),
                               "expires": expires})
@@ -161,12 +170,16 @@ class UnknownOfficer(AuthError):
 
 
 async def post_session(request: web.Request) -> web.Response:
-    limit_anonymous(request)
+    limits, address = request.app[SIGNIN_LIMITS], str(request.remote)
+    limits.from_address(address)
     officer_id: object = None
     try:
         doc = await read_json(request)
         officer_id = doc.get("officer")
+        limits.claiming(address, _claimed_officer(doc))
         officer, token, expires = await _sign_in(request.app, doc)
+    except RateLimited:
+        raise  # not audited, as before the body was read: a flood must not flood the log
     except ERRORS as exc:
         audit.signin_failed(request.remote, officer_id, exc.code,
                             unknown_officer=isinstance(exc, UnknownOfficer))
@@ -178,7 +191,12 @@ async def post_session(request: web.Request) -> web.Response:
 
 
 async def _sign_in(app: web.Application, doc: dict[str, Any]) -> tuple[Officer, str, int]:
-    """The officer who signed the challenge, and a new session token and its expiry."""
+    """The officer who signed the challenge, and a new session token and its expiry.
+
+    The order of the checks is what keeps sign-in from telling a stranger anything: the
+    challenge's MAC and expiry (no key needed), then the signature, and only then whether
+    the officer is revoked. A bad signature is ``bad_signature`` whether the id is
+    unknown, revoked or active; only the holder of the key learns it was revoked."""
     officer_id = _field(doc, "officer", str)
     try:
         challenge = base64.b64decode(_field(doc, "challenge", str), validate=True)
@@ -186,18 +204,20 @@ async def _sign_in(app: web.Application, doc: dict[str, Any]) -> tuple[Officer, 
     except (binascii.Error, ValueError):
         raise ClientError("challenge and signature are base64", code="bad_field") from None
     sessions = app[SESSIONS]
-    sessions.take_challenge(officer_id, challenge)
+    challenge_expires = sessions.check_challenge(officer_id, challenge)
     officer = (await app[DIRECTORY].get()).officers.get(officer_id)
     if officer is None:
         raise UnknownOfficer("the challenge signature does not verify", code="bad_signature")
-    if not officer.active(app[CLOCK].now_ms()):
-        raise AuthError("your binding is revoked or expired", code="revoked")
     try:
         officer.sign_key.verify(
             session_text(app[IDENTITY].gateway_id, officer_id, challenge), signature
         )
     except BadSignatureError:
         raise AuthError("the challenge signature does not verify", code="bad_signature") from None
+    if not officer.active(app[CLOCK].now_ms()):
+        raise AuthError("your binding is revoked or expired", code="revoked")
+    sessions.consume(challenge, challenge_expires)
+    app[SIGNIN_LIMITS].signed_in(officer_id)
     token, expires = sessions.issue(officer_id)
     return officer, token, expires
 

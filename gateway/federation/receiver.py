@@ -201,8 +201,10 @@ class Receiver:
             binding.sign_key.verify(text, signature)
         except CryptoError:
             raise _Refused(message_id, digest, "bad_signature") from None
+        # Recorded when it arrived here, like an acknowledgement of this gateway's own
+        # officers: the signed read time (checked against the binding) stays in ``ack``.
         return ReadAck(message_id, f"{binding.officer}@{partner.id}",
-                       binding.sign_key.key_id, read_ms, ack)
+                       binding.sign_key.key_id, self.clock.now_ms(), ack)
 
     async def _check_all(self, partner: Partner, caller_key: VerifyKey, items: list[Any],
                          now: int) -> list[Receipt | Envelope]:

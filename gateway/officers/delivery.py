@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
 from gateway.officers.directory import Directory, DirectoryService, Officer
-from gateway.protocol.officers import read_text
+from gateway.protocol.officers import read_claim, read_text
 from gateway.store import (
     CONFLICT,
     DUPLICATE,
@@ -195,7 +195,8 @@ class Delivery:
             "accepted": message.accepted_ms,
             "first_read": message.first_read_ms,
             "first_reply": message.first_reply_ms,
-            "reads": [{"officer": o, "read": t} for o, t in await self.store.reads_of(message_id)],
+            "reads": [{"officer": o, "read": t, "claimed": read_claim(ack)}
+                      for o, t, ack in await self.store.reads_of(message_id)],
             "events": events,
             "notices": [n.decode("utf-8") for n in await self.store.notices_of(message_id)],
         }
@@ -206,9 +207,13 @@ class Delivery:
         if message.recipient not in officer.desks:
             raise ForbiddenError("only officers of the recipient desk acknowledge reading",
                                  code="not_a_member")
+        # The gateway records the read at its own time; the officer's signed time is kept
+        # beside it, and must be near now: a read cannot be back-dated or post-dated.
         now = self.clock.now_ms()
-        if not message.accepted_ms - self.clock_skew_ms <= read_ms <= now + self.clock_skew_ms:
-            raise ClientError("read time is outside the allowed window", code="bad_time")
+        if abs(read_ms - now) > self.clock_skew_ms:
+            raise ClientError(
+                f"the signed read time is more than {self.clock_skew_ms // 1000} s from the "
+                "gateway's clock; check the device's clock", code="bad_time")
         try:
             signature = base64.b64decode(signature_b64, validate=True)
             ack = read_text(message_id, message.digest, read_ms)
@@ -219,7 +224,7 @@ class Delivery:
         # A message that came from a partner: the acknowledgement travels back to it.
         partner = None if message.origin == "local" else self._partner(message.sender)
         recorded = await self.store.record_read(ReadAck(
-            message_id, officer.id, officer.sign_key.key_id, read_ms, ack + signature,
+            message_id, officer.id, officer.sign_key.key_id, now, ack + signature,
             forward_to=partner.id if partner is not None else None,
             binding=officer.binding if partner is not None else None,
         ))

@@ -1,31 +1,52 @@
-"""Officer sessions without passwords, and per-officer rate limits.
+"""Officer sessions without passwords, and the rate limits around them.
 
 An officer's client proves possession of its signing key once per session:
 
-1. ``POST /v1/session/challenge`` gives 32 random bytes, valid for a minute, usable once;
+1. ``POST /v1/session/challenge`` gives a 32-byte challenge, valid for a minute;
 2. the client signs ``fpg session v1\\n<gateway>\\n<officer>\\n<base64 challenge>\\n``
    (gateway.protocol.officers.session_text) and
    ``POST /v1/session`` exchanges it for a bearer token valid ``ttl`` seconds.
 
-A replayed challenge (already used) or a stale one (expired) is refused. Tokens are 32
-random bytes; only their SHA-256 is kept, so the lookup compares hashes and a memory dump
-holds no usable token. Sessions live in memory: after a restart clients simply sign in
-again. Messages and read acknowledgements carry their own officer signatures, so a
-stolen token cannot forge either.
+Challenges cost the gateway nothing to hold: a challenge is ``expiry (8 bytes, ms,
+big-endian) || 8 random bytes || the first 16 bytes of HMAC-SHA256(key, "fpg challenge
+v1\\n" || expiry || random || officer id)``, under a key drawn at start and never
+stored. So issuing one writes nothing, and a flood of challenge requests fills nothing:
+the gateway recognises its own challenges by their MAC and reads their expiry from them.
+A challenge is remembered only once it has signed someone in (single use), and only until
+it expires, so that memory grows with the rate of *valid* sign-ins, which the per-officer
+limit bounds. After a restart outstanding challenges no longer verify (a new key), and
+clients ask for another, as they sign in again anyway.
+
+Tokens are 32 random bytes; only their SHA-256 is kept, so the lookup compares hashes and
+a memory dump holds no usable token. Sessions live in memory: after a restart clients
+simply sign in again. Messages and read acknowledgements carry their own officer
+signatures, so a stolen token cannot forge either.
+
+Sign-in is limited three ways (:class:`SignInLimits`): per client address and claimed
+officer id (each challenge and each attempt), per client address in total (a larger
+budget), and per officer for sign-ins that proved the key. Nothing that a stranger can do
+spends an officer's own budget: 400 addresses claiming one officer's id spend their own
+buckets, and one address shared by many officers (a reverse proxy) gives each officer id
+a bucket of its own.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
+import hmac
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.errors import ClientError
 
 CHALLENGE_SIZE = 32
-MAX_CHALLENGES = 100_000
+_EXPIRY_SIZE, _NONCE_SIZE = 8, 8
+_HEAD = _EXPIRY_SIZE + _NONCE_SIZE  # the MAC covers these bytes and the officer id
+_MAC_DOMAIN = b"fpg challenge v1\n"
 MAX_SESSIONS = 100_000
 
 
@@ -46,36 +67,66 @@ class Session:
 
 
 class Sessions:
-    """Challenges and tokens, in memory, bounded."""
+    """Stateless challenges, the challenges already used, and tokens, in memory."""
 
     def __init__(self, clock: Clock, *, ttl_seconds: float, challenge_seconds: float = 60.0):
         self.clock = clock
         self.ttl_ms = int(ttl_seconds * 1000)
         self.challenge_ms = int(challenge_seconds * 1000)
-        self._challenges: dict[bytes, tuple[str, int]] = {}  # challenge -> officer, expiry
+        self._key = os.urandom(32)  # per process: challenges die with it
+        # Challenges that signed someone in, by their MAC, until their expiry; the heap
+        # gives the next one to forget without a scan.
+        self._used: dict[bytes, int] = {}
+        self._used_expiry: list[tuple[int, bytes]] = []
         self._tokens: dict[bytes, Session] = {}  # SHA-256 of token -> session
 
-    def challenge(self, officer: str) -> tuple[bytes, int]:
-        now = self.clock.now_ms()
-        if len(self._challenges) >= MAX_CHALLENGES:
-            self._challenges = {c: v for c, v in self._challenges.items() if v[1] > now}
-            if len(self._challenges) >= MAX_CHALLENGES:
-                raise RateLimited("too many sign-ins in progress; try again shortly")
-        challenge = os.urandom(CHALLENGE_SIZE)
-        expires = self.clock.now_ms() + self.challenge_ms
-        self._challenges[challenge] = (officer, expires)
-        return challenge, expires
+    def _mac(self, officer: str, head: bytes) -> bytes:
+        # surrogatepass: an id from JSON may hold a lone surrogate; it must still MAC.
+        text = _MAC_DOMAIN + head + officer.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, text, hashlib.sha256).digest()[: CHALLENGE_SIZE - _HEAD]
 
-    def take_challenge(self, officer: str, challenge: bytes) -> None:
-        """Consume a challenge issued to ``officer``; refuse unknown, used or stale ones."""
-        entry = self._challenges.pop(challenge, None)
-        if entry is None:
-            raise AuthError("unknown or already used challenge", code="bad_challenge")
-        owner, expires = entry
-        if owner != officer:
-            raise AuthError("challenge was issued to another officer", code="bad_challenge")
+    def challenge(self, officer: str) -> tuple[bytes, int]:
+        """A new challenge for ``officer`` and its expiry (ms); nothing is stored."""
+        expires = self.clock.now_ms() + self.challenge_ms
+        head = expires.to_bytes(_EXPIRY_SIZE, "big") + os.urandom(_NONCE_SIZE)
+        return head + self._mac(officer, head), expires
+
+    def check_challenge(self, officer: str, challenge: bytes) -> int:
+        """The expiry of a challenge this gateway issued to ``officer`` and that has not
+        expired; raise otherwise. Stateless: whether it was used is :meth:`consume`'s."""
+        if len(challenge) != CHALLENGE_SIZE or not hmac.compare_digest(
+                challenge[_HEAD:], self._mac(officer, challenge[:_HEAD])):
+            raise AuthError("not a challenge of this gateway for this officer",
+                            code="bad_challenge")
+        expires = int.from_bytes(challenge[:_EXPIRY_SIZE], "big")
         if self.clock.now_ms() >= expires:
             raise AuthError("challenge expired; ask for a new one", code="challenge_expired")
+        return expires
+
+    def consume(self, challenge: bytes, expires: int) -> None:
+        """Mark a checked challenge used, once its signature verified; refuse a second use.
+        It is forgotten at its expiry, when :meth:`check_challenge` refuses it anyway."""
+        self._forget_expired()
+        mac = challenge[_HEAD:]
+        if mac in self._used:
+            raise AuthError("challenge already used; ask for a new one", code="bad_challenge")
+        self._used[mac] = expires
+        heapq.heappush(self._used_expiry, (expires, mac))
+
+    def _forget_expired(self) -> None:
+        now = self.clock.now_ms()
+        while self._used_expiry and self._used_expiry[0][0] <= now:
+            _, old = heapq.heappop(self._used_expiry)
+            self._used.pop(old, None)
+
+    def used_count(self) -> int:
+        """How many used challenges are remembered."""
+        self._forget_expired()
+        return len(self._used)
+
+    def take_challenge(self, officer: str, challenge: bytes) -> None:
+        """Check and consume in one step (callers that verify nothing in between)."""
+        self.consume(challenge, self.check_challenge(officer, challenge))
 
     def issue(self, officer: str) -> tuple[str, int]:
         now = self.clock.now_ms()
@@ -106,26 +157,79 @@ class Sessions:
         self._tokens = {t: s for t, s in self._tokens.items() if s.officer != officer}
 
 
+
 class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second, bursts up to ``burst``."""
+    """A token bucket per key: ``rate`` requests a second, bursts up to ``burst``.
+
+    Buckets are kept in the order they were last touched. One idle long enough to be full
+    again is the same as no bucket, so those at the old end are dropped as requests come;
+    past ``max_keys`` the least recently touched go first. Never all at once: forgetting
+    every bucket would hand each key that had spent its burst a fresh one.
+    """
 
     def __init__(self, clock: Clock, rate: float, burst: int, max_keys: int = 100_000):
         self.clock = clock
         self.rate = rate
         self.burst = float(burst)
         self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> tokens, last time
+        self._refill = self.burst / rate  # seconds an empty bucket takes to fill
+        # key -> tokens, last time; least recently touched first
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def check(self, key: str) -> None:
         now = self.clock.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
+        self._evict(now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             wait = (1.0 - tokens) / self.rate
             error = RateLimited(f"too many requests; retry in {wait:.1f} s")
             error.retry_after = wait
             raise error
-        if len(self._buckets) >= self.max_keys and key not in self._buckets:
-            self._buckets.clear()  # forget idle buckets rather than grow without bound
         self._buckets[key] = (tokens - 1.0, now)
+
+    def _evict(self, now: float) -> None:
+        buckets = self._buckets
+        while buckets:  # oldest first; stops at the first still refilling
+            _, last = buckets[next(iter(buckets))]
+            if len(buckets) < self.max_keys and now - last < self._refill:
+                break
+            buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class SignInLimits:
+    """Who may ask for a challenge or try a signature, and how often.
+
+    * every challenge and sign-in attempt spends a token of its (client address, claimed
+      officer id) bucket and one of the address's total, larger bucket;
+    * a sign-in whose signature verified spends a token of the officer's own bucket,
+      which bounds the sessions and remembered challenges one key can make.
+
+    An officer's own bucket is spent only by its key, so no flood of requests claiming
+    its id, from however many addresses, locks it out; an address shared by many officers
+    (a reverse proxy) gives each officer id its own bucket there, so one officer's
+    retries, or a stranger claiming one id, do not lock out the others.
+    """
+
+    def __init__(self, per_address_officer: RateLimiter, per_address: RateLimiter,
+                 per_officer: RateLimiter) -> None:
+        self.per_address_officer = per_address_officer
+        self.per_address = per_address
+        self.per_officer = per_officer
+
+    def from_address(self, address: str) -> None:
+        """A challenge request or a sign-in attempt from ``address``, before its body is
+        read (so that an address over its budget costs no parsing)."""
+        self.per_address.check(address)
+
+    def claiming(self, address: str, officer: str) -> None:
+        """... and the officer id it claims, once the body is read."""
+        self.per_address_officer.check(f"{address} {officer}")
+
+    def signed_in(self, officer: str) -> None:
+        """A sign-in that proved ``officer``'s key."""
+        self.per_officer.check(officer)

@@ -74,6 +74,21 @@ def read_text(message_id: str, digest: str, read_ms: int) -> bytes:
     return f"{READ_LINE}\n{message_id}\n{digest}\n{read_ms}\n".encode()
 
 
+def read_claim(ack: bytes, signature_size: int = 64) -> int | None:
+    """The read time an officer signed in a kept acknowledgement (text then signature);
+    None if it is not one."""
+    try:
+        line, message_id, digest, read_field, end = (
+            ack[:-signature_size].decode("ascii").split("\n"))
+        read_ms = int(read_field)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if line != READ_LINE or end != "" or read_text(message_id, digest, read_ms) != ack[
+            :-signature_size]:
+        return None
+    return read_ms
+
+
 # --- officer bindings and desk directories -----------------------------------------------
 
 

@@ -80,6 +80,9 @@ class ReadAck:
     message_id: str
     officer_id: str
     officer_key_id: str
+    # When this gateway received the acknowledgement: what the ledger, the message's
+    # first read and the response-time metrics record. The time the officer signed is in
+    # ``ack``, kept beside it; a client's clock is its own claim.
     read_ms: int
     ack: bytes  # the signed acknowledgement as received, kept as evidence
     # For a message that came from a partner: that partner, and the reading officer's
@@ -409,8 +412,9 @@ class DeliveryStore(Protocol):
     async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
         """A desk's inbox (desk address) in delivery order, after cursor ``after``."""
 
-    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
-        """(officer id, read time) of every read acknowledgement of a message."""
+    async def reads_of(self, message_id: str) -> list[tuple[str, int, bytes]]:
+        """(officer id, time received, signed acknowledgement) of every read
+        acknowledgement of a message."""
 
     async def notices_of(self, message_id: str) -> list[bytes]:
         """The signed non-delivery notices of a message."""

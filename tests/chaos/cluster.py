@@ -170,6 +170,8 @@ requests_per_second = 100000
 burst = 1000000
 anonymous_per_second = 100000
 anonymous_burst = 1000000
+signin_address_per_second = 100000
+signin_address_burst = 1000000
 
 [log]
 level = "warning"

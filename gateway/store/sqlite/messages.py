@@ -177,9 +177,9 @@ class MessageQueries(StoreEngine):
         )
         return [InboxItem(*row) for row in rows]
 
-    async def reads_of(self, message_id: str) -> list[tuple[str, int]]:
+    async def reads_of(self, message_id: str) -> list[tuple[str, int, bytes]]:
         rows = await self._read(
-            "SELECT officer_id, read_ms FROM reads WHERE message_id = ? ORDER BY read_ms",
+            "SELECT officer_id, read_ms, ack FROM reads WHERE message_id = ? ORDER BY read_ms",
             (message_id,),
         )
-        return [(row[0], row[1]) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows]
