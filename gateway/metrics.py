@@ -53,6 +53,11 @@ class Metrics:
         self.retries = Counter(
             "fpg_relay_retries", "Relay attempts to a partner that failed and will be "
             "retried", ["partner"], registry=r)
+        self.refused = Counter(
+            "fpg_partner_refused_messages", "Messages a partner refused for good (per item "
+            "in its receipts, or a one-message batch answered 4xx), returned to their "
+            "sender with a non-delivery notice, by partner and reason", ["partner", "reason"],
+            registry=r)
         self.breaches = Counter(
             "fpg_service_level_breaches", "Messages that missed a service level, by "
             "direction, priority and stage", ["direction", "priority", "stage"], registry=r)

@@ -481,6 +481,7 @@ def test_queries_name_the_scrape_job() -> None:
 ALERTS = {
     "GatewayDown": "up",
     "PartnerDown": "fpg_partner_up",
+    "PartnerRefusesMessages": "fpg_partner_refused_messages_total",
     "OutboxBacklogGrowing": "fpg_outbox_depth",
     "OutboxStalled": "fpg_outbox_oldest_age_seconds",
     "FlashServiceLevelBreached": "fpg_service_level_breaches_total",

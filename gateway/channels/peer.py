@@ -19,6 +19,7 @@ from gateway.protocol.descriptor import (
     DEFAULT_VALIDITY_MS,
     DESCRIPTOR_PATH,
     Descriptor,
+    Limits,
     sign_descriptor,
 )
 
@@ -48,6 +49,8 @@ async def get_descriptor(request: web.Request) -> web.Response:
         issued=now,
         valid_until=now + DEFAULT_VALIDITY_MS,
         key_history=identity.history,
+        limits=Limits(envelope_bytes=config.server.max_body_bytes,
+                      batch_bytes=config.federation.batch_bytes),
     )
     body = sign_descriptor(descriptor, identity.signing_key)
     return web.Response(body=body, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})

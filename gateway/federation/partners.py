@@ -92,6 +92,7 @@ class Partner:
     last_error: str | None = None
     kick: asyncio.Event = field(default_factory=asyncio.Event)  # retry now
     queued: asyncio.Event = field(default_factory=asyncio.Event)  # new messages
+    probe: asyncio.Event = field(default_factory=asyncio.Event)  # found down: probe it now
     source: str = "pinned"  # or "roster <anchor>"
     valid_from: int | None = None  # roster partners: when they are trusted (Unix ms)
     valid_until: int | None = None
@@ -421,6 +422,8 @@ class Partners:
                 "partner_up" if up else "partner_down", error=error)
             if up and partner.up is False:
                 partner.kick.set()  # it answers again: its sender catches up at once
+            if not up:  # its refresh loop probes it every health_seconds from now
+                partner.probe.set()
         partner.up = up
         if up:
             partner.last_contact_ms = self.clock.now_ms()
@@ -512,15 +515,36 @@ class Partners:
         return json.dumps({**doc, "known": known, "consistency": proof}).encode()
 
     async def refresh_loop(self, partner: Partner) -> None:
-        """Keep the partner's descriptor and directory fresh (supervised)."""
+        """Keep the partner's descriptor and directory fresh (supervised), and probe it
+        every ``health_seconds`` while it is down: also when its sender, not this loop,
+        found it down, so that it is found again within ``health_seconds`` of answering
+        (and its sender woken by :meth:`mark`), not at the end of the sender's backoff."""
+        settings = self.config.federation
         while True:
+            partner.probe.clear()
             try:
                 await self.refresh(partner)
-                wait = self.config.federation.refresh_seconds
             except PeerError as exc:
                 self.mark(partner, up=False, error=exc.message)
-                wait = self.config.federation.health_seconds
-            await self.clock.sleep(wait)
+                await self.clock.sleep(settings.health_seconds)
+                continue
+            # At most one probe per health_seconds, whatever wakes it: a partner that
+            # answers probes but fails batches must not be asked in a loop.
+            await self.clock.sleep(settings.health_seconds)
+            if partner.up is not False:
+                await _sleep_or(self.clock, settings.refresh_seconds - settings.health_seconds,
+                                partner.probe)
+
+
+async def _sleep_or(clock: Clock, seconds: float, event: asyncio.Event) -> None:
+    """Sleep ``seconds`` of ``clock``'s time, or less if ``event`` is set meanwhile."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
 
 
 def _fingerprint_of(descriptor: bytes) -> str | None:

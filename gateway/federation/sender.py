@@ -20,6 +20,16 @@ by a wall clock that was set back since, is cut to the cap). While a partner is 
 is probed every ``health_seconds`` (gateway.federation.partners) and its sender catches up as soon
 as it answers. A partner's sender never waits on another's.
 
+**Refusals.** A partner that answers a batch with a 4xx that concerns its messages, not
+the link (anything but 401/403, hop authentication; 404, a gateway without the route;
+408 and 429, try later) is up and has said no. A batch of several is then sent again in
+halves, at once, until the refusal concerns one message; that message leaves the outbox
+with a signed non-delivery notice (the ``rejected`` ledger event, reason the partner's
+code) and the queue moves on. A message the partner's receipt rejects gets the same
+notice with its receipt. Neither marks the partner down nor backs off: one oversized
+message never holds up the others. Batches are also cut to the partner's stated
+``batch_bytes`` (its descriptor's ``limits``) when that is smaller than ours.
+
 The receiving side is gateway.federation.receiver.
 """
 
@@ -30,6 +40,7 @@ import base64
 import dataclasses
 import json
 import random
+import re
 from typing import Any, NamedTuple
 
 import structlog
@@ -45,12 +56,14 @@ from gateway.federation.partners import (
     Partner,
     Partners,
 )
-from gateway.federation.receipts import REJECTED, open_receipts_on
+from gateway.federation.receipts import REJECTED, Receipt, open_receipts_on
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READ_OUTCOMES, READS_MEDIA_TYPE
+from gateway.ledger.events import REJECTED as REJECTED_EVENT
 from gateway.metrics import Metrics
 from gateway.protocol import jsontext
 from gateway.protocol.notices import NonDeliveryNotice
 from gateway.store import (
+    ExpiredItem,
     NonDelivery,
     OutboxItem,
     PartnerState,
@@ -62,6 +75,28 @@ from gateway.store import (
 log = structlog.get_logger("gateway.federation.sender")
 
 EXPIRED_REASON = "expired"
+# Whole-batch answers that are about the link or its timing, not the messages: hop
+# authentication (401, 403), no such route (404), try later (408, 429). Every other 4xx
+# refuses the messages themselves.
+LINK_REFUSALS = frozenset({401, 403, 404, 408, 429})
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Refusal reasons the protocol names (docs/PROTOCOL.md 10.4): the only values of the
+# refused-messages metric's reason label besides "other", so that a partner cannot grow
+# its series without bound.
+KNOWN_REFUSALS = frozenset({
+    "too_large", "bad_batch", "unsupported_media_type", "malformed_item",
+    "malformed_envelope", "bad_binding", "bad_signature", "sender_not_bound",
+    "not_for_this_gateway", "unknown_desk", "no_current_recipient", "expired", "bad_time",
+    "id_conflict"})
+
+
+class Refused(Exception):
+    """The partner answered a batch with a 4xx that refuses its messages (not a
+    PeerError: the partner is up, and the batch is split, not retried after a wait)."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"HTTP {status} {code}")
+        self.status, self.code = status, code
 
 
 def backoff_seconds(failures: int, first: float, cap: float, rng: random.Random) -> float:
@@ -91,6 +126,9 @@ class Sender:
         self._in_flight: frozenset[str] = frozenset()  # the batch posted and not answered
         # The batch after a full one, read from the outbox while that one is in flight.
         self._prefetch: asyncio.Task[_Batch] | None = None
+        # After a batch was refused whole: the most messages the next one holds (halved at
+        # each such refusal, back to batch_size once a batch is answered).
+        self._split: int | None = None
 
     async def run(self) -> None:
         # Every line this task logs (and the tasks it starts, which copy its context) names
@@ -133,7 +171,9 @@ class Sender:
             # and encoding hundreds of envelopes for a dead partner would hold up this
             # gateway's event loop, and so the other partners, at every retry.
             # (Once it answered, ``next_attempt_ms`` is 0 while its receipts are checked.)
-            size = 1 if state.next_attempt_ms else s.batch_size
+            size = 1 if state.next_attempt_ms else min(s.batch_size, self._split or s.batch_size)
+            if prefetched is not None and len(prefetched.items) > size:
+                prefetched = None  # (read before a refusal split the batches)
             if prefetched is not None:
                 batch, body = prefetched
             else:
@@ -160,6 +200,24 @@ class Sender:
                     if self._recording is None or not self._recording.done():
                         continue
                     recorded = await self.recorded()
+            except Refused as exc:
+                await self.prefetched(usable=False)
+                await _reads_of(reads_query)  # (sent at the next round)
+                self.partners.mark(p, up=True)  # it answered: up, and no backoff
+                if state.next_attempt_ms:
+                    state = dataclasses.replace(state, next_attempt_ms=0,
+                                                last_contact_ms=self.clock.now_ms())
+                    await self.store.set_partner_state(state)
+                if len(batch) > 1:
+                    self._split = len(batch) // 2
+                    log.warning("relay_batch_refused", messages=len(batch), status=exc.status,
+                                error=exc.code, next_size=self._split)
+                    continue
+                try:
+                    await self.refuse(batch[0], exc.code)
+                except StoreError as store_exc:  # (still queued: refused again next round)
+                    log.error("refusal_not_recorded", error=store_exc.message)
+                continue
             except PeerError as exc:
                 await self.prefetched(usable=False)
                 await _reads_of(reads_query)  # (read again at the next attempt)
@@ -177,6 +235,8 @@ class Sender:
                 continue
             finally:
                 reads_query.cancel()  # (done by now, unless something unforeseen was raised)
+            if batch:
+                self._split = None
             log.debug("relayed", messages=recorded or 0, reads=len(reads))
             if recorded is not None or reads:
                 # Receipts that verified (or read acknowledgements answered): healthy.
@@ -200,11 +260,18 @@ class Sender:
         """The next batch of at most ``size``: first in priority order, leaving out the
         messages in flight and those whose receipts are still being recorded."""
         busy = self._busy
-        batch = await self.store.outbox_batch(self.partner.id, size + len(busy),
-                                              self.settings.batch_bytes)
+        max_bytes = self.batch_bytes()
+        batch = await self.store.outbox_batch(self.partner.id, size + len(busy), max_bytes)
         if busy:
             batch = [item for item in batch if item.message_id not in busy]
-        return within_bytes(batch[:size], self.settings.batch_bytes)
+        return within_bytes(batch[:size], max_bytes)
+
+    def batch_bytes(self) -> int:
+        """The largest batch body to send: ours, or the partner's if it says it accepts
+        less (docs/PROTOCOL.md 5)."""
+        descriptor = self.partner.descriptor
+        theirs = descriptor.limits.batch_bytes if descriptor is not None else None
+        return min(self.settings.batch_bytes, theirs or self.settings.batch_bytes)
 
     async def prefetch(self, size: int) -> _Batch:
         """While a batch is in flight: expire what is due, then read and encode the batch
@@ -252,22 +319,42 @@ class Sender:
     async def expire(self, now: int) -> None:
         """Take messages that expired while queued out of the outbox, each with a signed
         non-delivery notice for its sending desk (gateway.protocol.notices)."""
-        identity = self.partners.identity
-        key = identity.signing_key
         busy = self._busy
         while expired := [e for e in await self.store.expired_outbox(self.partner.id, now, 1000)
                           if e.message_id not in busy]:
-            notices = [NonDelivery(
-                item.message_id, item.sender, EXPIRED_REASON,
-                NonDeliveryNotice(identity.gateway_id, self.partner.id, item.message_id,
-                                  item.digest, item.sender, item.recipient, item.expires_ms,
-                                  EXPIRED_REASON, now).sign(key),
-                now, key.public.key_id,
-            ) for item in expired]
+            notices = [self.notice(item, EXPIRED_REASON, EXPIRED_REASON, now)
+                       for item in expired]
             recorded = await self.store.record_expiry(self.partner.id, notices)
             log.warning("relay_expired", messages=recorded)
             if len(expired) < 1000:
                 return
+
+    def notice(self, item: ExpiredItem, reason: str, event: str, now: int) -> NonDelivery:
+        """A signed non-delivery notice for the sending desk of ``item``."""
+        identity = self.partners.identity
+        key = identity.signing_key
+        note = NonDeliveryNotice(identity.gateway_id, self.partner.id, item.message_id,
+                                 item.digest, item.sender, item.recipient, item.expires_ms,
+                                 reason, now).sign(key)
+        return NonDelivery(item.message_id, item.sender, reason, note, now, key.public.key_id,
+                           event)
+
+    def count_refused(self, reason: str, messages: int = 1) -> None:
+        if self.metrics is not None:
+            label = reason if reason in KNOWN_REFUSALS else "other"
+            self.metrics.refused.labels(self.partner.id, label).inc(messages)
+
+    async def refuse(self, item: OutboxItem, code: str) -> None:
+        """The partner refused ``item``, alone in its batch, for good: it leaves the outbox
+        with a non-delivery notice for its sending desk (reason: the partner's code)."""
+        queued = await self.store.queued_items(self.partner.id, [item.message_id])
+        if not queued:
+            return  # (taken out meanwhile, e.g. expired)
+        notice = self.notice(queued[0], code, REJECTED_EVENT, self.clock.now_ms())
+        await self.store.record_expiry(self.partner.id, [notice])
+        self.count_refused(code)
+        log.warning("relay_refused", message=item.message_id, error=code,
+                    envelope_bytes=len(item.envelope))
 
     async def send_reads(self, reads: list[QueuedRead]) -> None:
         """Post read acknowledgements back to the partner the messages came from; raises
@@ -309,6 +396,9 @@ class Sender:
         sent_ms = self.clock.now_ms()
         status, answer = await self.partners.request(p, "POST", FEDERATION_MESSAGES_PATH, body,
                                                      BATCH_MEDIA_TYPE)
+        if 400 <= status < 500 and status not in LINK_REFUSALS:
+            code = _error_code(answer)
+            raise Refused(status, code if _CODE.fullmatch(code) else f"http_{status}")
         if status != 200:
             raise PeerError(f"{p.id} answered the batch with HTTP {status}: "
                             f"{_error_code(answer)}")
@@ -338,6 +428,7 @@ class Sender:
             receipts = await open_receipts_on(self.worker, raws, p.id, key)
             received_ms = self.clock.now_ms()
             results = []
+            rejected: dict[str, Receipt] = {}
             for item, raw, receipt in zip(batch, raws, receipts, strict=True):
                 # A rejection of an envelope the partner could not verify names no id.
                 named = receipt.message_id == item.message_id or (
@@ -346,12 +437,23 @@ class Sender:
                     raise ValueError(f"receipt for {item.message_id} names another message")
                 results.append(RelayResult(item.message_id, receipt.outcome, receipt.reason,
                                            raw, sent_ms, received_ms, key.key_id))
+                if receipt.outcome == REJECTED:
+                    rejected[item.message_id] = receipt
         except (ValueError, KeyError, TypeError, AttributeError, CryptoError) as exc:
             message = exc.message if isinstance(exc, CryptoError) else str(exc)
             log.error("receipts_refused", error=message)
             raise PeerError(f"{p.id}: receipts refused ({message})") from None
         self.partners.mark(p, up=True)
-        return await self.store.record_relay(p.id, results)
+        notices = []
+        if rejected:  # refused for good: the sending desk gets a notice with the receipt
+            for queued in await self.store.queued_items(p.id, list(rejected)):
+                reason = rejected[queued.message_id].reason or ""
+                reason = reason if _CODE.fullmatch(reason) else "rejected"
+                notices.append(self.notice(queued, reason, REJECTED_EVENT, received_ms))
+        recorded = await self.store.record_relay(p.id, results, notices)
+        for notice in notices:
+            self.count_refused(notice.reason)
+        return recorded
 
 
 class _Batch(NamedTuple):

@@ -4,8 +4,10 @@ Every check happens before anything is written, so a refused request changes not
 
 * **send**: the envelope must be signed by the officer making the request, verify, come
   from one of the officer's desks, go to a desk that exists, be wrapped for exactly the
-  desk's current officers, not be expired, and, if it answers a message, answer one its
-  desk can see, in the same thread. Then the store accepts it (message, ledger events,
+  desk's current officers, not be expired, fit within the limits a partner desk's gateway
+  states in its descriptor (413 ``too_large_for_partner``: refused now rather than by the
+  partner later), and, if it answers a message, answer one its desk can see, in the same
+  thread. Then the store accepts it (message, ledger events,
   inbox row in one commit).
 * **inbox / fetch / status**: only for officers of the desk concerned.
 * **read**: a signed acknowledgement over ``fpg read v1\\n<message id>\\n<envelope
@@ -30,6 +32,7 @@ from gateway.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    TooLargeError,
 )
 from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
@@ -98,6 +101,7 @@ class Delivery:
         partner = self._partner(h.recipient)
         if partner is not None:
             address, wanted = h.recipient, self._partner_desk_keys(partner, h.recipient)
+            _check_partner_limits(partner, len(envelope.raw), len(officer.binding))
         else:
             desk = self._desk(directory, h.recipient)
             address, wanted = desk.address, desk.recipient_key_ids
@@ -232,3 +236,27 @@ class Delivery:
             partner.queued.set()
         return recorded
 
+
+
+def _check_partner_limits(partner: Partner, size: int, binding: int) -> None:
+    """Refuse (413 ``too_large_for_partner``) a message larger than the partner says it
+    accepts: its envelope limit, or its batch limit, which must hold the envelope in
+    base64 with the officer's binding (docs/PROTOCOL.md 5, 10.4). Limits not stated (an
+    older partner, or one not heard from yet) refuse nothing here."""
+    limits = partner.descriptor.limits if partner.descriptor is not None else None
+    if limits is None or limits.fits(size, binding):
+        return
+    largest = limits.largest_envelope(binding)
+    assert largest is not None  # (something refused it)
+    raise TooLargeError(
+        f"this message is {_size(size)} sealed, attachments included; {partner.id} accepts "
+        f"messages of at most {_size(largest)} ({largest} bytes). Make the attachments "
+        f"smaller, or send them in parts, each in its own message",
+        code="too_large_for_partner")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

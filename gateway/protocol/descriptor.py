@@ -8,6 +8,10 @@ fingerprint checks the signature before reading anything else.
 ``key_history`` lists the gateway's key rotation statements (gateway.protocol.rotation), oldest
 first, so that a partner that trusts an older key can walk from it to the one that signs
 the descriptor: :func:`verify_descriptor_history`.
+
+``limits`` (optional) says how large an envelope and a relay batch body the gateway
+accepts, so that a sending gateway refuses at once what the partner would refuse later
+(:class:`Limits`); a descriptor without it (an older gateway) leaves both unknown.
 """
 
 from __future__ import annotations
@@ -26,6 +30,57 @@ DESCRIPTOR_PATH = "/.well-known/fpg/descriptor"
 DEFAULT_VALIDITY_MS = 24 * 3600 * 1000
 MAX_DESCRIPTOR_SIZE = 256 * 1024
 DESCRIPTOR = SignedJson(DESCRIPTOR_LINE, "descriptor", MAX_DESCRIPTOR_SIZE)
+# The relay batch body around one message: {"v":1,"messages":[{"envelope":"",
+# "binding":""}]} with both values in base64 (docs/PROTOCOL.md 10.4).
+ONE_ITEM_OVERHEAD = len(b'{"v":1,"messages":[{"envelope":"","binding":""}]}')
+
+
+def base64_size(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a gateway accepts from partners; None: not said (an older descriptor)."""
+
+    envelope_bytes: int | None = None
+    batch_bytes: int | None = None
+
+    def to_json(self) -> dict[str, int]:
+        return {name: value for name, value in (("envelope_bytes", self.envelope_bytes),
+                                                 ("batch_bytes", self.batch_bytes))
+                if value is not None}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Limits:
+        """Unknown members are ignored (a later version may say more); a known one must
+        be a positive integer."""
+        if not isinstance(doc, dict):
+            raise TypeError("limits")
+        values = [doc.get(name) for name in ("envelope_bytes", "batch_bytes")]
+        for value in values:
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ValueError("limits")
+        return cls(*values)
+
+    def fits(self, envelope: int, binding: int) -> bool:
+        """Whether an envelope of ``envelope`` bytes, sent with a binding of ``binding``
+        bytes, is within these limits (unknown ones do not refuse it)."""
+        if self.envelope_bytes is not None and envelope > self.envelope_bytes:
+            return False
+        return self.batch_bytes is None or ONE_ITEM_OVERHEAD + base64_size(envelope) \
+            + base64_size(binding) <= self.batch_bytes
+
+    def largest_envelope(self, binding: int) -> int | None:
+        """The largest envelope these limits let through with a binding of ``binding``
+        bytes: the envelope limit, or less when a batch of that envelope alone, in base64,
+        would exceed the batch limit. None if neither is known."""
+        largest = self.envelope_bytes
+        if self.batch_bytes is not None:
+            room = self.batch_bytes - ONE_ITEM_OVERHEAD - base64_size(binding)
+            in_batch = max(0, 3 * (room // 4))
+            largest = in_batch if largest is None else min(largest, in_batch)
+        return largest
 
 
 @dataclass(frozen=True)
@@ -37,9 +92,10 @@ class Descriptor:
     issued: int
     valid_until: int
     key_history: tuple[bytes, ...] = ()  # rotation statements, oldest first
+    limits: Limits = Limits()  # what it accepts from partners (unknown: not said)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "v": 1,
             "gateway": self.gateway,
             "endpoints": {"base": self.base_url},
@@ -56,6 +112,10 @@ class Descriptor:
             "valid_until": self.valid_until,
             "key_history": encode_history(self.key_history),
         }
+        limits = self.limits.to_json()
+        if limits:
+            doc["limits"] = limits
+        return doc
 
 
 def sign_descriptor(descriptor: Descriptor, key: GatewaySigningKey) -> bytes:
@@ -77,6 +137,7 @@ def _from_doc(doc: Any) -> Descriptor:
             issued=int(doc["issued"]),
             valid_until=int(doc["valid_until"]),
             key_history=decode_history(doc.get("key_history", [])),
+            limits=Limits.from_json(doc["limits"]) if "limits" in doc else Limits(),
         )
 
 

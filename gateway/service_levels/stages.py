@@ -89,11 +89,11 @@ class Stages:
         if e.type == ev.RECEIPT:
             took = e.time_ms - m.accepted_ms
             self._observe(route, m.kind, m.priority, "receipt", took)
-            if e.outcome == "rejected":
-                self._count(route, m.kind, m.priority, "refused")
-            else:
+            if e.outcome != "rejected":  # (a rejection is counted by its REJECTED event)
                 self._count(route, m.kind, m.priority, "relayed")
                 self._observe(route, m.kind, m.priority, "delivered", took)
+        elif e.type == ev.REJECTED:
+            self._count(route, m.kind, m.priority, "refused")
         elif e.type == ev.EXPIRED:
             self._count(route, m.kind, m.priority, "expired")
         elif e.type == ev.READ:

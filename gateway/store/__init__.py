@@ -232,7 +232,8 @@ class QueuedRead:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredItem:
-    """A queued message whose expiry passed before the partner took it."""
+    """A queued message whose expiry passed before the partner took it, or that the
+    partner refused: what its non-delivery notice names."""
 
     message_id: str
     digest: str
@@ -243,7 +244,9 @@ class ExpiredItem:
 
 @dataclass(frozen=True, slots=True)
 class NonDelivery:
-    """A signed non-delivery notice to record for an expired queued message."""
+    """A signed non-delivery notice to record for a queued message that will not be
+    delivered: it expired (``event`` ``expired``), or the partner refused it for good
+    (``rejected``)."""
 
     message_id: str
     sender: str  # the sending desk, which is told
@@ -251,6 +254,7 @@ class NonDelivery:
     notice: bytes  # the signed notice
     time_ms: int
     actor: str  # key id of this gateway's key that signed it
+    event: str = "expired"  # the ledger event written, and the desk's stream event
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +322,12 @@ class SenderStore(Protocol):
         """The next messages for ``partner``: by priority rank, then first queued first;
         at most ``limit`` of them and about ``max_bytes`` of envelopes (at least one)."""
 
-    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
+    def record_relay(self, partner: str, results: Sequence[RelayResult],
+                     notices: Sequence[NonDelivery] = ()) -> Awaitable[int]:
         """Take the messages out of the partner's outbox, keep their receipts, write their
-        ``relayed`` and ``receipt`` ledger events, in one commit; how many it recorded
+        ``relayed`` and ``receipt`` ledger events (and, for the ``notices`` of messages the
+        partner rejected, what :meth:`record_expiry` writes), in one commit; how many
+        receipts it recorded
         (results about messages this store does not hold are ignored)."""
 
     async def read_outbox_batch(self, partner: str, limit: int) -> list[QueuedRead]:
@@ -336,9 +343,12 @@ class SenderStore(Protocol):
         """Messages queued for ``partner`` whose expiry is ``now_ms`` or earlier."""
 
     def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
-        """Take expired messages out of the partner's outbox, keep their non-delivery
-        notices, write their ``expired`` events and tell their sending desks, in one
-        commit; how many it recorded."""
+        """Take expired (or refused) messages out of the partner's outbox, keep their
+        non-delivery notices, write their ``expired`` (or ``rejected``) events and tell
+        their sending desks, in one commit; how many it recorded."""
+
+    async def queued_items(self, partner: str, message_ids: Sequence[str]) -> list[ExpiredItem]:
+        """Those of ``message_ids`` queued for ``partner``, with what a notice names."""
 
 
 class ReceiverStore(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterable, Sequence
 
-from gateway.ledger.events import EXPIRED, RECEIPT, RELAYED, LedgerEvent
+from gateway.ledger.events import RECEIPT, RELAYED, LedgerEvent
 from gateway.store import ExpiredItem, NonDelivery, OutboxItem, QueuedRead, QueueStats, RelayResult
 from gateway.store.sqlite.engine import PHASE_DEPENDENTS, StoreEngine, _Op, _Plan
 
@@ -24,14 +24,34 @@ _INSERT_RECEIPT = (
 )
 
 
+def _plan_notices(plan: _Plan, partner: str, notices: Sequence[NonDelivery]) -> int:
+    """Plan what a non-delivery notice writes (outbox row gone, notice kept, ledger event,
+    the sending desk told) for each of ``notices`` whose message is stored."""
+    recorded = 0
+    for n in notices:
+        original = plan.known.get(n.message_id)
+        if original is None:
+            continue
+        recorded += 1
+        plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (partner, n.message_id))
+        plan.add(PHASE_DEPENDENTS, _INSERT_NOTICE, (
+            n.message_id, n.sender, n.reason, n.notice, n.time_ms))
+        plan.add_event(LedgerEvent(n.event, n.message_id, n.time_ms, digest=original.digest,
+                                   partner=partner, actor=n.actor, reason=n.reason))
+        plan.notify(n.sender, n.event, id=n.message_id, partner=partner,
+                    reason=n.reason, time=n.time_ms)
+    return recorded
+
+
 class _RelayOp(_Op):
-    __slots__ = ("partner", "results")
+    __slots__ = ("notices", "partner", "results")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, partner: str,
-                 results: Sequence[RelayResult]) -> None:
+                 results: Sequence[RelayResult], notices: Sequence[NonDelivery]) -> None:
         super().__init__(loop)
         self.partner = partner
         self.results = results
+        self.notices = notices
 
     def ids(self) -> Iterable[str]:
         return [r.message_id for r in self.results]
@@ -52,6 +72,7 @@ class _RelayOp(_Op):
                                        reason=r.reason))
             plan.notify(original.sender, "receipt", id=r.message_id, partner=self.partner,
                         outcome=r.outcome, reason=r.reason, time=r.received_ms)
+        _plan_notices(plan, self.partner, self.notices)
         self.result = recorded
 
 
@@ -68,27 +89,15 @@ class _ExpiryOp(_Op):
         return [n.message_id for n in self.notices]
 
     def plan(self, plan: _Plan) -> None:
-        recorded = 0
-        for n in self.notices:
-            original = plan.known.get(n.message_id)
-            if original is None:
-                continue
-            recorded += 1
-            plan.add(PHASE_DEPENDENTS, _DELETE_OUTBOX, (self.partner, n.message_id))
-            plan.add(PHASE_DEPENDENTS, _INSERT_NOTICE, (
-                n.message_id, n.sender, n.reason, n.notice, n.time_ms))
-            plan.add_event(LedgerEvent(EXPIRED, n.message_id, n.time_ms, digest=original.digest,
-                                       partner=self.partner, actor=n.actor, reason=n.reason))
-            plan.notify(n.sender, "expired", id=n.message_id, partner=self.partner,
-                        reason=n.reason, time=n.time_ms)
-        self.result = recorded
+        self.result = _plan_notices(plan, self.partner, self.notices)
 
 
 class OutboxQueries(StoreEngine):
     """Outbox batches, their receipts and expiries, and queue depths."""
 
-    def record_relay(self, partner: str, results: Sequence[RelayResult]) -> Awaitable[int]:
-        return self._submit(_RelayOp(self._loop, partner, results))
+    def record_relay(self, partner: str, results: Sequence[RelayResult],
+                     notices: Sequence[NonDelivery] = ()) -> Awaitable[int]:
+        return self._submit(_RelayOp(self._loop, partner, results, notices))
 
     def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
         return self._submit(_ExpiryOp(self._loop, partner, notices))
@@ -131,6 +140,16 @@ class OutboxQueries(StoreEngine):
             " JOIN messages m ON m.id = q.message_id WHERE q.partner = ? AND q.expires_ms <= ?"
             " ORDER BY q.expires_ms LIMIT ?", (partner, now_ms, limit))
         return [ExpiredItem(*row) for row in rows]
+
+    async def queued_items(self, partner: str, message_ids: Sequence[str]) -> list[ExpiredItem]:
+        items: list[ExpiredItem] = []
+        for message_id in message_ids:  # (few: the messages a partner refused)
+            rows = await self._read(
+                "SELECT m.id, m.digest, m.sender, m.recipient, q.expires_ms FROM outbox q"
+                " JOIN messages m ON m.id = q.message_id WHERE q.partner = ?"
+                " AND q.message_id = ?", (partner, message_id))
+            items += [ExpiredItem(*row) for row in rows]
+        return items
 
     async def notices_of(self, message_id: str) -> list[bytes]:
         rows = await self._read(
