@@ -65,12 +65,17 @@ async def test_roots_and_proofs_match_the_reference_for_every_size(ledger, tmp_p
             proof = await ledger.inclusion_proof(index, size)
             assert proof == inclusion_proof(index, size, leaves)
             verify_inclusion(leaves[index], index, size, proof, root)
+        everyone = list(range(size))[::-1]  # many proofs from one read, in any order
+        assert await ledger.inclusion_proofs(everyone, size) == [
+            inclusion_proof(index, size, leaves) for index in everyone]
         for old in range(0, size + 1):
             proof = await ledger.consistency_proof(old, size)
             assert proof == consistency_proof(old, size, leaves)
             verify_consistency(old, size, await ledger.root(old), root, proof)
     with pytest.raises(LedgerError):
         await ledger.inclusion_proof(70, 70)
+    with pytest.raises(LedgerError):
+        await ledger.inclusion_proofs([0, 70], 70)
     with pytest.raises(LedgerError):
         await ledger.root(71)
 

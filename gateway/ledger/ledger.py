@@ -88,6 +88,16 @@ class Ledger:
         paths = inclusion_path_nodes(index, size)
         return materialize(paths, await self.store.ledger_nodes(needed_nodes(paths)))
 
+    async def inclusion_proofs(self, indices: list[int], size: int) -> list[list[bytes]]:
+        """The inclusion proofs of several entries in the tree of ``size``, from one read
+        of the stored nodes they need (a desk's members, gateway.officers.proofs)."""
+        self._check_size(size)
+        if not all(0 <= index < size for index in indices):
+            raise LedgerError(f"an entry of {indices} is not in a tree of size {size}")
+        paths = [inclusion_path_nodes(index, size) for index in indices]
+        nodes = await self.store.ledger_nodes(needed_nodes(p for path in paths for p in path))
+        return [materialize(path, nodes) for path in paths]
+
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         self._check_size(new_size)
         if not 0 <= old_size <= new_size:

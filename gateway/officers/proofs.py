@@ -32,8 +32,9 @@ async def membership_proofs(ledger: Ledger, notices: NoticeStore, directories: D
     if checkpoint is None or checkpoint.size <= max(proven.values(), default=-1):
         checkpoint = await ledger.make_checkpoint()
     rows = await ledger.store.ledger_rows_at(proven.values())
-    members = [(officer, seq, rows[seq].entry, await ledger.inclusion_proof(seq, checkpoint.size))
-               for officer, seq in proven.items()]
+    proofs = await ledger.inclusion_proofs(list(proven.values()), checkpoint.size)
+    members = [(officer, seq, rows[seq].entry, proof)
+               for (officer, seq), proof in zip(proven.items(), proofs, strict=True)]
     consistency = (await ledger.consistency_proof(known, checkpoint.size)
                    if known <= checkpoint.size else [])
     return proofs_answer(desk, checkpoint.note, known, consistency, members)

@@ -19,6 +19,7 @@ gateway/client/. Both take the texts from here, so they cannot drift apart.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -204,8 +205,13 @@ class VerifiedDirectory:
         return officers[officer].sign_key
 
     def _chain_view(self) -> tuple[dict[str, Member], dict[str, str | None]]:
+        return self._chain
+
+    @functools.cached_property
+    def _chain(self) -> tuple[dict[str, Member], dict[str, str | None]]:
         """Every officer listed, current and former, as the chain check sees it; and each
-        desk's supervisor desk."""
+        desk's supervisor desk (built once per directory: a client seals many times with
+        one directory, and building it costs a key per officer listed)."""
         officers: dict[str, Member] = {}
         for former in self.former.values():
             officers[former.officer] = Member(former.officer, former.sign_key,
