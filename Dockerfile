@@ -18,9 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Only what `pip install .` needs (.dockerignore keeps the rest out of the context).
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md constraints.txt /src/
 COPY gateway /src/gateway
-RUN pip install /src && rm -rf /src
+RUN pip install -c /src/constraints.txt /src && rm -rf /src
 
 COPY docker/healthcheck.py /usr/local/bin/fpg-healthcheck
 

@@ -4,13 +4,19 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN_DIR ?= .run
 
-.PHONY: run demo test lint bench clean
+.PHONY: run demo test lint bench clean constraints
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+## constraints: pin what the current environment has (after changing a dependency)
+constraints: $(BIN)/.installed
+	{ sed -n '1,3p' constraints.txt; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^focal-point-gateway'; \
+	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 ## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/
 run: $(BIN)/.installed

@@ -18,6 +18,7 @@ import asyncio
 import getpass
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,11 +30,17 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process SIGPIPE ended
 MAX_PASSPHRASE_FILE = 4096
+MIN_PASSPHRASE = 12  # characters, for a new key file
 
 
 def read_passphrase_file(path: Path) -> bytes:
+    """The first line of a passphrase file that only its owner may read."""
     try:
         with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if mode & 0o077:
+                raise KeyFileError(f"{path}: the passphrase file may be read by others (mode "
+                                   f"{stat.S_IMODE(mode):04o}); chmod 600 it")
             data = fh.read(MAX_PASSPHRASE_FILE)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read passphrase file ({exc.strerror})") from None
@@ -76,14 +83,26 @@ def prompt_passphrase(what: str, *, confirm: bool) -> bytes:
 def get_passphrase(
     what: str, *, env: str | None, file: Path | None, confirm: bool = False
 ) -> bytes:
-    """The passphrase from ``env`` or ``file`` if given, else from a prompt."""
+    """The passphrase from ``env`` or ``file`` if given, else from a prompt; ``confirm``:
+    for a new key (asked twice at a prompt, and held to :func:`new_key_passphrase`)."""
     if env and file:
         raise KeyFileError("give a passphrase environment variable or file, not both")
     if env:
-        return passphrase_from_env(env)
-    if file:
-        return read_passphrase_file(file)
-    return prompt_passphrase(what, confirm=confirm)
+        passphrase = passphrase_from_env(env)
+    elif file:
+        passphrase = read_passphrase_file(file)
+    else:
+        passphrase = prompt_passphrase(what, confirm=confirm)
+    return new_key_passphrase(passphrase) if confirm else passphrase
+
+
+def new_key_passphrase(passphrase: bytes) -> bytes:
+    """A passphrase for a new key file: at least MIN_PASSPHRASE characters (a key file
+    that leaves the machine is guessed offline; Argon2id only slows each guess)."""
+    if len(passphrase.decode("utf-8", "replace")) < MIN_PASSPHRASE:
+        raise KeyFileError(f"a new key's passphrase needs at least {MIN_PASSPHRASE} "
+                           "characters; a short sentence is easiest to remember")
+    return passphrase
 
 
 def _silence_stdout() -> None:

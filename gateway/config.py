@@ -500,6 +500,11 @@ def _cross_checks(config: Config) -> None:
             f"{path}: [server] tls_cert_file: required when listening on {server.host!r};"
             " plain HTTP is only allowed on loopback"
         )
+    if keys.insecure_dev_mode and not server.loopback:
+        raise ConfigError(
+            f"{path}: [keys] insecure_dev_mode: development keys (a key file that is not "
+            f"encrypted) are only allowed on loopback, not on {server.host!r}"
+        )
 
 
 def load_config(path: str | Path) -> Config:

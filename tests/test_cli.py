@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -54,7 +55,8 @@ def test_init_with_passphrase_then_wrong_passphrase(tmp_path: Path) -> None:
 
 def test_passphrase_from_file_and_no_prompt_without_terminal(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
-    pw.write_text("from a file\n")
+    pw.write_text("from a file, long enough\n")
+    pw.chmod(0o600)
     init = gateway("init", str(tmp_path / "gw"), "--id", "kh-cnp", "--passphrase-file", str(pw))
     assert init.returncode == 0, init.stderr
     assert gateway("config", "check", "-c", str(tmp_path / "gw" / "gateway.toml")).returncode == 0
@@ -130,3 +132,58 @@ def test_a_stop_signal_right_after_the_ready_announcement_stops_cleanly() -> Non
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stdout) == (0, "stopped cleanly\n"), out.stderr
+
+
+def test_new_key_passphrases_are_long_and_passphrase_files_private(tmp_path: Path) -> None:
+    """A passphrase file others may read is refused, and so is a new key's passphrase
+    under 12 characters; either way nothing is written."""
+    target = tmp_path / "gw"
+    pw = tmp_path / "pw"
+    pw.write_text("a long enough passphrase\n")
+    pw.chmod(0o640)
+    shared = gateway("init", str(target), "--id", "kh-cnp", "--passphrase-file", str(pw))
+    assert shared.returncode == 1 and "chmod 600" in one_line_error(shared)
+    short = gateway("init", str(target), "--id", "kh-cnp", "--passphrase-env", "PW",
+                    env={"PW": "eleven char"})
+    assert short.returncode == 1 and "at least 12 characters" in one_line_error(short)
+    assert not target.exists()
+    pw.chmod(0o600)
+    made = gateway("init", str(target), "--id", "kh-cnp", "--passphrase-file", str(pw))
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE((target / "data").stat().st_mode) == 0o700
+
+
+def test_development_keys_are_refused_off_loopback(tmp_path: Path) -> None:
+    assert gateway("init", str(tmp_path / "gw"), "--id", "vn-mps",
+                   "--insecure-dev-keys").returncode == 0
+    cfg = tmp_path / "gw" / "gateway.toml"
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("unused\n")
+    text = cfg.read_text().replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1)
+    cfg.write_text(text.replace("[server]\n", f'[server]\ntls_cert_file = "{tmp_path}/cert.pem"'
+                                              f'\ntls_key_file = "{tmp_path}/key.pem"\n', 1))
+    check = gateway("config", "check", "-c", str(cfg))
+    assert check.returncode == 2
+    assert "development keys" in one_line_error(check)
+
+
+def test_the_running_gateway_keeps_its_data_to_its_own_user(tmp_path: Path) -> None:
+    """An older data directory open to others is tightened; the database, its WAL and
+    the admin socket are made for the gateway's user only, whatever the caller's umask."""
+    directory = tmp_path / "gw"
+    assert gateway("init", str(directory), "--id", "vn-mps", "--insecure-dev-keys",
+                   "--port", "0").returncode == 0
+    cfg = directory / "gateway.toml"
+    assert gateway("desks", "add", "trafficking", "--config", str(cfg)).returncode == 0
+    data = directory / "data"  # `desks add` made the database, under our umask of 022
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (data, data / "gateway.sqlite3")] == [
+        0o700, 0o600]
+    data.chmod(0o755)
+    (data / "gateway.sqlite3").chmod(0o644)
+    for extra in ("gateway.sqlite3-wal", "gateway.sqlite3-shm"):
+        (data / extra).unlink(missing_ok=True)
+    with ServerProcess.gateway(cfg):
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        made = list(data.iterdir())
+        assert made and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in made), [
+            (p.name, oct(p.stat().st_mode)) for p in made]

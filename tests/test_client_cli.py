@@ -269,6 +269,7 @@ def test_passphrase_protected_profile(gw: Gateway, tmp_path: Path) -> None:
 
     pw_file = tmp_path / "pw"
     pw_file.write_text(secret + "\n", encoding="utf-8")
+    pw_file.chmod(0o600)
     listed = client(profile, "desks", "--passphrase-file", str(pw_file))
     assert "victim-support@vn-mps" in ok(listed)
     wrong = client(profile, "desks", "--passphrase-env", "FPG_TEST_PASS",

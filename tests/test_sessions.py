@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.officers.sessions import AuthError, RateLimited, RateLimiter, Sessions
+from gateway.officers.sessions import (
+    MAX_SESSIONS_PER_OFFICER,
+    AuthError,
+    RateLimited,
+    RateLimiter,
+    Sessions,
+)
 
 
 def test_challenge_is_single_use_and_expires() -> None:
@@ -144,3 +150,24 @@ def test_rate_limiter_drops_buckets_once_they_are_full_again() -> None:
     clock.advance(0.2)
     limiter.check("later")
     assert len(limiter) == 2  # the hundred refilled and were dropped; nothing was lost
+
+
+def test_one_officer_cannot_fill_the_session_table() -> None:
+    """Sign-ins beyond MAX_SESSIONS_PER_OFFICER end that officer's oldest sessions; the
+    table every other officer signs in to keeps its room. Expired sessions leave without a
+    scan; a revocation ends exactly the officer's sessions."""
+    clock = ManualClock(1_000_000)
+    sessions = Sessions(clock, ttl_seconds=60)
+    tokens = [sessions.issue("off-a")[0] for _ in range(MAX_SESSIONS_PER_OFFICER + 5)]
+    assert sessions.session_count("off-a") == MAX_SESSIONS_PER_OFFICER
+    for token in tokens[:5]:
+        with pytest.raises(AuthError) as ended:
+            sessions.lookup(token)
+        assert ended.value.code == "no_session"
+    assert all(sessions.lookup(t).officer == "off-a" for t in tokens[5:])
+    other, _ = sessions.issue("off-b")
+    assert sessions.session_count() == MAX_SESSIONS_PER_OFFICER + 1
+    sessions.end_officer("off-a")
+    assert sessions.session_count() == 1 and sessions.lookup(other).officer == "off-b"
+    clock.advance(61)
+    assert sessions.session_count() == 0

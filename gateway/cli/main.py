@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import sys
 import time
 import tomllib
@@ -28,9 +29,6 @@ from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
     parse_args,
-    passphrase_from_env,
-    prompt_passphrase,
-    read_passphrase_file,
     run_command,
     until_stopped,
 )
@@ -309,12 +307,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                           "--public-url") from None
     parse_config(doc, config_path.resolve())
     passphrase: bytes | None = None
-    if args.passphrase_env:
-        passphrase = passphrase_from_env(args.passphrase_env)
-    elif args.passphrase_file:
-        passphrase = read_passphrase_file(args.passphrase_file)
-    elif not args.insecure_dev_keys:
-        passphrase = prompt_passphrase(f"the new key of {gateway_id}", confirm=True)
+    if args.passphrase_env or args.passphrase_file or not args.insecure_dev_keys:
+        passphrase = get_passphrase(f"the new key of {gateway_id}", env=args.passphrase_env,
+                                    file=args.passphrase_file, confirm=True)
     key = GatewaySigningKey.generate()
     bundle = KeyBundle(owner=gateway_id, keys={ROLE_GATEWAY_SIGNING: key})
     with staged_directory(directory) as staging:
@@ -681,6 +676,21 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
         await runner.cleanup()
 
 
+def tighten(data_dir: Path) -> None:
+    """Close the data directory and its files to other users, if a hand or an older
+    version left them open (SQLite gives its WAL the database file's mode)."""
+    paths = [data_dir, *(p for p in data_dir.iterdir() if p.is_file())]
+    opened = [p for p in paths if p.stat().st_mode & 0o077]
+    for path in opened:
+        try:
+            path.chmod(0o700 if path == data_dir else 0o600)
+        except OSError as exc:
+            get_logger("gateway.run").warning("data_open_to_others", path=str(path),
+                                              error=exc.strerror)
+    if opened:
+        get_logger("gateway.run").warning("data_tightened", paths=[p.name for p in opened])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
@@ -690,7 +700,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "insecure_development_keys",
             detail="the gateway key file is NOT encrypted; never use this in production",
         )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tighten(config.data_dir)
     interpreter.tune()
     asyncio.run(serve(config, bundle, args.port_file))
     return EXIT_OK
@@ -721,6 +732,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     configure_logging("error", "auto")  # commands speak for themselves; `run` reconfigures
+    # Whatever a command makes (the database, its WAL, sockets, configs) is the gateway
+    # user's alone, whatever umask the operator's shell has.
+    os.umask(0o077)
     return run_command(PROG, lambda: COMMANDS[args.command](args))
 
 

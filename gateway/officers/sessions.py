@@ -48,6 +48,7 @@ _EXPIRY_SIZE, _NONCE_SIZE = 8, 8
 _HEAD = _EXPIRY_SIZE + _NONCE_SIZE  # the MAC covers these bytes and the officer id
 _MAC_DOMAIN = b"fpg challenge v1\n"
 MAX_SESSIONS = 100_000
+MAX_SESSIONS_PER_OFFICER = 16  # a new sign-in beyond this ends the officer's oldest session
 
 
 class AuthError(ClientError):
@@ -79,6 +80,10 @@ class Sessions:
         self._used: dict[bytes, int] = {}
         self._used_expiry: list[tuple[int, bytes]] = []
         self._tokens: dict[bytes, Session] = {}  # SHA-256 of token -> session
+        # Each officer's sessions, oldest first, and every session's expiry in a heap:
+        # so that neither a full table nor one officer's many sign-ins needs a scan.
+        self._of_officer: dict[str, OrderedDict[bytes, None]] = {}
+        self._expiry: list[tuple[int, bytes]] = []
 
     def _mac(self, officer: str, head: bytes) -> bytes:
         # surrogatepass: an id from JSON may hold a lone surrogate; it must still MAC.
@@ -129,15 +134,43 @@ class Sessions:
         self.consume(challenge, self.check_challenge(officer, challenge))
 
     def issue(self, officer: str) -> tuple[str, int]:
-        now = self.clock.now_ms()
+        """A new session for ``officer``: its token and expiry. The officer's oldest
+        session ends if it has MAX_SESSIONS_PER_OFFICER already, so one officer (or one
+        stolen key) cannot fill the table that every other officer signs in to."""
+        self._forget_expired_sessions()
+        mine = self._of_officer.get(officer)
+        while mine and len(mine) >= MAX_SESSIONS_PER_OFFICER:
+            self._drop(next(iter(mine)))
         if len(self._tokens) >= MAX_SESSIONS:
-            self._tokens = {t: s for t, s in self._tokens.items() if s.expires_ms > now}
-            if len(self._tokens) >= MAX_SESSIONS:
-                raise RateLimited("too many open sessions; try again shortly")
+            raise RateLimited("too many open sessions; try again shortly")
         token = os.urandom(32)
+        digest = hashlib.sha256(token).digest()
         expires = self.clock.now_ms() + self.ttl_ms
-        self._tokens[hashlib.sha256(token).digest()] = Session(officer, expires)
+        self._tokens[digest] = Session(officer, expires)
+        self._of_officer.setdefault(officer, OrderedDict())[digest] = None
+        heapq.heappush(self._expiry, (expires, digest))
         return base64.urlsafe_b64encode(token).decode("ascii").rstrip("="), expires
+
+    def _drop(self, digest: bytes) -> None:
+        session = self._tokens.pop(digest, None)
+        if session is None:
+            return
+        mine = self._of_officer[session.officer]
+        del mine[digest]
+        if not mine:
+            del self._of_officer[session.officer]
+
+    def _forget_expired_sessions(self) -> None:
+        now = self.clock.now_ms()
+        while self._expiry and self._expiry[0][0] <= now:
+            self._drop(heapq.heappop(self._expiry)[1])
+
+    def session_count(self, officer: str | None = None) -> int:
+        """Open sessions, of one officer or of all."""
+        self._forget_expired_sessions()
+        if officer is None:
+            return len(self._tokens)
+        return len(self._of_officer.get(officer, ()))
 
     def lookup(self, token: str) -> Session:
         try:
@@ -148,13 +181,14 @@ class Sessions:
         if session is None:
             raise AuthError("no such session; sign in again", code="no_session")
         if self.clock.now_ms() >= session.expires_ms:
-            self._tokens.pop(hashlib.sha256(raw).digest(), None)
+            self._drop(hashlib.sha256(raw).digest())
             raise AuthError("session expired; sign in again", code="session_expired")
         return session
 
     def end_officer(self, officer: str) -> None:
         """Drop every session of an officer (revocation)."""
-        self._tokens = {t: s for t, s in self._tokens.items() if s.officer != officer}
+        for digest in list(self._of_officer.get(officer, ())):
+            self._drop(digest)
 
 
 
