@@ -185,6 +185,11 @@ def test_output_and_file_name_hygiene() -> None:
     assert safe_name("..\\evil\x00.exe", 1) == "evil_.exe"
     assert safe_name("...", 2) == "attachment-3"
     assert safe_name("ảnh ឯកសារ.jpg", 0) == "ảnh ឯកសារ.jpg"
+    assert safe_name("invoice\u202efdp.exe", 0) == "invoice_fdp.exe"  # no bidi override
+    assert safe_name("two\nlines\t.pdf", 0) == "two_lines_.pdf"
+    assert safe_name("\u2066\u200f", 3) == "__"
+    long = safe_name("ឯ" * 150 + ".pdf", 0)  # 450 bytes of UTF-8 asked for
+    assert long.endswith(".pdf") and len(long.encode()) <= 200
     assert [backoff(i) for i in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
 
 
@@ -464,8 +469,14 @@ def test_case_notification_with_every_field_and_attachments(
         "--deadline", "2026-12-31", "--file", str(notes),
         "--attach", str(photo), "--attach", str(notes),
     )
+    # A read that cannot save what it was asked to save is not acknowledged.
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("in the way")
+    assert client(b, "read", mid, "--save-attachments", str(blocked)).returncode != 0
+    assert client_json(a, "status", mid)["reads"] == []
     saved_to = tmp_path / "saved"
     doc = client_json(b, "read", mid, "--save-attachments", str(saved_to))
+    assert [r["officer"] for r in client_json(a, "status", mid)["reads"]] != []
     assert doc["kind"] == "case" and doc["priority"] == "priority"
     assert doc["payload"] == {
         "type": "case", "case_ref": "VN-2026-0042/ລາວ", "legal_basis": "treaty",

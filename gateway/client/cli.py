@@ -100,6 +100,11 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # What never reaches a terminal from a message or a gateway: control characters (which
 # could move the cursor or recolour the screen) and lone surrogates (not text at all).
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# In a file name also newlines and tabs, and the invisible bidi and format marks that
+# make "invoice\u202efdp.exe" show as "invoiceexe.pdf".
+_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200b-\u200f"
+                          "\u202a-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
+MAX_ATTACHMENT_NAME_BYTES = 200  # in UTF-8: under the 255 bytes most file systems allow
 
 T = TypeVar("T")
 
@@ -794,9 +799,18 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 
 
 def safe_name(name: str, index: int) -> str:
-    """A file name from a sender-chosen one: no directories, no hidden or control names."""
+    """A file name from a sender-chosen one: no directories, no hidden names, no control
+    or bidi characters, at most MAX_ATTACHMENT_NAME characters and 200 bytes (keeping
+    the extension), so that saving it cannot fail on its name."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = _UNSAFE.sub("_", base).strip().lstrip(".")[:MAX_ATTACHMENT_NAME]
+    base = _UNSAFE_NAME.sub("_", base).strip().lstrip(".")
+    stem, dot, suffix = base.rpartition(".")
+    if not stem or len(suffix) > 16:
+        stem, dot, suffix = base, "", ""
+    while stem and (len(stem) + len(dot + suffix) > MAX_ATTACHMENT_NAME or
+                    len((stem + dot + suffix).encode("utf-8")) > MAX_ATTACHMENT_NAME_BYTES):
+        stem = stem[:-1]
+    base = (stem.rstrip() + dot + suffix) if stem.strip() else ""
     return base or f"attachment-{index + 1}"
 
 
@@ -848,7 +862,7 @@ def signer_ended(message: OpenedMessage) -> dict[str, Any] | None:
 
 def cmd_read(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        message = await client.read(args.message_id)
+        message = await client.open(args.message_id)
         saved: dict[int, Path] = {}
         items = message.payload.get("attachments") or []
         if args.save_attachments is not None and items:
@@ -856,8 +870,13 @@ def cmd_read(args: argparse.Namespace) -> int:
             for i, item in enumerate(items):
                 saved[i] = save_attachment(args.save_attachments, safe_name(item["name"], i),
                                            base64.b64decode(item["data"]))
+        # Acknowledged only once it was opened and saved: a read that failed half-way
+        # must not tell the sender it was read.
+        acknowledged = message.header.recipient in profile.desks
+        if acknowledged:
+            await client.acknowledge(message)
         info = describe(message, saved)
-        info["acknowledged"] = message.header.recipient in profile.desks
+        info["acknowledged"] = acknowledged
         if opt(args, "json"):
             emit_json(info)
             return EXIT_OK
