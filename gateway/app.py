@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from gateway import __version__
 from gateway.appkeys import (
@@ -45,6 +46,7 @@ from gateway.appkeys import (
 )
 from gateway.channels import client, federation, membership, peer
 from gateway.channels.errors import error_middleware
+from gateway.channels.hosts import host_middleware
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto.keyfile import KeyBundle
@@ -277,8 +279,11 @@ async def _end_streams(app: web.Application) -> None:
 
 def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None) -> web.Application:
     """The gateway as an aiohttp application, ready for a runner or a test server."""
+    public_host = URL(config.gateway.public_url).host or ""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+        middlewares=[error_middleware,
+                     host_middleware((public_host, *config.server.allowed_hosts))],
+        client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config
     app[BODY_TIMEOUT] = config.server.body_timeout_seconds

@@ -98,6 +98,9 @@ class ServerSection:
     port: int = _key(8443, _range(0, 65535), doc="TCP port; 0 picks a free one")
     tls_cert_file: Path | None = _key(None, doc="PEM certificate chain; required off loopback")
     tls_key_file: Path | None = _key(None, doc="PEM private key of the certificate")
+    allowed_hosts: tuple[str, ...] = _key((), doc="more Host names requests may name (a "
+                                          "reverse proxy's); the public URL's host and "
+                                          "loopback names always are")
     max_body_bytes: int = _key(
         8 * 1024 * 1024, _range(1024, 64 * 1024 * 1024), doc="largest request body accepted"
     )

@@ -142,6 +142,13 @@ class BodyTimeoutError(ClientError):
     http_status = 408
 
 
+class MisdirectedError(ClientError):
+    """A request whose Host is not one this gateway answers to (DNS rebinding)."""
+
+    code = "unknown_host"
+    http_status = 421
+
+
 class UnsupportedMediaError(ClientError):
     code = "unsupported_media_type"
     http_status = 415

@@ -224,3 +224,26 @@ async def test_gateway_run_stops_what_started_when_a_resource_fails(tmp_path) ->
     with pytest.raises(ConfigError, match="roster"):
         await serve(config, KeyBundle("vn-mps", {ROLE_GATEWAY_SIGNING: GATEWAY_KEY}))
     assert running_tasks() == set()  # the store's committer among them
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1:8443", 200), ("localhost", 200), ("[::1]:8443", 200),
+    ("gw.vn-mps.example", 200),  # the public URL's host
+    ("proxy.vn-mps.example:443", 200),  # named in server.allowed_hosts
+    ("attacker.example", 421), ("gw.vn-mps.example.attacker.example", 421), ("", 421),
+    ("[not an address", 421),
+])
+async def test_only_this_gateways_host_names_are_answered(tmp_path, aiohttp_client, host: str,
+                                                          status: int) -> None:
+    """DNS rebinding: a page on another site whose name now points here reaches the
+    gateway with that name as Host, and is refused before any handler runs."""
+    config = parse_config(
+        {"gateway": {"id": "vn-mps", "public_url": "https://gw.vn-mps.example"},
+         "keys": {"file": "unused.key"}, "server": {"allowed_hosts": ["proxy.vn-mps.example"]}},
+        tmp_path / "gw.toml")
+    client = await aiohttp_client(create_app(config, KeyBundle(
+        "vn-mps", {ROLE_GATEWAY_SIGNING: GATEWAY_KEY})))
+    answer = await client.get("/healthz", headers={"Host": host})
+    assert answer.status == status
+    if status == 421:
+        assert (await answer.json())["error"] == "unknown_host"

@@ -243,6 +243,8 @@ class World:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             sent.setdefault("Content-Type", "application/json")
+        elif data is not None and takes_json(method, template):  # a JSON client's bad body
+            sent.setdefault("Content-Type", "application/json")
         async with self.http.request(method, url, params=query, data=data,
                                      headers=sent) as response:
             answer = Answer(response.status, await response.read(), response.headers)
@@ -518,6 +520,9 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     a2 = Officer("", [], OfficerSigningKey.generate(), OfficerEncryptionKey.generate())
     good = enroll_body(code, a2.signing, a2.encryption)
     await w.call("POST", "/v1/enroll", data=b"{not json", expect=400, code="bad_json")
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        await w.call("POST", "/v1/enroll", data=json.dumps(good).encode(),  # no preflight
+                     headers={"Content-Type": kind}, expect=415, code="unsupported_media_type")
     await w.call("POST", "/v1/enroll", json_body=[good], expect=400, code="bad_json")
     await w.call("POST", "/v1/enroll", json_body={**good, "code": "FPG-1234"}, expect=403,
                  code="enrollment_code_invalid")
@@ -775,6 +780,12 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
             assert any(400 <= s < 500 for s in statuses), f"{key} never refused"
         else:
             assert key[1] in w.checker.refused_methods, f"{key}: no bad request tried"
+
+
+def takes_json(method: str, template: str) -> bool:
+    """Whether the operation's request body is JSON."""
+    body = operations().get((method, template), {}).get("requestBody", {})
+    return "application/json" in body.get("content", {})
 
 
 def secured_operations() -> list[tuple[str, str, dict[str, str]]]:

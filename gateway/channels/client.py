@@ -62,6 +62,10 @@ ENVELOPE_TYPES = (ENVELOPE_TYPE, "application/octet-stream")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    # Only a script allowed to make such requests sends application/json cross-origin:
+    # a page elsewhere can post text/plain to us without asking (no CORS preflight).
+    if request.content_type != "application/json":
+        raise UnsupportedMediaError("send the body as application/json")
     body = await read_body(request, MAX_JSON_BODY)
     try:
         doc = jsontext.loads(body)
