@@ -102,7 +102,8 @@ TARGET_RATE = 1000.0
 # per-officer one, and the per-address one of enrollment and sign-in (where the gateway
 # has it), which setting up many officers from 127.0.0.1 would hit.
 RAISED_LIMITS = {"requests_per_second": 100_000, "burst": 1_000_000,
-                 "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000}
+                 "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000,
+                 "enroll_per_second": 100_000, "enroll_burst": 1_000_000}
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0

@@ -29,6 +29,7 @@ from gateway.appkeys import (
     CRYPTO_WORKER,
     DELIVERY,
     DIRECTORY,
+    ENROLL_BUDGET,
     HOP,
     HUB,
     IDENTITY,
@@ -298,6 +299,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     app[ANON_LIMITER] = RateLimiter(app[CLOCK], config.limits.anonymous_per_second,
                                     config.limits.anonymous_burst)
     limits = config.limits
+    app[ENROLL_BUDGET] = RateLimiter(app[CLOCK], limits.enroll_per_second, limits.enroll_burst)
     app[SIGNIN_LIMITS] = SignInLimits(
         RateLimiter(app[CLOCK], limits.anonymous_per_second, limits.anonymous_burst),
         RateLimiter(app[CLOCK], limits.signin_address_per_second, limits.signin_address_burst),

@@ -32,6 +32,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 LIMITER = web.AppKey("limiter", RateLimiter)  # per officer
 ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # enrollment, per client address
 SIGNIN_LIMITS = web.AppKey("signin_limits", SignInLimits)
+ENROLL_BUDGET = web.AppKey("enroll_budget", RateLimiter)  # enrollment, all addresses together
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
 CRYPTO_WORKER = web.AppKey("crypto_worker", CryptoWorker)

@@ -98,6 +98,9 @@ class ServerSection:
     port: int = _key(8443, _range(0, 65535), doc="TCP port; 0 picks a free one")
     tls_cert_file: Path | None = _key(None, doc="PEM certificate chain; required off loopback")
     tls_key_file: Path | None = _key(None, doc="PEM private key of the certificate")
+    trusted_proxies: tuple[str, ...] = _key((), check=None, doc="addresses or networks "
+                                            "(CIDR) of reverse proxies whose "
+                                            "X-Forwarded-For names the client")
     allowed_hosts: tuple[str, ...] = _key((), doc="more Host names requests may name (a "
                                           "reverse proxy's); the public URL's host and "
                                           "loopback names always are")
@@ -161,6 +164,12 @@ class LimitsSection:
     )
     anonymous_burst: int = _key(30, _range(1, 1_000_000),
                                 doc="... and how many a client address may make at once")
+    enroll_per_second: float = _key(
+        2.0, _range(0.01, 100_000),
+        doc="enrollment requests from all addresses together (codes are guessed from many "
+        "addresses at once; officers enroll rarely)")
+    enroll_burst: int = _key(60, _range(1, 1_000_000),
+                             doc="... and how many may come at once")
     signin_address_per_second: float = _key(
         50.0, _range(0.01, 100_000),
         doc="sign-in requests per client address, all officer ids together (a reverse "
@@ -481,6 +490,12 @@ def _service_levels(tables: Any, path: Path) -> tuple[ServiceLevelSection, ...]:
 
 def _cross_checks(config: Config) -> None:
     path, keys, server = config.path, config.keys, config.server
+    for proxy in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"{path}: [server] trusted_proxies: {proxy!r} is not an "
+                              "address or network (CIDR)") from None
     if keys.passphrase_env and keys.passphrase_file:
         raise ConfigError(
             f"{path}: [keys] passphrase_env: give passphrase_env or passphrase_file, not both"

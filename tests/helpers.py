@@ -267,6 +267,7 @@ def gateway_config(directory: Path, partner_key: GatewaySigningKey, **server: An
         "server": {"max_body_bytes": MAX_BODY, **server},
         "limits": {"requests_per_second": 100_000, "burst": 1_000_000,
                    "anonymous_per_second": 100_000, "anonymous_burst": 1_000_000,
+                   "enroll_per_second": 100_000, "enroll_burst": 1_000_000,
                    "signin_address_per_second": 100_000, "signin_address_burst": 1_000_000},
         "log": {"level": "error"},
         # The partner's URL answers nothing: its refresh and witness loops fail quietly.
@@ -328,7 +329,8 @@ class Gw:
             "keys": {"file": "unused.key"},
             "ledger": {"checkpoint_interval": 3600.0},
             "limits": {"requests_per_second": 10_000, "burst": 100_000,
-                       "anonymous_per_second": 1000, "anonymous_burst": 1000},
+                       "anonymous_per_second": 1000, "anonymous_burst": 1000,
+                       "enroll_per_second": 1000, "enroll_burst": 1000},
             "log": {"level": "warning"},
             "federation": self.federation,
             "partners": [{"id": p, "url": url, "fingerprint": fp}

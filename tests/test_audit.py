@@ -281,7 +281,8 @@ def audited(tmp_path_factory) -> Iterator[Run]:
     cfg = d / "gateway.toml"
     with open(cfg, "a") as fh:
         fh.write("\n[officers]\nsession_minutes = 0.1\n"
-                 "\n[limits]\nanonymous_per_second = 1000\nanonymous_burst = 1000\n")
+                 "\n[limits]\nanonymous_per_second = 1000\nanonymous_burst = 1000\n"
+                 "enroll_per_second = 1000\nenroll_burst = 1000\n")
     run = Run()
     operator = Operator(run, cfg)
     operator("desks", "add", "trafficking")

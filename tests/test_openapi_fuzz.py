@@ -52,6 +52,7 @@ def target(tmp_path_factory) -> Iterator[tuple[str, str]]:
     with open(cfg, "a") as fh:  # no rate limiter may turn the fuzzing into 429s only
         fh.write("\n[limits]\nrequests_per_second = 100000\nburst = 1000000\n"
                  "anonymous_per_second = 100000\nanonymous_burst = 1000000\n"
+                 "enroll_per_second = 100000\nenroll_burst = 1000000\n"
                  "signin_address_per_second = 100000\nsignin_address_burst = 1000000\n"
                  "signin_officer_per_second = 100000\nsignin_officer_burst = 1000000\n")
     for desk in ("trafficking", "border-liaison"):

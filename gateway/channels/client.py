@@ -25,6 +25,7 @@ from gateway.appkeys import (
     CONFIG,
     DELIVERY,
     DIRECTORY,
+    ENROLL_BUDGET,
     HUB,
     IDENTITY,
     LIMITER,
@@ -34,6 +35,7 @@ from gateway.appkeys import (
     SIGNIN_LIMITS,
     STORE,
 )
+from gateway.channels.addresses import client_address, limit_key
 from gateway.errors import (
     ERRORS,
     BadSignatureError,
@@ -111,8 +113,10 @@ async def signed_in(request: web.Request) -> Officer:
 
 
 def limit_anonymous(request: web.Request) -> None:
-    """Enrollment needs no token: limit it per client address instead."""
-    request.app[ANON_LIMITER].check(str(request.remote))
+    """Enrollment needs no token: limit it per client address, and all addresses
+    together (codes guessed from many addresses at once)."""
+    request.app[ANON_LIMITER].check(limit_key(client_address(request)))
+    request.app[ENROLL_BUDGET].check("all")
 
 
 def _claimed_officer(doc: dict[str, Any]) -> str:
@@ -137,10 +141,10 @@ async def post_enroll(request: web.Request) -> web.Response:
             _field(doc, "signature", str),
         )
     except ERRORS as exc:
-        audit.enroll_failed(request.remote, code, exc.code)
+        audit.enroll_failed(client_address(request), code, exc.code)
         raise
     officer = enrolled.officer
-    audit.enrolled(request.remote, officer.id, code, officer.desks)
+    audit.enrolled(client_address(request), officer.id, code, officer.desks)
     directory = await app[DIRECTORY].reload()
     admitted = directory.officers[officer.id].desks
     return web.json_response({
@@ -156,7 +160,7 @@ async def post_enroll(request: web.Request) -> web.Response:
 
 
 async def post_challenge(request: web.Request) -> web.Response:
-    limits, address = request.app[SIGNIN_LIMITS], str(request.remote)
+    limits, address = request.app[SIGNIN_LIMITS], limit_key(client_address(request))
     limits.from_address(address)
     doc = await read_json(request)
     officer_id = _claimed_officer(doc)
@@ -174,7 +178,7 @@ class UnknownOfficer(AuthError):
 
 
 async def post_session(request: web.Request) -> web.Response:
-    limits, address = request.app[SIGNIN_LIMITS], str(request.remote)
+    limits, address = request.app[SIGNIN_LIMITS], limit_key(client_address(request))
     limits.from_address(address)
     officer_id: object = None
     try:
@@ -185,10 +189,10 @@ async def post_session(request: web.Request) -> web.Response:
     except RateLimited:
         raise  # not audited, as before the body was read: a flood must not flood the log
     except ERRORS as exc:
-        audit.signin_failed(request.remote, officer_id, exc.code,
+        audit.signin_failed(client_address(request), officer_id, exc.code,
                             unknown_officer=isinstance(exc, UnknownOfficer))
         raise
-    audit.signed_in(request.remote, officer.id, expires)
+    audit.signed_in(client_address(request), officer.id, expires)
     return web.json_response({"token": token, "expires": expires, "officer": officer.id,
                               "desks": sorted(officer.desks),
                               "pending": sorted(officer.requested - officer.desks)})
@@ -314,7 +318,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     subscription = request.app[HUB].subscribe(wanted)
     token, loop = _bearer(request), asyncio.get_running_loop()
-    client, opened = request.remote, loop.time()
+    client, opened = client_address(request), loop.time()
     audit.stream_opened(client, officer.id, wanted)
     quiet_until = opened + HEARTBEAT_SECONDS
     reason = "error"  # unless the loop or a handler below says why it ended

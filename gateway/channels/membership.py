@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, DELIVERY, DIRECTORY, IDENTITY, LEDGER, PARTNERS, STORE
+from gateway.channels.addresses import client_address
 from gateway.channels.client import _field, _int_query, read_json, signed_in
 from gateway.errors import ERRORS, ForbiddenError, NotFoundError
 from gateway.officers import audit
@@ -119,9 +120,9 @@ async def post_admission(request: web.Request) -> web.Response:
                           app[CLOCK].now_ms(),
                           int(app[CONFIG].officers.clock_skew_seconds * 1000))
     except ERRORS as exc:
-        audit.admission_refused(request.remote, officer.id, claimed, desk, exc.code)
+        audit.admission_refused(client_address(request), officer.id, claimed, desk, exc.code)
         raise
-    audit.admitted(request.remote, doc["officer"], desk, officer.id)
+    audit.admitted(client_address(request), doc["officer"], desk, officer.id)
     await app[DIRECTORY].reload()
     return web.json_response({"desk": desk, "officer": doc["officer"], "admitted_by": officer.id,
                               "admitted_at": row.admitted_ms}, status=201)
