@@ -66,6 +66,7 @@ from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
+from gateway.officers.quotas import Quotas
 from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
 from gateway.service_levels.levels import ServiceLevels
@@ -208,6 +209,10 @@ async def message_paths(app: web.Application) -> AsyncIterator[None]:
         store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
         max_envelope=config.server.max_body_bytes,
         clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=app[PARTNERS],
+        quotas=Quotas(app[CLOCK], officer_per_day=config.limits.officer_bytes_per_day,
+                      desk_per_day=config.limits.desk_bytes_per_day,
+                      data_dir=config.database.parent,
+                      reserve_bytes=config.store.disk_reserve_bytes),
     )
     yield
 

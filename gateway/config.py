@@ -133,6 +133,9 @@ def _is_loopback(host: str) -> bool:
 class StoreSection:
     path: Path | None = _key(None, doc="SQLite database file; default <data_dir>/gateway.sqlite3")
     max_batch: int = _key(4096, _range(1, 100_000), doc="most operations per group commit")
+    disk_reserve_bytes: int = _key(256 * 1024 * 1024, _range(0, 2**50),
+                                   doc="free space kept on the database's file system: "
+                                   "new messages are refused (507) rather than filling it")
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,11 @@ class LimitsSection:
     )
     anonymous_burst: int = _key(30, _range(1, 1_000_000),
                                 doc="... and how many a client address may make at once")
+    officer_bytes_per_day: int = _key(512 * 1024 * 1024, _range(1024, 2**50),
+                                      doc="bytes of messages an officer may send a day")
+    desk_bytes_per_day: int = _key(2 * 1024 * 1024 * 1024, _range(1024, 2**50),
+                                   doc="bytes of messages a desk's officers may send a day, "
+                                   "together")
     enroll_per_second: float = _key(
         2.0, _range(0.01, 100_000),
         doc="enrollment requests from all addresses together (codes are guessed from many "

@@ -37,6 +37,7 @@ from gateway.errors import (
 from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
 from gateway.officers.directory import Directory, DirectoryService, Officer
+from gateway.officers.quotas import Quotas
 from gateway.protocol.officers import read_claim, read_text
 from gateway.store import (
     CONFLICT,
@@ -53,8 +54,10 @@ from gateway.store import (
 class Delivery:
     def __init__(self, store: DeliveryStore, directory: DirectoryService, clock: Clock,
                  worker: CryptoWorker, *, gateway: str, max_envelope: int,
-                 clock_skew_ms: int, partners: Partners | None = None) -> None:
+                 clock_skew_ms: int, partners: Partners | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.store = store
+        self.quotas = quotas
         self.worker = worker
         self.directory = directory
         self.clock = clock
@@ -123,6 +126,8 @@ class Delivery:
             message = IncomingMessage(envelope, now, "local", actor, relay_to=partner.id)
         else:
             message = IncomingMessage(envelope, now, "local", actor, deliver_to=address)
+        if self.quotas is not None:  # the last check: a refusal above costs no quota
+            self.quotas.charge(officer.id, h.sender, len(envelope.raw))
         outcome = await self.store.accept(message)
         if outcome.status == CONFLICT:
             raise ConflictError("another message already has this id", code="id_conflict")
