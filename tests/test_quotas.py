@@ -16,7 +16,7 @@ from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
-from gateway.officers.quotas import DiskReserveError, Quotas, QuotaExceededError
+from gateway.officers.quotas import DiskReserveError, QuotaExceededError, Quotas
 from tests.helpers import enrolled_officer
 
 KEY = GatewaySigningKey(b"\x61" * 32)
