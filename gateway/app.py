@@ -69,6 +69,7 @@ from gateway.officers.membership import MembershipNotices
 from gateway.officers.quotas import Quotas
 from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
+from gateway.retention import Retention
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
 from gateway.store.sqlite import SqliteStore
@@ -272,10 +273,20 @@ async def witnesses(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def retention(app: web.Application) -> AsyncIterator[None]:
+    """Old ciphertext deleted, if ``store.retention_days`` is set (gateway.retention)."""
+    days = app[CONFIG].store.retention_days
+    if not days:
+        yield
+        return
+    async with background("retention", Retention(app[STORE], app[CLOCK], days).run):
+        yield
+
+
 RESOURCES = (
     database, crypto_worker, ledger_and_checkpoints, desk_directory, live_updates,
     stage_times, partner_sessions, message_paths, service_levels, partner_refreshes,
-    relay_senders, witnesses,
+    relay_senders, witnesses, retention,
 )
 
 

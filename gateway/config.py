@@ -133,6 +133,10 @@ def _is_loopback(host: str) -> bool:
 class StoreSection:
     path: Path | None = _key(None, doc="SQLite database file; default <data_dir>/gateway.sqlite3")
     max_batch: int = _key(4096, _range(1, 100_000), doc="most operations per group commit")
+    retention_days: int = _key(0, _range(0, 36_500),
+                               doc="days after which a delivered message's ciphertext is "
+                               "deleted (its row, digest and ledger entries stay); 0 keeps "
+                               "everything")
     disk_reserve_bytes: int = _key(256 * 1024 * 1024, _range(0, 2**50),
                                    doc="free space kept on the database's file system: "
                                    "new messages are refused (507) rather than filling it")

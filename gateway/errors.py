@@ -125,6 +125,11 @@ class NotFoundError(ClientError):
     http_status = 404
 
 
+class GoneError(ClientError):
+    code = "gone"
+    http_status = 410
+
+
 class ConflictError(ClientError):
     code = "conflict"
     http_status = 409

@@ -103,7 +103,7 @@ async def test_clean_stop_leaves_a_checkpoint(tmp_path, aiohttp_client) -> None:
 RESOURCE_ORDER = [
     "database", "crypto_worker", "ledger_and_checkpoints", "desk_directory", "live_updates",
     "stage_times", "partner_sessions", "message_paths", "service_levels", "partner_refreshes",
-    "relay_senders", "witnesses",
+    "relay_senders", "witnesses", "retention",
 ]
 # The tasks each resource runs (the store's two are named after its file).
 RESOURCE_TASKS = {
@@ -111,7 +111,7 @@ RESOURCE_TASKS = {
     "ledger_and_checkpoints": {"checkpoints"}, "desk_directory": {"directory"},
     "stage_times": {"stages"}, "service_levels": {"service_levels"},
     "partner_refreshes": {"refresh:kh-cnp"}, "relay_senders": {"relay:kh-cnp"},
-    "witnesses": {"witness:kh-cnp"},
+    "witnesses": {"witness:kh-cnp"}, "retention": {"retention"},
 }
 ALL_TASKS = set().union(*RESOURCE_TASKS.values())
 
@@ -125,6 +125,7 @@ def federated_config(tmp_path: Path, **extra: object):
            "partners": [{"id": "kh-cnp", "url": "http://127.0.0.1:1",
                          "fingerprint": GatewaySigningKey.generate().public.fingerprint}],
            "service_levels": [{"priority": "flash", "stage": "read", "within_seconds": 60}],
+           "store": {"retention_days": 3650},
            **extra}
     return parse_config(doc, tmp_path / "gw.toml")
 

@@ -31,6 +31,7 @@ from gateway.errors import (
     ClientError,
     ConflictError,
     ForbiddenError,
+    GoneError,
     NotFoundError,
     TooLargeError,
 )
@@ -184,7 +185,16 @@ class Delivery:
         return await self.store.inbox(desk, after, limit)
 
     async def fetch(self, officer: Officer, message_id: str) -> StoredMessage:
-        """A message the officer's desks sent or received; 404 for anything else."""
+        """A message the officer's desks sent or received, with its envelope; 404 for
+        anything else, 410 once its envelope was deleted after the retention period."""
+        message = await self.visible(officer, message_id)
+        if not message.envelope:
+            raise GoneError(f"message {message_id} was deleted after the retention period; "
+                            "its digest and ledger entries remain", code="purged")
+        return message
+
+    async def visible(self, officer: Officer, message_id: str) -> StoredMessage:
+        """A message the officer's desks sent or received (its envelope may be gone)."""
         message = await self.store.get_message(message_id)
         if message is None or not ({message.recipient, message.sender} & officer.desks):
             raise NotFoundError(f"no message {message_id} for your desks",
@@ -192,7 +202,7 @@ class Delivery:
         return message
 
     async def status(self, officer: Officer, message_id: str) -> dict[str, Any]:
-        message = await self.fetch(officer, message_id)
+        message = await self.visible(officer, message_id)
         seqs = await self.store.events_of_message(message_id)
         rows = await self.store.ledger_rows_at(seqs)
         events = [decode_entry(rows[s].entry) for s in seqs if s in rows]

@@ -595,12 +595,20 @@ class StatusStore(Protocol):
     async def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
 
+class RetentionStore(Protocol):
+    """What the retention task (gateway.retention) needs."""
+
+    async def purge_envelopes(self, before_ms: int, limit: int) -> int:
+        """Empty the envelopes of up to ``limit`` messages accepted before ``before_ms``
+        and not waiting for a partner; the rows, digests and ledger stay. How many."""
+
+
 class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
             DirectoryStore, EnrollmentStore, AdmissionStore, NoticeStore, ShareStore,
             OperatorStore,
             LedgerStore,
             StagesStore,
-            LevelsStore, StatusStore, Protocol):
+            LevelsStore, StatusStore, RetentionStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""
 

@@ -146,6 +146,14 @@ class MessageQueries(StoreEngine):
         )
         return StoredMessage(*rows[0]) if rows else None
 
+    async def purge_envelopes(self, before_ms: int, limit: int) -> int:
+        async with self.transaction() as w:
+            cursor = await w.execute(
+                "UPDATE messages SET envelope = x'' WHERE mseq IN (SELECT mseq FROM messages"
+                " WHERE accepted_ms < ? AND length(envelope) > 0"
+                " AND id NOT IN (SELECT message_id FROM outbox) LIMIT ?)", (before_ms, limit))
+            return cursor.rowcount
+
     async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         unknown = []
