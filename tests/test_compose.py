@@ -386,7 +386,7 @@ def test_dockerfile_builds_a_non_root_gateway_image_with_a_health_check() -> Non
     words = [w for w, _ in instructions]
     assert instructions[0] == ("FROM", "python:3.11-slim")
     run = " ".join(rest for w, rest in instructions if w == "RUN")
-    assert "pip install /src" in run or "pip install ." in run
+    assert "pip install -c /src/constraints.txt /src" in run  # the pinned versions
     users = [rest for w, rest in instructions if w == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert "VOLUME" in words and "EXPOSE" in words
