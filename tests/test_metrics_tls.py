@@ -47,9 +47,7 @@ async def test_metrics_are_scraped_over_tls_with_the_token(tmp_path, aiohttp_ser
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1")
     cert, key = tmp_path / "metrics.pem", tmp_path / "metrics.key"
-    for blob in issued.cert_chain_pems:
-        with open(cert, "ab") as fh:
-            fh.write(blob.bytes())
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     issued.private_key_pem.write_to_path(str(key))
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
