@@ -74,6 +74,7 @@ from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
 from gateway.store.sqlite import SqliteStore
 from gateway.tasks import background
+from gateway.tls import server_tls
 
 log = structlog.get_logger("gateway.app")
 
@@ -333,10 +334,6 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
-    server = config.server
-    if server.tls_cert_file is None or server.tls_key_file is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(server.tls_cert_file, server.tls_key_file)
-    return ctx
+    """The TLS context of the officers' and partners' listener (None: plain HTTP)."""
+    return server_tls(config.server.tls_cert_file, config.server.tls_key_file)
+

@@ -261,6 +261,10 @@ class MetricsSection:
     port_file: Path | None = _key(None, doc="write the metrics port here once listening")
     token_file: Path | None = _key(None, doc="file whose first line is a bearer token "
                                    "scrapers must send; required off loopback")
+    tls_cert_file: Path | None = _key(None, doc="PEM certificate chain of the metrics "
+                                      "listener; required off loopback (the token would "
+                                      "travel in clear)")
+    tls_key_file: Path | None = _key(None, doc="PEM private key of that certificate")
     check_seconds: float = _key(15.0, _range(0.05, 3600),
                                 doc="how often service levels are checked")
 
@@ -520,10 +524,19 @@ def _cross_checks(config: Config) -> None:
         if partner.id == config.gateway.id:
             raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is this gateway")
     metrics = config.metrics
+    if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
+        raise ConfigError(
+            f"{path}: [metrics] tls_key_file: tls_cert_file and tls_key_file go together"
+        )
     if metrics.enabled and metrics.token_file is None and not _is_loopback(metrics.host):
         raise ConfigError(
             f"{path}: [metrics] token_file: required when metrics listen on"
             f" {metrics.host!r}; without a token they are served on loopback only"
+        )
+    if metrics.enabled and metrics.tls_cert_file is None and not _is_loopback(metrics.host):
+        raise ConfigError(
+            f"{path}: [metrics] tls_cert_file: required when metrics listen on"
+            f" {metrics.host!r}; the scrapers' token must not travel in clear"
         )
     if server.tls_cert_file is None and not server.loopback:
         raise ConfigError(

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.files import write_port_file
 from gateway.httpbody import server_settings
 from gateway.store import StatusStore
+from gateway.tls import server_tls
 
 MAIN = web.AppKey("main", web.Application)
 TOKEN = web.AppKey("token", bytes)
@@ -96,7 +97,8 @@ async def serving(main: web.Application, settings: MetricsSection) -> AsyncItera
                            handle_signals=False, **server_settings())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=server_tls(
+            settings.tls_cert_file, settings.tls_key_file))
         await site.start()
         port = int(runner.addresses[0][1])
         if settings.port_file is not None:
