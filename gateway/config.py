@@ -108,6 +108,12 @@ class ServerSection:
     body_timeout_seconds: float = _key(
         120.0, _range(0.1, 3600), doc="answer 408 to a request whose body is not whole this "
         "many seconds after its head")
+    max_connections: int = _key(
+        1024, _range(1, 1_000_000), doc="open connections at most, all clients together; "
+        "one more is closed as soon as it is accepted, before any of it is read")
+    max_connections_per_address: int = _key(
+        64, _range(1, 1_000_000), doc="open connections at most from one client address "
+        "(a reverse proxy's address carries all of its clients)")
 
     @property
     def loopback(self) -> bool:
