@@ -322,7 +322,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
         RateLimiter(app[CLOCK], limits.signin_address_per_second, limits.signin_address_burst),
         RateLimiter(app[CLOCK], limits.signin_officer_per_second, limits.signin_officer_burst),
     )
-    app[HUB] = Hub(config.limits.stream_queue)
+    app[HUB] = Hub(limits.stream_queue, limits.streams_per_officer, limits.streams_total)
     app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", healthz)

@@ -114,6 +114,12 @@ class ServerSection:
     body_timeout_seconds: float = _key(
         120.0, _range(0.1, 3600), doc="answer 408 to a request whose body is not whole this "
         "many seconds after its head")
+    max_connections: int = _key(
+        1024, _range(1, 1_000_000), doc="open connections at most, all clients together; "
+        "one more is closed as soon as it is accepted, before any of it is read")
+    max_connections_per_address: int = _key(
+        64, _range(1, 1_000_000), doc="open connections at most from one client address "
+        "(a reverse proxy's address carries all of its clients)")
 
     @property
     def loopback(self) -> bool:
@@ -196,6 +202,18 @@ class LimitsSection:
     inbox_page: int = _key(100, _range(1, 1000), doc="most messages per inbox page")
     stream_queue: int = _key(1000, _range(10, 100_000),
                              doc="live events buffered per stream before it is cut")
+    streams_per_officer: int = _key(
+        4, _range(1, 10_000), doc="live streams one officer may hold; opening one more ends "
+        "the officer's oldest (event `ended`, reason `too_many_streams`)")
+    streams_total: int = _key(
+        1000, _range(1, 1_000_000), doc="live streams on the gateway, all officers together; "
+        "one more is refused with 429 too_many_streams")
+    stream_write_seconds: float = _key(
+        10.0, _range(0.05, 3600), doc="a stream whose write is not taken by its client "
+        "within this many seconds is dropped")
+    stream_buffer_bytes: int = _key(
+        65_536, _range(1024, 64 * 1024 * 1024), doc="a stream with more than this many bytes "
+        "written and not yet taken by its client is dropped")
 
 
 def _fingerprint(value: str) -> str | None:

@@ -305,6 +305,10 @@ async def post_read(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "status": outcome})
 
 
+class StreamStalled(Exception):
+    """The stream's client took too long to take a write, or let too much queue up."""
+
+
 async def get_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events for the officer's desks: message, read, reply (and resync)."""
     officer = await signed_in(request)
@@ -315,15 +319,31 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Request-Id": request.get(REQUEST_ID, ""),
     })
-    await response.prepare(request)
-    subscription = request.app[HUB].subscribe(wanted)
+    # Before the answer starts, so that a gateway full of streams can say 429.
+    subscription = request.app[HUB].subscribe(wanted, officer.id)
     token, loop = _bearer(request), asyncio.get_running_loop()
     client, opened = client_address(request), loop.time()
     audit.stream_opened(client, officer.id, wanted)
     quiet_until = opened + HEARTBEAT_SECONDS
     reason = "error"  # unless the loop or a handler below says why it ended
+    limits = request.app[CONFIG].limits
+
+    async def write(data: bytes) -> None:
+        # A client that does not read would hold its bytes (and the events behind them)
+        # in the gateway's memory for ever: past a byte cap or a write deadline it goes.
+        transport = request.transport
+        if transport is not None and \
+                transport.get_write_buffer_size() > limits.stream_buffer_bytes:
+            raise StreamStalled
+        try:
+            async with asyncio.timeout(limits.stream_write_seconds):
+                await response.write(data)
+        except TimeoutError:
+            raise StreamStalled from None
+
     try:
-        await response.write(b": connected\n\n")
+        await response.prepare(request)
+        await write(b": connected\n\n")
         while True:
             try:
                 item = await asyncio.wait_for(subscription.queue.get(), STREAM_CHECK_SECONDS)
@@ -333,22 +353,26 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
                     request.app[SESSIONS].lookup(token)  # ended the session on revocation
                 except AuthError as exc:
                     reason = exc.code
-                    await response.write(
+                    await write(
                         b'event: ended\ndata: {"desk":"","reason":"%s"}\n\n'
                         % exc.code.encode("ascii"))
                     break
                 if loop.time() >= quiet_until:
-                    await response.write(b": keep-alive\n\n")
+                    await write(b": keep-alive\n\n")
                     quiet_until = loop.time() + HEARTBEAT_SECONDS
                 continue
             data = json.dumps({"desk": item.desk, **item.data}, separators=(",", ":"))
-            await response.write(f"event: {item.kind}\ndata: {data}\n\n".encode())
+            await write(f"event: {item.kind}\ndata: {data}\n\n".encode())
             quiet_until = loop.time() + HEARTBEAT_SECONDS
-            if item.kind in ("resync", "shutdown"):
-                reason = item.kind
+            if item.kind in ("resync", "shutdown", "ended"):
+                reason = item.data.get("reason", item.kind)
                 break
     except ConnectionResetError:
         reason = "client_gone"
+    except StreamStalled:
+        reason = "stalled"
+        if request.transport is not None:
+            request.transport.abort()  # drops what is queued for it now, not after a flush
     except asyncio.CancelledError:
         reason = "cancelled"
         raise

@@ -23,6 +23,13 @@ from gateway import __version__, interpreter
 from gateway.app import create_app, ssl_context
 from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
+from gateway.channels.listener import (
+    DESCRIPTOR_RESERVE,
+    AcceptErrorLog,
+    CappedSite,
+    ConnectionCaps,
+    raise_descriptor_limit,
+)
 from gateway.cli.admin import partners_command, status_command
 from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cliutil import (
@@ -652,11 +659,14 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
     app = create_app(config, bundle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            **server_settings(config.server.header_timeout_seconds))
+    AcceptErrorLog().install(asyncio.get_running_loop())
     try:
         await runner.setup()  # inside: a resource that fails to start stops those before it
-        site = web.TCPSite(
-            runner, config.server.host, config.server.port, ssl_context=ssl_context(config)
-        )
+        caps = ConnectionCaps(config.server.max_connections,
+                              config.server.max_connections_per_address)
+        site = CappedSite(runner, config.server.host, config.server.port, caps,
+                          ssl_context=ssl_context(config),
+                          handshake_seconds=config.server.header_timeout_seconds)
         await site.start()
         port = runner.addresses[0][1]
         scheme = "https" if config.server.tls_cert_file else "http"
@@ -703,6 +713,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tighten(config.data_dir)
     interpreter.tune()
+    _, descriptors = raise_descriptor_limit()
+    if config.server.max_connections > descriptors - DESCRIPTOR_RESERVE:
+        get_logger("gateway.run").warning(
+            "connection_cap_above_descriptor_limit", max_connections=config.server.max_connections,
+            descriptors=descriptors, detail="past the limit, accepts fail instead of the cap")
     asyncio.run(serve(config, bundle, args.port_file))
     return EXIT_OK
 

@@ -1044,6 +1044,10 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
                 if kind == "ended" and isinstance(data, dict) and data.get("reason") == "revoked":
                     raise ClientError("the gateway ended the stream: your binding is revoked "
                                       "or expired", code="revoked")
+                if kind == "ended" and isinstance(data, dict) and \
+                        data.get("reason") == "too_many_streams":  # a newer one goes on
+                    raise ClientError("the gateway ended the stream: a newer stream of yours "
+                                      "replaced it", code="too_many_streams")
                 if kind == "ended":  # the session expired: sign in again, at once
                     sign_in, reason = True, None
                     break

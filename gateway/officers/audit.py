@@ -93,6 +93,8 @@ def stream_opened(client: str | None, officer: str, desks: Iterable[str]) -> Non
 
 def stream_closed(client: str | None, officer: str, reason: str, seconds: float) -> None:
     """``reason``: the code the stream ended with (revoked, session_expired, no_session),
-    resync, shutdown, client_gone, or cancelled or error (the handler was stopped)."""
+    resync, too_many_streams (a newer stream of the officer's replaced it), stalled (its
+    client stopped reading), shutdown, client_gone, or cancelled or error (the handler was
+    stopped)."""
     log.info("audit_stream_closed", client=client, officer=officer, reason=reason,
              seconds=round(seconds, 3))
