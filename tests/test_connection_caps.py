@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.channels.listener import ACCEPT_ERROR, AcceptErrorLog
+from gateway.channels.listener import ACCEPT_ERROR, AcceptErrorLog, ConnectionCaps
 from gateway.cli.process import ServerProcess, gateway_command
 from tests.helpers import gateway
 
@@ -231,3 +231,24 @@ def test_the_accept_log_lets_one_line_through_per_interval_with_a_count(
         loop.close()
     assert logged == [0, 9_999]  # at 0 s, then at 10 s with what was held back meanwhile
     assert passed_on == ["something else"]
+
+
+def test_ipv6_connections_are_counted_by_their_64() -> None:
+    """One host is given a whole /64: walking through it buys no fresh connections."""
+    caps = ConnectionCaps(total=100, per_address=2)
+
+    class Peer(asyncio.Transport):
+        def __init__(self, address: str) -> None:
+            super().__init__()
+            self.address, self.aborted = address, False
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return (self.address, 443, 0, 0) if name == "peername" else default
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    peers = [Peer(f"2001:db8:0:1::{i}") for i in range(1, 4)] + [Peer("2001:db8:0:2::1")]
+    for peer in peers:
+        caps.factory(asyncio.Protocol)().connection_made(peer)
+    assert [p.aborted for p in peers] == [False, False, True, False]

@@ -32,6 +32,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.channels.addresses import limit_key
+
 log = structlog.get_logger("gateway.listener")
 
 ACCEPT_ERROR = "socket.accept() out of system resource"  # asyncio's message
@@ -87,7 +89,8 @@ class _Capped(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        # IPv6 counted by its /64: one host is given a whole /64 (addresses.limit_key).
+        address = limit_key(str(peer[0])) if isinstance(peer, tuple) and peer else ""
         if not self.caps.admit(address):
             assert isinstance(transport, asyncio.Transport)
             transport.abort()  # nothing read, nothing answered: the descriptor is freed now
