@@ -513,10 +513,12 @@ class NoticeStore(Protocol):
                           ) -> list[DeskNotice]:
         """Notices of ``desks`` (local names) after ``after``, oldest first, each with
         when ``reader`` read it; with ``unread_since_ms``, only those made since then
-        that ``reader`` has not read (and not stored before notices were counted)."""
+        that ``reader`` has not read (not stored before notices were counted, and not
+        about ``reader`` itself: its own join is no news to it)."""
 
     async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
-        """How many notices of ``desk`` made since ``since_ms`` ``reader`` has not read."""
+        """How many notices of ``desk`` made since ``since_ms`` ``reader`` has not read
+        (as ``notices_for`` lists them with ``unread_since_ms``)."""
 
     async def mark_notices_read(self, desk: str, reader: str, cursors: Sequence[int],
                                 now_ms: int) -> int:

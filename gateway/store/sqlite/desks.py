@@ -249,8 +249,9 @@ class DeskQueries(StoreEngine):
         params: list[Any] = [reader, *desks, after]
         if unread_since_ms is not None:
             where += (" AND r.read_ms IS NULL AND n.at_ms >= ? AND n.seq > (SELECT value"
-                      " FROM meta WHERE key = 'notices_unread_after')")
-            params.append(unread_since_ms)
+                      " FROM meta WHERE key = 'notices_unread_after')"
+                      " AND n.officer_id IS NOT ?")
+            params += [unread_since_ms, reader]
         rows = await self._read(
             f"SELECT {_NOTICE_N}, r.read_ms FROM desk_notices n"  # noqa: S608
             " LEFT JOIN notice_reads r ON r.notice = n.seq AND r.officer_id = ?"
@@ -261,8 +262,8 @@ class DeskQueries(StoreEngine):
         rows = await self._read(
             "SELECT count(*) FROM desk_notices n WHERE n.desk = ? AND n.at_ms >= ?"
             " AND n.seq > (SELECT value FROM meta WHERE key = 'notices_unread_after')"
-            " AND NOT EXISTS (SELECT 1 FROM notice_reads r WHERE r.officer_id = ?"
-            " AND r.notice = n.seq)", (desk, since_ms, reader))
+            " AND n.officer_id IS NOT ? AND NOT EXISTS (SELECT 1 FROM notice_reads r"
+            " WHERE r.officer_id = ? AND r.notice = n.seq)", (desk, since_ms, reader, reader))
         return int(rows[0][0])
 
     async def mark_notices_read(self, desk: str, reader: str, cursors: Sequence[int],
