@@ -124,8 +124,8 @@ async def get_notice(request: web.Request) -> web.Response:
 async def post_notices_read(request: web.Request) -> web.Response:
     """Mark notices of the desk read for the caller: ``{"cursors": [...]}``."""
     officer, desk, directory = await _desk(request)
+    cursors = _field(await read_json(request), "cursors", list)  # (413 before anything)
     _check_sees(officer, directory, desk)
-    cursors = _field(await read_json(request), "cursors", list)
     if not 0 < len(cursors) <= MAX_MARKED or not all(
             isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CURSOR
             for c in cursors):

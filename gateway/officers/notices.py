@@ -42,6 +42,7 @@ class StoredNotices:
 
     def notification(self, notice: DeskNotice) -> Notification:
         data = notice.to_json(self.gateway)
+        del data["event"]  # the stream names it in its ``event:`` line
         return Notification(data.pop("desk"), notice.event, data)
 
     async def start(self) -> None:
