@@ -79,6 +79,7 @@ class MembershipNotices:
     def entry(self, notice: DeskNotice, directory: Directory) -> LedgerEvent | None:
         """The ledger entry of a join or departure; None for a join ``directory`` lacks."""
         desk = f"{notice.desk}@{self.gateway}"
+        assert notice.officer is not None  # (joins and departures name their officer)
         if notice.kind != "joined":
             return LedgerEvent(DEPARTED, notice.officer, notice.at_ms, recipient=desk,
                                reason="revoked")
