@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.appkeys import DIRECTORY, STORE
+from gateway.appkeys import DIRECTORY, NOTICES, STORE
 from gateway.client.api import ApiError, GatewayClient
 from gateway.client.cli import notice_text
 from gateway.clock import ManualClock
@@ -165,6 +165,39 @@ async def test_a_non_delivery_notice_waits_in_the_sender_desks_notices_and_repla
         assert [(k, d["id"]) for k, d in rest] == [("expired", later["id"])]
     finally:
         await stop_all(vn, kh)
+
+
+async def test_a_notice_published_while_a_stream_replays_is_sent_once(
+        tmp_path: Path, http, monkeypatch: pytest.MonkeyPatch) -> None:
+    vn = make(tmp_path, "vn-mps")
+    await started(vn)
+    try:
+        assert vn.app is not None
+        officer = await vn.officer(http, "border-liaison")
+        feed, store = vn.app[NOTICES], vn.app[STORE]
+
+        async def breach(mid: str) -> None:
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO desk_notices (desk, kind, at_ms, message_id,"
+                                 " detail) VALUES ('border-liaison', 'breach', 1, ?, ?)",
+                                 (mid, f'{{"id":"{mid}"}}'))
+            await feed.catch_up()
+        await breach("a" * 32)
+        replay = feed.replay
+
+        async def racing(desks: Any, since: int) -> Any:
+            await breach("b" * 32)  # after the stream subscribed, before it reads
+            return await replay(desks, since)
+        monkeypatch.setattr(feed, "replay", racing)
+        stream = asyncio.create_task(first_events(officer, 4, since=0))
+        await asyncio.sleep(0.3)  # replayed: the joined, a and b
+        await breach("c" * 32)  # live: b must not come a second time before it
+        events = await asyncio.wait_for(stream, 15)
+        assert [(k, d.get("id")) for k, d in events] == [
+            ("membership", None), ("breach", "a" * 32), ("breach", "b" * 32),
+            ("breach", "c" * 32)]
+    finally:
+        await stop_all(vn)
 
 
 async def test_a_stream_refuses_a_bad_since(tmp_path: Path, http) -> None:
