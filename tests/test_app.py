@@ -102,8 +102,8 @@ async def test_clean_stop_leaves_a_checkpoint(tmp_path, aiohttp_client) -> None:
 
 RESOURCE_ORDER = [
     "database", "crypto_worker", "ledger_and_checkpoints", "stored_notices", "desk_directory",
-    "live_updates", "stage_times", "partner_sessions", "message_paths", "service_levels", "partner_refreshes",
-    "relay_senders", "witnesses",
+    "live_updates", "stage_times", "partner_sessions", "message_paths", "service_levels",
+    "partner_refreshes", "relay_senders", "witnesses",
 ]
 # The tasks each resource runs (the store's two are named after its file).
 RESOURCE_TASKS = {
