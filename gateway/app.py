@@ -36,6 +36,7 @@ from gateway.appkeys import (
     LEDGER,
     LIMITER,
     METRICS,
+    NOTICES,
     PARTNERS,
     RECEIVER,
     SERVICE_LEVELS,
@@ -66,6 +67,7 @@ from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
+from gateway.officers.notices import StoredNotices
 from gateway.officers.quotas import Quotas
 from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
@@ -155,12 +157,22 @@ async def ledger_and_checkpoints(app: web.Application) -> AsyncIterator[None]:
     await ledger.make_checkpoint()  # a clean stop leaves no entry uncovered
 
 
+async def stored_notices(app: web.Application) -> AsyncIterator[None]:
+    """The notices stored for desks, published on the live streams after the commit that
+    stored them (gateway.officers.notices)."""
+    feed = app[NOTICES] = StoredNotices(app[STORE], app[IDENTITY].gateway_id, app[HUB].publish)
+    await feed.start()
+    _hooks(app).on_notices.append(feed.poke)
+    async with background("notices", feed.run):
+        yield
+
+
 async def desk_directory(app: web.Application) -> AsyncIterator[None]:
     """This gateway's desks and officers, reloaded whenever the database says they changed."""
     directory = app[DIRECTORY] = DirectoryService(app[STORE], app[IDENTITY].gateway_id,
                                                   app[CLOCK])
     identity = app[IDENTITY]
-    notices = MembershipNotices(app[STORE], identity.gateway_id, app[HUB].publish,
+    notices = MembershipNotices(app[STORE], identity.gateway_id, app[NOTICES],
                                 lambda: identity.signing_key.key_id, app[LEDGER].make_checkpoint)
     directory.listeners.append(notices.catch_up)
     await directory.reload()
@@ -225,7 +237,7 @@ async def service_levels(app: web.Application) -> AsyncIterator[None]:
     levels = app[SERVICE_LEVELS] = ServiceLevels(
         config.service_levels, app[STORE], app[DIRECTORY], app[STAGES], app[METRICS],
         app[CLOCK], identity.signing_key, identity.gateway_id, config.metrics.check_seconds)
-    levels.listeners.append(app[HUB].publish)
+    levels.feed = app[NOTICES]
     if not config.service_levels:
         yield
         return
@@ -285,7 +297,8 @@ async def retention(app: web.Application) -> AsyncIterator[None]:
 
 
 RESOURCES = (
-    database, crypto_worker, ledger_and_checkpoints, desk_directory, live_updates,
+    database, crypto_worker, ledger_and_checkpoints, stored_notices, desk_directory,
+    live_updates,
     stage_times, partner_sessions, message_paths, service_levels, partner_refreshes,
     relay_senders, witnesses, retention,
 )

@@ -17,6 +17,7 @@ from gateway.metrics import Metrics
 from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
+from gateway.officers.notices import StoredNotices
 from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
@@ -34,6 +35,7 @@ ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # enrollment, per client
 SIGNIN_LIMITS = web.AppKey("signin_limits", SignInLimits)
 ENROLL_BUDGET = web.AppKey("enroll_budget", RateLimiter)  # enrollment, all addresses together
 HUB = web.AppKey("hub", Hub)
+NOTICES = web.AppKey("notices", StoredNotices)
 DELIVERY = web.AppKey("delivery", Delivery)
 CRYPTO_WORKER = web.AppKey("crypto_worker", CryptoWorker)
 

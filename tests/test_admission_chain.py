@@ -21,6 +21,7 @@ from gateway.errors import ConflictError, MalformedError
 from gateway.officers.admission import operator_admission
 from gateway.officers.directory import build_directory
 from gateway.officers.membership import MembershipNotices
+from gateway.officers.notices import StoredNotices
 from gateway.protocol.admission import (
     OPERATOR,
     Admission,
@@ -288,8 +289,8 @@ async def test_joins_and_departures_are_ledgered_once_and_published_once(
         checkpoints.append(store.ledger_size())
 
     try:
-        notices = MembershipNotices(store, "vn-mps", published.append, lambda: "gw-key-id",
-                                    checkpoint)
+        feed = StoredNotices(store, "vn-mps", published.append)
+        notices = MembershipNotices(store, "vn-mps", feed, lambda: "gw-key-id", checkpoint)
         before = await directory_of(store)
         await notices.catch_up(before)  # notes where the store stands
         await store.add_desk("border-liaison", None, T0)
@@ -312,8 +313,8 @@ async def test_joins_and_departures_are_ledgered_once_and_published_once(
         await store.close()
     store = await SqliteStore.open(path)
     try:
-        again = MembershipNotices(store, "vn-mps", published.append, lambda: "gw-key-id",
-                                  checkpoint)
+        feed = StoredNotices(store, "vn-mps", published.append)
+        again = MembershipNotices(store, "vn-mps", feed, lambda: "gw-key-id", checkpoint)
         await again.catch_up(await directory_of(store))  # at the next start
         await again.catch_up(await directory_of(store))
         entries = [json.loads(row.entry) async for row in store.ledger_rows()]
@@ -344,7 +345,7 @@ async def test_a_join_the_reload_does_not_know_yet_holds_back_later_entries(
     try:
         async def checkpoint() -> None:
             pass
-        notices = MembershipNotices(store, "vn-mps", lambda _: None, lambda: "gw-key-id",
+        notices = MembershipNotices(store, "vn-mps", None, lambda: "gw-key-id",
                                     checkpoint)
         await store.add_desk("border-liaison", None, T0)
         before = await directory_of(store)

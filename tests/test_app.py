@@ -101,14 +101,15 @@ async def test_clean_stop_leaves_a_checkpoint(tmp_path, aiohttp_client) -> None:
 # --- resources: one cleanup context each -----------------------------------------------------
 
 RESOURCE_ORDER = [
-    "database", "crypto_worker", "ledger_and_checkpoints", "desk_directory", "live_updates",
-    "stage_times", "partner_sessions", "message_paths", "service_levels", "partner_refreshes",
-    "relay_senders", "witnesses", "retention",
+    "database", "crypto_worker", "ledger_and_checkpoints", "stored_notices", "desk_directory",
+    "live_updates", "stage_times", "partner_sessions", "message_paths", "service_levels",
+    "partner_refreshes", "relay_senders", "witnesses", "retention",
 ]
 # The tasks each resource runs (the store's two are named after its file).
 RESOURCE_TASKS = {
     "database": {"store-committer:gateway.sqlite3", "store-wal:gateway.sqlite3"},
-    "ledger_and_checkpoints": {"checkpoints"}, "desk_directory": {"directory"},
+    "ledger_and_checkpoints": {"checkpoints"}, "stored_notices": {"notices"},
+    "desk_directory": {"directory"},
     "stage_times": {"stages"}, "service_levels": {"service_levels"},
     "partner_refreshes": {"refresh:kh-cnp"}, "relay_senders": {"relay:kh-cnp"},
     "witnesses": {"witness:kh-cnp"}, "retention": {"retention"},
@@ -198,7 +199,7 @@ async def test_a_resource_that_fails_to_start_stops_those_started_before_it(tmp_
     assert [(what, name) for what, name, _ in trace] == (
         [("started", name) for name in before] + [("failed", "partner_sessions")])
     assert trace[-1][2] == {"store-committer:gateway.sqlite3", "store-wal:gateway.sqlite3",
-                            "checkpoints", "directory", "stages"}
+                            "checkpoints", "notices", "directory", "stages"}
     await runner.cleanup()
     assert [(what, name) for what, name, _ in trace[len(before) + 1:]] == (
         [("stopped", name) for name in reversed(before)])

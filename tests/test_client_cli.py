@@ -436,8 +436,10 @@ def test_a_newcomer_is_admitted_with_its_safety_code_and_reads_the_history(
     listed = client_json(first, "members", "case-team")
     assert [(p["officer"], p["safety_code"]) for p in listed["pending"]] == [(officer, code)]
     shown = ok(client(first, "inbox", "case-team"))
-    assert f"{officer} WAITS TO JOIN" in shown and "MEMBERSHIP OF case-team@vn-mps" in shown
-    assert "MEMBERSHIP" not in ok(client(first, "inbox", "case-team"))  # told once
+    assert f"{officer} WAITS TO JOIN" in shown
+    assert "UNREAD NOTICE(S) FOR case-team@vn-mps" in shown
+    assert "WAITS TO JOIN" not in ok(client(first, "inbox", "case-team"))  # told once
+    assert "WAITS TO JOIN" in ok(client(first, "notices", "case-team"))  # kept, read
 
     wrong = client(first, "admit", "case-team", officer, stdin=b"1111 2222 3333 4444 5555\n")
     assert "safety_code_mismatch" in one_line_error(wrong)

@@ -441,6 +441,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/desks/{desk}/members"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/admissions"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/desks/{desk}/notices"): Route("officer", None, (401, "no_session")),
+    ("GET", "/v1/desks/{desk}/notices/{cursor}"): Route("officer", None, (401, "no_session")),
+    ("POST", "/v1/desks/{desk}/notices/read"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/desks/{desk}/proofs"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/shares"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/messages/{id}/share"): Route("officer", None, (401, "no_session")),
@@ -469,7 +471,7 @@ HOSTILE_QUERIES = ["?%ff=%fe", "?" + "a=1&" * 300, "?desk=%00", "?gateway=%00",
 
 def fill(w: World, template: str, value: str | None = None) -> str:
     """The template with its path parameters: real ones, or ``value`` (already encoded)."""
-    real = {"id": w.message_id, "desk": "border-liaison@vn-mps"}
+    real = {"id": w.message_id, "desk": "border-liaison@vn-mps", "cursor": "1"}
     return re.sub(r"{(\w+)}", lambda m: value if value is not None else quote(real[m[1]],
                                                                               safe="@"), template)
 
@@ -717,7 +719,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 def test_bodies_announced_far_above_the_limit_are_refused_before_they_are_sent(
         world: World) -> None:
     routes = body_routes(world)
-    assert len(routes) == 11
+    assert len(routes) == 12
     for target, headers, limit in routes:
         method = headers.pop("_method")
         before = dump(world.database)

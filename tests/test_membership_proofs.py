@@ -94,7 +94,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     ledger = Ledger(store, ORIGIN, [NoteVerifier(ORIGIN, GW.public)], NoteSigner(ORIGIN, GW),
                     clock)
     directories = DirectoryService(store, "vn-mps", clock)
-    notices = MembershipNotices(store, "vn-mps", lambda _: None, lambda: GW.public.key_id,
+    notices = MembershipNotices(store, "vn-mps", None, lambda: GW.public.key_id,
                                 ledger.make_checkpoint)
     directories.listeners.append(notices.catch_up)
     for desk in ("border-liaison", "trafficking"):
@@ -264,7 +264,7 @@ async def test_a_join_made_behind_the_gateway_is_ledgered_before_its_proof(gw) -
     late = await gw.enroll("trafficking")
     assert gw.store.ledger_size() == 1
     gw.directories.listeners.append(MembershipNotices(
-        gw.store, "vn-mps", lambda _: None, lambda: GW.public.key_id,
+        gw.store, "vn-mps", None, lambda: GW.public.key_id,
         gw.ledger.make_checkpoint).catch_up)
     address = "trafficking@vn-mps"
     desk = await gw.desk(address)

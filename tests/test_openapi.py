@@ -415,9 +415,10 @@ class EventReader:
                 return event
 
 
-async def open_stream(world: World, officer: Officer,
-                      desks: list[str] | None = None) -> aiohttp.ClientResponse:
+async def open_stream(world: World, officer: Officer, desks: list[str] | None = None,
+                      since: int | None = None) -> aiohttp.ClientResponse:
     query = [("desk", address(d)) for d in desks or []]
+    query += [("since", str(since))] if since is not None else []
     response = await world.http.get(
         world.url + "/v1/stream", params=query, headers=officer.auth,
         timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
@@ -617,6 +618,40 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
                  code="unknown_desk")
     await w.call("GET", notices, path=bl, query=[("after", "x")], token=b1, expect=400,
                  code="bad_parameter")
+    # b1's unread notices: d waits (b1's own join is no news to it, nor b2's pending
+    # and join from before... no: made after b1's binding began, so counted).
+    doc = (await w.call("GET", notices, path=bl, query=[("unread", "1")], token=b1,
+                        expect=200)).doc
+    unread = [n["cursor"] for n in doc["notices"]]
+    assert doc["unread"] == len(unread) and all(n["read"] is None for n in doc["notices"])
+    assert b1.id not in [n["officer"] for n in doc["notices"]]
+    await w.call("GET", notices, path=bl, query=[("unread", "2")], token=b1, expect=400,
+                 code="bad_parameter")
+    one = "/v1/desks/{desk}/notices/{cursor}"
+    got = (await w.call("GET", one, path={**bl, "cursor": str(unread[0])}, token=b1,
+                        expect=200)).doc
+    assert got["cursor"] == unread[0] and got["read"] is not None
+    await w.call("GET", one, path={**bl, "cursor": "999999"}, token=b1, expect=404,
+                 code="unknown_notice")
+    await w.call("GET", one, path={**bl, "cursor": "0"}, token=b1, expect=400,
+                 code="bad_parameter")
+    await w.call("GET", one, path={**bl, "cursor": str(unread[0])}, token=a, expect=403,
+                 code="not_a_member")
+    await w.call("GET", one, path={"desk": "nowhere@vn-mps", "cursor": "1"}, token=b1,
+                 expect=404, code="unknown_desk")
+    mark = "/v1/desks/{desk}/notices/read"
+    doc = (await w.call("POST", mark, path=bl, token=b1, json_body={"cursors": unread},
+                        expect=200)).doc
+    assert (doc["marked"], doc["unread"]) == (len(unread) - 1, 0)
+    for bad in ({"cursors": []}, {"cursors": [0]}, {"cursors": [True]}, {"cursors": "1"},
+                {"cursors": list(range(1, 502))}):
+        await w.call("POST", mark, path=bl, token=b1, json_body=bad, expect=400,
+                     code="bad_field")
+    await w.call("POST", mark, path=bl, token=a, json_body={"cursors": [1]}, expect=403,
+                 code="not_a_member")
+    await w.call("POST", mark, path={"desk": "nowhere@vn-mps"}, token=b1,
+                 json_body={"cursors": [1]}, expect=404, code="unknown_desk")
+    await w.call("POST", mark, path=bl, token=b1, data=b"{" * (MAX_BODY + 1), expect=413)
 
     # Membership proofs: b1 and b2 proven by the ledger, from the size a client knows.
     proofs = "/v1/desks/{desk}/proofs"
@@ -790,7 +825,7 @@ def takes_json(method: str, template: str) -> bool:
 
 def secured_operations() -> list[tuple[str, str, dict[str, str]]]:
     """(method, template, path parameters) of every operation that needs a session."""
-    fill = {"id": new_message_id(), "desk": "trafficking@vn-mps"}
+    fill = {"id": new_message_id(), "desk": "trafficking@vn-mps", "cursor": "1"}
     return [(method, template, {name: fill[name] for name in re.findall(r"{(\w+)}", template)})
             for (method, template), op in operations().items() if secured(op)]
 
@@ -857,6 +892,7 @@ async def test_required_request_fields_are_required(make_world: Any) -> None:
         "acknowledgeRead": w.read_body(a, new_message_id(), "0" * 64),
         "admit": w.admission_body(a, a, "trafficking@vn-mps"),
         "shareHistory": w.shares_body(a, a, new_message_id(), "0" * 64),
+        "markNoticesRead": {"cursors": [1]},
     }
     with_json = {op["operationId"]: key for key, op in operations().items()
                  if "application/json" in op.get("requestBody", {}).get("content", {})}
@@ -974,7 +1010,7 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     level = ServiceLevelSection("flash", "read", 1.0, escalate=True)
     checker = ServiceLevels((level,), real.store, real.directory, real.stages, real.metrics,
                             later, real.key, real.gateway, 1.0)
-    checker.listeners = real.listeners
+    checker.feed = real.feed
     assert [b.message_id for b in await checker.check()] == [late]
     breach = await b_events.next()
     assert breach is not None and breach["event"] == "breach"
@@ -983,6 +1019,9 @@ async def test_stream_events_are_described(make_world: Any) -> None:
     assert escalation is not None and escalation["event"] == "escalation"
     assert escalation["data"]["late_desk"] == "border-liaison@vn-mps"
     assert escalation["data"]["desk"] == "victim-support@vn-mps"
+    # Opened later with a cursor, a stream replays the stored notice as it was sent.
+    replay = EventReader(await open_stream(w, boss, since=escalation["data"]["cursor"] - 1))
+    assert await replay.next() == escalation
 
     # A stream that falls behind is cut with resync; stopping the gateway ends the others.
     for _ in range(20):
@@ -1020,4 +1059,4 @@ async def test_stream_events_are_described(make_world: Any) -> None:
         event = resolve(choice["$ref"][1:])[1]["properties"]["event"]
         named |= {event["const"]} if "const" in event else set(event["enum"])
     assert named == {"message", "read", "reply", "receipt", "expired", "breach", "escalation",
-                     "resync", "shutdown", "ended", "membership"}
+                     "resync", "shutdown", "ended", "membership", "rejected"}

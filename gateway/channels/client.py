@@ -29,6 +29,7 @@ from gateway.appkeys import (
     HUB,
     IDENTITY,
     LIMITER,
+    NOTICES,
     PARTNERS,
     REQUEST_ID,
     SESSIONS,
@@ -47,10 +48,11 @@ from gateway.httpbody import read_body
 from gateway.officers import audit
 from gateway.officers.directory import Officer
 from gateway.officers.enrollment import enroll
+from gateway.officers.notices import NOTICE_EVENTS
 from gateway.officers.sessions import AuthError, RateLimited
 from gateway.protocol import jsontext
 from gateway.protocol.officers import session_text
-from gateway.store import ACCEPTED
+from gateway.store import ACCEPTED, Notification
 
 ENVELOPE_TYPE = "application/vnd.fpg.envelope"
 NOTE_TYPE = "text/plain; charset=utf-8"
@@ -310,11 +312,14 @@ class StreamStalled(Exception):
 
 
 async def get_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events for the officer's desks: message, read, reply (and resync)."""
+    """Server-sent events for the officer's desks: message, read, reply, the desks'
+    notices (and resync). With ``since=CURSOR`` the stored notices after that cursor are
+    sent first (gateway.officers.notices), then live events."""
     officer = await signed_in(request)
     wanted = request.query.getall("desk", []) or sorted(officer.desks)
     for desk in wanted:
         await request.app[DELIVERY].check_desk(officer, desk)
+    since = _int_query(request, "since", 0, 10**18 - 1) if "since" in request.query else None
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Request-Id": request.get(REQUEST_ID, ""),
@@ -327,6 +332,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     quiet_until = opened + HEARTBEAT_SECONDS
     reason = "error"  # unless the loop or a handler below says why it ended
     limits = request.app[CONFIG].limits
+    replayed = 0  # live notices up to this cursor were sent from the store
 
     async def write(data: bytes) -> None:
         # A client that does not read would hold its bytes (and the events behind them)
@@ -344,6 +350,10 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await write(b": connected\n\n")
+        if since is not None:  # subscribed first, so nothing falls between the two
+            stored, replayed = await request.app[NOTICES].replay(wanted, since)
+            for item in stored:
+                await write(_event(item))
         while True:
             try:
                 item = await asyncio.wait_for(subscription.queue.get(), STREAM_CHECK_SECONDS)
@@ -361,8 +371,9 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
                     await write(b": keep-alive\n\n")
                     quiet_until = loop.time() + HEARTBEAT_SECONDS
                 continue
-            data = json.dumps({"desk": item.desk, **item.data}, separators=(",", ":"))
-            await write(f"event: {item.kind}\ndata: {data}\n\n".encode())
+            if item.kind in NOTICE_EVENTS and item.data.get("cursor", 0) <= replayed:
+                continue
+            await write(_event(item))
             quiet_until = loop.time() + HEARTBEAT_SECONDS
             if item.kind in ("resync", "shutdown", "ended"):
                 reason = item.data.get("reason", item.kind)
@@ -380,6 +391,11 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
         subscription.close()
         audit.stream_closed(client, officer.id, reason, loop.time() - opened)
     return response
+
+
+def _event(item: Notification) -> bytes:
+    data = json.dumps({"desk": item.desk, **item.data}, separators=(",", ":"))
+    return f"event: {item.kind}\ndata: {data}\n\n".encode()
 
 
 def add_routes(app: web.Application) -> None:

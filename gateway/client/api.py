@@ -64,6 +64,7 @@ from gateway.protocol.membership import (
     open_log,
     open_membership,
 )
+from gateway.protocol.notices import open_breach_notice, open_notice
 from gateway.protocol.officers import (
     DirectoryEntry,
     FormerOfficer,
@@ -418,11 +419,47 @@ class GatewayClient:
         result: dict[str, Any] = jsontext.loads(body)
         return result
 
-    async def notices(self, desk: str, after: int = 0) -> dict[str, Any]:
-        """The desk's membership notices after cursor ``after`` (who waits, joined, left)."""
+    async def notices(self, desk: str, after: int = 0, *, unread: bool = False,
+                      limit: int | None = None) -> dict[str, Any]:
+        """The desk's stored notices after cursor ``after`` (membership, breaches,
+        escalations, non-delivery), each with when this officer read it, and how many it
+        has not read; ``unread``: only those."""
         desk = self.address(desk)
-        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/notices?after={after}")
+        query = f"?after={after}" + ("&unread=1" if unread else "") + (
+            f"&limit={limit}" if limit else "")
+        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/notices{query}")
         return result
+
+    async def notice(self, desk: str, cursor: int) -> dict[str, Any]:
+        """One notice of the desk by its cursor (the gateway marks it read)."""
+        desk = self.address(desk)
+        result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/notices/{cursor}")
+        return result
+
+    async def mark_notices_read(self, desk: str, cursors: list[int]) -> dict[str, Any]:
+        desk = self.address(desk)
+        _, body, _ = await self.request("POST", f"/v1/desks/{desk}/notices/read",
+                                        json={"cursors": cursors})
+        result: dict[str, Any] = jsontext.loads(body)
+        return result
+
+    async def open_signed_notice(self, notice: dict[str, Any]) -> Any:
+        """Verify a stored notice's gateway signature with a key of this gateway's
+        verified key history and parse it: a breach notice (``escalation``) or a
+        non-delivery notice. CryptoError if none verifies; None for an unsigned notice."""
+        note = notice.get("notice")
+        if not isinstance(note, str):
+            return None
+        raw = base64.b64decode(note, validate=True)
+        opener = open_breach_notice if notice.get("event") == "escalation" else open_notice
+        home = self.creds.gateway_id
+        keys = [k.key for k in await self.gateway_keys(home)] or [self.creds.gateway_key]
+        for key in keys[:-1]:
+            try:
+                return opener(raw, home, key)
+            except BadSignatureError:
+                continue  # signed before a rotation, perhaps: an older key of the chain
+        return opener(raw, home, keys[-1])
 
     async def recipients(self, to: str) -> list[tuple[str, str]]:
         """Who a message to desk ``to`` would be sealed for, each proven by its admission
@@ -629,14 +666,18 @@ class GatewayClient:
         return result
 
     async def stream(self, desks: list[str] | None = None,
-                     connected: asyncio.Event | None = None) -> AsyncIterator[tuple[str, Any]]:
+                     connected: asyncio.Event | None = None,
+                     since: int | None = None) -> AsyncIterator[tuple[str, Any]]:
         """Live events as (kind, data) until the server ends the stream.
 
         ``connected`` is set once the gateway has subscribed this stream: from then on no
-        event is missed. The gateway sends a keep-alive every 15 s, so a connection that
-        stays silent for 45 s is taken as dead (aiohttp raises a timeout).
+        event is missed. With ``since`` (a notice cursor) the gateway first sends the
+        desks' stored notices after it, then live events. The gateway sends a keep-alive
+        every 15 s, so a connection that stays silent for 45 s is taken as dead (aiohttp
+        raises a timeout).
         """
-        query = "&".join(f"desk={d}" for d in desks or [])
+        query = "&".join([f"desk={d}" for d in desks or []]
+                         + ([f"since={since}"] if since is not None else []))
         for attempt in (0, 1):
             if self._token is None:
                 await self.sign_in()

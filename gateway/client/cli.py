@@ -5,10 +5,12 @@ the results for a person, or as JSON with ``--json``. Keys are made, kept and us
 only: the officer's profile (gateway.client.profile) holds the enrollment and the key
 file, messages are sealed and opened locally, and the gateway sees envelopes only.
 
-Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox``, ``read``, ``reply``,
-``status``, ``watch`` and ``keys new|show``. Errors are one line on standard error
-(with the gateway's stable error code when it refused) and exit status 1, or 2 for a
-wrong command line; never a traceback. Text is UTF-8 everywhere, whatever the locale.
+Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox`` (unread notices first:
+breaches, escalations, non-delivery, membership), ``notice``, ``notices``, ``read``,
+``reply``, ``status``, ``watch`` (``--since`` replays stored notices) and ``keys
+new|show``. Errors are one line on standard error (with the gateway's stable error code
+when it refused) and exit status 1, or 2 for a wrong command line; never a traceback.
+Text is UTF-8 everywhere, whatever the locale.
 
 Enrollment is where a secret crosses the network, so it is guarded before any connection:
 plain ``http://`` is refused (``insecure_url``) unless the gateway is on this machine, and
@@ -311,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only messages after this cursor (printed by the previous call)")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
 
+    p = command("notice", "show one notice of a desk (verifying the gateway's signature) "
+                "and mark it read")
+    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("cursor", type=_cursor, metavar="CURSOR",
+                   help="the notice's cursor, as `inbox` lists it")
+
+    p = command("notices", "list a desk's notices, read or not")
+    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
+                   help="only notices after this cursor")
+
     p = command("read", "open a message, verify its sender and acknowledge reading it")
     p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
     p.add_argument("--save-attachments", type=Path, metavar="DIR",
@@ -329,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--desk", type=_desk, action="append", metavar="DESK",
                    help="watch this desk (repeat; default: all your desks)")
     p.add_argument("--count", type=_count, metavar="N", help="stop after N events")
+    p.add_argument("--since", type=_cursor, metavar="CURSOR",
+                   help="first replay the desks' notices stored after this notice cursor "
+                        "(0: all)")
 
     p = command("keys", "make a key file, or show key ids and fingerprints")
     keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
@@ -772,17 +788,25 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         page = await client.inbox(desk, args.after, args.limit)
         messages = page.get("messages", [])
         last = messages[-1]["cursor"] if messages else args.after
-        seen = SeenNotices(profile.directory)
-        notices = (await client.notices(desk, seen.after(desk)))["notices"]
+        # Unread notices first, apart from the messages; shown here, they count as read.
+        listed = await client.notices(desk, unread=True)
+        notices = listed["notices"]
+        lines = [await notice_text(client, n) for n in notices]
+        if notices:
+            await client.mark_notices_read(desk, [int(n["cursor"]) for n in notices])
         if opt(args, "json"):
-            emit_json({**page, "last": last, "membership": notices})
-            seen.saw(desk, notices)
+            emit_json({**page, "last": last, "notices": notices,
+                       "unread_notices": listed["unread"]})
             return EXIT_OK
         if notices:
-            say(f"MEMBERSHIP OF {desk} CHANGED since you last looked:")
-            for n in notices:
-                say("  " + notice_line(n))
-            seen.saw(desk, notices)
+            more = listed["unread"] - len(notices)
+            say(f"*** {len(notices)} UNREAD NOTICE(S) FOR {desk} ***")
+            for n, line in zip(notices, lines, strict=True):
+                say(f"{n['cursor']:>6}  {line}")
+            if more > 0:
+                say(f"  ({more} more unread: run `gateway-client inbox {args.desk}` again)")
+            say(f"(marked read; `gateway-client notices {args.desk}` lists them all again)")
+            say("")
         if not messages:
             say(f"no messages for {desk} after cursor {args.after}")
         for m in messages:
@@ -793,6 +817,70 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]")
         more = "more waiting: " if page.get("next") is not None else ""
         say(f"next cursor: {last}  ({more}gateway-client inbox {args.desk} --after {last})")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
+    """One line for a stored notice, after checking the gateway's signature on it."""
+    when = fmt_time(n.get("at"))
+    event = n.get("event")
+    if event == "membership":
+        return notice_line(n)
+    try:
+        signed = await client.open_signed_notice(n)
+    except (CryptoError, ValueError) as exc:
+        return (f"{when}  A NOTICE THAT DOES NOT VERIFY ({event} about {n.get('id')}): "
+                f"{getattr(exc, 'message', exc)}; tell your security officer")
+    if event == "breach":
+        return (f"{when}  LATE: {n.get('priority')} {n.get('kind')} {n.get('id')} not "
+                f"{_STAGE_WORDS.get(str(n.get('stage')), '?')} by {fmt_time(n.get('due'))}")
+    if event == "escalation" and signed is not None:
+        return (f"{when}  ESCALATED: {signed.priority} {signed.kind} {signed.message_id} "
+                f"not {_STAGE_WORDS.get(signed.stage, '?')} by {signed.desk} by "
+                f"{fmt_time(signed.due_ms)} (signed by {signed.gateway})")
+    if event in ("expired", "rejected") and signed is not None:
+        why = (f"expired at {fmt_time(signed.expires_ms)} before {signed.partner} took it"
+               if signed.reason == "expired" else f"{signed.partner} refused it "
+               f"({signed.reason})")
+        return (f"{when}  NOT DELIVERED: {signed.message_id} to {signed.recipient}: {why} "
+                f"(signed by {signed.gateway})")
+    return f"{when}  {event}  {json.dumps(n, ensure_ascii=False, sort_keys=True)}"
+
+
+def cmd_notice(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desk = desk_address(args.desk, profile)
+        n = await client.notice(desk, args.cursor)
+        line = await notice_text(client, n)
+        if opt(args, "json"):
+            emit_json(n)
+            return EXIT_OK
+        say(f"notice {n['cursor']} for {n['desk']}  ({n['event']})")
+        say(line)
+        if n.get("notice"):
+            say("signed notice (base64, verify with the gateway's key):")
+            say(n["notice"])
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_notices(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        desk = desk_address(args.desk, profile)
+        listed = await client.notices(desk, args.after)
+        if opt(args, "json"):
+            emit_json(listed)
+            return EXIT_OK
+        notices = listed["notices"]
+        if not notices:
+            say(f"no notices for {desk} after cursor {args.after}")
+        for n in notices:
+            state = "new" if n.get("read") is None else "read"
+            say(f"{n['cursor']:>6}  [{state}]  {await notice_text(client, n)}")
+        say(f"unread: {listed['unread']}")
         return EXIT_OK
 
     return online(args, work)
@@ -961,26 +1049,6 @@ def backoff(attempt: int) -> float:
 _STAGE_WORDS = {"delivered": "delivered", "read": "read", "reply": "answered"}
 
 
-class SeenNotices:
-    """The last membership notice of each desk this officer was shown (in its profile)."""
-
-    def __init__(self, profile_directory: Path) -> None:
-        self.path = profile_directory / "seen-notices.json"
-        try:
-            doc = json.loads(self.path.read_text("utf-8"))
-            self.cursors = {str(k): int(v) for k, v in dict(doc).items()}
-        except (OSError, ValueError, TypeError):
-            self.cursors = {}
-
-    def after(self, desk: str) -> int:
-        return self.cursors.get(desk, 0)
-
-    def saw(self, desk: str, notices: list[dict[str, Any]]) -> None:
-        if notices:
-            self.cursors[desk] = max(int(n["cursor"]) for n in notices)
-            self.path.write_text(json.dumps(self.cursors, sort_keys=True), "utf-8")
-
-
 def notice_line(n: dict[str, Any]) -> str:
     when = fmt_time(n.get("at"))
     if n.get("kind") == "pending":
@@ -1014,6 +1082,9 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
     if kind == "expired":
         return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  expired before "
                 f"{data.get('partner')} took it")
+    if kind == "rejected":
+        return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  {data.get('partner')} "
+                f"refused it ({data.get('reason')})")
     if kind == "breach":
         return (f"{now}  LATE     {desk}  {data.get('id')}  {data.get('priority')} "
                 f"{data.get('kind')} not {_STAGE_WORDS.get(str(data.get('stage')), '?')} "
@@ -1025,7 +1096,7 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
 
 
 async def watch(client: GatewayClient, desks: list[str] | None, count: int | None,
-                as_json: bool) -> int:
+                as_json: bool, since: int | None = None) -> int:
     """Print events until ``count`` of them, reconnecting whenever the stream drops.
 
     A refused session (the gateway restarted, or the token expired) is renewed once; if
@@ -1040,7 +1111,7 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
             if sign_in:
                 await client.sign_in()
                 sign_in = False
-            async for kind, data in client.stream(desks):
+            async for kind, data in client.stream(desks, since=since):
                 if kind == "ended" and isinstance(data, dict) and data.get("reason") == "revoked":
                     raise ClientError("the gateway ended the stream: your binding is revoked "
                                       "or expired", code="revoked")
@@ -1058,6 +1129,8 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
                     break
                 attempt = 0
                 fields = data if isinstance(data, dict) else {}
+                if since is not None and isinstance(fields.get("cursor"), int):
+                    since = max(since, fields["cursor"])  # a reconnection resumes here
                 if as_json:
                     emit_json({"event": kind, **fields})
                 else:
@@ -1092,7 +1165,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        watcher = asyncio.ensure_future(watch(client, desks, args.count, opt(args, "json")))
+        watcher = asyncio.ensure_future(watch(client, desks, args.count, opt(args, "json"),
+                                              args.since))
         stopper = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -1174,6 +1248,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "safety-code": cmd_safety_code,
     "send": cmd_send,
     "inbox": cmd_inbox,
+    "notice": cmd_notice,
+    "notices": cmd_notices,
     "read": cmd_read,
     "reply": cmd_reply,
     "status": cmd_status,

@@ -10,8 +10,8 @@ member, admitted by the operator), an admission (``joined``, by whom), a revocat
   the ledger yet, marking the notice in the same commit (only the gateway process appends
   to the ledger, which is why an operator's command leaves it to the next reload, or the
   next start);
-* publishes the notices it has not published yet as ``membership`` stream events;
-  ``GET /v1/desks/{desk}/notices`` reads them back.
+* has the stored notices published (gateway.officers.notices) as ``membership`` stream
+  events; ``GET /v1/desks/{desk}/notices`` reads them back.
 
 An ``admitted`` entry: ``msg`` the officer's id, ``recipient`` the desk, ``t`` the
 admission's time, ``ref`` who admitted it (an officer id or ``operator``), ``actor`` that
@@ -27,42 +27,34 @@ from collections.abc import Awaitable, Callable
 
 from gateway.ledger.events import LedgerEvent
 from gateway.officers.directory import Directory
+from gateway.officers.notices import StoredNotices
 from gateway.protocol.admission import OPERATOR
 from gateway.protocol.membership import ADMITTED, DEPARTED, admission_digest
-from gateway.store import DeskNotice, NoticeStore, Notification
+from gateway.store import MEMBERSHIP, DeskNotice, NoticeStore
 
-MEMBERSHIP = "membership"
+__all__ = ["MEMBERSHIP", "MembershipNotices"]
 PAGE = 500
 
 
 class MembershipNotices:
-    def __init__(self, store: NoticeStore, gateway: str,
-                 publish: Callable[[Notification], None],
+    def __init__(self, store: NoticeStore, gateway: str, feed: StoredNotices | None,
                  operator_key_id: Callable[[], str],
                  checkpoint: Callable[[], Awaitable[object]]) -> None:
         self.store = store
         self.gateway = gateway
-        self.publish = publish
+        self.feed = feed  # publishes the stored notices (None: nobody listens)
         self.operator_key_id = operator_key_id  # the gateway's current signing key id
         self.checkpoint = checkpoint  # signs a checkpoint covering the new entries
-        self.last: int | None = None  # the last notice published (None: not started)
         self._lock = asyncio.Lock()  # reloads from a request and from the watcher overlap
 
     async def catch_up(self, directory: Directory) -> None:
-        """Ledger the joins and departures not in the ledger yet; publish the notices
-        written since the last call (the first call only notes where the store stands:
-        streams opened later read older ones from the API)."""
+        """Ledger the joins and departures not in the ledger yet, then publish the notices
+        stored since (membership ones included: a join is told once it can be proven)."""
         async with self._lock:
             if await self._ledger(directory):
                 await self.checkpoint()  # clients can prove the new members at once
-            if self.last is None:
-                self.last = await self.store.last_desk_notice()
-                return
-            while notices := await self.store.desk_notices(None, self.last, PAGE):
-                for notice in notices:
-                    data = notice.to_json(self.gateway)
-                    self.publish(Notification(data.pop("desk"), MEMBERSHIP, data))
-                    self.last = notice.seq
+        if self.feed is not None:
+            await self.feed.catch_up()
 
     async def _ledger(self, directory: Directory) -> bool:
         """Append the entries of the joins and departures not ledgered yet, in order, up
@@ -87,6 +79,7 @@ class MembershipNotices:
     def entry(self, notice: DeskNotice, directory: Directory) -> LedgerEvent | None:
         """The ledger entry of a join or departure; None for a join ``directory`` lacks."""
         desk = f"{notice.desk}@{self.gateway}"
+        assert notice.officer is not None  # (joins and departures name their officer)
         if notice.kind != "joined":
             return LedgerEvent(DEPARTED, notice.officer, notice.at_ms, recipient=desk,
                                reason="revoked")

@@ -67,3 +67,50 @@ def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
         raise MalformedError("non-delivery notice has a wrong version or gateway")
     NOTICE.check_canonical(notice.text(), text)
     return notice
+
+
+BREACH_LINE = "fpg service-level breach v1"
+BREACH_NOTICE = SignedJson(BREACH_LINE, "breach notice", MAX_NOTICE_SIZE)
+
+
+@dataclass(frozen=True)
+class BreachNotice:
+    gateway: str  # which signs
+    message_id: str
+    desk: str  # the desk that must act
+    supervisor: str  # the desk told
+    kind: str
+    priority: str
+    stage: str
+    accepted_ms: int
+    due_ms: int
+    time_ms: int
+
+    def text(self) -> str:
+        body: dict[str, Any] = {
+            "accepted": self.accepted_ms, "desk": self.desk, "due": self.due_ms,
+            "gateway": self.gateway, "id": self.message_id, "kind": self.kind,
+            "priority": self.priority, "stage": self.stage, "supervisor": self.supervisor,
+            "time": self.time_ms, "v": 1,
+        }
+        return BREACH_NOTICE.text(body)
+
+    def sign(self, key: GatewaySigningKey) -> bytes:
+        return BREACH_NOTICE.sign(self.text(), self.gateway, key)
+
+
+def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotice:
+    """Verify a breach notice signed by ``gateway`` with ``key`` and parse it."""
+    text, doc = BREACH_NOTICE.open(note, gateway, [key])
+    with BREACH_NOTICE.fields():
+        notice = BreachNotice(
+            gateway=str(doc["gateway"]), message_id=str(doc["id"]), desk=str(doc["desk"]),
+            supervisor=str(doc["supervisor"]), kind=str(doc["kind"]),
+            priority=str(doc["priority"]), stage=str(doc["stage"]),
+            accepted_ms=int(doc["accepted"]), due_ms=int(doc["due"]),
+            time_ms=int(doc["time"]),
+        )
+    if doc.get("v") != 1 or notice.gateway != gateway:
+        raise MalformedError("breach notice has a wrong version or gateway")
+    BREACH_NOTICE.check_canonical(notice.text(), text)
+    return notice

@@ -17,6 +17,8 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -155,20 +157,59 @@ class OfficerRow:
     admissions: tuple[AdmissionRow, ...] = ()  # the desks it was admitted to
 
 
+MEMBERSHIP_KINDS = frozenset({"pending", "joined", "left"})
+MEMBERSHIP = "membership"
+
+
 @dataclass(frozen=True, slots=True)
 class DeskNotice:
-    """A change of a desk's membership its members are told of."""
+    """A notice stored for a desk: a change of its membership (``pending``, ``joined``,
+    ``left``), a service-level ``breach`` or ``escalation``, or a non-delivery notice
+    (``expired``, ``rejected``). Its ``seq`` is the cursor, one sequence for all desks."""
 
     seq: int
     desk: str  # local desk name
-    kind: str  # pending | joined | left
-    officer: str
+    kind: str  # pending | joined | left | breach | escalation | expired | rejected
+    officer: str | None  # membership: the officer who waits, joined or left
     by: str | None  # who admitted (joined): an officer id or "operator"
     at_ms: int
+    message_id: str | None = None  # breach and non-delivery: the message concerned
+    detail: str | None = None  # JSON object: the fields of the stream event
+    note: bytes | None = None  # the gateway-signed notice, as signed
+    read_ms: int | None = None  # when the officer asking read it (listings only)
+
+    @property
+    def event(self) -> str:
+        """The live stream event that tells it."""
+        return MEMBERSHIP if self.kind in MEMBERSHIP_KINDS else self.kind
 
     def to_json(self, gateway: str) -> dict[str, Any]:
-        return {"cursor": self.seq, "desk": f"{self.desk}@{gateway}", "kind": self.kind,
-                "officer": self.officer, "by": self.by, "at": self.at_ms}
+        """The notice as listed and as its stream event's data (with ``desk``)."""
+        head = {"cursor": self.seq, "desk": f"{self.desk}@{gateway}", "event": self.event}
+        if self.kind in MEMBERSHIP_KINDS:
+            return {**head, "kind": self.kind, "officer": self.officer, "by": self.by,
+                    "at": self.at_ms}
+        doc: dict[str, Any] = {**head, **(json.loads(self.detail) if self.detail else {}),
+                               "at": self.at_ms}
+        if self.note is not None:
+            doc["notice"] = base64.b64encode(self.note).decode("ascii")
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotice:
+    """A notice to store with the state change that causes it (see DeskNotice)."""
+
+    desk: str  # desk address (of this gateway)
+    kind: str  # breach | escalation | expired | rejected
+    message_id: str
+    at_ms: int
+    detail: dict[str, Any]
+    note: bytes | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.desk.partition("@")[0], self.kind, self.at_ms, self.message_id,
+                json.dumps(self.detail, separators=(",", ":"), sort_keys=True), self.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +341,7 @@ class Breach:
     found_ms: int
     supervisor: str | None = None  # desk address escalated to
     notice: bytes | None = None  # the gateway-signed notice sent there
+    notices: tuple[NewNotice, ...] = ()  # stored with the breach, if it is new
 
 
 # --- the interface, one protocol per consumer ----------------------------------------
@@ -459,11 +501,29 @@ class EnrollmentStore(Protocol):
 
 
 class NoticeStore(Protocol):
-    """What desk membership notices (gateway.officers.membership) read."""
+    """What stored desk notices (gateway.officers.membership, gateway.officers.notices)
+    read and mark."""
 
     async def desk_notices(self, desk: str | None, after: int, limit: int) -> list[DeskNotice]:
         """Notices after cursor ``after``, oldest first: of one desk (local name), or of
         every desk when ``desk`` is None."""
+
+    async def notices_for(self, desks: Sequence[str], after: int, limit: int,
+                          reader: str | None = None, unread_since_ms: int | None = None
+                          ) -> list[DeskNotice]:
+        """Notices of ``desks`` (local names) after ``after``, oldest first, each with
+        when ``reader`` read it; with ``unread_since_ms``, only those made since then
+        that ``reader`` has not read (not stored before notices were counted, and not
+        about ``reader`` itself: its own join is no news to it)."""
+
+    async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
+        """How many notices of ``desk`` made since ``since_ms`` ``reader`` has not read
+        (as ``notices_for`` lists them with ``unread_since_ms``)."""
+
+    async def mark_notices_read(self, desk: str, reader: str, cursors: Sequence[int],
+                                now_ms: int) -> int:
+        """Mark those of ``cursors`` that are notices of ``desk`` read by ``reader``;
+        how many were newly marked."""
 
     async def last_desk_notice(self) -> int:
         """The cursor of the newest notice (0 for none)."""

@@ -330,4 +330,49 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        12,
+        """
+        -- Every notice a desk is told of, stored for the desk it is addressed to in the
+        -- transaction of what caused it, so that an officer who was not watching finds
+        -- it later (inbox, GET by cursor, a stream opened with ``since``): membership
+        -- (pending, joined, left), as before, and now service-level breaches and
+        -- escalations, and non-delivery notices (expired, rejected). The table is
+        -- rebuilt because a notice that is not about membership names no officer.
+        -- ``message_id``: the message a breach or non-delivery notice is about;
+        -- ``detail``: JSON, what the stream event carries; ``note``: the gateway-signed
+        -- notice (escalation, expired, rejected), kept as signed.
+        CREATE TABLE desk_notices_12 (
+            seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+            desk        TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            officer_id  TEXT,
+            by          TEXT,
+            at_ms       INTEGER NOT NULL,
+            ledger_seq  INTEGER,
+            message_id  TEXT,
+            detail      TEXT,
+            note        BLOB
+        );
+        INSERT INTO desk_notices_12 (seq, desk, kind, officer_id, by, at_ms, ledger_seq)
+            SELECT seq, desk, kind, officer_id, by, at_ms, ledger_seq FROM desk_notices;
+        DROP TABLE desk_notices;
+        ALTER TABLE desk_notices_12 RENAME TO desk_notices;
+        CREATE INDEX desk_notices_by_desk ON desk_notices (desk, seq);
+        CREATE INDEX desk_notices_unledgered ON desk_notices (seq)
+            WHERE ledger_seq IS NULL AND kind IN ('joined', 'left');
+
+        -- Which officer has read which notice: unread ones are counted per officer.
+        CREATE TABLE notice_reads (
+            officer_id  TEXT NOT NULL,
+            notice      INTEGER NOT NULL,
+            read_ms     INTEGER NOT NULL,
+            PRIMARY KEY (officer_id, notice)
+        ) WITHOUT ROWID;
+        -- Membership notices stored before this version were shown by the clients
+        -- already (they kept their own cursor): none of them counts as unread.
+        INSERT INTO meta (key, value)
+            SELECT 'notices_unread_after', coalesce(max(seq), 0) FROM desk_notices;
+        """,
+    ),
 ]

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiosqlite
 
@@ -36,6 +37,8 @@ class UnknownDeskError(NotFoundError):
     code = "unknown_desk"
 
 
+_NOTICE = "seq, desk, kind, officer_id, by, at_ms, message_id, detail, note"
+_NOTICE_N = ", ".join(f"n.{c}" for c in _NOTICE.split(", "))
 _BUMP = "UPDATE meta SET value = value + 1 WHERE key = 'directory_version'"
 
 
@@ -209,7 +212,7 @@ class DeskQueries(StoreEngine):
         return Share(*rows[0]) if rows else None
 
     async def unledgered_notices(self, after: int, limit: int) -> list[DeskNotice]:
-        rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM desk_notices"
+        rows = await self._read(f"SELECT {_NOTICE} FROM desk_notices"  # noqa: S608
                                 " WHERE ledger_seq IS NULL AND kind IN ('joined', 'left')"
                                 " AND seq > ? ORDER BY seq LIMIT ?", (after, limit))
         return [DeskNotice(*row) for row in rows]
@@ -230,14 +233,50 @@ class DeskQueries(StoreEngine):
 
     async def desk_notices(self, desk: str | None, after: int, limit: int) -> list[DeskNotice]:
         if desk is None:
-            rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM"
-                                    " desk_notices WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after, limit))
+            rows = await self._read(f"SELECT {_NOTICE} FROM desk_notices"  # noqa: S608
+                                    " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
         else:
-            rows = await self._read("SELECT seq, desk, kind, officer_id, by, at_ms FROM"
-                                    " desk_notices WHERE desk = ? AND seq > ? ORDER BY seq"
-                                    " LIMIT ?", (desk, after, limit))
+            rows = await self._read(f"SELECT {_NOTICE} FROM desk_notices"  # noqa: S608
+                                    " WHERE desk = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                    (desk, after, limit))
         return [DeskNotice(*row) for row in rows]
+
+    async def notices_for(self, desks: Sequence[str], after: int, limit: int,
+                          reader: str | None = None, unread_since_ms: int | None = None
+                          ) -> list[DeskNotice]:
+        marks = ",".join("?" * len(desks))
+        where = f"n.desk IN ({marks}) AND n.seq > ?"
+        params: list[Any] = [reader, *desks, after]
+        if unread_since_ms is not None:
+            where += (" AND r.read_ms IS NULL AND n.at_ms >= ? AND n.seq > (SELECT value"
+                      " FROM meta WHERE key = 'notices_unread_after')"
+                      " AND n.officer_id IS NOT ?")
+            params += [unread_since_ms, reader]
+        rows = await self._read(
+            f"SELECT {_NOTICE_N}, r.read_ms FROM desk_notices n"  # noqa: S608
+            " LEFT JOIN notice_reads r ON r.notice = n.seq AND r.officer_id = ?"
+            f" WHERE {where} ORDER BY n.seq LIMIT ?", (*params, limit))
+        return [DeskNotice(*row) for row in rows]
+
+    async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
+        rows = await self._read(
+            "SELECT count(*) FROM desk_notices n WHERE n.desk = ? AND n.at_ms >= ?"
+            " AND n.seq > (SELECT value FROM meta WHERE key = 'notices_unread_after')"
+            " AND n.officer_id IS NOT ? AND NOT EXISTS (SELECT 1 FROM notice_reads r"
+            " WHERE r.officer_id = ? AND r.notice = n.seq)", (desk, since_ms, reader, reader))
+        return int(rows[0][0])
+
+    async def mark_notices_read(self, desk: str, reader: str, cursors: Sequence[int],
+                                now_ms: int) -> int:
+        async with self.transaction() as tx:
+            marked = 0
+            for cursor in dict.fromkeys(cursors):
+                cur = await tx.execute(
+                    "INSERT OR IGNORE INTO notice_reads (officer_id, notice, read_ms)"
+                    " SELECT ?, seq, ? FROM desk_notices WHERE seq = ? AND desk = ?",
+                    (reader, now_ms, cursor, desk))
+                marked += cur.rowcount
+            return marked
 
 
 async def _has_member(tx: aiosqlite.Connection, desk: str, now_ms: int) -> bool:

@@ -51,7 +51,7 @@ import structlog
 from gateway.errors import StoreError
 from gateway.ledger.events import LedgerEvent
 from gateway.protocol.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
-from gateway.store import LedgerRow, Notification, ReadAck
+from gateway.store import LedgerRow, NewNotice, Notification, ReadAck
 from gateway.store.schema import MIGRATIONS
 
 log = structlog.get_logger("gateway.store")
@@ -158,6 +158,8 @@ _RECENT_IDS = 65_536  # committed message ids kept in memory with their digest a
 
 # Statements run in phase order so that rows referenced by foreign keys come first.
 PHASE_MESSAGES, PHASE_DEPENDENTS = 0, 1
+INSERT_NOTICE = ("INSERT INTO desk_notices (desk, kind, at_ms, message_id, detail, note)"
+                 " VALUES (?,?,?,?,?,?)")
 
 
 class _Known(NamedTuple):
@@ -193,6 +195,7 @@ class _Plan:
     reads: set[tuple[str, str]] = field(default_factory=set)  # (message, officer) acknowledged
     notifications: list[Notification] = field(default_factory=list)
     events: list[LedgerEvent] = field(default_factory=list)  # appended, in ledger order
+    wrote_notices: bool = False  # desk notices stored (on_notices is called after)
     # The state after this batch, copied when planning ends: ``tip`` itself moves on
     # while the next batch is planned on top of this one.
     end: _Tip | None = None
@@ -227,6 +230,11 @@ class _Plan:
 
     def notify(self, desk: str, what: str, **data: Any) -> None:
         self.notifications.append(Notification(desk, what, data))
+
+    def add_notice(self, notice: NewNotice) -> None:
+        """Store a desk notice in this commit; the stored-notice feed tells it after."""
+        self.add(PHASE_DEPENDENTS, INSERT_NOTICE, notice.row())
+        self.wrote_notices = True
 
     def add_event(self, event: LedgerEvent) -> int:
         """Give ``event`` its position, encode it and extend the Merkle tree."""
@@ -323,6 +331,7 @@ class StoreEngine:
         self.committed_ops = 0
         self.on_commit: list[Callable[[int], None]] = []  # called with the new ledger size
         self.on_notify: list[Callable[[Notification], None]] = []  # after the commit
+        self.on_notices: list[Callable[[], None]] = []  # after a commit that stored notices
         # called after each commit with the ledger events it appended (metrics)
         self.on_events: list[Callable[[list[LedgerEvent]], None]] = []
 
@@ -526,6 +535,9 @@ class StoreEngine:
         for notification in plan.notifications:
             for listener in self.on_notify:
                 listener(notification)
+        if plan.wrote_notices:
+            for poke in self.on_notices:
+                poke()
         if plan.events:
             for observer in self.on_events:
                 observer(plan.events)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.store import Breach, MessageTimes
-from gateway.store.sqlite.engine import _IN_CHUNK, StoreEngine
+from gateway.store.sqlite.engine import _IN_CHUNK, INSERT_NOTICE, StoreEngine
 
 _TIMES = ("m.id, m.kind, m.priority, m.sender, m.recipient, m.origin, m.accepted_ms,"
           " m.first_read_ms, m.first_reply_ms")
@@ -63,6 +63,7 @@ class ServiceLevelQueries(StoreEngine):
                      b.supervisor, b.notice))
                 if cursor.rowcount == 1:
                     new.append(b)
+                    await w.executemany(INSERT_NOTICE, [n.row() for n in b.notices])
         return new
 
     async def breach_counts(self) -> dict[tuple[str, str], int]:

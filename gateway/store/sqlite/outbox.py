@@ -11,7 +11,15 @@ import asyncio
 from collections.abc import Awaitable, Iterable, Sequence
 
 from gateway.ledger.events import RECEIPT, RELAYED, LedgerEvent
-from gateway.store import ExpiredItem, NonDelivery, OutboxItem, QueuedRead, QueueStats, RelayResult
+from gateway.store import (
+    ExpiredItem,
+    NewNotice,
+    NonDelivery,
+    OutboxItem,
+    QueuedRead,
+    QueueStats,
+    RelayResult,
+)
 from gateway.store.sqlite.engine import PHASE_DEPENDENTS, StoreEngine, _Op, _Plan
 
 _INSERT_NOTICE = (
@@ -26,7 +34,7 @@ _INSERT_RECEIPT = (
 
 def _plan_notices(plan: _Plan, partner: str, notices: Sequence[NonDelivery]) -> int:
     """Plan what a non-delivery notice writes (outbox row gone, notice kept, ledger event,
-    the sending desk told) for each of ``notices`` whose message is stored."""
+    the sending desk's notice stored) for each of ``notices`` whose message is stored."""
     recorded = 0
     for n in notices:
         original = plan.known.get(n.message_id)
@@ -38,8 +46,9 @@ def _plan_notices(plan: _Plan, partner: str, notices: Sequence[NonDelivery]) -> 
             n.message_id, n.sender, n.reason, n.notice, n.time_ms))
         plan.add_event(LedgerEvent(n.event, n.message_id, n.time_ms, digest=original.digest,
                                    partner=partner, actor=n.actor, reason=n.reason))
-        plan.notify(n.sender, n.event, id=n.message_id, partner=partner,
-                    reason=n.reason, time=n.time_ms)
+        plan.add_notice(NewNotice(n.sender, n.event, n.message_id, n.time_ms, {
+            "id": n.message_id, "partner": partner, "reason": n.reason, "time": n.time_ms,
+        }, n.notice))
     return recorded
 
 
