@@ -164,11 +164,9 @@ def raised_limits() -> dict[str, tuple[int, Any]]:
     return {k: (v, defaults[k]) for k, v in RAISED_LIMITS.items() if k in defaults}
 
 
-def make_gateway(directory: Path, officers: int) -> tuple[Path, list[str], str]:
-    """A gateway as an operator makes one; its config, enrollment codes, fingerprint.
-
-    Codes: ``officers`` for the sending desk, then one for the recipient desk.
-    """
+def init_benchmark_gateway(directory: Path, benchmark: str) -> Path:
+    """``gateway init`` (development keys) with logs at warning and no rate limit that
+    could cap a measurement or its setup; the checked config's path."""
     gateway_command("init", str(directory), "--id", GATEWAY_ID, "--port", "0",
                     "--insecure-dev-keys")
     config = directory / "gateway.toml"
@@ -176,10 +174,19 @@ def make_gateway(directory: Path, officers: int) -> tuple[Path, list[str], str]:
     tuned = text.replace('[log]\nlevel = "info"', '[log]\nlevel = "warning"')
     if tuned == text:
         raise RuntimeError(f"{config}: cannot find the [log] level that init writes")
-    tuned += ("\n# bench/accept.py: no rate limiter may cap the measurement or the setup\n"
+    tuned += (f"\n# {benchmark}: no rate limiter may cap the measurement or the setup\n"
               "[limits]\n" + "".join(f"{k} = {v}\n" for k, (v, _) in raised_limits().items()))
     config.write_text(tuned)
     gateway_command("config", "check", "--config", str(config))
+    return config
+
+
+def make_gateway(directory: Path, officers: int) -> tuple[Path, list[str], str]:
+    """A gateway as an operator makes one; its config, enrollment codes, fingerprint.
+
+    Codes: ``officers`` for the sending desk, then one for the recipient desk.
+    """
+    config = init_benchmark_gateway(directory, "bench/accept.py")
     for desk in (SENDER_DESK, RECIPIENT_DESK):
         gateway_command("desks", "add", desk, "--config", str(config))
     desks = [SENDER_DESK] * officers + [RECIPIENT_DESK]

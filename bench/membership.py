@@ -70,6 +70,7 @@ from accept import (
     STOP_TIMEOUT,
     cpu_seconds,
     gateway_command,
+    init_benchmark_gateway,
     machine_busy_seconds,
     raised_limits,
 )
@@ -104,17 +105,7 @@ def desk_name(size: int) -> str:
 def make_gateway(directory: Path, sizes: list[int]) -> tuple[Path, dict[str, list[str]], str]:
     """A gateway as an operator makes one: its config, the enrollment codes by desk (the
     sender's desk first), and its key's fingerprint."""
-    gateway_command("init", str(directory), "--id", GATEWAY_ID, "--port", "0",
-                    "--insecure-dev-keys")
-    config = directory / "gateway.toml"
-    text = config.read_text()
-    tuned = text.replace('[log]\nlevel = "info"', '[log]\nlevel = "warning"')
-    if tuned == text:
-        raise RuntimeError(f"{config}: cannot find the [log] level that init writes")
-    tuned += ("\n# bench/membership.py: no rate limiter may cap the measurement or the setup\n"
-              "[limits]\n" + "".join(f"{k} = {v}\n" for k, (v, _) in raised_limits().items()))
-    config.write_text(tuned)
-    gateway_command("config", "check", "--config", str(config))
+    config = init_benchmark_gateway(directory, "bench/membership.py")
     desks = [SENDER_DESK, *(desk_name(n) for n in sizes)]
     for desk in desks:
         gateway_command("desks", "add", desk, "--config", str(config))

@@ -123,10 +123,11 @@ class ServerSection:
 
     @property
     def loopback(self) -> bool:
-        return _is_loopback(self.host)
+        return is_loopback(self.host)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
@@ -546,12 +547,12 @@ def _cross_checks(config: Config) -> None:
         raise ConfigError(
             f"{path}: [metrics] tls_key_file: tls_cert_file and tls_key_file go together"
         )
-    if metrics.enabled and metrics.token_file is None and not _is_loopback(metrics.host):
+    if metrics.enabled and metrics.token_file is None and not is_loopback(metrics.host):
         raise ConfigError(
             f"{path}: [metrics] token_file: required when metrics listen on"
             f" {metrics.host!r}; without a token they are served on loopback only"
         )
-    if metrics.enabled and metrics.tls_cert_file is None and not _is_loopback(metrics.host):
+    if metrics.enabled and metrics.tls_cert_file is None and not is_loopback(metrics.host):
         raise ConfigError(
             f"{path}: [metrics] tls_cert_file: required when metrics listen on"
             f" {metrics.host!r}; the scrapers' token must not travel in clear"

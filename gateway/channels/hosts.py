@@ -5,7 +5,6 @@ name as Host, and is refused ``421 unknown_host`` before any handler runs."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -13,9 +12,11 @@ from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from gateway.channels.errors import Handler
+from gateway.config import is_loopback
 from gateway.errors import MisdirectedError
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# Names of loopback beyond what config.is_loopback knows (which a Host header may carry).
+LOOPBACK_ALIASES = frozenset({"localhost.localdomain", "ip6-localhost"})
 
 
 def host_name(host_header: str) -> str | None:
@@ -27,15 +28,6 @@ def host_name(host_header: str) -> str | None:
     return name.lower().rstrip(".") if name else None
 
 
-def is_loopback(name: str) -> bool:
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def host_middleware(allowed: Iterable[str]) -> Middleware:
     """The middleware that refuses any other Host than ``allowed`` (names) or loopback."""
     names = frozenset(name.lower().rstrip(".") for name in allowed)
@@ -44,7 +36,8 @@ def host_middleware(allowed: Iterable[str]) -> Middleware:
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("Host", "")
         name = host_name(given)
-        if name is None or not (name in names or is_loopback(name)):
+        if name is None or not (name in names or name in LOOPBACK_ALIASES
+                                or is_loopback(name)):
             raise MisdirectedError(f"this gateway does not answer to {given[:100]!r}")
         return await handler(request)
 
