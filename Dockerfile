@@ -9,8 +9,19 @@
 # passphrase file or variable.)
 # A gateway serves plain HTTP and unauthenticated metrics on loopback only: to be reached
 # from outside its container it needs [server] tls_cert_file/tls_key_file and
-# [metrics] token_file, and a host of 0.0.0.0 (see config/gateway.example.toml).
-FROM python:3.11-slim
+# [metrics] token_file, and a host of 0.0.0.0 (see config/gateway.example.toml, which
+# the image carries as /usr/local/share/fpg/gateway.example.toml).
+#
+# Volumes: everything lives under /data and belongs to uid 10001 (user fpg). A named
+# volume takes that ownership from the image by itself; a bind mount does not, so give
+# the host directory to that uid first:  mkdir data && sudo chown 10001:10001 data
+# (or run with --user "$(id -u):$(id -g)" and a directory you own).
+#
+# The base image is pinned to one Python release on one Debian release. The machines
+# this repository is built and checked on cannot reach Docker Hub, so no digest is
+# recorded here: where you can, pin it too (docker buildx imagetools inspect
+# python:3.11.14-slim-bookworm) as FROM python:3.11.14-slim-bookworm@sha256:...
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,11 +34,15 @@ COPY gateway /src/gateway
 RUN pip install -c /src/constraints.txt /src && rm -rf /src
 
 COPY docker/healthcheck.py /usr/local/bin/fpg-healthcheck
+# `gateway init` writes a configuration that points here for every key's explanation.
+COPY config/gateway.example.toml /usr/local/share/fpg/gateway.example.toml
 
 # Never root: keys, databases and the admin socket belong to this user, under /data.
+# /targets is where docker-compose.yml's setup writes Prometheus's targets (a named
+# volume, which takes this directory's owner).
 RUN useradd --system --user-group --uid 10001 --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin fpg \
-    && mkdir /data && chown fpg:fpg /data
+    && mkdir /data /targets && chown fpg:fpg /data /targets
 USER fpg
 WORKDIR /data
 VOLUME ["/data"]

@@ -4,11 +4,23 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN_DIR ?= .run
 
+ARGS   ?=
+# `make run` serves apart from the demo's ports (8441-8443, metrics 9464-9466), so both
+# can run at once.
+RUN_PORT         ?= 8450
+RUN_METRICS_PORT ?= 9470
+
 .PHONY: run demo test lint bench clean constraints
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# Running a gateway needs only the package and its runtime dependencies...
+$(BIN)/.installed-run: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+# ...the tests, linters and benchmarks add the development tools.
+$(BIN)/.installed: $(BIN)/.installed-run
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -18,15 +30,17 @@ constraints: $(BIN)/.installed
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^focal-point-gateway'; \
 	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 
-## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/
-run: $(BIN)/.installed
+## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/ (no dev tools)
+run: $(BIN)/.installed-run
 	@test -f $(RUN_DIR)/gateway/gateway.toml || \
-	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port 8443 --insecure-dev-keys
+	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port $(RUN_PORT) \
+	    --metrics-port $(RUN_METRICS_PORT) --insecure-dev-keys
 	$(BIN)/gateway run --config $(RUN_DIR)/gateway/gateway.toml
 
-## demo: three gateways (vn-mps, kh-cnp, la-mps) on 127.0.0.1 play a scenario, then serve until Ctrl-C
-demo: $(BIN)/.installed
-	$(BIN)/gateway demo --dir $(RUN_DIR)/demo
+## demo: three gateways (vn-mps, kh-cnp, la-mps) on 127.0.0.1 play a scenario, then serve until Ctrl-C;
+##       more options in ARGS, e.g. make demo ARGS="--free-ports --once"
+demo: $(BIN)/.installed-run
+	$(BIN)/gateway demo --dir $(RUN_DIR)/demo --prometheus-targets config/targets/demo.json $(ARGS)
 
 ## test: the whole test suite
 test: $(BIN)/.installed

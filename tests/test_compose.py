@@ -16,7 +16,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -26,7 +28,7 @@ import pytest
 import yaml
 
 from gateway.cli.demo import COUNTRIES
-from gateway.cli.main import COMMANDS, build_parser
+from gateway.cli.main import _CONFIG_TEMPLATE, COMMANDS, build_parser
 from gateway.cli.process import ServerProcess
 from gateway.config import load_config
 
@@ -214,19 +216,38 @@ def test_gateway_commands_parse_with_the_real_parser(compose) -> None:
         assert depends["setup"]["condition"] == "service_completed_successfully"
 
 
+def named_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> named volume, of the service's named-volume mounts."""
+    mounts = {}
+    for item in service.get("volumes", []):
+        source, _, rest = item.partition(":")
+        if not source.startswith((".", "/", "~")):
+            mounts[rest.split(":")[0]] = source
+    return mounts
+
+
 @pytest.fixture(scope="module")
-def set_up(compose, tmp_path_factory) -> Path:
-    """What the setup service leaves in the data volume: its own command, run with a
-    temporary directory in place of /data."""
-    data = tmp_path_factory.mktemp("data")
-    argv = [str(data) if a == "/data" else a for a in command_of(compose, "setup")]
+def set_up(compose, tmp_path_factory) -> dict[str, Path]:
+    """What the setup service leaves in its volumes: its own command, run with a temporary
+    directory in place of each volume it mounts. Volume name -> that directory."""
+    volumes = {volume: tmp_path_factory.mktemp(volume)
+               for volume in named_mounts(services(compose)["setup"]).values()}
+    by_path = {path: volumes[volume]
+               for path, volume in named_mounts(services(compose)["setup"]).items()}
+    argv = []
+    for arg in command_of(compose, "setup"):
+        for path, directory in by_path.items():
+            if arg == path or arg.startswith(path + "/"):
+                arg = str(directory) + arg[len(path):]
+        argv.append(arg)
     done = subprocess.run([sys.executable, "-m", "gateway", *argv], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return data
+    return volumes
 
 
-def gateway_configs(compose: dict[str, Any], data: Path) -> dict[str, Any]:
+def gateway_configs(compose: dict[str, Any], volumes: dict[str, Path]) -> dict[str, Any]:
+    data = volumes["fpg-data"]
     configs = {}
     for name in GATEWAYS:
         args = build_parser().parse_args(command_of(compose, name))
@@ -236,14 +257,24 @@ def gateway_configs(compose: dict[str, Any], data: Path) -> dict[str, Any]:
 
 
 def test_prometheus_scrapes_the_metrics_ports_the_gateways_get(compose, set_up) -> None:
-    mounts = dict(bind_mounts(services(compose)["prometheus"]))
+    """Prometheus discovers its targets in files (targets/*.json beside prometheus.yml);
+    the setup service writes them into a volume that Prometheus mounts there."""
+    prometheus_service = services(compose)["prometheus"]
+    mounts = dict(bind_mounts(prometheus_service))
     config_source = next(s for s, t in mounts.items() if t == "/etc/prometheus/prometheus.yml")
     prometheus = yaml.safe_load((ROOT / config_source).read_text())
     targets = {}
     for job in prometheus["scrape_configs"]:
-        for group in job.get("static_configs", []):
-            for target in group["targets"]:
-                targets[target] = group.get("labels", {}).get("gateway")
+        for sd in job["file_sd_configs"]:
+            for pattern in sd["files"]:
+                where = PurePosixPath("/etc/prometheus") / pattern
+                volume = named_mounts(prometheus_service)[str(where.parent)]
+                found = sorted(set_up[volume].glob(where.name))
+                assert found, f"the setup service wrote no {pattern} into {volume}"
+                for path in found:
+                    for group in json.loads(path.read_text()):
+                        for target in group["targets"]:
+                            targets[target] = group["labels"]["gateway"]
     configs = gateway_configs(compose, set_up)
     expected = {f"{c.metrics.host}:{c.metrics.port}": name for name, c in configs.items()}
     assert targets == expected
@@ -284,6 +315,24 @@ def test_grafana_finds_the_provisioned_dashboards_and_prometheus(compose) -> Non
                for d in yaml.safe_load(f.read_text())["datasources"]]
     assert any(d["type"] == "prometheus" and d["url"] == f"http://127.0.0.1:{PROMETHEUS_PORT}"
                for d in sources), sources
+
+
+def test_docker_compose_1_29_accepts_the_file() -> None:
+    """docker-compose 1.29 (Debian's package, which CI installs) validates the file;
+    FPG_REQUIRE_COMPOSE (set by CI) makes its absence a failure, not a skip."""
+    program = shutil.which("docker-compose")
+    if program is None:
+        if "FPG_REQUIRE_COMPOSE" in os.environ:
+            pytest.fail("docker-compose is not on PATH and FPG_REQUIRE_COMPOSE is set "
+                        "(Debian: apt-get install --no-install-recommends docker-compose)")
+        pytest.skip("docker-compose is not on PATH; set FPG_REQUIRE_COMPOSE=1 to fail")
+    done = subprocess.run([program, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+                           "config", "--quiet"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The project name is not in the file (1.29 refuses a top-level `name:`): .env has it.
+    assert "name" not in yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert "COMPOSE_PROJECT_NAME=fpg-demo" in (ROOT / ".env").read_text().splitlines()
 
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
@@ -384,7 +433,10 @@ def test_dockerfile_copies_what_exists_and_reaches_the_build() -> None:
 def test_dockerfile_builds_a_non_root_gateway_image_with_a_health_check() -> None:
     instructions = dockerfile_instructions()
     words = [w for w, _ in instructions]
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # One Python release on one Debian release, not a moving tag.
+    word, base = instructions[0]
+    assert word == "FROM" and re.fullmatch(
+        r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
     run = " ".join(rest for w, rest in instructions if w == "RUN")
     assert "pip install -c /src/constraints.txt /src" in run  # the pinned versions
     users = [rest for w, rest in instructions if w == "USER"]
@@ -403,6 +455,26 @@ def test_dockerfile_builds_a_non_root_gateway_image_with_a_health_check() -> Non
     assert args.command == "run" and args.command in COMMANDS
     env = " ".join(rest for w, rest in instructions if w == "ENV")
     assert f"FPG_CONFIG={args.config}" in env
+
+
+def test_the_image_carries_the_example_config_the_generated_one_points_to() -> None:
+    copied = {rest.split()[-1]: rest.split()[-2] for w, rest in dockerfile_instructions()
+              if w == "COPY"}
+    example = "/usr/local/share/fpg/gateway.example.toml"
+    assert copied.get(example) == "config/gateway.example.toml"
+    assert example in _CONFIG_TEMPLATE
+
+
+def test_named_volume_mount_points_belong_to_the_gateway_user(compose) -> None:
+    """A named volume takes the owner of its mount point in the image: every one that a
+    service of our image mounts is made and given to the unprivileged user."""
+    run = " ".join(rest for w, rest in dockerfile_instructions() if w == "RUN")
+    made = re.search(r"mkdir ([^&]+)&& chown fpg:fpg ([^&]+)", run)
+    assert made is not None, run
+    owned = set(made.group(1).split()) & set(made.group(2).split())
+    for name, service in services(compose).items():
+        if uses_our_image(service):
+            assert set(named_mounts(service)) <= owned, name
 
 
 def test_the_health_check_script_asks_a_real_gateway(tmp_path) -> None:

@@ -8,7 +8,8 @@ Checked here:
 * the dashboard is well-formed Grafana JSON: unique panel ids, a query on every panel
   (row headings aside), one data source uid that is the provisioned one, a panel per
   response-time stage; its queries parse (promtool) and count a series' first events;
-* prometheus.yml scrapes exactly the three demo gateways and loads alerts.yml, and the
+* prometheus.yml finds its targets in config/targets/*.json (file-based discovery) and
+  loads alerts.yml; promtool discovers exactly the gateways the demo wrote there; the
   alert rules are the ones operators were promised, each unit-tested both ways;
 * ``promtool`` accepts the configuration and the rules, and the rule unit tests pass.
   Without promtool on PATH those tests are skipped, unless FPG_REQUIRE_PROMTOOL is set
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.cli.demo import COUNTRIES, setup_only
+from gateway.config import load_config
 from gateway.metrics import STAGES, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +46,6 @@ DATASOURCES_YML = CONFIG / "grafana" / "provisioning" / "datasources" / "prometh
 PROVIDERS_YML = CONFIG / "grafana" / "provisioning" / "dashboards" / "fpg.yml"
 
 #: The demo federation's metrics listeners (gateway demo, docker-compose.yml).
-DEMO_TARGETS = {"127.0.0.1:9464": "vn-mps", "127.0.0.1:9465": "kh-cnp",
-                "127.0.0.1:9466": "la-mps"}
 #: Series Prometheus adds to every scrape target itself.
 PROMETHEUS_OWN = frozenset({"up"})
 
@@ -456,18 +458,40 @@ def test_dashboard_covers_the_operator_metrics() -> None:
 # ---------------------------------------------------------------------------------------
 # Prometheus: scrape configuration and alert rules.
 
-def test_prometheus_scrapes_the_three_demo_gateways() -> None:
+def test_prometheus_finds_its_targets_in_files_beside_it() -> None:
     doc = _yaml(PROMETHEUS_YML)
     assert [CONFIG / f for f in doc["rule_files"]] == [ALERTS_YML]
-    labelled: dict[str, str] = {}
     for job in doc["scrape_configs"]:
         assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
         assert job.get("scheme", "http") == "http", job["job_name"]
-        for group in job["static_configs"]:
-            for target in group["targets"]:
-                assert target not in labelled, f"{target} scraped twice"
-                labelled[target] = group.get("labels", {}).get("gateway")
-    assert labelled == DEMO_TARGETS
+        assert "static_configs" not in job, "targets belong in config/targets/*.json"
+        files = [f for sd in job["file_sd_configs"] for f in sd["files"]]
+        assert files == ["targets/*.json"], job["job_name"]
+    assert (CONFIG / "targets").is_dir()
+
+
+def test_the_demo_writes_the_targets_prometheus_discovers(tmp_path: Path) -> None:
+    """What `gateway demo` writes (on free ports here) is what Prometheus itself
+    discovers with config/prometheus.yml: promtool runs the real file discovery."""
+    promtool = find_promtool()
+    shutil.copy(PROMETHEUS_YML, tmp_path / "prometheus.yml")
+    shutil.copy(ALERTS_YML, tmp_path / "alerts.yml")
+    targets = tmp_path / "targets" / "demo.json"
+    assert setup_only(tmp_path / "fed", True, targets) == 0
+    assert stat.S_IMODE(targets.stat().st_mode) == 0o644  # Prometheus runs as another user
+    expected = {}
+    for country in COUNTRIES:
+        config = load_config(tmp_path / "fed" / country.id / "gateway.toml")
+        expected[f"{config.metrics.host}:{config.metrics.port}"] = country.id
+    for job in _yaml(PROMETHEUS_YML)["scrape_configs"]:
+        done = subprocess.run([promtool, "check", "service-discovery", "--timeout=2s",
+                               str(tmp_path / "prometheus.yml"), job["job_name"]],
+                              cwd="/", capture_output=True, text=True, timeout=60,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        found = {t["labels"]["instance"]: t["labels"]["gateway"]
+                 for t in json.loads(done.stdout)}
+        assert found == expected
 
 
 def test_queries_name_the_scrape_job() -> None:

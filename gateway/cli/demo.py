@@ -36,6 +36,7 @@ import base64
 import contextlib
 import datetime
 import errno
+import json
 import os
 import shutil
 import signal
@@ -137,6 +138,9 @@ class Country:
     metrics_port: int
 
 
+#: Where the demo writes its Prometheus targets unless --prometheus-targets says.
+TARGETS_NAME = "prometheus-targets.json"
+
 COUNTRIES = (
     Country("vn-mps", "Viet Nam", 8441, 9464),
     Country("kh-cnp", "Cambodia", 8442, 9465),
@@ -148,8 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.setup_only:
         if args.dir is None:
             raise DemoError("--setup-only needs --dir DIR (where the gateways will run)")
-        return setup_only(args.dir, args.free_ports)
-    return asyncio.run(_main(args.dir, once=args.once, free_ports=args.free_ports))
+        return setup_only(args.dir, args.free_ports, args.prometheus_targets)
+    return asyncio.run(_main(args.dir, once=args.once, free_ports=args.free_ports,
+                             targets=args.prometheus_targets))
 
 
 # --- files: keys, configurations, desks --------------------------------------------------
@@ -192,6 +197,21 @@ class Node:
 
     def config(self) -> Config:
         return load_config(self.config_path)
+
+
+def write_prometheus_targets(path: Path, nodes: list[Node]) -> None:
+    """Prometheus's file-based service discovery: one target per gateway, labelled with
+    its id, on the ports these gateways really use (``--free-ports`` included). Prometheus
+    rereads the file when it changes, so config/prometheus.yml never names a port. The
+    file holds no secret (loopback ports and gateway ids) and is made readable by all:
+    in docker-compose.yml Prometheus reads it as another user."""
+    doc = [{"targets": [f"{HOST}:{node.metrics_port}"], "labels": {"gateway": node.id}}
+           for node in nodes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
 
 
 def _toml_string(value: str) -> str:
@@ -289,7 +309,7 @@ def _check_not_running(node: Node) -> None:
                     "stop it first or give another --dir")
 
 
-def prepare(root: Path, free_ports: bool, *,
+def prepare(root: Path, free_ports: bool, *, targets: Path | None = None,
             running_ok: bool = False) -> tuple[list[Node], bool]:
     """Keys (made or reused) and configurations of the three gateways in ``root``; the
     nodes and whether an earlier demo's keys were reused. Unless ``running_ok``, a gateway
@@ -326,6 +346,7 @@ def prepare(root: Path, free_ports: bool, *,
         others = [n for n in nodes if n is not node]
         node.config_path.write_text(_config_text(node, others), encoding="utf-8")
         node.config()  # what we wrote must be valid
+    write_prometheus_targets(targets or root / TARGETS_NAME, nodes)
     return nodes, reuse
 
 
@@ -356,10 +377,10 @@ async def _setup_desks(node: Node, officers: Iterable[tuple[str, str]],
         await store.close()
 
 
-def setup_only(root: Path, free_ports: bool) -> int:
+def setup_only(root: Path, free_ports: bool, targets: Path | None = None) -> int:
     # Gateways may run there already (docker compose up again): the configurations are
     # rewritten the same, and desks are added through the database as operators do.
-    nodes, reused = prepare(root, free_ports, running_ok=True)
+    nodes, reused = prepare(root, free_ports, targets=targets, running_ok=True)
 
     async def desks() -> None:
         for node in nodes:
@@ -372,6 +393,7 @@ def setup_only(root: Path, free_ports: bool) -> int:
         print(f"  {node.id:7} {node.country.name:9} {node.url}  metrics "
               f"{node.metrics_url}  fingerprint {node.key.fingerprint}")
         print(f"          gateway run --config {node.config_path}")
+    print(f"  Prometheus targets: {targets or root / TARGETS_NAME}")
     return 0
 
 
@@ -900,7 +922,8 @@ def _program() -> str:
     return f"{Path(sys.executable).name} -m gateway"
 
 
-def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool) -> list[str]:
+def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool,
+                  targets: Path) -> list[str]:
     gw = _program()
     vn = nodes[0]
     lines = []
@@ -919,8 +942,8 @@ def where_to_look(nodes: list[Node], flash_id: str, once: bool, temporary: bool)
     lines.append("")
     lines.append("  docker compose up --build   the same federation in containers, with Prometheus "
                  "(http://localhost:9090) and Grafana (http://localhost:3000)")
-    lines.append("  config/prometheus.yml scrapes 127.0.0.1:9464-9466, the metrics of this "
-                 "demo on its default ports")
+    lines.append(f"  {targets}: the gateways' metrics for Prometheus's file-based "
+                 "discovery (config/prometheus.yml reads config/targets/*.json)")
     if temporary:
         lines.append("  (the demo's directory is temporary and removed at exit; give --dir "
                      "DIR to keep configs, keys, databases and logs)")
@@ -995,7 +1018,8 @@ def introduce(t: Timeline, nodes: list[Node], root: Path, reused: bool) -> None:
            "timeline shows ids, desks, kinds, priorities, stages and times only.")
 
 
-async def _main(directory: Path | None, *, once: bool, free_ports: bool) -> int:
+async def _main(directory: Path | None, *, once: bool, free_ports: bool,
+                targets: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -1016,7 +1040,7 @@ async def _main(directory: Path | None, *, once: bool, free_ports: bool) -> int:
     t = Timeline(sys.stdout)
     nodes: list[Node] = []
     try:
-        nodes, reused = prepare(root, free_ports)
+        nodes, reused = prepare(root, free_ports, targets=targets)
         if not free_ports:
             for node in nodes:
                 _check_port_free(node.port, f"{node.id} gateway")
@@ -1042,7 +1066,8 @@ async def _main(directory: Path | None, *, once: bool, free_ports: bool) -> int:
                     raise DemoError(f"{node.id} stopped with status {status}; see "
                                     f"{node.log_path}")
         t.heading("Where to look")
-        t.text("\n".join(where_to_look(nodes, flash_id, once, temporary)))
+        t.text("\n".join(where_to_look(nodes, flash_id, once, temporary,
+                                       targets or root / TARGETS_NAME)))
         t.heading(f"Scenario complete in {t.now():.1f} s")
         succeeded = True
         if once:

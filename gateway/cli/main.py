@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup-only", action="store_true",
                    help="only write the three configurations, keys and desks into DIR "
                    "and exit (what docker-compose.yml runs first)")
+    p.add_argument("--prometheus-targets", type=Path, metavar="FILE",
+                   help="write the gateways' metrics targets for Prometheus's file-based "
+                   "service discovery to FILE (default: DIR/prometheus-targets.json; "
+                   "config/prometheus.yml reads config/targets/*.json)")
     return parser
 
 
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _CONFIG_TEMPLATE = """\
 # Focal-point gateway configuration for {gateway_id}, made by `gateway init`.
-# Every key is explained in config/gateway.example.toml.
+# Every key is explained in config/gateway.example.toml (in the Docker image:
+# /usr/local/share/fpg/gateway.example.toml).
 
 [gateway]
 id = "{gateway_id}"
