@@ -24,6 +24,8 @@ from yarl import URL
 from gateway import __version__
 from gateway.appkeys import (
     ANON_LIMITER,
+    CASE_DEADLINES,
+    CASES,
     CLOCK,
     CONFIG,
     CRYPTO_WORKER,
@@ -46,6 +48,8 @@ from gateway.appkeys import (
     STORE,
     WITNESS,
 )
+from gateway.cases.deadlines import CaseDeadlines
+from gateway.cases.views import Cases
 from gateway.channels import client, federation, membership, peer
 from gateway.channels.errors import error_middleware
 from gateway.channels.hosts import host_middleware
@@ -228,6 +232,7 @@ async def message_paths(app: web.Application) -> AsyncIterator[None]:
                       data_dir=config.database.parent,
                       reserve_bytes=config.store.disk_reserve_bytes),
     )
+    app[CASES] = Cases(store, app[CLOCK], identity.gateway_id)
     yield
 
 
@@ -242,6 +247,17 @@ async def service_levels(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     async with background("service_levels", levels.run):
+        yield
+
+
+async def case_deadlines(app: web.Application) -> AsyncIterator[None]:
+    """Reminders and escalations of requests' due days (gateway.cases.deadlines)."""
+    config, identity = app[CONFIG], app[IDENTITY]
+    deadlines = app[CASE_DEADLINES] = CaseDeadlines(
+        config.cases, config.case_reminders, app[STORE], app[DIRECTORY], app[METRICS],
+        app[CLOCK], identity.signing_key, identity.gateway_id)
+    deadlines.feed = app[NOTICES]
+    async with background("case_deadlines", deadlines.run):
         yield
 
 
@@ -299,7 +315,8 @@ async def retention(app: web.Application) -> AsyncIterator[None]:
 RESOURCES = (
     database, crypto_worker, ledger_and_checkpoints, stored_notices, desk_directory,
     live_updates,
-    stage_times, partner_sessions, message_paths, service_levels, partner_refreshes,
+    stage_times, partner_sessions, message_paths, service_levels, case_deadlines,
+    partner_refreshes,
     relay_senders, witnesses, retention,
 )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.cases.deadlines import CaseDeadlines
+from gateway.cases.views import Cases
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.crypto.worker import CryptoWorker
@@ -47,3 +49,5 @@ METRICS = web.AppKey("metrics", Metrics)
 WITNESS = web.AppKey("witness", Witness)
 STAGES = web.AppKey("stages", Stages)
 SERVICE_LEVELS = web.AppKey("service_levels", ServiceLevels)
+CASE_DEADLINES = web.AppKey("case_deadlines", CaseDeadlines)
+CASES = web.AppKey("cases", Cases)

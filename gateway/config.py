@@ -326,6 +326,26 @@ DEFAULT_SERVICE_LEVELS = (
 
 
 @dataclass(frozen=True)
+class CasesSection:
+    remind_days: float = _key(7.0, _range(0, 3650),
+                              doc="remind both desks of a request this many days before its "
+                              "due day ends; 0: no reminders")
+    check_seconds: float = _key(60.0, _range(0.01, 86_400),
+                                doc="how often due days are checked")
+
+
+@dataclass(frozen=True)
+class CaseReminderSection:
+    partner: str = _key(check=_name, doc="requests with this partner gateway")
+    remind_days: float = _key(check=_range(0, 3650),
+                              doc="days before the due day to remind, instead of [cases]'s")
+
+    @property
+    def id(self) -> str:
+        return self.partner
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _key("info", _one_of(*_LEVELS), doc="least severe level written")
     format: str = _key("auto", _one_of("auto", "json", "console"), doc="auto: JSON unless a tty")
@@ -344,6 +364,8 @@ class Config:
     log: LogSection
     federation: FederationSection = field(default_factory=FederationSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    cases: CasesSection = field(default_factory=CasesSection)
+    case_reminders: tuple[CaseReminderSection, ...] = ()
     service_levels: tuple[ServiceLevelSection, ...] = DEFAULT_SERVICE_LEVELS
     partners: tuple[PartnerSection, ...] = ()
     trust_anchors: tuple[TrustAnchorSection, ...] = ()
@@ -374,6 +396,7 @@ _SECTIONS: dict[str, tuple[type[Any], bool]] = {
     "log": (LogSection, False),
     "federation": (FederationSection, False),
     "metrics": (MetricsSection, False),
+    "cases": (CasesSection, False),
 }
 
 T = TypeVar("T")
@@ -476,13 +499,16 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         levels = _service_levels(doc["service_levels"], path)
     config = Config(path=path, **sections, partners=_partners(doc.get("partners", []), path),
                     trust_anchors=_trust_anchors(doc.get("trust_anchors", []), path),
+                    case_reminders=_tables(CaseReminderSection, "case_reminders",
+                                           doc.get("case_reminders", []), path),
                     service_levels=levels)
     _cross_checks(config)
     return config
 
 
-_LISTS = ("partners", "trust_anchors", "service_levels")
-_Listed = TypeVar("_Listed", PartnerSection, TrustAnchorSection, ServiceLevelSection)
+_LISTS = ("partners", "trust_anchors", "service_levels", "case_reminders")
+_Listed = TypeVar("_Listed", PartnerSection, TrustAnchorSection, ServiceLevelSection,
+                   CaseReminderSection)
 
 
 def _tables(cls: type[_Listed], name: str, tables: Any,
@@ -542,6 +568,7 @@ def _cross_checks(config: Config) -> None:
     for i, partner in enumerate(config.partners):
         if partner.id == config.gateway.id:
             raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is this gateway")
+
     metrics = config.metrics
     if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
         raise ConfigError(

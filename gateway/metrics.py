@@ -80,6 +80,17 @@ class Metrics:
         self.uncovered = Gauge(
             "fpg_ledger_unchecked_entries", "Ledger entries not yet covered by a signed "
             "checkpoint", registry=r)
+        self.cases = Gauge(
+            "fpg_cases", "Requests (case threads) by partner (local: both desks here) and "
+            "the state their last status moved them to (submitted: none yet)",
+            ["partner", "state"], registry=r)
+        self.cases_overdue = Gauge(
+            "fpg_cases_overdue", "Open requests past their due day, by partner",
+            ["partner"], registry=r)
+        self.case_deadlines = Counter(
+            "fpg_case_deadline_notices", "Reminders (the due day nears) and escalations "
+            "(it passed) told about requests, by partner and kind", ["partner", "what"],
+            registry=r)
         self.witness_alarms = Counter(
             "fpg_witness_alarms", "Partner ledger checkpoints refused as inconsistent with "
             "the last one seen (shrank, forked, bad signature)", ["partner", "reason"],

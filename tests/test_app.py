@@ -103,7 +103,7 @@ async def test_clean_stop_leaves_a_checkpoint(tmp_path, aiohttp_client) -> None:
 RESOURCE_ORDER = [
     "database", "crypto_worker", "ledger_and_checkpoints", "stored_notices", "desk_directory",
     "live_updates", "stage_times", "partner_sessions", "message_paths", "service_levels",
-    "partner_refreshes", "relay_senders", "witnesses", "retention",
+    "case_deadlines", "partner_refreshes", "relay_senders", "witnesses", "retention",
 ]
 # The tasks each resource runs (the store's two are named after its file).
 RESOURCE_TASKS = {
@@ -111,6 +111,7 @@ RESOURCE_TASKS = {
     "ledger_and_checkpoints": {"checkpoints"}, "stored_notices": {"notices"},
     "desk_directory": {"directory"},
     "stage_times": {"stages"}, "service_levels": {"service_levels"},
+    "case_deadlines": {"case_deadlines"},
     "partner_refreshes": {"refresh:kh-cnp"}, "relay_senders": {"relay:kh-cnp"},
     "witnesses": {"witness:kh-cnp"}, "retention": {"retention"},
 }

@@ -503,6 +503,36 @@ def test_case_notification_with_every_field_and_attachments(
     assert "not a date" in one_line_error(bad, status=2)
 
 
+def test_a_request_moves_with_handling_shown_first_and_cases_list_it(
+        officers: dict[str, Path]) -> None:
+    a, b = officers["a"], officers["b"]
+    mid = sent_id(a, "case", "border-liaison", "--handling", "H2", "--case-ref", "VN-9",
+                  "--legal-basis", "reciprocity", "--offence", "o", "--action", "hear",
+                  "--deadline", "2099-12-31", "--text", "t")
+    page = client_json(b, "inbox", "border-liaison")["messages"]
+    assert [(m["handling"], m["due"]) for m in page if m["id"] == mid] == [("H2",
+                                                                          "2099-12-31")]
+    shown = ok(client(b, "read", mid)).splitlines()
+    assert shown[0].startswith("HANDLING:  H2: no onward dissemination without")
+    listed = ok(client(a, "cases"))
+    assert mid in listed and "submitted" in listed and "day(s) left (due 2099-12-31)" in listed
+    # The requester cannot make the executing desk's move: refused before sealing.
+    wrong = client(a, "move", mid, "received")
+    assert "only the executing desk border-liaison@" in one_line_error(wrong)
+    moved = client_json(b, "move", mid, "returned_incomplete", "--missing", "a translation")
+    assert moved["status"] == "accepted"
+    assert "cannot become executed (allowed: resubmitted, withdrawn)" in one_line_error(
+        client(b, "move", mid, "executed"))
+    state = client_json(a, "cases", "--state", "returned_incomplete")["cases"]
+    assert [c["id"] for c in state] == [mid]
+    opened = client_json(a, "read", moved["id"])
+    assert (opened["state"], opened["handling"]) == ("returned_incomplete", "H2")
+    assert opened["payload"]["missing"] == ["a translation"]
+    assert "says what is missing" in one_line_error(
+        client(b, "move", mid, "returned_incomplete"), status=1)
+    assert client_json(a, "cases", "--overdue") == {"cases": []}
+
+
 # --- live events -----------------------------------------------------------------------
 
 

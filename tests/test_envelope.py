@@ -141,6 +141,30 @@ def test_header_decode_refuses_garbage(raw: bytes) -> None:
         EnvelopeHeader.decode(raw)
 
 
+def test_optional_fields_and_their_rules() -> None:
+    plain = header()
+    assert b"handling" not in plain.encode() and plain.extensions == frozenset()
+    case = header(kind="case", due="2027-03-01", handling="H2")
+    assert case.extensions == {"due", "handling"}
+    assert EnvelopeHeader.decode(case.encode()) == case
+    status = header(kind="status", thread="a" * 32, in_reply_to="a" * 32,
+                    state="resubmitted", due="2027-04-01")
+    assert EnvelopeHeader.decode(status.encode()) == status
+    note = header(kind="status", thread="a" * 32, in_reply_to="a" * 32)  # no state: a note
+    assert note.state is None
+    with pytest.raises(MalformedError, match="only a status"):
+        header(kind="reply", thread="a" * 32, in_reply_to="a" * 32, state="received")
+    with pytest.raises(MalformedError, match="due is set by a case"):
+        header(kind="status", thread="a" * 32, in_reply_to="a" * 32, state="received",
+               due="2027-04-01")
+    with pytest.raises(MalformedError, match="calendar date"):
+        header(kind="case", due="2027-02-29")
+    with pytest.raises(MalformedError, match="handling"):
+        header(handling="h1")
+    with pytest.raises(MalformedError, match="state must be"):
+        header(kind="status", thread="a" * 32, in_reply_to="a" * 32, state="done")
+
+
 def test_duplicate_and_unknown_header_fields_are_refused() -> None:
     good = header().encode()
     with pytest.raises(MalformedError, match="duplicate"):
@@ -185,7 +209,13 @@ def headers(draw: st.DrawFn) -> EnvelopeHeader:
     reply_to = draw(st.one_of(st.none(), _hex32))
     kind = draw(st.sampled_from(["reply", "status"] if reply_to else ["hotline", "case"]))
     created = draw(st.integers(min_value=0, max_value=2**52))
+    state = draw(st.one_of(st.none(), st.sampled_from(envelope.CASE_STATES))) \
+        if kind == "status" else None
+    due = draw(st.one_of(st.none(), st.dates().map(lambda d: d.isoformat()))) \
+        if kind == "case" or state == "resubmitted" else None
     return EnvelopeHeader(
+        handling=draw(st.one_of(st.none(), st.sampled_from(envelope.HANDLING_CODES))),
+        state=state, due=due,
         id=mid, kind=kind, priority=draw(st.sampled_from(["flash", "immediate", "priority",
                                                           "routine"])),
         sender=f"{draw(_name)}@{draw(_name)}", recipient=f"{draw(_name)}@{draw(_name)}",
@@ -214,6 +244,13 @@ def test_canonical_fast_path_agrees_with_the_json_parser(h: EnvelopeHeader) -> N
         lambda d: d.update(kind="reply"),
         lambda d: d.update(recipients=["0123456789abcdef"] * 2),
         lambda d: d.update(created=2**53 + 1, expires=2**53 + 2),
+        lambda d: d.update(handling="H4"),
+        lambda d: d.update(handling=None),
+        lambda d: d.update(state="received"),  # on a hotline
+        lambda d: d.update(due="2027-02-30"),  # on a hotline, and no such day
+        lambda d: d.update(kind="case", due="2027-02-30"),
+        lambda d: d.update(kind="case", due="27-02-01"),
+        lambda d: d.update(kind="status", state="received"),  # a status answers something
     ],
 )
 def test_both_paths_refuse_rule_violations(mutate) -> None:

@@ -323,13 +323,14 @@ class World:
     def seal(self, sender: Officer, readers: list[Officer], *, frm: str = "trafficking",
              to: str = "border-liaison", kind: str = "hotline", mid: str | None = None,
              thread: str | None = None, in_reply_to: str | None = None,
-             created: int | None = None, lifetime: int = 3_600_000) -> bytes:
+             created: int | None = None, lifetime: int = 3_600_000,
+             state: str | None = None, due: str | None = None) -> bytes:
         mid = mid or new_message_id()
         created = self.now() if created is None else created
         header = EnvelopeHeader(
             id=mid, kind=kind, priority="flash", sender=address(frm), recipient=address(to),
             created=created, expires=created + lifetime, thread=thread or mid,
-            in_reply_to=in_reply_to,
+            in_reply_to=in_reply_to, state=state, due=due,
         )
         return seal_envelope(header, b'{"type":"hotline","text":"test"}', sender.signing,
                              [r.encryption.public for r in readers])
@@ -717,10 +718,37 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("GET", share, path={"id": mid}, token=b1, expect=404, code="no_share")
     await w.call("GET", share, path={"id": mid}, token=c, expect=404, code="unknown_message")
 
+    # Requests: a case opens one; a status moves it, by the right desk, one step at a time.
+    case_id = (await w.send(a, w.seal(a, [b1, b2], kind="case", due="2030-01-31"),
+                            expect=201)).doc["id"]
+    await w.send(a, w.seal(a, [b1, b2], kind="status", thread=case_id, in_reply_to=case_id,
+                           state="received"), expect=403, code="not_your_move")
+    await w.send(a, w.seal(a, [b1, b2], kind="status", thread=case_id, in_reply_to=case_id,
+                           state="resubmitted"), expect=409, code="invalid_move")
+    await w.send(a, w.seal(a, [b1, b2], kind="status", thread=mid, in_reply_to=mid,
+                           state="withdrawn"), expect=409, code="not_a_case")
+    listed = (await w.call("GET", "/v1/cases", token=a, expect=200)).doc["cases"]
+    assert [(x["id"], x["state"], x["due"], x["role"]) for x in listed] == [
+        (case_id, "submitted", "2030-01-31", "requester")]
+    assert (await w.call("GET", "/v1/cases", token=b1, query=[("overdue", "1")],
+                         expect=200)).doc == {"cases": []}
+    await w.call("GET", "/v1/cases", token=a, query=[("state", "done")], expect=400,
+                 code="bad_parameter")
+    await w.call("GET", "/v1/cases", token=a, query=[("overdue", "yes")], expect=400,
+                 code="bad_parameter")
+    await w.call("GET", "/v1/cases", expect=401, code="no_session")
+    one = (await w.call("GET", "/v1/cases/{id}", path={"id": case_id}, token=b2,
+                        expect=200)).doc
+    assert (one["role"], one["executor"]) == ("executor", address("border-liaison"))
+    await w.call("GET", "/v1/cases/{id}", path={"id": case_id}, token=c, expect=404,
+                 code="unknown_case")
+    await w.call("GET", "/v1/cases/{id}", path={"id": mid}, token=a, expect=404,
+                 code="unknown_case")
+
     # Inbox.
     page = (await w.call("GET", "/v1/desks/{desk}/inbox", path={"desk": "border-liaison@vn-mps"},
                          token=b1, expect=200)).doc
-    assert [m["id"] for m in page["messages"]] == [mid] and page["next"] is None
+    assert [m["id"] for m in page["messages"]] == [mid, case_id] and page["next"] is None
     page = (await w.call("GET", "/v1/desks/{desk}/inbox", path={"desk": "border-liaison@vn-mps"},
                          query=[("after", "0"), ("limit", "1")], token=b2, expect=200)).doc
     assert page["next"] == page["messages"][0]["cursor"]

@@ -215,10 +215,13 @@ async def test_a_version_8_database_loses_the_unused_thread_index_and_keeps_its_
         db.execute("CREATE INDEX messages_by_thread ON messages (thread)")
         for table in ("admissions", "desk_notices", "history_shares",  # of version 10
                       "partner_proofs",  # of version 11
-                      "notice_reads"):  # of version 12
+                      "notice_reads",  # of version 12
+                      "cases"):  # of version 13
             db.execute(f"DROP TABLE {table}")
         db.execute("DELETE FROM meta WHERE key = 'notices_unread_after'")
         db.execute("ALTER TABLE partner_directories DROP COLUMN descriptor")
+        for column in ("handling", "case_state", "due"):  # of version 13
+            db.execute(f"ALTER TABLE messages DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version WHERE version >= 9")
     store = await SqliteStore.open(db_path(tmp_path))
     try:

@@ -15,6 +15,7 @@ from gateway.crypto.note import NoteVerifier
 from gateway.ledger.events import decode_entry
 from gateway.protocol.checkpoint import open_checkpoint
 from gateway.protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.protocol.notices import open_case_deadline_notice
 from gateway.protocol.officers import open_binding
 from gateway.service_levels.levels import open_breach_notice
 from tests.helpers import members_of
@@ -36,8 +37,11 @@ def _code_blocks(section: str) -> list[str]:
 
 def test_documented_envelopes_verify_and_open() -> None:
     sections = block().split("### Vector ")[1:]
-    assert len(sections) == len(vectors.VECTORS) + 5
-    for section, vector in zip(sections, vectors.VECTORS, strict=False):
+    assert len(sections) == len(vectors.VECTORS) + len(vectors.CASE_VECTORS) + 6
+    first_case = len(vectors.VECTORS) + 5
+    envelopes = [*zip(sections, vectors.VECTORS, strict=False),
+                 *zip(sections[first_case:], vectors.CASE_VECTORS, strict=False)]
+    for section, vector in envelopes:
         payload_text, header_text, hex_text = _code_blocks(section)
         data = bytes.fromhex("".join(hex_text.split()))
         # Keys are derived from the labels as the document says, not taken from our objects.
@@ -187,6 +191,27 @@ def test_documented_rotation_statement_verifies() -> None:
     assert [k.key for k in history.keys] == [old, new]
     assert history.keys[0].retired == ROTATION_TIME
     assert history.since_trusted({old.fingerprint})[-1].key == new
+
+
+def test_documented_request_and_move_carry_the_optional_fields() -> None:
+    sections = block().split("### Vector ")[1:]
+    first_case = len(vectors.VECTORS) + 5
+    request, move = (json.loads(_code_blocks(section)[1])
+                     for section in sections[first_case:first_case + 2])
+    assert (request["kind"], request["due"], request["handling"]) == ("case", "2026-03-31",
+                                                                      "H2")
+    assert (move["kind"], move["state"], move["in_reply_to"]) == (
+        "status", "returned_incomplete", request["id"])
+    assert "state" not in request and "due" not in move
+
+
+def test_documented_case_deadline_notice_verifies() -> None:
+    section = block().split("### Vector ")[-1]
+    (note_text,) = _code_blocks(section)
+    key = GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL))
+    notice = open_case_deadline_notice((note_text + "\n").encode(), "vn-mps", key.public)
+    assert (notice.case, notice.what, notice.told, notice.due) == (
+        vectors.REQUEST_ID, "overdue", "supervisors@vn-mps", "2026-03-31")
 
 
 def test_documented_breach_notice_verifies() -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.appkeys import (
     ANON_LIMITER,
+    CASES,
     CLOCK,
     CONFIG,
     DELIVERY,
@@ -36,6 +37,7 @@ from gateway.appkeys import (
     SIGNIN_LIMITS,
     STORE,
 )
+from gateway.cases.views import MAX_LISTED as MAX_CASES
 from gateway.channels.addresses import client_address, limit_key
 from gateway.errors import (
     ERRORS,
@@ -282,6 +284,33 @@ async def get_inbox(request: web.Request) -> web.Response:
     })
 
 
+_FLAG = {"0": False, "1": True, "false": False, "true": True}
+
+
+def _flag_query(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "0")
+    if value not in _FLAG:
+        raise ClientError(f"{name} must be 0 or 1", code="bad_parameter")
+    return _FLAG[value]
+
+
+async def get_cases(request: web.Request) -> web.Response:
+    """Requests the officer's desks made or must execute, soonest due first."""
+    officer = await signed_in(request)
+    q = request.query
+    cases = await request.app[CASES].list(
+        officer, state=q.get("state"), partner=q.get("partner"),
+        overdue=_flag_query(request, "overdue"), include_closed=_flag_query(request, "closed"),
+        limit=_int_query(request, "limit", MAX_CASES, MAX_CASES) or MAX_CASES)
+    return web.json_response({"cases": cases})
+
+
+async def get_case(request: web.Request) -> web.Response:
+    """One request: where it stands and its due day."""
+    officer = await signed_in(request)
+    return web.json_response(await request.app[CASES].one(officer, request.match_info["id"]))
+
+
 async def get_message(request: web.Request) -> web.Response:
     officer = await signed_in(request)
     message = await request.app[DELIVERY].fetch(officer, request.match_info["id"])
@@ -409,4 +438,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/messages/{id}/status", get_status)
     r.add_post("/v1/messages/{id}/read", post_read)
     r.add_get("/v1/desks/{desk}/inbox", get_inbox)
+    r.add_get("/v1/cases", get_cases)
+    r.add_get("/v1/cases/{id}", get_case)
     r.add_get("/v1/stream", get_stream, allow_head=False)

@@ -14,6 +14,7 @@ import re
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, IDENTITY, LEDGER, PARTNERS, STORE
+from gateway.crypto.envelope import OPTIONAL_FIELDS
 from gateway.errors import ClientError, LedgerError, NotFoundError, UnavailableError
 from gateway.protocol.descriptor import (
     DEFAULT_VALIDITY_MS,
@@ -51,6 +52,7 @@ async def get_descriptor(request: web.Request) -> web.Response:
         key_history=identity.history,
         limits=Limits(envelope_bytes=config.server.max_body_bytes,
                       batch_bytes=config.federation.batch_bytes),
+        header_fields=frozenset(OPTIONAL_FIELDS),
     )
     body = sign_descriptor(descriptor, identity.signing_key)
     return web.Response(body=body, headers={"Content-Type": DESCRIPTOR_MEDIA_TYPE})

@@ -49,6 +49,7 @@ from gateway.errors import (
 )
 from gateway.protocol import jsontext
 from gateway.protocol.admission import admission_text, safety_code, safety_codes_equal
+from gateway.protocol.cases import MoveRefused, check_move
 from gateway.protocol.descriptor import (
     DESCRIPTOR_PATH,
     peek_descriptor,
@@ -64,7 +65,7 @@ from gateway.protocol.membership import (
     open_log,
     open_membership,
 )
-from gateway.protocol.notices import open_breach_notice, open_notice
+from gateway.protocol.notices import open_breach_notice, open_case_deadline_notice, open_notice
 from gateway.protocol.officers import (
     DirectoryEntry,
     FormerOfficer,
@@ -451,7 +452,10 @@ class GatewayClient:
         if not isinstance(note, str):
             return None
         raw = base64.b64decode(note, validate=True)
-        opener = open_breach_notice if notice.get("event") == "escalation" else open_notice
+        event = notice.get("event")
+        opener: Any = (open_breach_notice if event == "escalation" else
+                       open_case_deadline_notice if event in ("case_due", "case_overdue")
+                       else open_notice)
         home = self.creds.gateway_id
         keys = [k.key for k in await self.gateway_keys(home)] or [self.creds.gateway_key]
         for key in keys[:-1]:
@@ -491,16 +495,22 @@ class GatewayClient:
     async def send(self, kind: str, to: str, doc: dict[str, Any], *, priority: str = "routine",
                    frm: str | None = None, in_reply_to: str | None = None,
                    thread: str | None = None, lifetime_ms: int = DEFAULT_LIFETIME_MS,
-                   message_id: str | None = None) -> dict[str, Any]:
-        """Seal ``doc`` for every current officer of desk ``to`` and send it."""
+                   message_id: str | None = None, handling: str | None = None,
+                   due: str | None = None) -> dict[str, Any]:
+        """Seal ``doc`` for every current officer of desk ``to`` and send it. The signed
+        header carries ``handling`` if given, a case's due day (its payload's deadline)
+        and a status's state and new due day (docs/PROTOCOL.md 3.2)."""
         to = self.address(to)
         body = payload.encode(doc, kind)
         mid = message_id or new_message_id()
         now = self.clock.now_ms()
+        if kind == "case":
+            due = doc["deadline"]
         header = EnvelopeHeader(
             id=mid, kind=kind, priority=priority, sender=self._from_desk(frm), recipient=to,
             created=now, expires=now + lifetime_ms, thread=thread or mid,
-            in_reply_to=in_reply_to,
+            in_reply_to=in_reply_to, handling=handling,
+            state=doc.get("state") if kind == "status" else None, due=due,
         )
         for refresh in (False, True):
             desk = await self._desk(to, refresh)
@@ -518,12 +528,56 @@ class GatewayClient:
         raise AssertionError("unreachable")
 
     async def reply(self, original: OpenedMessage, doc: dict[str, Any], *,
-                    priority: str | None = None) -> dict[str, Any]:
+                    priority: str | None = None, handling: str | None = None
+                    ) -> dict[str, Any]:
+        """Answer ``original`` in its thread; the handling code stays the original's
+        unless another is given."""
         h = original.header
         frm = h.recipient if h.recipient in self.creds.desks else h.sender
         to = h.sender if frm == h.recipient else h.recipient
         return await self.send("reply", to, doc, priority=priority or h.priority, frm=frm,
-                               in_reply_to=h.id, thread=h.thread)
+                               in_reply_to=h.id, thread=h.thread,
+                               handling=handling or h.handling)
+
+    # --- requests (case threads) ---------------------------------------------------------
+
+    async def cases(self, *, state: str | None = None, partner: str | None = None,
+                    overdue: bool = False, closed: bool = False) -> list[dict[str, Any]]:
+        """Requests of this officer's desks as the gateway records them, soonest due
+        first (what the signed headers said: state, due day, desks)."""
+        query = [f"overdue={int(overdue)}", f"closed={int(closed)}"]
+        if state is not None:
+            query.append(f"state={state}")
+        if partner is not None:
+            query.append(f"partner={partner}")
+        result: dict[str, Any] = await self.get_json(f"/v1/cases?{'&'.join(query)}")
+        cases: list[dict[str, Any]] = result["cases"]
+        return cases
+
+    async def case(self, case_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get_json(f"/v1/cases/{case_id}")
+        return result
+
+    async def move(self, case_id: str, state: str, doc: dict[str, Any], *,
+                   due: str | None = None, priority: str | None = None) -> dict[str, Any]:
+        """Move request ``case_id`` to ``state`` with a signed status message to the other
+        desk; refused here, before anything is sealed, if the lifecycle does not allow it
+        (gateway.protocol.cases); the gateways check it again."""
+        case = await self.case(case_id)
+        mine = set(self.creds.desks)
+        mover = case["requester"] if case["requester"] in mine else case["executor"]
+        to = case["executor"] if mover == case["requester"] else case["requester"]
+        try:
+            check_move(case["state"], state, mover, case["requester"], case["executor"])
+        except MoveRefused as refused:
+            raise ClientError(str(refused), code=refused.code) from None
+        # Its handling code and priority carry on: from the case message's signed header
+        # (verified; the requester cannot open what it sealed for the other desk).
+        h = (await self._verified(case_id))[0].header
+        return await self.send("status", to, {**doc, "type": "status", "state": state},
+                               priority=priority or h.priority, frm=mover,
+                               in_reply_to=case.get("last_move") or case_id,
+                               thread=case_id, handling=h.handling, due=due)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -541,7 +595,9 @@ class GatewayClient:
             share = await self._my_share(envelope)  # sealed before this officer joined
         plain = open_envelope(envelope, self.creds.encryption,
                               share.wrap if share is not None else None)
-        return OpenedMessage(envelope, payload.decode(plain, envelope.header.kind),
+        doc = payload.decode(plain, envelope.header.kind)
+        payload.check_header(doc, envelope.header)
+        return OpenedMessage(envelope, doc,
                              signer.officer, signer.former,
                              share.by if share is not None else None)
 

@@ -69,7 +69,7 @@ from gateway.client.profile import (
 )
 from gateway.client.trust import TRUST_FILE, TrustMemory
 from gateway.cliutil import EXIT_FAILURE, EXIT_OK, get_passphrase, run_command
-from gateway.crypto.envelope import PRIORITIES
+from gateway.crypto.envelope import CASE_STATES, HANDLING_CODES, PRIORITIES
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import (
     ROLE_OFFICER_ENCRYPTION,
@@ -83,8 +83,9 @@ from gateway.crypto.keys import (
 from gateway.errors import ERRORS, ClientError, ConfigError, CryptoError, GatewayError, KeyFileError
 from gateway.logs import configure_logging
 from gateway.protocol.admission import safety_code
+from gateway.protocol.cases import STATES
 from gateway.protocol.history import DEFAULT_HISTORY_DAYS
-from gateway.protocol.names import NAME
+from gateway.protocol.names import NAME, is_name
 from gateway.protocol.notices import open_notice
 from gateway.protocol.officers import code_hash, open_binding
 
@@ -189,6 +190,22 @@ def _date(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
     return text
+
+
+def _gateway(text: str) -> str:
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a gateway id (like la-mps)")
+    return text
+
+
+#: What each handling code lets the recipient do (SIENA-like; docs/PROTOCOL.md 3.2).
+HANDLING_WORDS = {
+    "H0": "no restriction among law enforcement",
+    "H1": "not for use as evidence without the originator's permission",
+    "H2": "no onward dissemination without the originator's permission",
+    "H3": "other restrictions: read them in the message",
+}
+HANDLING_HELP = "; ".join(f"{code} {words}" for code, words in HANDLING_WORDS.items())
 
 
 def _count(text: str) -> int:
@@ -298,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: routine")
         k.add_argument("--from", dest="frm", type=_desk, metavar="DESK",
                        help="the desk you send from (needed if you are on several)")
+        k.add_argument("--handling", choices=HANDLING_CODES, default="H0",
+                       help="what the recipient may do with it: " + HANDLING_HELP
+                       + " (default H0)")
         _add_text(k)
         if kind == "case":
             k.add_argument("--case-ref", required=True, metavar="REF")
@@ -333,6 +353,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
     p.add_argument("--priority", choices=PRIORITIES,
                    help="default: the priority of the message answered")
+    p.add_argument("--handling", choices=HANDLING_CODES,
+                   help="default: the handling code of the message answered")
+    _add_text(p)
+
+    p = command("cases", "requests your desks made or must execute: state, partner and "
+                "days to the due day, soonest due first")
+    p.add_argument("--overdue", action="store_true", help="only those past their due day")
+    p.add_argument("--state", choices=STATES, help="only those in this state")
+    p.add_argument("--partner", type=_gateway, metavar="GATEWAY",
+                   help="only those with this partner gateway")
+    p.add_argument("--closed", action="store_true",
+                   help="also executed, partly executed, refused and withdrawn ones")
+
+    p = command("move", "move a request to its next state with a signed status message "
+                "to the other desk (" + ", ".join(CASE_STATES) + ")")
+    p.add_argument("case_id", type=_message_id, metavar="CASE_ID",
+                   help="the request's id (its case message)")
+    p.add_argument("state", choices=CASE_STATES, metavar="STATE")
+    p.add_argument("--missing", action="append", metavar="ITEM",
+                   help="what is missing (returned_incomplete; repeat for several)")
+    p.add_argument("--grounds", metavar="TEXT", help="the grounds (refused)")
+    p.add_argument("--due", type=_date, metavar="YYYY-MM-DD",
+                   help="a new due day (resubmitted)")
     _add_text(p)
 
     p = command("status", "who read and answered a message, and its ledger events")
@@ -752,7 +795,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         to = desk_address(args.to, profile)
         if not opt(args, "json"):  # who will be able to read it, before it is sealed
             show_recipients(to, await client.recipients(to))
-        result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm)
+        result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm,
+                                   handling=args.handling)
         print_sent(args, result, f"{args.priority} {args.kind} to {to}")
         return EXIT_OK
 
@@ -770,10 +814,61 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
     async def work(client: GatewayClient, profile: Profile) -> int:
         original = await client.open(args.message_id)
-        result = await client.reply(original, doc, priority=args.priority)
+        result = await client.reply(original, doc, priority=args.priority,
+                                    handling=args.handling)
         h = original.header
         to = h.sender if h.recipient in profile.desks else h.recipient
         print_sent(args, result, f"reply to {h.id} for {to}, thread {h.thread}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    doc: dict[str, Any] = {"type": "status", "state": args.state}
+    text = message_text(args) if (args.text is not None or args.file is not None) else ""
+    if text:
+        doc["text"] = text
+    if args.missing:
+        doc["missing"] = list(args.missing)
+    if args.grounds is not None:
+        doc["grounds"] = args.grounds
+    if args.attach:
+        doc["attachments"] = attachments(args.attach)
+    if args.due is not None and args.state != "resubmitted":
+        raise ClientError("--due goes with resubmitted (a new due day)", code="bad_usage")
+    payload.validate(doc, "status")  # before anything is unlocked or sent
+
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        result = await client.move(args.case_id, args.state, doc, due=args.due)
+        print_sent(args, result, f"request {args.case_id} moved to {args.state}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        cases = await client.cases(state=args.state, partner=args.partner,
+                                   overdue=args.overdue, closed=args.closed)
+        if opt(args, "json"):
+            emit_json({"cases": cases})
+            return EXIT_OK
+        if not cases:
+            say("no requests" + (" past their due day" if args.overdue else "")
+                + (f" in state {args.state}" if args.state else "")
+                + (f" with {args.partner}" if args.partner else ""))
+            return EXIT_OK
+        for c in cases:
+            if c["due"] is None:
+                due = "no due day"
+            elif c["overdue"]:
+                due = f"OVERDUE {-c['days_left']} day(s) (due {c['due']})"
+            else:
+                due = f"{c['days_left']} day(s) left (due {c['due']})"
+            other = c["executor"] if c["role"] == "requester" else c["requester"]
+            say(f"{c['id']}  {c['state']:<19}  {due:<36}  {c['role']:<9}  with {other}"
+                f"  since {fmt_time(c['state_at'])}")
         return EXIT_OK
 
     return online(args, work)
@@ -813,13 +908,21 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             state = "new" if m.get("first_read") is None else "read"
             if m.get("first_reply") is not None:
                 state += ", replied"
+            extra = "".join(f"  {label}{m[key]}" for key, label in (
+                ("handling", ""), ("state", "-> "), ("due", "due ")) if m.get(key))
             say(f"{m['cursor']:>6}  {m['id']}  {fmt_time(m.get('delivered'))}  "
-                f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]")
+                f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]{extra}")
         more = "more waiting: " if page.get("next") is not None else ""
         say(f"next cursor: {last}  ({more}gateway-client inbox {args.desk} --after {last})")
         return EXIT_OK
 
     return online(args, work)
+
+
+def case_deadline_words(what: str, desk: str, told: str) -> str:
+    if what == "reminder":
+        return f"DUE SOON ({desk})"
+    return f"OVERDUE ({desk})" if desk == told else f"OVERDUE, ESCALATED ({desk} is late)"
 
 
 async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
@@ -840,6 +943,10 @@ async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
         return (f"{when}  ESCALATED: {signed.priority} {signed.kind} {signed.message_id} "
                 f"not {_STAGE_WORDS.get(signed.stage, '?')} by {signed.desk} by "
                 f"{fmt_time(signed.due_ms)} (signed by {signed.gateway})")
+    if event in ("case_due", "case_overdue") and signed is not None:
+        return (f"{when}  {case_deadline_words(signed.what, signed.desk, signed.told)}: "
+                f"request {signed.case} ({signed.requester} -> {signed.executor}), "
+                f"{signed.state}, due {signed.due} (signed by {signed.gateway})")
     if event in ("expired", "rejected") and signed is not None:
         why = (f"expired at {fmt_time(signed.expires_ms)} before {signed.partner} took it"
                if signed.reason == "expired" else f"{signed.partner} refused it "
@@ -935,7 +1042,8 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         "sender_officer": message.sender_officer, "created": h.created, "expires": h.expires,
         "thread": h.thread, "in_reply_to": h.in_reply_to, "digest": message.envelope.digest,
         "payload": doc, "attachments": listed, "signer_ended": signer_ended(message),
-        "shared_by": message.shared_by,
+        "shared_by": message.shared_by, "handling": h.handling, "state": h.state,
+        "due": h.due,
     }
 
 
@@ -969,6 +1077,10 @@ def cmd_read(args: argparse.Namespace) -> int:
             emit_json(info)
             return EXIT_OK
         body = info["payload"]
+        # The handling code first: what the officer may do with what follows.
+        code = info["handling"]
+        say(f"HANDLING:  {code}: {HANDLING_WORDS[code]}" if code else
+            "HANDLING:  not stated by the sender (ask before passing it on)")
         say(f"message:   {info['id']}  ({info['priority']} {info['kind']})")
         ended = info["signer_ended"]
         since = f"; {ended['how']} since {fmt_time(ended['at'])}" if ended else ""
@@ -984,6 +1096,14 @@ def cmd_read(args: argparse.Namespace) -> int:
         if info["in_reply_to"]:
             say(f"replying:  {info['in_reply_to']}")
         say(f"thread:    {info['thread']}")
+        if info["state"]:
+            say(f"request:   moved to {info['state']}")
+            for item in body.get("missing") or []:
+                say(f"  missing: {item}")
+            if body.get("grounds"):
+                say(f"  grounds: {body['grounds']}")
+        if info["due"]:
+            say(f"due:       {info['due']}")
         if info["kind"] == "case":
             say(f"case ref:  {body['case_ref']}")
             say(f"legal basis: {body['legal_basis']}")
@@ -1089,6 +1209,9 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
         return (f"{now}  LATE     {desk}  {data.get('id')}  {data.get('priority')} "
                 f"{data.get('kind')} not {_STAGE_WORDS.get(str(data.get('stage')), '?')} "
                 f"by {fmt_time(data.get('due'))}")
+    if kind in ("case_due", "case_overdue"):
+        return (f"{now}  {case_deadline_words(str(data.get('what')), str(data.get('desk')), desk)}"
+                f"  request {data.get('id')}  {data.get('state')}  due {data.get('due')}")
     if kind == "escalation":
         return (f"{now}  ESCALATED  {desk}  {data.get('id')}  {data.get('priority')} "
                 f"{data.get('stage')} service level missed by {data.get('late_desk')}")
@@ -1252,6 +1375,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "notices": cmd_notices,
     "read": cmd_read,
     "reply": cmd_reply,
+    "cases": cmd_cases,
+    "move": cmd_move,
     "status": cmd_status,
     "watch": cmd_watch,
     "keys": cmd_keys,

@@ -5,7 +5,11 @@ Only clients ever see these; the gateway carries them encrypted. Kinds:
 * ``hotline``: ``{"type": "hotline", "text": ...}`` (a short urgent alert);
 * ``case``: ``{"type": "case", "case_ref", "legal_basis", "offence", "requested_actions":
   [...], "deadline" (YYYY-MM-DD), "text"}``;
-* ``reply`` and ``status``: ``{"type": "reply" | "status", "text": ...}``;
+* ``reply``: ``{"type": "reply", "text": ...}``;
+* ``status``: ``{"type": "status", "text": ...}`` (a note in a thread), or a move of the
+  request: ``{"type": "status", "state": one of the header's states, "text" (optional),
+  "missing": [...] (required for ``returned_incomplete``), "grounds" (required for
+  ``refused``)}``; the state is the one its signed header carries;
 
 each optionally with ``"attachments": [{"name", "media_type", "data" (base64)}]``.
 """
@@ -18,6 +22,7 @@ import json
 import re
 from typing import Any
 
+from gateway.crypto.envelope import CASE_STATES, EnvelopeHeader
 from gateway.errors import ClientError
 from gateway.protocol import jsontext
 
@@ -81,10 +86,39 @@ def validate(doc: Any, kind: str) -> dict[str, Any]:
         if not isinstance(deadline, str) or not _DATE.fullmatch(deadline):
             raise PayloadError("deadline must be a date YYYY-MM-DD")
         _text(doc.get("text"), "text", required=False)
+    elif kind == "status" and "state" in doc:
+        _check_move(doc)
     else:
         _text(doc.get("text"), "text")
     _check_attachments(doc.get("attachments"))
     return doc
+
+
+def _check_move(doc: dict[str, Any]) -> None:
+    state = doc["state"]
+    if state not in CASE_STATES:
+        raise PayloadError(f"state must be one of {', '.join(CASE_STATES)}")
+    _text(doc.get("text"), "text", required=False)
+    missing = doc.get("missing")
+    if state == "returned_incomplete":
+        if not isinstance(missing, list) or not missing:
+            raise PayloadError("a request returned incomplete says what is missing")
+    if missing is not None:
+        if not isinstance(missing, list) or len(missing) > 100:
+            raise PayloadError("missing must be a list of at most 100 items")
+        for item in missing:
+            _text(item, "missing item", limit=1000)
+    if state == "refused" or doc.get("grounds") is not None:
+        _text(doc.get("grounds"), "grounds for refusal", limit=MAX_TEXT)
+
+
+def check_header(doc: dict[str, Any], header: EnvelopeHeader) -> None:
+    """The sealed payload and the signed header must tell the same state and due day
+    (both are the sender's; a difference is a faulty or dishonest client)."""
+    if header.kind == "status" and doc.get("state") != header.state:
+        raise PayloadError("the sealed state differs from the header's")
+    if header.kind == "case" and header.due is not None and doc.get("deadline") != header.due:
+        raise PayloadError("the sealed deadline differs from the header's due day")
 
 
 def encode(doc: dict[str, Any], kind: str) -> bytes:

@@ -18,6 +18,7 @@ decrypted without having been verified first.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -67,10 +68,24 @@ _MIN_SIZE = _PREFIX.size + 2 + 2 + WRAP_SIZE + NONCE_SIZE + 4 + TAG_SIZE + SIGNA
 
 KINDS = ("hotline", "case", "reply", "status")
 PRIORITIES = ("flash", "immediate", "priority", "routine")
+#: Handling codes (in the spirit of Europol's SIENA H0-H3): what the recipient may do
+#: with the content. H0 no restriction among law enforcement; H1 not for use as evidence
+#: without the originator's permission; H2 no onward dissemination without permission;
+#: H3 other restrictions, stated inside the sealed payload.
+HANDLING_CODES = ("H0", "H1", "H2", "H3")
+#: The states a ``status`` message moves a request (a ``case`` thread) to; the moves
+#: allowed between them are in gateway.protocol.cases.
+CASE_STATES = ("received", "returned_incomplete", "resubmitted", "in_progress", "executed",
+               "partly_executed", "refused", "withdrawn")
 _HEADER_FIELDS = frozenset(
     {"v", "id", "kind", "priority", "from", "to", "created", "expires", "thread",
      "in_reply_to", "recipients"}
 )
+#: Fields a header may carry or leave out (left out, they are absent from its bytes):
+#: the handling code, and the case fields gateways count outcomes and deadlines by.
+OPTIONAL_FIELDS = ("due", "handling", "state")
+_OPTIONAL = frozenset(OPTIONAL_FIELDS)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ID = re.compile(r"[0-9a-f]{32}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 #: A gateway or desk name as gateway.protocol.names spells it, written again here because
@@ -117,6 +132,9 @@ class EnvelopeHeader:
     in_reply_to: str | None = None
     recipients: tuple[str, ...] = ()  # X25519 key ids, in the order of the wrapped keys
     v: int = VERSION
+    handling: str | None = None  # H0..H3, or None: not stated
+    state: str | None = None  # on a ``status``: the state it moves its request to
+    due: str | None = None  # on a ``case`` (or a resubmission): YYYY-MM-DD, UTC day
 
     def __post_init__(self) -> None:
         self._validate()
@@ -149,6 +167,13 @@ class EnvelopeHeader:
         for kid in self.recipients:
             if not isinstance(kid, str) or not _KEY_ID.fullmatch(kid):
                 raise MalformedError("recipients must be key ids of 16 lowercase hex digits")
+        if self.handling is not None and self.handling not in HANDLING_CODES:
+            raise MalformedError(f"handling must be one of {', '.join(HANDLING_CODES)}")
+        if self.state is not None and self.state not in CASE_STATES:
+            raise MalformedError(f"state must be one of {', '.join(CASE_STATES)}")
+        if self.due is not None and (not isinstance(self.due, str)
+                                     or not _DATE.fullmatch(self.due)):
+            raise MalformedError("due must be a date YYYY-MM-DD")
         self._check_rules()
 
     def _check_rules(self) -> None:
@@ -169,9 +194,18 @@ class EnvelopeHeader:
             raise MalformedError(f"recipients lists more than {MAX_RECIPIENTS} keys")
         if len(recipients) > 1 and len(set(recipients)) != len(recipients):
             raise MalformedError("recipients lists a key twice")
+        if self.state is not None and self.kind != "status":
+            raise MalformedError("only a status message carries a state")
+        if self.due is not None:
+            if not (self.kind == "case" or self.state == "resubmitted"):
+                raise MalformedError("due is set by a case, or by its resubmission")
+            try:
+                datetime.date.fromisoformat(self.due)
+            except ValueError:
+                raise MalformedError(f"due {self.due!r} is not a calendar date") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "created": self.created,
             "expires": self.expires,
             "from": self.sender,
@@ -184,6 +218,16 @@ class EnvelopeHeader:
             "to": self.recipient,
             "v": self.v,
         }
+        for name in OPTIONAL_FIELDS:  # absent, not null: older headers stay byte-identical
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value
+        return doc
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """The optional fields this header carries (a partner must understand them)."""
+        return frozenset(n for n in OPTIONAL_FIELDS if getattr(self, n) is not None)
 
     def encode(self) -> bytes:
         """Canonical bytes: sorted keys, no spaces, UTF-8. Readers accept any valid JSON."""
@@ -206,9 +250,9 @@ class EnvelopeHeader:
         if not isinstance(obj, dict):
             raise MalformedError("header is not a JSON object")
         keys = obj.keys()
-        if keys != _HEADER_FIELDS:
+        if keys - _OPTIONAL != _HEADER_FIELDS:
             missing = sorted(_HEADER_FIELDS - keys)
-            unknown = sorted(keys - _HEADER_FIELDS)
+            unknown = sorted(keys - _HEADER_FIELDS - _OPTIONAL)
             raise MalformedError(
                 "header " + (f"lacks {', '.join(missing)}" if missing else "")
                 + (" and " if missing and unknown else "")
@@ -217,6 +261,9 @@ class EnvelopeHeader:
         recipients = obj["recipients"]
         if not isinstance(recipients, list):
             raise MalformedError("recipients must be a list")
+        for name in keys & _OPTIONAL:
+            if obj[name] is None:
+                raise MalformedError(f"{name} is left out when not set, never null")
         # Fast path of __init__ for the gateway's hot loop: fill the fields directly and
         # run the same validation. (A frozen dataclass's __init__ costs more than the
         # JSON parse.)
@@ -225,7 +272,8 @@ class EnvelopeHeader:
             v=obj["v"], id=obj["id"], kind=obj["kind"], priority=obj["priority"],
             sender=obj["from"], recipient=obj["to"], created=obj["created"],
             expires=obj["expires"], thread=obj["thread"], in_reply_to=obj["in_reply_to"],
-            recipients=tuple(recipients),
+            recipients=tuple(recipients), handling=obj.get("handling"),
+            state=obj.get("state"), due=obj.get("due"),
         )
         header._validate()
         return header
@@ -238,12 +286,14 @@ class EnvelopeHeader:
         of every value, so no JSON parser is needed; the rules between fields still run.
         Tests check that both paths agree.
         """
-        created, expires, sender, mid, reply_to, kind, priority, recips, thread, to = m.groups()
+        (created, due, expires, sender, handling, mid, reply_to, kind, priority, recips,
+         state, thread, to) = m.groups()
         header = object.__new__(cls)
         header.__dict__.update(
             v=VERSION, id=mid, kind=kind, priority=priority, sender=sender, recipient=to,
             created=int(created), expires=int(expires), thread=thread, in_reply_to=reply_to,
             recipients=tuple(recips[1:-1].split('","')) if recips else (),
+            handling=handling, state=state, due=due,
         )
         header._check_rules()
         return header
@@ -252,10 +302,12 @@ class EnvelopeHeader:
 _INT = r"(0|[1-9][0-9]{0,15})"
 _QADDR = rf'"({NAME}@{NAME})"'
 _CANONICAL = re.compile(
-    r'\{"created":' + _INT + r',"expires":' + _INT + r',"from":' + _QADDR
+    r'\{"created":' + _INT + r'(?:,"due":"([0-9]{4}-[0-9]{2}-[0-9]{2})")?'
+    + r',"expires":' + _INT + r',"from":' + _QADDR + r'(?:,"handling":"(H[0-3])")?'
     + r',"id":"([0-9a-f]{32})","in_reply_to":(?:null|"([0-9a-f]{32})")'
     + r',"kind":"(hotline|case|reply|status)","priority":"(flash|immediate|priority|routine)"'
     + r',"recipients":\[((?:"[0-9a-f]{16}",)*"[0-9a-f]{16}")?\]'
+    + r'(?:,"state":"(' + "|".join(CASE_STATES) + r')")?'
     + r',"thread":"([0-9a-f]{32})","to":' + _QADDR + r',"v":1\}',
     re.ASCII,
 )

@@ -39,6 +39,7 @@ from gateway.store import (
     CONFLICT,
     READ_DUPLICATE,
     READ_RECORDED,
+    REFUSED,
     IncomingMessage,
     ReadAck,
     ReceiverStore,
@@ -122,8 +123,12 @@ class Receiver:
             outcome = await pending
             if outcome.status == ACCEPTED:
                 continue
-            status, reason = ((REJECTED, "id_conflict") if outcome.status == CONFLICT
-                              else (outcome.status, None))
+            if outcome.status == CONFLICT:
+                status, reason = REJECTED, "id_conflict"
+            elif outcome.status == REFUSED and outcome.refusal is not None:
+                status, reason = REJECTED, outcome.refusal[0]  # a status for no request
+            else:
+                status, reason = outcome.status, None
             (signed[i],) = await self._sign_all([self._receipt(
                 partner, envelope.header.id, envelope.digest, status, reason, now)])
         return signed, {envelope.signer for _, envelope, _ in accepts}

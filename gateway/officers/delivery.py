@@ -7,8 +7,9 @@ Every check happens before anything is written, so a refused request changes not
   desk's current officers, not be expired, fit within the limits a partner desk's gateway
   states in its descriptor (413 ``too_large_for_partner``: refused now rather than by the
   partner later), and, if it answers a message, answer one its desk can see, in the same
-  thread. Then the store accepts it (message, ledger events,
-  inbox row in one commit).
+  thread; a ``status`` that moves a request must be a move its lifecycle allows, made by
+  the desk it belongs to (gateway.protocol.cases). Then the store accepts it (message,
+  ledger events, inbox row and the request's state in one commit).
 * **inbox / fetch / status**: only for officers of the desk concerned.
 * **read**: a signed acknowledgement over ``fpg read v1\\n<message id>\\n<envelope
   SHA-256>\\n<read time ms>\\n`` by an officer of the recipient desk. For a message
@@ -39,10 +40,12 @@ from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
 from gateway.officers.directory import Directory, DirectoryService, Officer
 from gateway.officers.quotas import Quotas
+from gateway.protocol.cases import MoveRefused, check_move
 from gateway.protocol.officers import read_claim, read_text
 from gateway.store import (
     CONFLICT,
     DUPLICATE,
+    REFUSED,
     AcceptOutcome,
     DeliveryStore,
     InboxItem,
@@ -50,6 +53,13 @@ from gateway.store import (
     ReadAck,
     StoredMessage,
 )
+
+
+def _refused_move(code: str, message: str) -> ClientError:
+    """The error for a status move the request's lifecycle does not allow."""
+    if code == "not_your_move":
+        return ForbiddenError(message, code=code)
+    return ConflictError(message, code=code)
 
 
 class Delivery:
@@ -106,6 +116,7 @@ class Delivery:
         if partner is not None:
             address, wanted = h.recipient, self._partner_desk_keys(partner, h.recipient)
             _check_partner_limits(partner, len(envelope.raw), len(officer.binding))
+            _check_partner_fields(partner, h.extensions)
         else:
             desk = self._desk(directory, h.recipient)
             address, wanted = desk.address, desk.recipient_key_ids
@@ -122,6 +133,8 @@ class Delivery:
             )
         if h.in_reply_to is not None:
             await self._check_answer(envelope)
+        if h.state is not None:  # asked first so that a refused move costs no quota;
+            await self._check_move(envelope)  # the store asks again as it commits
         actor = officer.sign_key.key_id
         if partner is not None:
             message = IncomingMessage(envelope, now, "local", actor, relay_to=partner.id)
@@ -132,6 +145,8 @@ class Delivery:
         outcome = await self.store.accept(message)
         if outcome.status == CONFLICT:
             raise ConflictError("another message already has this id", code="id_conflict")
+        if outcome.status == REFUSED and outcome.refusal is not None:
+            raise _refused_move(*outcome.refusal)
         if partner is not None:
             partner.queued.set()
         return outcome
@@ -171,6 +186,21 @@ class Delivery:
         if h.thread != original.thread:
             raise ClientError("a reply stays in the thread of the message it answers",
                               code="bad_reply")
+
+    async def _check_move(self, envelope: Envelope) -> None:
+        h = envelope.header
+        assert h.state is not None
+        case = await self.store.case(h.thread)
+        try:
+            if case is None:
+                raise MoveRefused(f"thread {h.thread} is not a request (a case message) "
+                                  "known here", "not_a_case")
+            check_move(case.state, h.state, h.sender, case.requester, case.executor)
+            if h.recipient not in (case.requester, case.executor) or h.recipient == h.sender:
+                raise MoveRefused("a status goes to the other desk of its request",
+                                  "not_your_move")
+        except MoveRefused as refused:
+            raise _refused_move(refused.code, str(refused)) from None
 
     # --- reading -----------------------------------------------------------------------
 
@@ -268,6 +298,20 @@ def _check_partner_limits(partner: Partner, size: int, binding: int) -> None:
         f"messages of at most {_size(largest)} ({largest} bytes). Make the attachments "
         f"smaller, or send them in parts, each in its own message",
         code="too_large_for_partner")
+
+
+def _check_partner_fields(partner: Partner, fields: frozenset[str]) -> None:
+    """Refuse (400 ``partner_lacks_feature``) a message whose header carries an optional
+    field the partner's descriptor does not list: it would refuse it (docs/PROTOCOL.md
+    3.2, 5). A partner not heard from yet refuses nothing here."""
+    if not fields or partner.descriptor is None:
+        return
+    missing = sorted(fields - partner.descriptor.header_fields)
+    if missing:
+        raise ClientError(
+            f"{partner.id} does not accept the header field(s) {', '.join(missing)} (its "
+            "gateway is older): send it without a handling code, due day or case state",
+            code="partner_lacks_feature")
 
 
 def _size(n: int) -> str:

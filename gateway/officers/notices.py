@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from gateway.store import DeskNotice, NoticeStore, Notification
 
 PAGE = 500
-NOTICE_EVENTS = frozenset({"membership", "breach", "escalation", "expired", "rejected"})
+NOTICE_EVENTS = frozenset({"membership", "breach", "escalation", "expired", "rejected",
+                           "case_due", "case_overdue"})
 
 
 class StoredNotices:

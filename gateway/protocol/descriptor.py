@@ -12,6 +12,10 @@ the descriptor: :func:`verify_descriptor_history`.
 ``limits`` (optional) says how large an envelope and a relay batch body the gateway
 accepts, so that a sending gateway refuses at once what the partner would refuse later
 (:class:`Limits`); a descriptor without it (an older gateway) leaves both unknown.
+
+``header_fields`` (optional) lists the optional envelope header fields the gateway
+understands (docs/PROTOCOL.md 3.2: ``due``, ``handling``, ``state``); a sending gateway
+refuses at once a message carrying one its partner does not list.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class Descriptor:
     valid_until: int
     key_history: tuple[bytes, ...] = ()  # rotation statements, oldest first
     limits: Limits = Limits()  # what it accepts from partners (unknown: not said)
+    header_fields: frozenset[str] = frozenset()  # optional header fields it understands
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -115,6 +120,8 @@ class Descriptor:
         limits = self.limits.to_json()
         if limits:
             doc["limits"] = limits
+        if self.header_fields:
+            doc["header_fields"] = sorted(self.header_fields)
         return doc
 
 
@@ -138,7 +145,15 @@ def _from_doc(doc: Any) -> Descriptor:
             valid_until=int(doc["valid_until"]),
             key_history=decode_history(doc.get("key_history", [])),
             limits=Limits.from_json(doc["limits"]) if "limits" in doc else Limits(),
+            header_fields=_header_fields(doc.get("header_fields", [])),
         )
+
+
+def _header_fields(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or len(value) > 64 or not all(
+            isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+        raise ValueError("header_fields")
+    return frozenset(value)
 
 
 def verify_descriptor(data: bytes, gateway: str, key: VerifyKey) -> Descriptor:

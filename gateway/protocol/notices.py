@@ -114,3 +114,53 @@ def open_breach_notice(note: bytes, gateway: str, key: VerifyKey) -> BreachNotic
         raise MalformedError("breach notice has a wrong version or gateway")
     BREACH_NOTICE.check_canonical(notice.text(), text)
     return notice
+
+
+CASE_DEADLINE_LINE = "fpg case deadline v1"
+CASE_DEADLINE_NOTICE = SignedJson(CASE_DEADLINE_LINE, "case deadline notice", MAX_NOTICE_SIZE)
+REMINDER, OVERDUE = "reminder", "overdue"
+
+
+@dataclass(frozen=True)
+class CaseDeadlineNotice:
+    """A gateway's word that a request's due day nears (``reminder``) or has passed
+    (``overdue``), for a desk of the request or its supervisor desk. Only the fields of
+    the signed headers: the request's id, desks, due day and state."""
+
+    gateway: str  # which signs
+    case: str  # the request's thread id (its case message)
+    what: str  # REMINDER | OVERDUE
+    desk: str  # the desk of this gateway that must act (requester or executor)
+    told: str  # the desk told: ``desk`` or its supervisor desk
+    requester: str
+    executor: str
+    due: str  # YYYY-MM-DD
+    state: str
+    time_ms: int
+
+    def text(self) -> str:
+        body: dict[str, Any] = {
+            "case": self.case, "desk": self.desk, "due": self.due, "executor": self.executor,
+            "gateway": self.gateway, "requester": self.requester, "state": self.state,
+            "time": self.time_ms, "told": self.told, "v": 1, "what": self.what,
+        }
+        return CASE_DEADLINE_NOTICE.text(body)
+
+    def sign(self, key: GatewaySigningKey) -> bytes:
+        return CASE_DEADLINE_NOTICE.sign(self.text(), self.gateway, key)
+
+
+def open_case_deadline_notice(note: bytes, gateway: str, key: VerifyKey) -> CaseDeadlineNotice:
+    """Verify a case deadline notice signed by ``gateway`` with ``key`` and parse it."""
+    text, doc = CASE_DEADLINE_NOTICE.open(note, gateway, [key])
+    with CASE_DEADLINE_NOTICE.fields():
+        notice = CaseDeadlineNotice(
+            gateway=str(doc["gateway"]), case=str(doc["case"]), what=str(doc["what"]),
+            desk=str(doc["desk"]), told=str(doc["told"]), requester=str(doc["requester"]),
+            executor=str(doc["executor"]), due=str(doc["due"]), state=str(doc["state"]),
+            time_ms=int(doc["time"]),
+        )
+    if doc.get("v") != 1 or notice.gateway != gateway or notice.what not in (REMINDER, OVERDUE):
+        raise MalformedError("case deadline notice has a wrong version, gateway or kind")
+    CASE_DEADLINE_NOTICE.check_canonical(notice.text(), text)
+    return notice

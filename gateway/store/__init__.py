@@ -34,6 +34,7 @@ PRIORITY_RANK = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 CONFLICT = "conflict"
+REFUSED = "refused"  # a status move the request's lifecycle does not allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,29 @@ class IncomingMessage:
 
 @dataclass(frozen=True, slots=True)
 class AcceptOutcome:
-    status: str  # ACCEPTED, DUPLICATE or CONFLICT
+    status: str  # ACCEPTED, DUPLICATE, CONFLICT or REFUSED
     message_id: str
     seqs: tuple[int, ...] = ()  # ledger positions of the events this accept wrote
+    refusal: tuple[str, str] | None = None  # REFUSED: (code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A request (case thread) as this gateway records it (table ``cases``)."""
+
+    thread: str
+    requester: str  # desk address
+    executor: str  # desk address
+    partner: str | None  # the other side's gateway; None when both desks are here
+    opened_ms: int
+    due: str | None  # YYYY-MM-DD
+    due_ms: int | None  # the first instant it is overdue
+    state: str
+    state_ms: int
+    last_move: str | None = None
+    reminded_ms: int | None = None
+    escalated_ms: int | None = None
+    ignored_moves: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +144,9 @@ class InboxItem:
     delivered_ms: int
     first_read_ms: int | None
     first_reply_ms: int | None
+    handling: str | None = None  # the optional header fields, as signed
+    state: str | None = None
+    due: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,7 +155,8 @@ class InboxItem:
             "to": self.recipient, "thread": self.thread, "in_reply_to": self.in_reply_to,
             "created": self.created_ms, "expires": self.expires_ms,
             "delivered": self.delivered_ms, "first_read": self.first_read_ms,
-            "first_reply": self.first_reply_ms,
+            "first_reply": self.first_reply_ms, "handling": self.handling,
+            "state": self.state, "due": self.due,
         }
 
 
@@ -210,6 +235,18 @@ class NewNotice:
     def row(self) -> tuple[Any, ...]:
         return (self.desk.partition("@")[0], self.kind, self.at_ms, self.message_id,
                 json.dumps(self.detail, separators=(",", ":"), sort_keys=True), self.note)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineNotice:
+    """A reminder (the due day nears) or an escalation (it passed) about one request,
+    with the desk notices that tell it; recorded once (gateway.cases.deadlines)."""
+
+    thread: str
+    what: str  # "reminder" | "overdue"
+    due_ms: int  # the due time it is about: a new due day makes a new one
+    at_ms: int
+    notices: tuple[NewNotice, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +495,9 @@ class DeliveryStore(Protocol):
 
     async def get_message(self, message_id: str) -> StoredMessage | None: ...
 
+    async def case(self, thread: str) -> CaseRow | None:
+        """Where the request ``thread`` stands; None if it is not a request."""
+
     def recent_digest(self, message_id: str) -> str | None:
         """The digest of a recently committed message, from memory; None if not known."""
 
@@ -633,6 +673,24 @@ class LevelsStore(Protocol):
         """Store new breaches; the ones already recorded are left out of the answer."""
 
 
+class CaseStore(Protocol):
+    """What requests' views and deadlines need (gateway.cases)."""
+
+    async def case(self, thread: str) -> CaseRow | None: ...
+
+    async def cases_of(self, desks: Sequence[str], *, open_only: bool, limit: int,
+                       state: str | None = None, partner: str | None = None,
+                       overdue_at: int | None = None) -> list[CaseRow]:
+        """Requests that any of ``desks`` (addresses) made or must execute, soonest due
+        first."""
+
+    async def deadlines_before(self, until_ms: int, limit: int) -> list[CaseRow]: ...
+
+    async def record_deadlines(self, told: Sequence[DeadlineNotice]) -> list[DeadlineNotice]: ...
+
+    async def case_counts(self, now_ms: int) -> dict[tuple[str, str], tuple[int, int]]: ...
+
+
 class StatusStore(Protocol):
     """What the operators' status and the metrics endpoint report (gateway.channels.admin
     and gateway.channels.metrics)."""
@@ -668,7 +726,7 @@ class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStor
             OperatorStore,
             LedgerStore,
             StagesStore,
-            LevelsStore, StatusStore, RetentionStore, Protocol):
+            LevelsStore, CaseStore, StatusStore, RetentionStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""
 

@@ -375,4 +375,43 @@ MIGRATIONS: list[tuple[int, str]] = [
             SELECT 'notices_unread_after', coalesce(max(seq), 0) FROM desk_notices;
         """,
     ),
+    (
+        13,
+        """
+        -- Requests (case threads) and where they stand: the state the last status
+        -- message moved each to and its due day, from the signed headers (no other
+        -- case field ever reaches a gateway). ``partner``: the other side's gateway,
+        -- NULL when both desks are here. ``due_ms``: the first instant it is overdue
+        -- (the start of the day after ``due``, UTC). ``reminded_ms`` and
+        -- ``escalated_ms``: when this gateway told its desk that the due day nears and
+        -- that it passed, each once (a resubmission with a new due day clears both).
+        -- ``ignored_moves``: status messages from the partner that the lifecycle did
+        -- not allow from the state recorded here (two sides moving at once), kept and
+        -- delivered but not applied.
+        CREATE TABLE cases (
+            thread         TEXT PRIMARY KEY REFERENCES messages(id),
+            requester      TEXT NOT NULL,
+            executor       TEXT NOT NULL,
+            partner        TEXT,
+            opened_ms      INTEGER NOT NULL,
+            due            TEXT,
+            due_ms         INTEGER,
+            state          TEXT NOT NULL,
+            state_ms       INTEGER NOT NULL,
+            last_move      TEXT,
+            reminded_ms    INTEGER,
+            escalated_ms   INTEGER,
+            ignored_moves  INTEGER NOT NULL DEFAULT 0,
+            closed         INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE INDEX cases_open_by_due ON cases (due_ms) WHERE closed = 0;
+        CREATE INDEX cases_by_requester ON cases (requester, opened_ms);
+        CREATE INDEX cases_by_executor ON cases (executor, opened_ms);
+        -- The optional header fields of each message, for inbox listings: its handling
+        -- code (shown before it is opened), and a status's new state or a case's due day.
+        ALTER TABLE messages ADD COLUMN handling TEXT;
+        ALTER TABLE messages ADD COLUMN case_state TEXT;
+        ALTER TABLE messages ADD COLUMN due TEXT;
+        """,
+    ),
 ]

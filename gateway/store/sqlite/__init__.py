@@ -10,9 +10,11 @@ of the engine that :class:`SqliteStore` combines:
 * :mod:`.partners`: key history, directory, witnessed checkpoint, retry state of partners;
 * :mod:`.ledger`: ledger appends, rows, subtree hashes, checkpoints;
 * :mod:`.levels`: stage times, overdue messages, breaches (service levels);
-* :mod:`.desks`: desks, officers, enrollment codes.
+* :mod:`.desks`: desks, officers, enrollment codes;
+* :mod:`.cases`: requests (case threads), their deadlines and counts.
 """
 
+from gateway.store.sqlite.cases import CaseQueries
 from gateway.store.sqlite.desks import DeskQueries
 from gateway.store.sqlite.engine import WAL_CHECKPOINT_SECONDS, StoreEngine, _write_batch
 from gateway.store.sqlite.ledger import LedgerQueries
@@ -25,5 +27,5 @@ __all__ = ["WAL_CHECKPOINT_SECONDS", "SqliteStore", "StoreEngine", "_write_batch
 
 
 class SqliteStore(MessageQueries, OutboxQueries, PartnerQueries, LedgerQueries,
-                  ServiceLevelQueries, DeskQueries):
+                  ServiceLevelQueries, DeskQueries, CaseQueries):
     """The :class:`gateway.store.Store` on one SQLite file."""

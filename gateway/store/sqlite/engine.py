@@ -51,7 +51,7 @@ import structlog
 from gateway.errors import StoreError
 from gateway.ledger.events import LedgerEvent
 from gateway.protocol.merkle import HASH_SIZE, CompactRange, NodeId, subtree_ranges_for_size
-from gateway.store import LedgerRow, NewNotice, Notification, ReadAck
+from gateway.store import CaseRow, LedgerRow, NewNotice, Notification, ReadAck
 from gateway.store.schema import MIGRATIONS
 
 log = structlog.get_logger("gateway.store")
@@ -193,6 +193,8 @@ class _Plan:
     ledger_rows: list[tuple[int, int | None, bytes, bytes, bytes]] = field(default_factory=list)
     new_messages: dict[str, _Known] = field(default_factory=dict)
     reads: set[tuple[str, str]] = field(default_factory=set)  # (message, officer) acknowledged
+    # requests (case threads) as they stand, looked up or planned; None: not a case
+    cases: dict[str, CaseRow | None] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
     events: list[LedgerEvent] = field(default_factory=list)  # appended, in ledger order
     wrote_notices: bool = False  # desk notices stored (on_notices is called after)
@@ -250,6 +252,10 @@ class _Plan:
         return seq
 
 
+CASE_COLUMNS = ("thread, requester, executor, partner, opened_ms, due, due_ms, state,"
+                " state_ms, last_move, reminded_ms, escalated_ms, ignored_moves")
+
+
 class _Op:
     """A write waiting for the committer. ``plan`` decides its rows and its result."""
 
@@ -258,6 +264,8 @@ class _Op:
     # Set by the operation that records a read acknowledgement: planning then looks up,
     # once for the whole step, whether that officer has already acknowledged the message.
     ack: ReadAck | None = None
+    # Set by an accept that moves a request: planning looks up where the request stands.
+    case_thread: str | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.future: asyncio.Future[Any] = loop.create_future()
@@ -583,6 +591,12 @@ class StoreEngine:
             found = await self._known(missing)
             known.update(found)
             self._remember(found)
+        threads = {t for op in ops if (t := op.case_thread) is not None} - plan.cases.keys()
+        if threads:
+            if written is not None:
+                plan.cases.update((t, written.cases[t]) for t in threads & written.cases.keys())
+                threads -= written.cases.keys()
+            plan.cases.update(await self._case_rows(threads))
         pairs = {(a.message_id, a.officer_id) for op in ops
                  if (a := op.ack) is not None} - plan.reads
         if pairs:
@@ -612,6 +626,17 @@ class StoreEngine:
             )
             known.update({row[0]: _Known(*row[1:]) for row in rows})
         return known
+
+    async def _case_rows(self, threads: set[str]) -> dict[str, CaseRow | None]:
+        """Where each request among ``threads`` stands (committed state); None for a
+        thread that is not a request."""
+        found: dict[str, CaseRow | None] = dict.fromkeys(threads)
+        for thread in threads:
+            rows = await self._read(f"SELECT {CASE_COLUMNS} FROM cases WHERE thread = ?",  # noqa: S608
+                                    (thread,))
+            if rows:
+                found[thread] = CaseRow(*rows[0])
+        return found
 
     async def _read_already(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (message, officer) pairs among ``pairs`` that already have a read ack."""

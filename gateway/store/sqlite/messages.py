@@ -8,10 +8,12 @@ events and its inbox or outbox row in one group commit; so does a read acknowled
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Iterable, Sequence
 
 from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
 from gateway.ledger.events import DELIVERED, READ, REPLIED, LedgerEvent
+from gateway.protocol.cases import FINAL, SUBMITTED, MoveRefused, check_move, due_ms
 from gateway.store import (
     ACCEPTED,
     CONFLICT,
@@ -20,7 +22,9 @@ from gateway.store import (
     READ_DUPLICATE,
     READ_RECORDED,
     READ_UNKNOWN,
+    REFUSED,
     AcceptOutcome,
+    CaseRow,
     InboxItem,
     IncomingMessage,
     ReadAck,
@@ -30,8 +34,8 @@ from gateway.store.sqlite.engine import PHASE_DEPENDENTS, PHASE_MESSAGES, StoreE
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (mseq, id, digest, envelope, kind, priority, sender, recipient,"
-    " thread, in_reply_to, created_ms, expires_ms, accepted_ms, origin, actor)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " thread, in_reply_to, created_ms, expires_ms, accepted_ms, origin, actor, handling,"
+    " case_state, due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_INBOX = "INSERT INTO inbox (desk, message_id, delivered_ms) VALUES (?,?,?)"
 _INSERT_OUTBOX = (
@@ -42,16 +46,27 @@ _QUEUE_READ = (
     "INSERT OR IGNORE INTO read_outbox (partner, message_id, officer_id, read_ms, ack, binding)"
     " VALUES (?,?,?,?,?,?)"
 )
+_INSERT_CASE = (
+    "INSERT INTO cases (thread, requester, executor, partner, opened_ms, due, due_ms, state,"
+    " state_ms) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_MOVE_CASE = (
+    "UPDATE cases SET state = ?, state_ms = ?, last_move = ?, due = ?, due_ms = ?,"
+    " reminded_ms = ?, escalated_ms = ?, closed = ? WHERE thread = ?"
+)
+_IGNORE_MOVE = "UPDATE cases SET ignored_moves = ignored_moves + 1 WHERE thread = ?"
 _FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
 _FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
 
 
 class _AcceptOp(_Op):
-    __slots__ = ("message",)
+    __slots__ = ("case_thread", "message")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, message: IncomingMessage) -> None:
         super().__init__(loop)
         self.message = message
+        h = message.envelope.header
+        self.case_thread = h.thread if h.state is not None else None
 
     def ids(self) -> Iterable[str]:
         h = self.message.envelope.header
@@ -65,10 +80,16 @@ class _AcceptOp(_Op):
         if known is not None:
             self.result = AcceptOutcome(DUPLICATE if known.digest == digest else CONFLICT, h.id)
             return
+        move = None
+        if h.state is not None:
+            move = self._move(plan)
+            if move is None:
+                return  # refused: self.result says why
         mseq = plan.add_message(h.id, digest, h.sender)
         plan.add(PHASE_MESSAGES, _INSERT_MESSAGE, (
             mseq, h.id, digest, env.raw, h.kind, h.priority, h.sender, h.recipient, h.thread,
-            h.in_reply_to, h.created, h.expires, m.received_ms, m.origin, m.actor,
+            h.in_reply_to, h.created, h.expires, m.received_ms, m.origin, m.actor, h.handling,
+            h.state, h.due,
         ))
         seqs = [plan.add_event(LedgerEvent(
             EV_ACCEPTED, h.id, m.received_ms, digest=digest, sender=h.sender,
@@ -86,6 +107,17 @@ class _AcceptOp(_Op):
         else:
             plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
                      (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
+        if h.kind == "case":
+            partner = m.relay_to if m.origin == "local" else m.origin
+            row = CaseRow(h.id, h.sender, h.recipient, partner, m.received_ms, h.due,
+                          due_ms(h.due) if h.due is not None else None, SUBMITTED,
+                          m.received_ms)
+            plan.cases[h.id] = row
+            plan.add(PHASE_DEPENDENTS, _INSERT_CASE, (
+                row.thread, row.requester, row.executor, row.partner, row.opened_ms, row.due,
+                row.due_ms, row.state, row.state_ms))
+        elif move is not None:
+            plan.add(PHASE_DEPENDENTS, *move)
         original = plan.known.get(h.in_reply_to) if h.in_reply_to is not None else None
         if original is not None and h.kind == "reply":
             # The answered message's own record: when its first reply came, and by whom.
@@ -96,6 +128,42 @@ class _AcceptOp(_Op):
             )))
             plan.notify(original.sender, "reply", id=h.in_reply_to, reply=h.id, sender=h.sender)
         self.result = AcceptOutcome(ACCEPTED, h.id, tuple(seqs))
+
+
+    def _move(self, plan: _Plan) -> tuple[str, tuple[object, ...]] | None:
+        """The write that moves the request this status belongs to, planned on where it
+        stands. A status from this gateway's officers that the lifecycle does not allow is
+        refused (nothing is written); one from a partner is kept and delivered, and
+        counted as ignored, since its gateway accepted it (both sides moved at once)."""
+        m = self.message
+        h = m.envelope.header
+        assert h.state is not None
+        case = plan.cases.get(h.thread)
+        try:
+            if case is None:
+                raise MoveRefused(f"thread {h.thread} is not a request (a case message) "
+                                  "known here", "not_a_case")
+            check_move(case.state, h.state, h.sender, case.requester, case.executor)
+            if h.recipient not in (case.requester, case.executor) or h.recipient == h.sender:
+                raise MoveRefused("a status goes to the other desk of its request",
+                                  "not_your_move")
+        except MoveRefused as refused:
+            if m.origin == "local" or case is None:
+                self.result = AcceptOutcome(REFUSED, h.id, refusal=(refused.code, str(refused)))
+                return None
+            plan.cases[h.thread] = dataclasses.replace(
+                case, ignored_moves=case.ignored_moves + 1)
+            return _IGNORE_MOVE, (h.thread,)
+        due = case.due
+        due_at, reminded, escalated = case.due_ms, case.reminded_ms, case.escalated_ms
+        if h.due is not None and h.due != case.due:
+            due, due_at, reminded, escalated = h.due, due_ms(h.due), None, None
+        moved = dataclasses.replace(case, state=h.state, state_ms=m.received_ms,
+                                    last_move=h.id, due=due, due_ms=due_at,
+                                    reminded_ms=reminded, escalated_ms=escalated)
+        plan.cases[h.thread] = moved
+        return _MOVE_CASE, (h.state, m.received_ms, h.id, due, due_at, reminded, escalated,
+                            int(h.state in FINAL), h.thread)
 
 
 class _ReadOp(_Op):
@@ -180,7 +248,8 @@ class MessageQueries(StoreEngine):
         rows = await self._read(
             "SELECT i.seq, m.id, m.digest, m.kind, m.priority, m.sender, m.recipient, m.thread,"
             " m.in_reply_to, m.created_ms, m.expires_ms, i.delivered_ms, m.first_read_ms,"
-            " m.first_reply_ms FROM inbox i JOIN messages m ON m.id = i.message_id"
+            " m.first_reply_ms, m.handling, m.case_state, m.due"
+            " FROM inbox i JOIN messages m ON m.id = i.message_id"
             " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
         )
         return [InboxItem(*row) for row in rows]
