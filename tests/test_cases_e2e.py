@@ -250,3 +250,39 @@ async def test_optional_header_fields_go_only_to_partners_that_list_them(
         assert sent["status"] == "accepted"
     finally:
         await stop_all(vn, kh)
+
+
+class TightQuotaGw(CasesGw):
+    def config_doc(self) -> dict[str, Any]:
+        doc = super().config_doc()
+        doc["limits"] = {**doc["limits"], "officer_bytes_per_day": 3000,
+                         "desk_bytes_per_day": 3000}
+        return doc
+
+
+async def test_a_refused_move_costs_no_quota(tmp_path: Path, http) -> None:
+    """The officer's gateway checks a move before it charges the day's bytes: refused
+    moves, however many, leave the quota to the moves that go."""
+    base = fault_gw(tmp_path, "vn-mps")
+    vn = TightQuotaGw(base.id, base.key, base.directory, base.sock, federation=base.federation)
+    await vn.start()
+    try:
+        assert vn.app is not None
+        store = vn.app[STORE]
+        for desk in ("prosecutor", CA):
+            await store.add_desk(desk, None, 0)
+        await vn.app[DIRECTORY].reload()
+        requester = await vn.officer(http, "prosecutor")
+        executor = await vn.officer(http, CA)
+        case = await requester.send("case", f"{CA}@vn-mps", request("VN-local", day(10)))
+        for _ in range(10):  # 10 x some 400 bytes sealed: more than the day's 3000
+            with pytest.raises(ApiError) as refused:
+                await requester.send("status", f"{CA}@vn-mps",
+                                     {"type": "status", "state": "received"},
+                                     in_reply_to=case["id"], thread=case["id"])
+            assert refused.value.code == "not_your_move"
+        moved = await requester.move(case["id"], "withdrawn", {})  # its own quota, intact
+        assert moved["status"] == "accepted"
+        assert (await executor.case(case["id"]))["state"] == "withdrawn"
+    finally:
+        await vn.stop()

@@ -20,7 +20,14 @@ from gateway.metrics import Metrics
 from gateway.officers.directory import Directory, build_directory
 from gateway.protocol.cases import DAY_MS, check_move, days_left, due_ms
 from gateway.protocol.notices import open_case_deadline_notice
-from gateway.store import ACCEPTED, REFUSED, DeskRow, IncomingMessage
+from gateway.store import (
+    ACCEPTED,
+    REFUSED,
+    DeadlineNotice,
+    DeskRow,
+    IncomingMessage,
+    NewNotice,
+)
 from gateway.store.sqlite import SqliteStore
 from tests.helpers import GATEWAY_KEY, T0, Officer, db_path
 
@@ -115,6 +122,16 @@ async def test_a_move_refused_for_an_officer_stores_nothing(store) -> None:
     assert outcome.status == REFUSED and outcome.refusal is not None
     assert outcome.refusal[0] == "invalid_move"
     assert await store.get_message(wrong.header.id) is None
+    # A status from the executing desk's side addressed to a third desk is no move.
+    elsewhere = status(case, LA_CA, PROSECUTOR, "received")
+    outcome = await store.accept(from_partner(elsewhere))
+    assert outcome.status == ACCEPTED  # (from the partner: kept, not applied)
+    row = await store.case(case.header.id)
+    assert row is not None and (row.state, row.ignored_moves) == ("submitted", 1)
+    sideways = status(case, VN_CA, PROSECUTOR, "withdrawn")
+    outcome = await store.accept(local(sideways))
+    assert outcome.status == REFUSED and outcome.refusal is not None
+    assert outcome.refusal[0] == "not_your_move"
     stray = envelope("status", VN_CA, LA_CA, thread="ab" * 16, reply_to="ab" * 16,
                      state="withdrawn")
     outcome = await store.accept(local(stray))
@@ -196,6 +213,26 @@ async def test_reminders_and_escalations_are_told_once_per_due_day(store) -> Non
     assert [(n.desk, n.kind) for n in notices] == [
         ("central-authority", "case_due"), ("central-authority", "case_overdue"),
         ("supervisors", "case_overdue")]
+
+
+async def test_a_deadline_is_recorded_once_and_never_for_a_due_day_since_changed(
+        store) -> None:
+    """What two passes (or two processes) planned at once, and a reminder planned before
+    a resubmission moved the due day, are recorded at most once, and only for the due day
+    the request still has."""
+    case = envelope("case", VN_CA, LA_CA, due="2026-01-05")
+    await store.accept(local(case))
+    notice = NewNotice(VN_CA, "case_due", case.header.id, T0, {"id": case.header.id})
+    told = DeadlineNotice(case.header.id, "reminder", due_ms("2026-01-05"), T0, (notice,))
+    assert await store.record_deadlines([told, told]) == [told]
+    assert await store.record_deadlines([told]) == []
+    assert len(await store.desk_notices(None, 0, 10)) == 1
+    await store.accept(from_partner(status(case, LA_CA, VN_CA, "returned_incomplete")))
+    await store.accept(local(status(case, VN_CA, LA_CA, "resubmitted", due="2026-02-01")))
+    for what in ("reminder", "overdue"):  # planned for the old due day: both refused
+        stale = DeadlineNotice(case.header.id, what, due_ms("2026-01-05"), T0, (notice,))
+        assert await store.record_deadlines([stale]) == []
+    assert len(await store.desk_notices(None, 0, 10)) == 1
 
 
 async def test_a_request_overdue_before_any_reminder_is_escalated_only(store) -> None:

@@ -40,3 +40,23 @@ def test_invalid_payloads_are_refused(kind: str, doc: object) -> None:
 def test_decode_refuses_non_json() -> None:
     with pytest.raises(PayloadError):
         payload.decode(b"\xff\xfe", "hotline")
+
+
+def test_a_status_payload_says_what_its_move_needs_and_matches_its_header() -> None:
+    from tests.helpers import envelope_header
+
+    move = {"type": "status", "state": "returned_incomplete", "missing": ["translation"]}
+    assert payload.decode(payload.encode(move, "status"), "status") == move
+    for bad in ({**move, "missing": []}, {"type": "status", "state": "refused"},
+                {"type": "status", "state": "done"}, {**move, "missing": [""]}):
+        with pytest.raises(PayloadError):
+            payload.validate(bad, "status")
+    header = envelope_header(kind="status", thread="a" * 32, in_reply_to="a" * 32,
+                             state="returned_incomplete")
+    payload.check_header(move, header)
+    with pytest.raises(PayloadError, match="sealed state differs"):
+        payload.check_header({**move, "state": "executed"}, header)
+    case = envelope_header(kind="case", due="2027-01-15")
+    payload.check_header(CASE, case)
+    with pytest.raises(PayloadError, match="sealed deadline differs"):
+        payload.check_header({**CASE, "deadline": "2027-01-16"}, case)
