@@ -533,6 +533,40 @@ def test_a_request_moves_with_handling_shown_first_and_cases_list_it(
     assert client_json(a, "cases", "--overdue") == {"cases": []}
 
 
+def test_typed_alerts_and_requests_from_the_command_line(
+        officers: dict[str, Path], tmp_path: Path) -> None:
+    a, b = officers["a"], officers["b"]
+    mid = sent_id(a, "hotline", "border-liaison", "--priority", "flash",
+                  "--alert-type", "located_victim", "--border-gate", "Mộc Bài",
+                  "--time", "2026-12-06T14:30+07:00",
+                  "--person", "role=victim,age=12-15,nationality=KH",
+                  "--person", "role=suspect,age=25-39,name=Unknown driver",
+                  "--document", "type=passport,number=N0123,issuer=KH", "--text", "at gate")
+    doc = client_json(b, "read", mid)["payload"]
+    assert doc["persons"][0] == {"role": "victim", "age_band": "12-15", "child": True,
+                                 "nationality": "KH"}
+    shown = ok(client(b, "read", mid))
+    for line in ("alert:     located_victim", "border gate:Mộc Bài",
+                 "person:    victim (CHILD, age 12-15, nationality KH)",
+                 "document:  passport N0123 KH"):
+        assert line in shown, line
+    translation = tmp_path / "request-lo.txt"
+    translation.write_text("ຄຳຮ້ອງ", encoding="utf-8")
+    case = sent_id(a, "case", "border-liaison", "--case-ref", "VN-10",
+                   "--legal-basis", "treaty", "--treaty", "ASEAN MLAT", "--offence", "o",
+                   "--action", "serve", "--deadline", "2099-01-31",
+                   "--request-type", "serve_documents", "--language", "vi",
+                   "--language", "lo", "--translation", str(translation),
+                   "--translation-language", "lo", "--text", "t")
+    shown = ok(client(b, "read", case))
+    for line in ("request type:serve_documents", "treaty:    ASEAN MLAT", "languages: vi, lo",
+                 "translation (lo): request-lo.txt"):
+        assert line in shown, line
+    bad = client(a, "send", "hotline", "border-liaison", "--person",
+                 "role=victim,age=12-15,child=no", "--text", "t")
+    assert "disagree" in one_line_error(bad)
+
+
 # --- live events -----------------------------------------------------------------------
 
 

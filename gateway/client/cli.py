@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway import __version__, cliutil
-from gateway.client import payload
+from gateway.client import payload, typed
 from gateway.client.api import (
     ApiError,
     Credentials,
@@ -319,7 +319,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what the recipient may do with it: " + HANDLING_HELP
                        + " (default H0)")
         _add_text(k)
+        if kind == "hotline":
+            k.add_argument("--alert-type", choices=typed.ALERT_TYPES, metavar="TYPE",
+                           help="what the alert is about: " + ", ".join(typed.ALERT_TYPES))
+            k.add_argument("--place", metavar="TEXT", help="where (town, address, place)")
+            k.add_argument("--border-gate", metavar="TEXT", help="the border gate")
+            k.add_argument("--time", dest="when", metavar="ISO8601",
+                           help="when it happened or will, with its offset "
+                           "(2026-12-06T14:30+07:00)")
+            k.add_argument("--person", action="append", default=[], metavar="K=V,...",
+                           help="a person concerned: role=victim|suspect|witness|missing|"
+                           "offender|other, age=" + "|".join(typed.AGE_BANDS)
+                           + ", child=yes|no (default: from the age), nationality=, "
+                           "name=, sex= (repeat for several)")
+            k.add_argument("--document", action="append", default=[], metavar="K=V,...",
+                           help="a document seen: type=" + "|".join(typed.DOCUMENT_TYPES)
+                           + ", number=, issuer= (repeat)")
         if kind == "case":
+            k.add_argument("--request-type", choices=typed.REQUEST_TYPES, metavar="TYPE",
+                           help="the request's legal type: " + ", ".join(typed.REQUEST_TYPES))
+            k.add_argument("--requesting-authority", metavar="TEXT")
+            k.add_argument("--executing-authority", metavar="TEXT")
+            k.add_argument("--treaty", metavar="TEXT", help="the treaty the request rests on")
+            k.add_argument("--language", action="append", default=[], metavar="TAG",
+                           help="a language of the request (vi, lo, km, th, zh...; repeat)")
+            k.add_argument("--translation", action="append", default=[], type=Path,
+                           metavar="FILE", help="attach FILE as a translation; give its "
+                           "language with --translation-language, in the same order")
+            k.add_argument("--translation-language", action="append", default=[],
+                           metavar="TAG")
             k.add_argument("--case-ref", required=True, metavar="REF")
             k.add_argument("--legal-basis", required=True, choices=payload.LEGAL_BASES)
             k.add_argument("--offence", required=True, metavar="TEXT")
@@ -774,8 +802,28 @@ def compose(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         doc.update(case_ref=args.case_ref, legal_basis=args.legal_basis,
                    offence=args.offence, requested_actions=list(args.action),
                    deadline=args.deadline)
-    if args.attach:
-        doc["attachments"] = attachments(args.attach)
+        doc.update({key: value for key, value in (
+            ("request_type", args.request_type),
+            ("requesting_authority", args.requesting_authority),
+            ("executing_authority", args.executing_authority), ("treaty", args.treaty),
+            ("languages", args.language or None)) if value is not None})
+    if kind == "hotline":
+        doc.update({key: value for key, value in (
+            ("alert_type", args.alert_type), ("place", args.place),
+            ("border_gate", args.border_gate), ("time", args.when),
+            ("persons", [typed.person_from(p) for p in args.person] or None),
+            ("documents", [typed.document_from(d) for d in args.document] or None))
+            if value is not None})
+    files = list(args.attach)
+    if kind == "case" and args.translation:
+        if len(args.translation) != len(args.translation_language):
+            raise ClientError("give one --translation-language per --translation",
+                              code="bad_usage")
+        doc["translations"] = [{"attachment": len(files) + i, "language": language}
+                               for i, language in enumerate(args.translation_language)]
+        files.extend(args.translation)
+    if files:
+        doc["attachments"] = attachments(files)
     payload.validate(doc, kind)
     payload.encode(doc, kind)  # every string must be encodable text
     return doc
@@ -1037,6 +1085,8 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         if i in saved:
             entry["saved_to"] = str(saved[i])
         listed.append(entry)
+    for item in doc.get("translations") or []:  # (checked: each names an attachment)
+        listed[item["attachment"]]["translation"] = item["language"]
     return {
         "id": h.id, "kind": h.kind, "priority": h.priority, "from": h.sender, "to": h.recipient,
         "sender_officer": message.sender_officer, "created": h.created, "expires": h.expires,
@@ -1045,6 +1095,34 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         "shared_by": message.shared_by, "handling": h.handling, "state": h.state,
         "due": h.due,
     }
+
+
+def typed_lines(body: dict[str, Any]) -> list[str]:
+    """The typed fields of an alert or a request, one line each, as ``read`` shows them."""
+    lines = []
+    for key, label in (("alert_type", "alert"), ("request_type", "request type"),
+                       ("place", "place"), ("border_gate", "border gate"), ("time", "time"),
+                       ("requesting_authority", "requesting"),
+                       ("executing_authority", "executing"), ("treaty", "treaty")):
+        if body.get(key):
+            lines.append(f"{label + ':':<11}{body[key]}")
+    if body.get("languages"):
+        lines.append(f"languages: {', '.join(body['languages'])}")
+    for person in body.get("persons") or []:
+        extra = ", ".join(f"{k} {person[k]}" for k in ("name", "nationality", "sex")
+                          if person.get(k))
+        child = "CHILD, " if person.get("child") else ""
+        lines.append(f"person:    {person['role']} ({child}age {person.get('age_band')}"
+                     f"{', ' + extra if extra else ''})")
+        for doc in person.get("documents") or []:
+            lines.append(f"  document: {_document_words(doc)}")
+    for doc in body.get("documents") or []:
+        lines.append(f"document:  {_document_words(doc)}")
+    return lines
+
+
+def _document_words(doc: dict[str, Any]) -> str:
+    return " ".join(str(doc[k]) for k in ("type", "number", "issuer") if doc.get(k))
 
 
 def signer_ended(message: OpenedMessage) -> dict[str, Any] | None:
@@ -1104,6 +1182,8 @@ def cmd_read(args: argparse.Namespace) -> int:
                 say(f"  grounds: {body['grounds']}")
         if info["due"]:
             say(f"due:       {info['due']}")
+        for line in typed_lines(body):
+            say(line)
         if info["kind"] == "case":
             say(f"case ref:  {body['case_ref']}")
             say(f"legal basis: {body['legal_basis']}")
@@ -1114,7 +1194,9 @@ def cmd_read(args: argparse.Namespace) -> int:
                 say(f"  - {action}")
         for item in info["attachments"]:
             where = f"  saved to {item['saved_to']}" if "saved_to" in item else ""
-            say(f"attachment: {item['name']}  ({item['media_type']}, {item['size']} bytes)"
+            what = (f"translation ({item['translation']})" if "translation" in item
+                    else "attachment")
+            say(f"{what}: {item['name']}  ({item['media_type']}, {item['size']} bytes)"
                 f"{where}")
         say("")
         say(body.get("text") or "")

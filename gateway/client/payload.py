@@ -12,6 +12,12 @@ Only clients ever see these; the gateway carries them encrypted. Kinds:
   ``refused``)}``; the state is the one its signed header carries;
 
 each optionally with ``"attachments": [{"name", "media_type", "data" (base64)}]``.
+
+Hotline alerts and cases may carry typed fields (gateway.client.typed): an alert's
+``alert_type``, ``place``, ``border_gate``, ``time``, ``persons`` and ``documents``; a
+request's ``request_type``, ``requesting_authority``, ``executing_authority``,
+``treaty``, ``languages`` and ``translations`` (which attachments translate the request,
+into which language).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import json
 import re
 from typing import Any
 
+from gateway.client import typed
+from gateway.client.typed import PayloadError
 from gateway.crypto.envelope import CASE_STATES, EnvelopeHeader
-from gateway.errors import ClientError
 from gateway.protocol import jsontext
 
 LEGAL_BASES = ("treaty", "reciprocity", "convention", "other")
@@ -32,8 +39,7 @@ MAX_TEXT = 64 * 1024
 MAX_ATTACHMENTS = 32
 
 
-class PayloadError(ClientError):
-    code = "bad_payload"
+__all__ = ["PayloadError", "check_header", "decode", "encode", "validate"]
 
 
 def _text(value: Any, name: str, *, required: bool = True, limit: int = MAX_TEXT) -> str:
@@ -86,10 +92,14 @@ def validate(doc: Any, kind: str) -> dict[str, Any]:
         if not isinstance(deadline, str) or not _DATE.fullmatch(deadline):
             raise PayloadError("deadline must be a date YYYY-MM-DD")
         _text(doc.get("text"), "text", required=False)
+        attached = doc.get("attachments")
+        typed.check_request(doc, len(attached) if isinstance(attached, list) else 0)
     elif kind == "status" and "state" in doc:
         _check_move(doc)
     else:
         _text(doc.get("text"), "text")
+        if kind == "hotline":
+            typed.check_alert(doc)
     _check_attachments(doc.get("attachments"))
     return doc
 
