@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -207,7 +208,8 @@ _name = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 def headers(draw: st.DrawFn) -> EnvelopeHeader:
     mid = draw(_hex32)
     reply_to = draw(st.one_of(st.none(), _hex32))
-    kind = draw(st.sampled_from(["reply", "status"] if reply_to else ["hotline", "case"]))
+    kind = draw(st.sampled_from(["reply", "status"] if reply_to
+                                else ["hotline", "case", "forward"]))
     created = draw(st.integers(min_value=0, max_value=2**52))
     state = draw(st.one_of(st.none(), st.sampled_from(envelope.CASE_STATES))) \
         if kind == "status" else None
@@ -216,6 +218,10 @@ def headers(draw: st.DrawFn) -> EnvelopeHeader:
     return EnvelopeHeader(
         handling=draw(st.one_of(st.none(), st.sampled_from(envelope.HANDLING_CODES))),
         state=state, due=due,
+        forwards=draw(_hex32) if kind == "forward" else None,
+        permit=draw(st.one_of(st.none(), st.binary(min_size=64, max_size=64).map(
+            lambda b: base64.b64encode(b).decode()))) if kind == "forward"
+        else None,
         id=mid, kind=kind, priority=draw(st.sampled_from(["flash", "immediate", "priority",
                                                           "routine"])),
         sender=f"{draw(_name)}@{draw(_name)}", recipient=f"{draw(_name)}@{draw(_name)}",
@@ -251,6 +257,9 @@ def test_canonical_fast_path_agrees_with_the_json_parser(h: EnvelopeHeader) -> N
         lambda d: d.update(kind="case", due="2027-02-30"),
         lambda d: d.update(kind="case", due="27-02-01"),
         lambda d: d.update(kind="status", state="received"),  # a status answers something
+        lambda d: d.update(kind="forward"),  # names nothing it forwards
+        lambda d: d.update(forwards="a" * 32),  # on a hotline
+        lambda d: d.update(kind="forward", forwards="a" * 32, permit="c2lnbmF0dXJl"),
     ],
 )
 def test_both_paths_refuse_rule_violations(mutate) -> None:

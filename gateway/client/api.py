@@ -23,8 +23,10 @@ from gateway.clock import Clock, SystemClock
 from gateway.crypto.envelope import (
     Envelope,
     EnvelopeHeader,
+    content_key_of,
     new_message_id,
     open_envelope,
+    open_with_content_key,
     peek_header,
     read_signer,
     rewrap_content_key,
@@ -56,6 +58,8 @@ from gateway.protocol.descriptor import (
     verify_descriptor,
     verify_descriptor_history,
 )
+from gateway.protocol.forwarding import MAX_DEPTH as MAX_FORWARD_DEPTH
+from gateway.protocol.forwarding import check_permit, sign_permit
 from gateway.protocol.history import DEFAULT_HISTORY_DAYS, MAX_SHARES, Share, share_text
 from gateway.protocol.membership import (
     check_extends,
@@ -107,12 +111,29 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class Forwarded:
+    """A message a forward embeds, verified with its own signer's key and opened with the
+    content key the forward passed on (docs/PROTOCOL.md 3.9)."""
+
+    envelope: Envelope
+    payload: dict[str, Any]
+    sender_officer: str
+    former: FormerOfficer | None
+    permit: bool | None  # the forward's permit for it: holds, does not, or none given
+
+    @property
+    def header(self) -> EnvelopeHeader:
+        return self.envelope.header
+
+
+@dataclass(frozen=True)
 class OpenedMessage:
     envelope: Envelope
     payload: dict[str, Any]
     sender_officer: str
     former: FormerOfficer | None = None  # the signer's binding has ended since (revoked...)
     shared_by: str | None = None  # sealed before this officer joined: who shared its key
+    forwarded: tuple[Forwarded, ...] = ()  # a forward's chain, the forwarded message first
 
     @property
     def header(self) -> EnvelopeHeader:
@@ -496,7 +517,8 @@ class GatewayClient:
                    frm: str | None = None, in_reply_to: str | None = None,
                    thread: str | None = None, lifetime_ms: int = DEFAULT_LIFETIME_MS,
                    message_id: str | None = None, handling: str | None = None,
-                   due: str | None = None) -> dict[str, Any]:
+                   due: str | None = None, forwards: str | None = None,
+                   permit: str | None = None) -> dict[str, Any]:
         """Seal ``doc`` for every current officer of desk ``to`` and send it. The signed
         header carries ``handling`` if given, a case's due day (its payload's deadline)
         and a status's state and new due day (docs/PROTOCOL.md 3.2)."""
@@ -511,6 +533,7 @@ class GatewayClient:
             created=now, expires=now + lifetime_ms, thread=thread or mid,
             in_reply_to=in_reply_to, handling=handling,
             state=doc.get("state") if kind == "status" else None, due=due,
+            forwards=forwards, permit=permit,
         )
         for refresh in (False, True):
             desk = await self._desk(to, refresh)
@@ -597,13 +620,78 @@ class GatewayClient:
                               share.wrap if share is not None else None)
         doc = payload.decode(plain, envelope.header.kind)
         payload.check_header(doc, envelope.header)
+        chain = (await self._unwrap_forward(envelope.header, doc, 1)
+                 if envelope.header.kind == "forward" else ())
         return OpenedMessage(envelope, doc,
                              signer.officer, signer.former,
-                             share.by if share is not None else None)
+                             share.by if share is not None else None, chain)
+
+    async def _unwrap_forward(self, header: EnvelopeHeader, doc: dict[str, Any],
+                              depth: int) -> tuple[Forwarded, ...]:
+        """The messages a forward embeds, each verified against its own sender's gateway
+        directory: the first sender's signature holds however many hands it went through."""
+        if depth > MAX_FORWARD_DEPTH:
+            raise CryptoError("a forward nested deeper than this client unwraps",
+                              code="bad_forward")
+        inner, signer = await self._verify_bytes(base64.b64decode(doc["original"]))
+        h = inner.header
+        if h.id != header.forwards:
+            raise CryptoError("the forward embeds another message than its header names",
+                              code="bad_forward")
+        if h.handling is not None and header.handling != h.handling:
+            raise CryptoError(f"the forward changed the handling code {h.handling}",
+                              code="handling_changed")
+        inner_doc = payload.decode(
+            open_with_content_key(inner, base64.b64decode(doc["content_key"])), h.kind)
+        payload.check_header(inner_doc, h)
+        permit: bool | None = None
+        if header.permit is not None:
+            try:
+                check_permit(header.permit, signer.key, h.id, header.recipient)
+                permit = True
+            except CryptoError:
+                permit = False
+        link = Forwarded(inner, inner_doc, signer.officer, signer.former, permit)
+        rest = (await self._unwrap_forward(h, inner_doc, depth + 1)
+                if h.kind == "forward" else ())
+        return (link, *rest)
+
+    async def forward(self, message_id: str, to: str, text: str = "", *,
+                      permit: str | None = None, priority: str | None = None
+                      ) -> dict[str, Any]:
+        """Forward a message this officer can open to desk ``to``: the original envelope,
+        as its sender signed it, and its content key, sealed for ``to``'s officers."""
+        opened = await self.open(message_id)
+        envelope, h = opened.envelope, opened.header
+        wrap = None
+        if self.creds.encryption.public.key_id not in h.recipients:
+            wrap = (await self._my_share(envelope)).wrap
+        key = content_key_of(envelope, self.creds.encryption, wrap)
+        doc: dict[str, Any] = {"type": "forward",
+                               "original": base64.b64encode(envelope.raw).decode("ascii"),
+                               "content_key": base64.b64encode(key).decode("ascii")}
+        if text:
+            doc["text"] = text
+        frm = h.recipient if h.recipient in self.creds.desks else h.sender
+        return await self.send("forward", to, doc, priority=priority or h.priority, frm=frm,
+                               handling=h.handling, forwards=h.id, permit=permit)
+
+    async def permit(self, message_id: str, to: str) -> str:
+        """This officer's permission for its message ``message_id`` to go on to ``to``."""
+        envelope, _ = await self._verified(message_id)
+        if envelope.signer != self.creds.signing.public.key_id:
+            raise ClientError("only the officer who sent a message can permit it to go on",
+                              code="not_the_sender")
+        return sign_permit(self.creds.signing, message_id, self.address(to))
 
     async def _verified(self, message_id: str) -> tuple[Envelope, Signer]:
         """A message whose sender's signature verified against the directory."""
         _, data, _ = await self.request("GET", f"/v1/messages/{message_id}")
+        return await self._verify_bytes(data)
+
+    async def _verify_bytes(self, data: bytes) -> tuple[Envelope, Signer]:
+        """An envelope whose sender's signature verified against its gateway's
+        directory (this gateway's, or a partner's through it)."""
         key_id = read_signer(data)
         # The sender's gateway, unverified, only says whose directory holds the key.
         gateway = peek_header(data).sender.partition("@")[2]

@@ -385,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the handling code of the message answered")
     _add_text(p)
 
+    p = command("forward", "pass a message on to another desk, as its sender signed it "
+                "(its recipient verifies the first sender's signature)")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("to", type=_desk, metavar="TO", help="the desk it goes on to")
+    p.add_argument("--permit", metavar="TOKEN",
+                   help="the sender's permission (from `gateway-client permit`): needed "
+                   "for an H2 message")
+    _add_text(p, attachments=False)
+
+    p = command("permit", "give your permission for a message you sent to be forwarded "
+                "to a desk (prints a token for the forwarder)")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("to", type=_desk, metavar="TO", help="the desk it may go on to")
+
     p = command("cases", "requests your desks made or must execute: state, partner and "
                 "days to the due day, soonest due first")
     p.add_argument("--overdue", action="store_true", help="only those past their due day")
@@ -872,6 +886,33 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return online(args, work)
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    text = message_text(args) if (args.text is not None or args.file is not None) else ""
+
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        to = desk_address(args.to, profile)
+        result = await client.forward(args.message_id, to, text, permit=args.permit)
+        print_sent(args, result, f"{args.message_id} forwarded to {to}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_permit(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        to = desk_address(args.to, profile)
+        token = await client.permit(args.message_id, to)
+        if opt(args, "json"):
+            emit_json({"id": args.message_id, "to": to, "permit": token})
+        else:
+            say(token)
+            note(f"(give it to whoever forwards {args.message_id} to {to}: "
+                 f"gateway-client forward {args.message_id} {to} --permit TOKEN)")
+        return EXIT_OK
+
+    return online(args, work)
+
+
 def cmd_move(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"type": "status", "state": args.state}
     text = message_text(args) if (args.text is not None or args.file is not None) else ""
@@ -1093,7 +1134,13 @@ def describe(message: OpenedMessage, saved: dict[int, Path]) -> dict[str, Any]:
         "thread": h.thread, "in_reply_to": h.in_reply_to, "digest": message.envelope.digest,
         "payload": doc, "attachments": listed, "signer_ended": signer_ended(message),
         "shared_by": message.shared_by, "handling": h.handling, "state": h.state,
-        "due": h.due,
+        "due": h.due, "forwarded": [{
+            "id": f.header.id, "kind": f.header.kind, "from": f.header.sender,
+            "to": f.header.recipient, "created": f.header.created,
+            "handling": f.header.handling, "sender_officer": f.sender_officer,
+            "signature": "verified", "permit": f.permit,
+            "payload": {k: v for k, v in f.payload.items() if k != "attachments"}}
+            for f in message.forwarded],
     }
 
 
@@ -1184,7 +1231,21 @@ def cmd_read(args: argparse.Namespace) -> int:
             say(f"due:       {info['due']}")
         for line in typed_lines(body):
             say(line)
-        if info["kind"] == "case":
+        for depth, link in enumerate(info["forwarded"], start=1):
+            permit = {True: "with its sender's permit", False: "WITH A PERMIT THAT DOES NOT "
+                      "HOLD", None: "without a permit"}[link["permit"]]
+            warn = ("  (H2: NO ONWARD DISSEMINATION WITHOUT PERMISSION)"
+                    if link["handling"] == "H2" and link["permit"] is not True else "")
+            say(f"{'  ' * (depth - 1)}forwards:  {link['id']} ({link['kind']}) from "
+                f"{link['from']} (officer {link['sender_officer']}, signature verified), "
+                f"{permit}{warn}")
+        if info["forwarded"]:
+            if body.get("text"):
+                say(f"note:      {body['text']}")
+            body = info["forwarded"][-1]["payload"]  # the original, as its sender wrote it
+            for line in typed_lines(body):
+                say(line)
+        if body.get("type") == "case":
             say(f"case ref:  {body['case_ref']}")
             say(f"legal basis: {body['legal_basis']}")
             say(f"offence:   {body['offence']}")
@@ -1459,6 +1520,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reply": cmd_reply,
     "cases": cmd_cases,
     "move": cmd_move,
+    "forward": cmd_forward,
+    "permit": cmd_permit,
     "status": cmd_status,
     "watch": cmd_watch,
     "keys": cmd_keys,

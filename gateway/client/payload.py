@@ -6,6 +6,8 @@ Only clients ever see these; the gateway carries them encrypted. Kinds:
 * ``case``: ``{"type": "case", "case_ref", "legal_basis", "offence", "requested_actions":
   [...], "deadline" (YYYY-MM-DD), "text"}``;
 * ``reply``: ``{"type": "reply", "text": ...}``;
+* ``forward``: ``{"type": "forward", "text" (optional), "original": the forwarded
+  envelope (base64), "content_key": its content key (base64)}``;
 * ``status``: ``{"type": "status", "text": ...}`` (a note in a thread), or a move of the
   request: ``{"type": "status", "state": one of the header's states, "text" (optional),
   "missing": [...] (required for ``returned_incomplete``), "grounds" (required for
@@ -96,6 +98,15 @@ def validate(doc: Any, kind: str) -> dict[str, Any]:
         typed.check_request(doc, len(attached) if isinstance(attached, list) else 0)
     elif kind == "status" and "state" in doc:
         _check_move(doc)
+    elif kind == "forward":
+        _text(doc.get("text"), "text", required=False)
+        for name, size in (("original", None), ("content_key", 32)):
+            try:
+                raw = base64.b64decode(_text(doc.get(name), name, limit=2**31), validate=True)
+            except (binascii.Error, ValueError):
+                raise PayloadError(f"{name} must be base64") from None
+            if size is not None and len(raw) != size:
+                raise PayloadError(f"{name} must be {size} bytes")
     else:
         _text(doc.get("text"), "text")
         if kind == "hotline":

@@ -66,7 +66,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _MIN_SIZE = _PREFIX.size + 2 + 2 + WRAP_SIZE + NONCE_SIZE + 4 + TAG_SIZE + SIGNATURE_SIZE
 
-KINDS = ("hotline", "case", "reply", "status")
+KINDS = ("hotline", "case", "reply", "status", "forward")
 PRIORITIES = ("flash", "immediate", "priority", "routine")
 #: Handling codes (in the spirit of Europol's SIENA H0-H3): what the recipient may do
 #: with the content. H0 no restriction among law enforcement; H1 not for use as evidence
@@ -83,9 +83,10 @@ _HEADER_FIELDS = frozenset(
 )
 #: Fields a header may carry or leave out (left out, they are absent from its bytes):
 #: the handling code, and the case fields gateways count outcomes and deadlines by.
-OPTIONAL_FIELDS = ("due", "handling", "state")
+OPTIONAL_FIELDS = ("due", "forwards", "handling", "permit", "state")
 _OPTIONAL = frozenset(OPTIONAL_FIELDS)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PERMIT = re.compile(r"[A-Za-z0-9+/]{86}==")  # an Ed25519 signature, standard base64
 _ID = re.compile(r"[0-9a-f]{32}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 #: A gateway or desk name as gateway.protocol.names spells it, written again here because
@@ -135,6 +136,8 @@ class EnvelopeHeader:
     handling: str | None = None  # H0..H3, or None: not stated
     state: str | None = None  # on a ``status``: the state it moves its request to
     due: str | None = None  # on a ``case`` (or a resubmission): YYYY-MM-DD, UTC day
+    forwards: str | None = None  # on a ``forward``: the id of the message it embeds
+    permit: str | None = None  # on a ``forward``: its sender's permission to pass it on
 
     def __post_init__(self) -> None:
         self._validate()
@@ -174,6 +177,12 @@ class EnvelopeHeader:
         if self.due is not None and (not isinstance(self.due, str)
                                      or not _DATE.fullmatch(self.due)):
             raise MalformedError("due must be a date YYYY-MM-DD")
+        if self.forwards is not None and (not isinstance(self.forwards, str)
+                                          or not _ID.fullmatch(self.forwards)):
+            raise MalformedError("forwards must be 32 lowercase hex digits")
+        if self.permit is not None and (not isinstance(self.permit, str)
+                                        or not _PERMIT.fullmatch(self.permit)):
+            raise MalformedError("permit must be a signature in base64")
         self._check_rules()
 
     def _check_rules(self) -> None:
@@ -196,6 +205,12 @@ class EnvelopeHeader:
             raise MalformedError("recipients lists a key twice")
         if self.state is not None and self.kind != "status":
             raise MalformedError("only a status message carries a state")
+        if (self.forwards is not None) != (self.kind == "forward"):
+            raise MalformedError("a forward, and only a forward, names what it forwards")
+        if self.permit is not None and self.kind != "forward":
+            raise MalformedError("only a forward carries a permit")
+        if self.kind == "forward" and self.in_reply_to is not None:
+            raise MalformedError("a forward starts a thread of its own")
         if self.due is not None:
             if not (self.kind == "case" or self.state == "resubmitted"):
                 raise MalformedError("due is set by a case, or by its resubmission")
@@ -273,7 +288,8 @@ class EnvelopeHeader:
             sender=obj["from"], recipient=obj["to"], created=obj["created"],
             expires=obj["expires"], thread=obj["thread"], in_reply_to=obj["in_reply_to"],
             recipients=tuple(recipients), handling=obj.get("handling"),
-            state=obj.get("state"), due=obj.get("due"),
+            state=obj.get("state"), due=obj.get("due"), forwards=obj.get("forwards"),
+            permit=obj.get("permit"),
         )
         header._validate()
         return header
@@ -286,14 +302,14 @@ class EnvelopeHeader:
         of every value, so no JSON parser is needed; the rules between fields still run.
         Tests check that both paths agree.
         """
-        (created, due, expires, sender, handling, mid, reply_to, kind, priority, recips,
-         state, thread, to) = m.groups()
+        (created, due, expires, forwards, sender, handling, mid, reply_to, kind, permit,
+         priority, recips, state, thread, to) = m.groups()
         header = object.__new__(cls)
         header.__dict__.update(
             v=VERSION, id=mid, kind=kind, priority=priority, sender=sender, recipient=to,
             created=int(created), expires=int(expires), thread=thread, in_reply_to=reply_to,
             recipients=tuple(recips[1:-1].split('","')) if recips else (),
-            handling=handling, state=state, due=due,
+            handling=handling, state=state, due=due, forwards=forwards, permit=permit,
         )
         header._check_rules()
         return header
@@ -303,9 +319,12 @@ _INT = r"(0|[1-9][0-9]{0,15})"
 _QADDR = rf'"({NAME}@{NAME})"'
 _CANONICAL = re.compile(
     r'\{"created":' + _INT + r'(?:,"due":"([0-9]{4}-[0-9]{2}-[0-9]{2})")?'
-    + r',"expires":' + _INT + r',"from":' + _QADDR + r'(?:,"handling":"(H[0-3])")?'
+    + r',"expires":' + _INT + r'(?:,"forwards":"([0-9a-f]{32})")?'
+    + r',"from":' + _QADDR + r'(?:,"handling":"(H[0-3])")?'
     + r',"id":"([0-9a-f]{32})","in_reply_to":(?:null|"([0-9a-f]{32})")'
-    + r',"kind":"(hotline|case|reply|status)","priority":"(flash|immediate|priority|routine)"'
+    + r',"kind":"(' + "|".join(KINDS) + r')"'
+    + r'(?:,"permit":"([A-Za-z0-9+/]{86}==)")?'
+    + r',"priority":"(' + "|".join(PRIORITIES) + r')"'
     + r',"recipients":\[((?:"[0-9a-f]{16}",)*"[0-9a-f]{16}")?\]'
     + r'(?:,"state":"(' + "|".join(CASE_STATES) + r')")?'
     + r',"thread":"([0-9a-f]{32})","to":' + _QADDR + r',"v":1\}',
@@ -567,6 +586,29 @@ def _content_key(envelope: Envelope, key: OfficerEncryptionKey,
     if len(content_key) != CONTENT_KEY_SIZE:
         raise DecryptionError("wrapped content key has the wrong size")
     return content_key
+
+
+def content_key_of(envelope: Envelope, key: OfficerEncryptionKey,
+                   shared_wrap: bytes | None = None) -> bytes:
+    """The envelope's content key, opened with ``key`` (or its ``shared_wrap``), once the
+    payload was checked to decrypt with it: what a forward passes on (section 3.9 of
+    docs/PROTOCOL.md), so that its recipient reads the original without a wrap of its own."""
+    open_envelope(envelope, key, shared_wrap)
+    return _content_key(envelope, key, shared_wrap)
+
+
+def open_with_content_key(envelope: Envelope, content_key: bytes) -> bytes:
+    """Decrypt a verified envelope with a content key passed on by a forward."""
+    if len(content_key) != CONTENT_KEY_SIZE:
+        raise DecryptionError("a content key has the wrong size")
+    try:
+        return bytes(
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                envelope.ciphertext, envelope.header_bytes, envelope.nonce, content_key
+            )
+        )
+    except nacl.exceptions.CryptoError:
+        raise DecryptionError("ciphertext does not authenticate") from None
 
 
 def rewrap_content_key(envelope: Envelope, key: OfficerEncryptionKey,

@@ -26,11 +26,13 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.crypto.envelope import Envelope, read_signer, verify_envelope_on
+from gateway.crypto.keys import ROLE_OFFICER_SIGNING, VerifyKey
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import (
     BadSignatureError,
     ClientError,
     ConflictError,
+    CryptoError,
     ForbiddenError,
     GoneError,
     NotFoundError,
@@ -41,6 +43,7 @@ from gateway.ledger.events import decode_entry
 from gateway.officers.directory import Directory, DirectoryService, Officer
 from gateway.officers.quotas import Quotas
 from gateway.protocol.cases import MoveRefused, check_move
+from gateway.protocol.forwarding import check_permit
 from gateway.protocol.officers import read_claim, read_text
 from gateway.store import (
     CONFLICT,
@@ -135,6 +138,8 @@ class Delivery:
             await self._check_answer(envelope)
         if h.state is not None:  # asked first so that a refused move costs no quota;
             await self._check_move(envelope)  # the store asks again as it commits
+        if h.kind == "forward":
+            await self._check_forward(envelope, directory)
         actor = officer.sign_key.key_id
         if partner is not None:
             message = IncomingMessage(envelope, now, "local", actor, relay_to=partner.id)
@@ -186,6 +191,51 @@ class Delivery:
         if h.thread != original.thread:
             raise ClientError("a reply stays in the thread of the message it answers",
                               code="bad_reply")
+
+    async def _check_forward(self, envelope: Envelope, directory: Directory) -> None:
+        """A forward passes on a message the sending desk has, with its handling code; an
+        H2 message only with a permit by the officer who signed it (docs/PROTOCOL.md 3.9)."""
+        h = envelope.header
+        assert h.forwards is not None
+        original = await self.store.get_message(h.forwards)
+        if original is None or h.sender not in (original.recipient, original.sender):
+            raise ConflictError("forwards names no message your desk has", code="bad_forward")
+        if original.handling is not None and h.handling != original.handling:
+            raise ClientError(f"a forward keeps the handling code of what it forwards "
+                              f"({original.handling})", code="handling_changed")
+        if original.handling != "H2":
+            return
+        if h.permit is None:
+            raise ForbiddenError(
+                f"{original.id} is H2: it goes on only with the permission of whoever sent it "
+                f"({original.sender}); ask for it (gateway-client permit) and forward with "
+                "--permit", code="handling_forbids_onward")
+        key = self._signing_key(original, directory)
+        try:
+            if key is None:
+                raise BadSignatureError("the sender's key is not known here")
+            check_permit(h.permit, key, original.id, h.recipient)
+        except CryptoError as exc:
+            raise ForbiddenError(f"the permit for {original.id} to go on to {h.recipient} "
+                                 f"does not hold ({exc.message})",
+                                 code="handling_forbids_onward") from None
+
+    def _signing_key(self, message: StoredMessage, directory: Directory) -> VerifyKey | None:
+        """The signing key of whoever signed ``message``: an officer of this gateway
+        (former ones too) or of the partner it came from."""
+        if message.actor is None:
+            return None
+        if message.origin == "local":
+            officer = directory.officer_by_key(message.actor)
+            return officer.sign_key if officer is not None else None
+        partner = self.partners.get(message.origin) if self.partners is not None else None
+        if partner is None or partner.directory is None:
+            return None
+        for entry in partner.directory.values():
+            for member in entry.members:
+                if member.get("sign_key_id") == message.actor:
+                    return VerifyKey.from_b64(member["sign_key"], ROLE_OFFICER_SIGNING)
+        return None
 
     async def _check_move(self, envelope: Envelope) -> None:
         h = envelope.header

@@ -271,6 +271,8 @@ class StoredMessage:
     origin: str
     first_read_ms: int | None
     first_reply_ms: int | None
+    handling: str | None = None  # of its signed header
+    actor: str | None = None  # key id of the officer who signed it
 
 
 @dataclass(frozen=True, slots=True)

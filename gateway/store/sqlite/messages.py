@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Awaitable, Iterable, Sequence
 
 from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
-from gateway.ledger.events import DELIVERED, READ, REPLIED, LedgerEvent
+from gateway.ledger.events import DELIVERED, FORWARDED, READ, REPLIED, LedgerEvent
 from gateway.protocol.cases import FINAL, SUBMITTED, MoveRefused, check_move, due_ms
 from gateway.store import (
     ACCEPTED,
@@ -107,6 +107,11 @@ class _AcceptOp(_Op):
         else:
             plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
                      (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
+        if h.kind == "forward":  # (what it forwards, on this gateway's ledger too)
+            seqs.append(plan.add_event(LedgerEvent(
+                FORWARDED, h.id, m.received_ms, ref=h.forwards, sender=h.sender,
+                recipient=h.recipient, actor=m.actor,
+                partner=None if m.origin == "local" else m.origin)))
         if h.kind == "case":
             partner = m.relay_to if m.origin == "local" else m.origin
             row = CaseRow(h.id, h.sender, h.recipient, partner, m.received_ms, h.due,
@@ -210,7 +215,8 @@ class MessageQueries(StoreEngine):
     async def get_message(self, message_id: str) -> StoredMessage | None:
         rows = await self._read(
             "SELECT id, digest, envelope, kind, priority, sender, recipient, thread, accepted_ms,"
-            " origin, first_read_ms, first_reply_ms FROM messages WHERE id = ?", (message_id,)
+            " origin, first_read_ms, first_reply_ms, handling, actor FROM messages"
+            " WHERE id = ?", (message_id,)
         )
         return StoredMessage(*rows[0]) if rows else None
 
