@@ -11,6 +11,7 @@ ledger event on the gateways it passes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -107,6 +108,20 @@ async def test_a_request_keeps_the_prosecutors_signature_through_two_forwards(
         assert (link.header.id, link.sender_officer, link.permit) == (
             p, prosecutor.creds.officer_id, True)
         assert link.payload == REQUEST and opened.header.handling == "H2"
+
+        # What a dishonest forwarder with a gateway that let it through would show, the
+        # recipient's client catches: another message than the header names, a handling
+        # code dropped, a permit that does not verify.
+        for change, code in (({"forwards": os.urandom(16).hex()}, "bad_forward"),
+                             ({"handling": "H0"}, "handling_changed")):
+            with pytest.raises(CryptoError) as caught:
+                await la_ca._unwrap_forward(
+                    dataclasses.replace(opened.header, **change), opened.payload, 1)
+            assert caught.value.code == code
+        forged = base64.b64encode(os.urandom(64)).decode()
+        (link,) = await la_ca._unwrap_forward(
+            dataclasses.replace(opened.header, permit=forged), opened.payload, 1)
+        assert link.permit is False
 
         # Laos's central authority passes it on, with the permit of who sent it to it.
         permit2 = await vn_ca.permit(f1, "investigation@la-mps")
