@@ -3,6 +3,7 @@ request type sent both ways between two real gateways, opened, and answered."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ import aiohttp
 import pytest
 
 from gateway.client import payload, typed
-from gateway.client.api import GatewayClient
+from gateway.client.api import ApiError, GatewayClient, OpenedMessage
 from gateway.client.payload import PayloadError
+from gateway.errors import ClientError
 from tests.helpers import make, officers, pin, started, stop_all, until
 
 VICTIM = {"role": "victim", "age_band": "12-15", "child": True, "nationality": "VN",
@@ -139,3 +141,56 @@ async def _knows(client: GatewayClient, address: str) -> bool:
         return False
     desk = desks.get(address)
     return desk is not None and bool(desk.members)
+
+
+def _handed_over(gw: Any) -> list[tuple[str, str]]:
+    return [(doc["msg"], doc["ref"]) for (entry,) in gw.rows("SELECT entry FROM ledger")
+            if (doc := json.loads(entry))["type"] == "handed_over"]
+
+
+async def test_a_victim_handover_is_acknowledged_signed_and_ledgered_on_both_sides(
+        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn, kh)
+    try:
+        a, k = await officers(vn, kh, http)
+        await until(lambda: _knows(k, "border-liaison@vn-mps"), "vn-mps's desk at kh-cnp")
+        alert = {**ALERT, "alert_type": "victim_handover",
+                 "text": "Handing over at Bavet, 14:30"}
+        mid = (await a.send("hotline", "anti-trafficking@kh-cnp", alert, priority="flash",
+                            handling="H1"))["id"]
+        await until(lambda: _has(k, mid), "the alert at kh-cnp")
+        opened = await k.open(mid)
+        receipt = {"type": "handover", "received_at": "2026-12-06T14:41+07:00",
+                   "place": "Bavet", "persons": [VICTIM], "text": "received in good health"}
+        rid = (await k.handover(opened, receipt))["id"]
+        await until(lambda: _has(a, rid), "the receipt at vn-mps")
+        got = await a.open(rid)
+        assert (got.header.kind, got.header.in_reply_to, got.header.handling) == (
+            "handover", mid, "H1")
+        assert got.sender_officer == k.creds.officer_id and got.payload == receipt
+        await until(lambda: _handed_over(vn) == [(mid, rid)], "vn-mps's ledger entry")
+        assert _handed_over(kh) == [(mid, rid)]
+        # Only the desk the alert went to acknowledges it: the client says so, and the
+        # gateway refuses a receipt from the sending side, storing nothing.
+        sent, _ = await a._verified(mid)  # a sent it: it cannot open it, only verify it
+        with pytest.raises(ClientError) as refused:
+            await a.handover(OpenedMessage(sent, {}, a.creds.officer_id),
+                             {"received_at": "2026-12-06T15:00+07:00"})
+        assert refused.value.code == "not_the_recipient"
+        with pytest.raises(ApiError) as refused_api:
+            await a.send("handover", "anti-trafficking@kh-cnp",
+                         {"type": "handover", "received_at": "2026-12-06T15:00+07:00"},
+                         in_reply_to=mid, thread=mid)
+        assert (refused_api.value.status, refused_api.value.code) == (403,
+                                                                      "not_the_recipient")
+        with pytest.raises(ApiError) as refused_api:  # a receipt answers an alert only
+            await k.send("handover", "border-liaison@vn-mps",
+                         {"type": "handover", "received_at": "2026-12-06T15:00+07:00"},
+                         in_reply_to=rid, thread=mid)
+        assert refused_api.value.code == "bad_reply"
+        with pytest.raises(PayloadError):
+            payload.validate({"type": "handover", "received_at": "today"}, "handover")
+    finally:
+        await stop_all(vn, kh)

@@ -562,6 +562,17 @@ class GatewayClient:
                                in_reply_to=h.id, thread=h.thread,
                                handling=handling or h.handling)
 
+    async def handover(self, original: OpenedMessage, doc: dict[str, Any]) -> dict[str, Any]:
+        """Acknowledge, signed, that the persons ``original`` announced were handed over to
+        this officer's desk (its recipient): a ``handover`` in its thread."""
+        h = original.header
+        if h.recipient not in self.creds.desks:
+            raise ClientError(f"only {h.recipient}, which {h.id} was sent to, acknowledges "
+                              "the handover", code="not_the_recipient")
+        return await self.send("handover", h.sender, {**doc, "type": "handover"},
+                               priority=h.priority, frm=h.recipient, in_reply_to=h.id,
+                               thread=h.thread, handling=h.handling)
+
     # --- requests (case threads) ---------------------------------------------------------
 
     async def cases(self, *, state: str | None = None, partner: str | None = None,

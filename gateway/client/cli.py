@@ -394,6 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "for an H2 message")
     _add_text(p, attachments=False)
 
+    p = command("handover", "acknowledge, signed, that the persons an alert announced were "
+                "handed over to your desk (a receipt both gateways record)")
+    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID",
+                   help="the alert announcing the handover")
+    p.add_argument("--received-at", metavar="ISO8601",
+                   help="when they were received (default: now, local time)")
+    p.add_argument("--place", metavar="TEXT", help="where they were received")
+    p.add_argument("--person", action="append", default=[], metavar="K=V,...",
+                   help="a person received (as for send hotline --person; repeat)")
+    _add_text(p, attachments=False)
+
     p = command("permit", "give your permission for a message you sent to be forwarded "
                 "to a desk (prints a token for the forwarder)")
     p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
@@ -898,6 +909,29 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return online(args, work)
 
 
+def cmd_handover(args: argparse.Namespace) -> int:
+    received = args.received_at or datetime.datetime.now().astimezone().isoformat(
+        timespec="minutes")
+    doc: dict[str, Any] = {"type": "handover", "received_at": received}
+    text = message_text(args) if (args.text is not None or args.file is not None) else ""
+    if text:
+        doc["text"] = text
+    if args.place:
+        doc["place"] = args.place
+    if args.person:
+        doc["persons"] = [typed.person_from(p) for p in args.person]
+    payload.validate(doc, "handover")
+
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        original = await client.open(args.message_id)
+        result = await client.handover(original, doc)
+        print_sent(args, result, f"handover of {args.message_id} acknowledged to "
+                   f"{original.header.sender}")
+        return EXIT_OK
+
+    return online(args, work)
+
+
 def cmd_permit(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
@@ -1148,6 +1182,7 @@ def typed_lines(body: dict[str, Any]) -> list[str]:
     """The typed fields of an alert or a request, one line each, as ``read`` shows them."""
     lines = []
     for key, label in (("alert_type", "alert"), ("request_type", "request type"),
+                       ("received_at", "received"),
                        ("place", "place"), ("border_gate", "border gate"), ("time", "time"),
                        ("requesting_authority", "requesting"),
                        ("executing_authority", "executing"), ("treaty", "treaty")):
@@ -1202,6 +1237,9 @@ def cmd_read(args: argparse.Namespace) -> int:
             emit_json(info)
             return EXIT_OK
         body = info["payload"]
+        if info["kind"] == "handover":
+            say(f"HANDOVER RECEIPT for {info['in_reply_to']}: signed by officer "
+                f"{info['sender_officer']} of {info['from']} (signature verified)")
         # The handling code first: what the officer may do with what follows.
         code = info["handling"]
         say(f"HANDLING:  {code}: {HANDLING_WORDS[code]}" if code else
@@ -1522,6 +1560,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "move": cmd_move,
     "forward": cmd_forward,
     "permit": cmd_permit,
+    "handover": cmd_handover,
     "status": cmd_status,
     "watch": cmd_watch,
     "keys": cmd_keys,

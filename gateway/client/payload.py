@@ -6,6 +6,9 @@ Only clients ever see these; the gateway carries them encrypted. Kinds:
 * ``case``: ``{"type": "case", "case_ref", "legal_basis", "offence", "requested_actions":
   [...], "deadline" (YYYY-MM-DD), "text"}``;
 * ``reply``: ``{"type": "reply", "text": ...}``;
+* ``handover``: ``{"type": "handover", "received_at" (ISO 8601 with offset), "place"
+  (optional), "persons" (optional, typed), "text" (optional)}``: the receiving officer's
+  signed acknowledgement that the persons an alert announced were handed over;
 * ``forward``: ``{"type": "forward", "text" (optional), "original": the forwarded
   envelope (base64), "content_key": its content key (base64)}``;
 * ``status``: ``{"type": "status", "text": ...}`` (a note in a thread), or a move of the
@@ -98,6 +101,9 @@ def validate(doc: Any, kind: str) -> dict[str, Any]:
         typed.check_request(doc, len(attached) if isinstance(attached, list) else 0)
     elif kind == "status" and "state" in doc:
         _check_move(doc)
+    elif kind == "handover":
+        _text(doc.get("text"), "text", required=False)
+        typed.check_handover(doc)
     elif kind == "forward":
         _text(doc.get("text"), "text", required=False)
         for name, size in (("original", None), ("content_key", 32)):

@@ -109,6 +109,14 @@ def check_alert(doc: dict[str, Any]) -> None:
         _documents(doc["documents"], "documents")
 
 
+def check_handover(doc: dict[str, Any]) -> None:
+    """A handover receipt: when (required) and where the persons were received, and who."""
+    if not isinstance(doc.get("received_at"), str) or not _TIME.fullmatch(doc["received_at"]):
+        raise PayloadError("received_at must be ISO 8601 with its offset, e.g. "
+                           "2026-12-06T14:30+07:00")
+    check_alert({k: v for k, v in doc.items() if k in ("place", "persons")})
+
+
 def check_request(doc: dict[str, Any], attachments: int) -> None:
     """The typed fields of a case payload, if any (``attachments``: how many it has)."""
     if "request_type" in doc:

@@ -66,7 +66,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _MIN_SIZE = _PREFIX.size + 2 + 2 + WRAP_SIZE + NONCE_SIZE + 4 + TAG_SIZE + SIGNATURE_SIZE
 
-KINDS = ("hotline", "case", "reply", "status", "forward")
+KINDS = ("hotline", "case", "reply", "status", "forward", "handover")
 PRIORITIES = ("flash", "immediate", "priority", "routine")
 #: Handling codes (in the spirit of Europol's SIENA H0-H3): what the recipient may do
 #: with the content. H0 no restriction among law enforcement; H1 not for use as evidence
@@ -192,7 +192,7 @@ class EnvelopeHeader:
                 raise MalformedError("expires must be after created")
             raise MalformedError("created and expires must be Unix time in milliseconds")
         if self.in_reply_to is None:
-            if self.kind == "reply" or self.kind == "status":
+            if self.kind in ("reply", "status", "handover"):
                 raise MalformedError(
                     f"a {self.kind} must name the message it answers (in_reply_to)"
                 )

@@ -32,13 +32,14 @@ REPLIED = "replied"  # a reply referring to this message was accepted
 EXPIRED = "expired"  # expired before delivery; a non-delivery notice was issued
 REJECTED = "rejected"  # refused after it had been accepted (e.g. by the partner)
 FORWARDED = "forwarded"  # a forward was accepted; ``ref`` the message it embeds
+HANDED_OVER = "handed_over"  # a handover receipt answering ``msg`` was accepted (``ref``)
 # Membership of a desk (``msg`` is then the officer's id, ``recipient`` the desk).
 # ADMITTED (an officer became a member of a desk: its signed admission) and DEPARTED (a
 # member's binding was revoked) come from gateway.protocol.membership, which clients share.
 CHECKPOINT = "checkpoint"  # reserved: never a leaf; checkpoints are signed notes
 
 EVENT_TYPES = frozenset({ACCEPTED, RELAYED, RECEIPT, DELIVERED, READ, REPLIED, EXPIRED, REJECTED,
-                         ADMITTED, DEPARTED, FORWARDED})
+                         ADMITTED, DEPARTED, FORWARDED, HANDED_OVER})
 
 _OPTIONAL = ("digest", "sender", "recipient", "kind", "priority", "partner", "actor", "ref",
              "outcome", "reason")

@@ -191,6 +191,11 @@ class Delivery:
         if h.thread != original.thread:
             raise ClientError("a reply stays in the thread of the message it answers",
                               code="bad_reply")
+        if h.kind == "handover" and original.kind != "hotline":
+            raise ClientError("a handover receipt answers a hotline alert", code="bad_reply")
+        if h.kind == "handover" and h.sender != original.recipient:
+            raise ForbiddenError("only the desk a message was sent to acknowledges a handover "
+                                 "it announced", code="not_the_recipient")
 
     async def _check_forward(self, envelope: Envelope, directory: Directory) -> None:
         """A forward passes on a message the sending desk has, with its handling code; an

@@ -12,7 +12,14 @@ import dataclasses
 from collections.abc import Awaitable, Iterable, Sequence
 
 from gateway.ledger.events import ACCEPTED as EV_ACCEPTED
-from gateway.ledger.events import DELIVERED, FORWARDED, READ, REPLIED, LedgerEvent
+from gateway.ledger.events import (
+    DELIVERED,
+    FORWARDED,
+    HANDED_OVER,
+    READ,
+    REPLIED,
+    LedgerEvent,
+)
 from gateway.protocol.cases import FINAL, SUBMITTED, MoveRefused, check_move, due_ms
 from gateway.store import (
     ACCEPTED,
@@ -107,6 +114,11 @@ class _AcceptOp(_Op):
         else:
             plan.add(PHASE_DEPENDENTS, _INSERT_OUTBOX,
                      (m.relay_to, PRIORITY_RANK[h.priority], h.id, m.received_ms, h.expires))
+        if h.kind == "handover":  # the alert's own record: its persons were received
+            seqs.append(plan.add_event(LedgerEvent(
+                HANDED_OVER, h.in_reply_to, m.received_ms, ref=h.id,  # type: ignore[arg-type]
+                actor=m.actor, sender=h.sender,
+                partner=None if m.origin == "local" else m.origin)))
         if h.kind == "forward":  # (what it forwards, on this gateway's ledger too)
             seqs.append(plan.add_event(LedgerEvent(
                 FORWARDED, h.id, m.received_ms, ref=h.forwards, sender=h.sender,
