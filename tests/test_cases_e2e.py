@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.appkeys import DIRECTORY, PARTNERS, STORE
+from gateway.appkeys import CLOCK, DIRECTORY, PARTNERS, STORE
+from gateway.cases.report import requests_report
 from gateway.client.api import ApiError, GatewayClient
 from gateway.errors import ClientError
+from gateway.federation.reconcile import reconcile
 from tests.helpers import (
     FaultGw,
     fault_gw,
@@ -89,6 +92,12 @@ async def arrived(client: GatewayClient, case_id: str, state: str) -> None:
         except ApiError:
             return False
     await until(there, f"request {case_id} {state} at {client.creds.gateway_id}")
+
+
+async def _report(gw: CasesGw) -> list[dict[str, Any]]:
+    assert gw.app is not None
+    report = await requests_report(gw.app[STORE], gw.id, gw.app[CLOCK].now_ms())
+    return list(report["pairs"])
 
 
 def overdue_notices(gw: CasesGw, case_id: str) -> list[tuple[str, str]]:
@@ -180,9 +189,24 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
             closed = {x["id"]: x["state"] for x in await client.cases(closed=True)}
             assert closed == {a: "executed", b: "executed", c: "submitted"}
 
+        # The requests report: the same figures on both sides.
+        reports = [await _report(gw) for gw in gws]
+        assert reports[0] == reports[1] == [{
+            "from": "vn-mps", "to": "la-mps", "requests": 3, "open": 1, "overdue": 1,
+            "states": {"executed": 2, "submitted": 1}}]
+
+        # Viet Nam's operator withholds a message: queued while Laos is down, then taken
+        # out of the queue by hand. Reconciliation flags it, on both sides.
+        await la.stop()
+        withheld = (await vn_ca.send("hotline", f"{CA}@la-mps",
+                                     {"type": "hotline", "text": "never to arrive"}))["id"]
+        with sqlite3.connect(vn.database) as db:
+            db.execute("DELETE FROM outbox WHERE message_id = ?", (withheld,))
+
         # After both restart, the overdue request is still the only one, told no more.
         for gw in gws:
-            await gw.stop()
+            if gw.runner is not None:
+                await gw.stop()
         gws = [restarted(vn), restarted(la)]
         vn, la = gws
         for gw in gws:
@@ -195,6 +219,17 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
         for gw in gws:
             assert overdue_notices(gw, c) == [(CA, "case_overdue"),
                                               ("supervisors", "case_overdue")]
+        assert [await _report(gw) for gw in gws] == reports  # as before the restart
+
+        for gw, other, flag in ((vn, "la-mps", "unsent_here"), (la, "vn-mps", "unsent_there")):
+            assert gw.app is not None
+            await until(lambda gw=gw, other=other: gw.app[PARTNERS].get(other).up,
+                        f"{other} up for {gw.id}")
+            found = await reconcile(gw.app[STORE], gw.app[PARTNERS], other, 0,
+                                    gw.app[CLOCK].now_ms() + 1)
+            assert [(f["flag"], f["id"]) for f in found["flags"]] == [(flag, withheld)]
+            counts = found["counts"]
+            assert counts["matched"] > 0 and counts["queued_here"] == counts["queued_there"] == 0
         # No case field but the documented header fields reached either database.
         for gw in gws:
             text = " ".join(str(v) for row in gw.rows(

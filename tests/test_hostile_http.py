@@ -63,6 +63,7 @@ from gateway.crypto.note import NoteSigner, sign_note
 from gateway.federation.hop import sign_hop
 from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
+    FEDERATION_EXCHANGED_PATH,
     FEDERATION_MESSAGES_PATH,
     FEDERATION_PROOFS_PATH,
     FEDERATION_READS_PATH,
@@ -425,6 +426,8 @@ ROUTES: dict[tuple[str, str], Route] = {
                                            directory_hop_cases),
     ("GET", FEDERATION_DIRECTORY_PATH): Route("hop", None, (401, "hop_unsigned"),
                                               directory_hop_cases),
+    ("GET", FEDERATION_EXCHANGED_PATH): Route("hop", None, (401, "hop_unsigned"),
+                                              directory_hop_cases),
     ("POST", "/v1/enroll"): Route("public", "json", (415, "unsupported_media_type"),
                                   enroll_cases),
     ("POST", "/v1/session/challenge"): Route("public", "json", (415, "unsupported_media_type")),
@@ -670,7 +673,8 @@ def body_routes(w: World) -> list[tuple[str, dict[str, str], int]]:
     out = []
     for (method, template), route in ROUTES.items():
         if method != "POST" and template not in (FEDERATION_DIRECTORY_PATH,
-                                                 FEDERATION_PROOFS_PATH):
+                                                 FEDERATION_PROOFS_PATH,
+                                                 FEDERATION_EXCHANGED_PATH):
             continue
         target = fill(w, template)
         if route.auth == "officer":
@@ -721,7 +725,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 def test_bodies_announced_far_above_the_limit_are_refused_before_they_are_sent(
         world: World) -> None:
     routes = body_routes(world)
-    assert len(routes) == 12
+    assert len(routes) == 13
     for target, headers, limit in routes:
         method = headers.pop("_method")
         before = dump(world.database)

@@ -12,6 +12,10 @@ user) reach it; nothing on the network does. ``gateway partners`` reads from it.
     the one-screen summary: ledger, partners, service levels and their breaches, and
     response times observed since the gateway started (counts and means per stage and
     priority, from its metrics).
+``GET /report``
+    requests by gateway pair and state, and how many are overdue.
+``GET /reconcile/{id}?since=MS&until=MS``
+    what this gateway and that partner exchanged, compared (gateway.federation.reconcile).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
+from gateway.cases.report import requests_report
 from gateway.channels.errors import error_middleware
-from gateway.errors import ConfigError, NotFoundError
+from gateway.errors import ClientError, ConfigError, NotFoundError
 from gateway.federation.partners import Partner
+from gateway.federation.reconcile import reconcile
 from gateway.metrics import Metrics
 from gateway.store import StatusStore
 
@@ -126,12 +132,40 @@ async def post_retry(request: web.Request) -> web.Response:
     return web.json_response({"partner": partner.id, "woken": True})
 
 
+async def get_report(request: web.Request) -> web.Response:
+    """The requests report (gateway.cases.report)."""
+    app = request.app[MAIN]
+    return web.json_response(await requests_report(app[STORE], app[CONFIG].gateway.id,
+                                                   app[CLOCK].now_ms()))
+
+
+async def get_reconcile(request: web.Request) -> web.Response:
+    """Reconcile with one partner over ``since``..``until`` (Unix ms; default: the last
+    30 days, up to 10 minutes ago so that messages in flight are not flagged)."""
+    app = request.app[MAIN]
+    now = app[CLOCK].now_ms()
+    try:
+        until = int(request.query.get("until", now - 600_000))
+        since = int(request.query.get("since", until - 30 * 86_400_000))
+    except ValueError:
+        raise ClientError("since and until are Unix milliseconds", code="bad_parameter") from None
+    if not 0 <= since < until:
+        raise ClientError("since must come before until", code="bad_parameter")
+    partner = request.match_info["partner"]
+    if app[PARTNERS].get(partner) is None:
+        raise NotFoundError(f"{partner} is not a partner of this gateway",
+                            code="unknown_partner")
+    return web.json_response(await reconcile(app[STORE], app[PARTNERS], partner, since, until))
+
+
 def admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[MAIN] = main
     app.router.add_get("/partners", get_partners)
     app.router.add_get("/status", get_status)
     app.router.add_post("/partners/{partner}/retry", post_retry)
+    app.router.add_get("/report", get_report)
+    app.router.add_get("/reconcile/{partner}", get_reconcile)
     return app
 
 

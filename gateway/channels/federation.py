@@ -4,7 +4,8 @@
 message; ``POST /v1/federation/reads`` takes partner officers' read acknowledgements of
 messages this gateway relayed; ``GET /v1/federation/directory`` gives this gateway's
 signed desk directory to a partner (officer keys and bindings are for partners, not for
-the public), ``GET /v1/federation/desks/{desk}/proofs`` its desks' membership proofs.
+the public), ``GET /v1/federation/desks/{desk}/proofs`` its desks' membership proofs,
+``GET /v1/federation/exchanged`` what it exchanged with the caller (reconciliation).
 A request whose hop signature does not verify is refused (401/403) before anything is
 read into the store; one that no body could make valid (no partner's, stale, replayed) is
 refused before its body is read.
@@ -20,12 +21,14 @@ from gateway.crypto.keys import VerifyKey
 from gateway.errors import UnsupportedMediaError
 from gateway.federation.partners import (
     FEDERATION_DIRECTORY_PATH,
+    FEDERATION_EXCHANGED_PATH,
     FEDERATION_MESSAGES_PATH,
     FEDERATION_PROOFS_PATH,
     FEDERATION_READS_PATH,
     Partner,
 )
 from gateway.federation.receiver import BATCH_MEDIA_TYPE, READS_MEDIA_TYPE
+from gateway.federation.reconcile import MAX_LISTED, exchanged_json
 from gateway.httpbody import read_body
 from gateway.officers.proofs import membership_proofs
 from gateway.protocol.membership import MAX_TREE_SIZE
@@ -89,8 +92,20 @@ async def get_proofs(request: web.Request) -> web.Response:
                                                      request.match_info["desk"], known))
 
 
+async def get_exchanged(request: web.Request) -> web.Response:
+    """What this gateway and the calling partner exchanged in a window (reconciliation,
+    docs/PROTOCOL.md 10.11): only the caller's own messages, ids, digests and states."""
+    caller, _, _ = await _authenticated(request, 0)
+    since = _int_query(request, "since", 0, 2**53)
+    until = _int_query(request, "until", 2**53, 2**53)
+    exchanged = await request.app[STORE].exchanged(caller, since, until, MAX_LISTED)
+    return web.json_response(exchanged_json(request.app[IDENTITY].gateway_id, caller, since,
+                                            until, exchanged))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post(FEDERATION_MESSAGES_PATH, post_messages)
     app.router.add_post(FEDERATION_READS_PATH, post_reads)
     app.router.add_get(FEDERATION_DIRECTORY_PATH, get_directory)
     app.router.add_get(FEDERATION_PROOFS_PATH, get_proofs)
+    app.router.add_get(FEDERATION_EXCHANGED_PATH, get_exchanged)

@@ -31,6 +31,7 @@ from gateway.channels.listener import (
     raise_descriptor_limit,
 )
 from gateway.cli.admin import partners_command, status_command
+from gateway.cli.casework import reconcile_command, report_command
 from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cliutil import (
     EXIT_OK,
@@ -212,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("partner", metavar="ID")
     _add_config(retry)
 
+    p = sub.add_parser("report", help="requests by requesting and executing gateway and "
+                       "state, and how many are overdue (from the running gateway)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p = sub.add_parser("reconcile", help="compare what this gateway and a partner "
+                       "exchanged; flag messages one side has and the other does not")
+    _add_config(p)
+    p.add_argument("partner", metavar="PARTNER")
+    p.add_argument("--days", type=int, default=30, metavar="N",
+                   help="the last N days, up to 10 minutes ago (default 30)")
+    p.add_argument("--json", action="store_true", help="the comparison as JSON")
     p = sub.add_parser("status", help="one-screen summary: ledger, partners, service-level "
                        "breaches, response times (from the running gateway)")
     _add_config(p)
@@ -653,6 +665,18 @@ def cmd_partners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    print(report_command(load_config(args.config), args.json))
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    if not 1 <= args.days <= 3650:
+        raise ConfigError("--days: from 1 to 3650")
+    print(reconcile_command(load_config(args.config), args.partner, args.days, args.json))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     print(status_command(load_config(args.config), args.json))
     return EXIT_OK
@@ -743,6 +767,8 @@ COMMANDS = {
     "desks": cmd_desks,
     "officers": cmd_officers,
     "partners": cmd_partners,
+    "report": cmd_report,
+    "reconcile": cmd_reconcile,
     "status": cmd_status,
     "run": cmd_run,
     "demo": cmd_demo,

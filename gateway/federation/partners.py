@@ -72,6 +72,7 @@ log = structlog.get_logger("gateway.federation.partners")
 
 FEDERATION_DIRECTORY_PATH = "/v1/federation/directory"
 FEDERATION_PROOFS_PATH = "/v1/federation/desks/{desk}/proofs"
+FEDERATION_EXCHANGED_PATH = "/v1/federation/exchanged"
 FEDERATION_MESSAGES_PATH = "/v1/federation/messages"
 FEDERATION_READS_PATH = "/v1/federation/reads"
 MAX_CACHED_BINDINGS = 4096

@@ -238,6 +238,15 @@ class NewNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class Exchanged:
+    """What one gateway exchanged with a partner in a window (for reconciliation)."""
+
+    sent: list[tuple[str, str, int, str]]  # (id, digest, accepted ms, where it stands)
+    received: list[tuple[str, str, int]]  # (id, digest, accepted ms)
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineNotice:
     """A reminder (the due day nears) or an escalation (it passed) about one request,
     with the desk notices that tell it; recorded once (gateway.cases.deadlines)."""
@@ -692,6 +701,15 @@ class CaseStore(Protocol):
 
     async def case_counts(self, now_ms: int) -> dict[tuple[str, str], tuple[int, int]]: ...
 
+    async def case_pairs(self, now_ms: int) -> list[tuple[str, str, str, int, int]]: ...
+
+
+class ExchangeStore(Protocol):
+    """What reconciliation with a partner reads (gateway.federation.reconcile)."""
+
+    async def exchanged(self, partner: str, since_ms: int, until_ms: int,
+                        limit: int) -> Exchanged: ...
+
 
 class StatusStore(Protocol):
     """What the operators' status and the metrics endpoint report (gateway.channels.admin
@@ -728,7 +746,7 @@ class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStor
             OperatorStore,
             LedgerStore,
             StagesStore,
-            LevelsStore, CaseStore, StatusStore, RetentionStore, Protocol):
+            LevelsStore, CaseStore, ExchangeStore, StatusStore, RetentionStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""
 

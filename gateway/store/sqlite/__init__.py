@@ -11,12 +11,14 @@ of the engine that :class:`SqliteStore` combines:
 * :mod:`.ledger`: ledger appends, rows, subtree hashes, checkpoints;
 * :mod:`.levels`: stage times, overdue messages, breaches (service levels);
 * :mod:`.desks`: desks, officers, enrollment codes;
-* :mod:`.cases`: requests (case threads), their deadlines and counts.
+* :mod:`.cases`: requests (case threads), their deadlines and counts;
+* :mod:`.exchange`: what was exchanged with a partner in a window (reconciliation).
 """
 
 from gateway.store.sqlite.cases import CaseQueries
 from gateway.store.sqlite.desks import DeskQueries
 from gateway.store.sqlite.engine import WAL_CHECKPOINT_SECONDS, StoreEngine, _write_batch
+from gateway.store.sqlite.exchange import ExchangeQueries
 from gateway.store.sqlite.ledger import LedgerQueries
 from gateway.store.sqlite.levels import ServiceLevelQueries
 from gateway.store.sqlite.messages import MessageQueries
@@ -27,5 +29,5 @@ __all__ = ["WAL_CHECKPOINT_SECONDS", "SqliteStore", "StoreEngine", "_write_batch
 
 
 class SqliteStore(MessageQueries, OutboxQueries, PartnerQueries, LedgerQueries,
-                  ServiceLevelQueries, DeskQueries, CaseQueries):
+                  ServiceLevelQueries, DeskQueries, CaseQueries, ExchangeQueries):
     """The :class:`gateway.store.Store` on one SQLite file."""

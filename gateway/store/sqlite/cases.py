@@ -78,3 +78,12 @@ class CaseQueries(StoreEngine):
             " sum(closed = 0 AND due_ms IS NOT NULL AND due_ms <= ?)"
             " FROM cases GROUP BY 1, 2", (now_ms,))
         return {(row[0], row[1]): (row[2], row[3] or 0) for row in rows}
+
+    async def case_pairs(self, now_ms: int) -> list[tuple[str, str, str, int, int]]:
+        """(requesting gateway, executing gateway, state, requests, of which overdue)."""
+        rows = await self._read(
+            "SELECT substr(requester, instr(requester, '@') + 1),"
+            " substr(executor, instr(executor, '@') + 1), state, count(*),"
+            " sum(closed = 0 AND due_ms IS NOT NULL AND due_ms <= ?)"
+            " FROM cases GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", (now_ms,))
+        return [(r[0], r[1], r[2], r[3], r[4] or 0) for r in rows]
