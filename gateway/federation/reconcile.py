@@ -62,6 +62,13 @@ async def reconcile(store: ExchangeStore, partners: Partners, partner_id: str,
         raise PeerError(f"{partner_id} refused reconciliation (HTTP {status})")
     theirs = _parse(body, partner_id)
     ours = await store.exchanged(partner_id, max(wide[0], 0), wide[1], MAX_LISTED)
+    return {"partner": partner_id, **compare(ours, theirs, since_ms, until_ms)}
+
+
+def compare(ours: Exchanged, theirs: Exchanged, since_ms: int,
+            until_ms: int) -> dict[str, Any]:
+    """Counts and flags of two sides' lists (each over the widened window), judging the
+    messages each side accepted in [since_ms, until_ms)."""
     in_window = range(since_ms, until_ms)
     flags: list[dict[str, Any]] = []
 
@@ -104,5 +111,5 @@ async def reconcile(store: ExchangeStore, partners: Partners, partner_id: str,
             flag("lost_here", mid, accepted=at)
         else:
             flag("unsent_there", mid, accepted=at)
-    return {"partner": partner_id, "since": since_ms, "until": until_ms, "counts": counts,
-            "flags": flags, "truncated": ours.truncated or theirs.truncated}
+    return {"since": since_ms, "until": until_ms, "counts": counts, "flags": flags,
+            "truncated": ours.truncated or theirs.truncated}
