@@ -375,4 +375,13 @@ MIGRATIONS: list[tuple[int, str]] = [
             SELECT 'notices_unread_after', coalesce(max(seq), 0) FROM desk_notices;
         """,
     ),
+    (
+        13,
+        """
+        -- Operators' queue control (``gateway queue``): how many times each queued
+        -- message was posted to its partner without being taken, and the last error.
+        ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN last_error TEXT;
+        """,
+    ),
 ]
