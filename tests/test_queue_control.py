@@ -21,7 +21,7 @@ from gateway.appkeys import PARTNERS, STORE
 from gateway.channels import admin
 from gateway.cli.admin import admin_request
 from gateway.cli.queue import format_message, format_queue
-from gateway.client.cli import event_line, notice_text
+from gateway.client.cli import event_line, notice_text, watch
 from gateway.errors import GatewayError
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner
 from gateway.ledger.events import decode_entry
@@ -48,7 +48,8 @@ def outbox_ids(gw: Gw) -> set[str]:
 
 
 async def test_list_show_and_return_a_message_queued_for_a_partner_that_is_down(
-        vn_kh, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+        vn_kh, http: aiohttp.ClientSession, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     vn, kh = vn_kh
     assert vn.app is not None
     a, k = await officers(vn, kh, http)
@@ -97,6 +98,8 @@ async def test_list_show_and_return_a_message_queued_for_a_partner_that_is_down(
                               {"reason": REASON})).code == "not_queued"
         assert outbox_ids(vn) == {first, second}
         assert vn.rows("SELECT COUNT(*) FROM notices") == [(0,)]
+        before = max([0, *(n["cursor"] for n in
+                           (await a.notices("border-liaison"))["notices"])])
 
         answer = await admin_request(socket, "POST", f"/queue/{first}/return",
                                      {"reason": REASON})
@@ -125,6 +128,12 @@ async def test_list_show_and_return_a_message_queued_for_a_partner_that_is_down(
     assert "NOT DELIVERED" in line and "returned by the operator" in line and REASON in line
     status = await a.status(first)
     assert status["notices"] == [note.decode()]
+    # `gateway-client watch` shows the ``rejected`` event (here replayed from the cursor).
+    capsys.readouterr()
+    assert await asyncio.wait_for(watch(a, None, 1, False, since=before), 10) == 0
+    (shown_line,) = [x for x in capsys.readouterr().out.splitlines() if "NOT DELIVERED" in x]
+    assert first in shown_line and "returned by the operator" in shown_line
+    assert REASON in shown_line
 
     # KH comes back: the other message arrives, the returned one never does.
     await kh.start()
