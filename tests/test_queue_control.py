@@ -26,7 +26,7 @@ from gateway.errors import GatewayError
 from gateway.federation.partners import FEDERATION_MESSAGES_PATH, Partner
 from gateway.ledger.events import decode_entry
 from gateway.protocol.notices import MAX_NOTE, NonDeliveryNotice, open_notice
-from tests.helpers import Gw, make, officers, pin, started, stop_all, until
+from tests.helpers import Gw, officers, until
 
 TEXT = "Queue test 5R: plaintext the operator never sees."
 REASON = "partner link under maintenance; resend by fax"

@@ -1099,6 +1099,11 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
     if kind == "rejected":
         return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  {data.get('partner')} "
                 f"refused it ({data.get('reason')})")
+    if kind == "truncated":
+        return (f"{now}  (notices after cursor {data.get('since')} and before "
+                f"{data.get('first')} were not replayed, only the newest "
+                f"{data.get('limit')}: `gateway-client notices DESK --after "
+                f"{data.get('since')}` lists them)")
     if kind == "breach":
         return (f"{now}  LATE     {desk}  {data.get('id')}  {data.get('priority')} "
                 f"{data.get('kind')} not {_STAGE_WORDS.get(str(data.get('stage')), '?')} "

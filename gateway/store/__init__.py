@@ -542,6 +542,11 @@ class NoticeStore(Protocol):
         that ``reader`` has not read (not stored before notices were counted, and not
         about ``reader`` itself: its own join is no news to it)."""
 
+    async def latest_notices_for(self, desks: Sequence[str], after: int, upto: int,
+                                 limit: int) -> list[DeskNotice]:
+        """The newest ``limit`` notices of ``desks`` (local names) with a cursor after
+        ``after`` and at most ``upto``, oldest first."""
+
     async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
         """How many notices of ``desk`` made since ``since_ms`` ``reader`` has not read
         (as ``notices_for`` lists them with ``unread_since_ms``)."""
