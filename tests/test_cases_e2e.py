@@ -24,6 +24,7 @@ import pytest
 from gateway.appkeys import CLOCK, DIRECTORY, PARTNERS, STORE
 from gateway.cases.report import requests_report
 from gateway.client.api import ApiError, GatewayClient
+from gateway.crypto.envelope import OPTIONAL_FIELDS
 from gateway.errors import ClientError
 from gateway.federation.reconcile import reconcile
 from tests.helpers import (
@@ -271,7 +272,7 @@ async def test_optional_header_fields_go_only_to_partners_that_list_them(
         a, _ = await officers(vn, kh, http)
         partner = vn.app[PARTNERS].by_id["kh-cnp"]
         assert partner.descriptor is not None
-        assert partner.descriptor.header_fields == {"due", "handling", "state"}
+        assert partner.descriptor.header_fields == set(OPTIONAL_FIELDS)
         partner.descriptor = dataclasses.replace(partner.descriptor,
                                                  header_fields=frozenset({"due"}))
         with pytest.raises(ApiError) as refused:

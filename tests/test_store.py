@@ -222,6 +222,8 @@ async def test_a_version_8_database_loses_the_unused_thread_index_and_keeps_its_
         db.execute("ALTER TABLE partner_directories DROP COLUMN descriptor")
         for column in ("handling", "case_state", "due"):  # of version 13
             db.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+        for column in ("attempts", "last_error"):  # of version 14
+            db.execute(f"ALTER TABLE outbox DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version WHERE version >= 9")
     store = await SqliteStore.open(db_path(tmp_path))
     try:

@@ -8,6 +8,15 @@ user) reach it; nothing on the network does. ``gateway partners`` reads from it.
     acknowledgements waiting, last contact, the last checkpoint witnessed, the last alarm.
 ``POST /partners/{id}/retry``
     wake that partner's sender now, ending its backoff.
+``GET /queue`` (``?partner=ID``)
+    the messages waiting for partners, in sending order: metadata only
+    (gateway.federation.queue).
+``GET /queue/{id}``
+    one queued message's metadata, and whether the sender has it in hand now.
+``POST /queue/{id}/return``
+    body ``{"reason": TEXT}``: take the message out of its outbox and send its sending
+    desk a signed non-delivery notice carrying the reason. Whoever reaches this socket
+    may do so: it is the operator's authority (docs/SECURITY.md).
 ``GET /status``
     the one-screen summary: ledger, partners, service levels and their breaches, and
     response times observed since the gateway started (counts and means per stage and
@@ -34,12 +43,16 @@ from gateway.cases.report import requests_report
 from gateway.channels.errors import error_middleware
 from gateway.errors import ClientError, ConfigError, NotFoundError
 from gateway.federation.partners import Partner
+from gateway.federation.queue import QueueControl
 from gateway.federation.reconcile import reconcile
+from gateway.httpbody import read_body
 from gateway.metrics import Metrics
+from gateway.protocol import jsontext
 from gateway.store import StatusStore
 
 MAIN = web.AppKey("main", web.Application)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
+MAX_RETURN_BODY = 8 * 1024  # a reason of MAX_NOTE characters, each escaped, fits
 
 
 async def get_partners(request: web.Request) -> web.Response:
@@ -156,6 +169,31 @@ async def get_reconcile(request: web.Request) -> web.Response:
         raise NotFoundError(f"{partner} is not a partner of this gateway",
                             code="unknown_partner")
     return web.json_response(await reconcile(app[STORE], app[PARTNERS], partner, since, until))
+def _queue(request: web.Request) -> QueueControl:
+    main = request.app[MAIN]
+    return QueueControl(main[STORE], main[PARTNERS], main[CLOCK])
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    partner = request.query.get("partner") or None
+    return web.json_response(await _queue(request).listing(partner))
+
+
+async def get_queued(request: web.Request) -> web.Response:
+    return web.json_response(await _queue(request).show(request.match_info["id"]))
+
+
+async def post_return(request: web.Request) -> web.Response:
+    try:
+        doc = jsontext.loads(await read_body(request, MAX_RETURN_BODY))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ClientError("the body must be a JSON object", code="bad_json") from None
+    reason = doc.get("reason") if isinstance(doc, dict) else None
+    if not isinstance(reason, str):
+        raise ClientError("give the reason as a string: {\"reason\": TEXT}",
+                          code="bad_reason")
+    answer = await _queue(request).return_message(request.match_info["id"], reason)
+    return web.json_response(answer)
 
 
 def admin_app(main: web.Application) -> web.Application:
@@ -166,6 +204,9 @@ def admin_app(main: web.Application) -> web.Application:
     app.router.add_post("/partners/{partner}/retry", post_retry)
     app.router.add_get("/report", get_report)
     app.router.add_get("/reconcile/{partner}", get_reconcile)
+    app.router.add_get("/queue", get_queue)
+    app.router.add_get("/queue/{id}", get_queued)
+    app.router.add_post("/queue/{id}/return", post_return)
     return app
 
 

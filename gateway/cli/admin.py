@@ -29,21 +29,24 @@ from gateway.store.sqlite import SqliteStore
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
-async def admin_request(socket_path: Path, method: str, path: str) -> Any:
-    """One request to the running gateway's admin socket; its JSON answer."""
+async def admin_request(socket_path: Path, method: str, path: str,
+                        body: dict[str, Any] | None = None) -> Any:
+    """One request to the running gateway's admin socket (with ``body`` as JSON, if
+    given); its JSON answer."""
     connector = aiohttp.UnixConnector(path=str(socket_path))
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as http, \
-                http.request(method, "http://gateway" + path) as response:
+                http.request(method, "http://gateway" + path, json=body) as response:
             body = await response.json()
             if response.status != 200:
-                raise GatewayError(str(body.get("message", f"HTTP {response.status}")))
+                raise GatewayError(str(body.get("message", f"HTTP {response.status}")),
+                                   code=str(body.get("error", "gateway_error")))
             return body
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise PeerError(f"{socket_path}: the gateway does not answer ({exc})") from None
 
 
-def _age(now_ms: int, then_ms: int | None) -> str:
+def age(now_ms: int, then_ms: int | None) -> str:
     if then_ms is None:
         return "-"
     seconds = max(0, (now_ms - then_ms) // 1000)
@@ -64,10 +67,10 @@ def format_partners(report: dict[str, Any]) -> str:
             state += f" ({p['failures']} failures)"
         checkpoint = p["checkpoint"]
         rows.append((
-            p["id"], state, str(p["queued"]), _age(now, p["oldest_queued"]),
-            str(p["reads_queued"]), _age(now, p["last_contact"]),
+            p["id"], state, str(p["queued"]), age(now, p["oldest_queued"]),
+            str(p["reads_queued"]), age(now, p["last_contact"]),
             "-" if checkpoint is None else
-            f"size {checkpoint['size']}, {_age(now, checkpoint['seen'])}",
+            f"size {checkpoint['size']}, {age(now, checkpoint['seen'])}",
         ))
         if p.get("fingerprint"):
             followed = ("" if p["fingerprint"] == p["pinned_fingerprint"] else
@@ -80,7 +83,7 @@ def format_partners(report: dict[str, Any]) -> str:
             notes.append(f"{p['id']}: last error: {p['last_error']}")
         if p["alarm"] is not None:
             a = p["alarm"]
-            notes.append(f"{p['id']}: LEDGER ALARM {a['reason']} {_age(now, a['time'])}: "
+            notes.append(f"{p['id']}: LEDGER ALARM {a['reason']} {age(now, a['time'])}: "
                          f"refused a checkpoint of size {a['seen_size']}, kept size "
                          f"{a['kept_size']}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -91,7 +94,7 @@ def format_partners(report: dict[str, Any]) -> str:
     return "\n".join(lines + notes)
 
 
-def _socket(config: Config) -> Path:
+def admin_socket(config: Config) -> Path:
     socket_path = config.admin_socket
     if not socket_path.exists():
         raise PeerError(f"{socket_path}: no admin socket; is the gateway running on this "
@@ -112,7 +115,7 @@ def format_status(report: dict[str, Any]) -> str:
     ledger = report["ledger"]
     checkpoint = ledger["checkpoint"]
     covered = ("no checkpoint yet" if checkpoint is None else
-               f"last checkpoint at size {checkpoint['size']}, {_age(now, checkpoint['made'])}")
+               f"last checkpoint at size {checkpoint['size']}, {age(now, checkpoint['made'])}")
     lines = [f"{report['gateway']} (version {report['version']}) at {stamp} UTC",
              f"ledger: {ledger['size']} entries; {covered}", "", "partners:"]
     lines += ["  " + line for line in format_partners(report).split("\n")]
@@ -135,7 +138,7 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def status_command(config: Config, as_json: bool) -> str:
-    report = asyncio.run(admin_request(_socket(config), "GET", "/status"))
+    report = asyncio.run(admin_request(admin_socket(config), "GET", "/status"))
     return json.dumps(report, indent=2) if as_json else format_status(report)
 
 
@@ -173,7 +176,7 @@ async def partner_keys(config: Config) -> dict[str, tuple[str, str]]:
 
 
 def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
-    socket_path = _socket(config)
+    socket_path = admin_socket(config)
     if retry is not None:
         answer = asyncio.run(admin_request(socket_path, "POST", f"/partners/{retry}/retry"))
         return f"{answer['partner']}: sender woken; it retries now"

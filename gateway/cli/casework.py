@@ -8,14 +8,14 @@ import asyncio
 import json
 from typing import Any
 
-from gateway.cli.admin import _socket, admin_request
+from gateway.cli.admin import admin_request, admin_socket
 from gateway.config import Config
 
 DAY_MS = 86_400_000
 
 
 def report_command(config: Config, as_json: bool) -> str:
-    report = asyncio.run(admin_request(_socket(config), "GET", "/report"))
+    report = asyncio.run(admin_request(admin_socket(config), "GET", "/report"))
     return json.dumps(report, indent=2) if as_json else format_report(report)
 
 
@@ -32,7 +32,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def reconcile_command(config: Config, partner: str, days: int, as_json: bool) -> str:
     async def ask() -> dict[str, Any]:
-        socket_path = _socket(config)
+        socket_path = admin_socket(config)
         status = await admin_request(socket_path, "GET", "/status")
         until = status["now"] - 600_000
         since = max(0, until - days * DAY_MS)

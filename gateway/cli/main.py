@@ -33,6 +33,7 @@ from gateway.channels.listener import (
 from gateway.cli.admin import partners_command, status_command
 from gateway.cli.casework import reconcile_command, report_command
 from gateway.cli.ledger import gateway_history, open_ledger
+from gateway.cli.queue import queue_command
 from gateway.cliutil import (
     EXIT_OK,
     get_passphrase,
@@ -67,6 +68,7 @@ from gateway.officers.admission import admit_by_operator
 from gateway.officers.directory import build_directory
 from gateway.officers.enrollment import new_code
 from gateway.protocol.names import is_name
+from gateway.protocol.notices import MAX_NOTE
 from gateway.protocol.officers import code_hash
 from gateway.protocol.rotation import rotate_bundle
 from gateway.store.sqlite import SqliteStore
@@ -224,6 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, metavar="N",
                    help="the last N days, up to 10 minutes ago (default 30)")
     p.add_argument("--json", action="store_true", help="the comparison as JSON")
+    p = sub.add_parser("queue", help="messages waiting for partners: list, show, return "
+                       "(through the running gateway)")
+    queue_sub = p.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+    q = queue_sub.add_parser("list", help="queued messages (metadata only), in sending order")
+    q.add_argument("partner", nargs="?", metavar="PARTNER", help="only those for PARTNER")
+    _add_json(q)
+    _add_config(q)
+    q = queue_sub.add_parser("show", help="one queued message's metadata")
+    q.add_argument("message_id", metavar="ID")
+    q.add_argument("--json", action="store_true", help="print it as JSON")
+    _add_config(q)
+    q = queue_sub.add_parser(
+        "return", help="take a message out of its partner's queue and send its sender a "
+        "signed non-delivery notice with REASON (which the sending desk reads)")
+    q.add_argument("message_id", metavar="ID")
+    q.add_argument("--reason", required=True, metavar="TEXT",
+                   help=f"why, one line of at most {MAX_NOTE} characters; the sending desk's "
+                   "officers see it, the ledger does not")
+    q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _add_config(q)
+
     p = sub.add_parser("status", help="one-screen summary: ledger, partners, service-level "
                        "breaches, response times (from the running gateway)")
     _add_config(p)
@@ -677,6 +700,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    print(queue_command(load_config(args.config), args.queue_command,
+                        partner=getattr(args, "partner", None),
+                        message_id=getattr(args, "message_id", None),
+                        reason=getattr(args, "reason", None), as_json=args.json))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     print(status_command(load_config(args.config), args.json))
     return EXIT_OK
@@ -769,6 +800,7 @@ COMMANDS = {
     "partners": cmd_partners,
     "report": cmd_report,
     "reconcile": cmd_reconcile,
+    "queue": cmd_queue,
     "status": cmd_status,
     "run": cmd_run,
     "demo": cmd_demo,

@@ -86,7 +86,7 @@ from gateway.protocol.admission import safety_code
 from gateway.protocol.cases import STATES
 from gateway.protocol.history import DEFAULT_HISTORY_DAYS
 from gateway.protocol.names import NAME, is_name
-from gateway.protocol.notices import open_notice
+from gateway.protocol.notices import RETURNED, open_notice
 from gateway.protocol.officers import code_hash, open_binding
 
 PROG = "gateway-client"
@@ -1071,9 +1071,13 @@ async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
                 f"request {signed.case} ({signed.requester} -> {signed.executor}), "
                 f"{signed.state}, due {signed.due} (signed by {signed.gateway})")
     if event in ("expired", "rejected") and signed is not None:
-        why = (f"expired at {fmt_time(signed.expires_ms)} before {signed.partner} took it"
-               if signed.reason == "expired" else f"{signed.partner} refused it "
-               f"({signed.reason})")
+        if signed.reason == "expired":
+            why = f"expired at {fmt_time(signed.expires_ms)} before {signed.partner} took it"
+        elif signed.reason == RETURNED:
+            why = (f"returned by the operator of {signed.gateway} before {signed.partner} "
+                   f"took it: {signed.note}")
+        else:
+            why = f"{signed.partner} refused it ({signed.reason})"
         return (f"{when}  NOT DELIVERED: {signed.message_id} to {signed.recipient}: {why} "
                 f"(signed by {signed.gateway})")
     return f"{when}  {event}  {json.dumps(n, ensure_ascii=False, sort_keys=True)}"
@@ -1324,8 +1328,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             try:
                 notice = open_notice(note.encode("utf-8"), profile.gateway_id,
                                      profile.gateway_key)
-                say(f"NOT DELIVERED: {notice.reason}: {notice.partner} had not taken it when "
-                    f"it expired at {fmt_time(notice.expires_ms)} (notice signed by "
+                if notice.reason == "expired":
+                    why = (f"{notice.partner} had not taken it when it expired at "
+                           f"{fmt_time(notice.expires_ms)}")
+                elif notice.reason == RETURNED:
+                    why = (f"the operator returned it before {notice.partner} took it: "
+                           f"{notice.note}")
+                else:
+                    why = f"{notice.partner} refused it"
+                say(f"NOT DELIVERED: {notice.reason}: {why} (notice signed by "
                     f"{notice.gateway} at {fmt_time(notice.time_ms)})")
             except CryptoError as exc:
                 say(f"a non-delivery notice that does not verify: {exc.message}")
@@ -1383,9 +1394,17 @@ def event_line(kind: str, data: dict[str, Any]) -> str:
     if kind == "expired":
         return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  expired before "
                 f"{data.get('partner')} took it")
+    if kind == "rejected" and data.get("reason") == RETURNED:
+        return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  returned by the operator "
+                f"before {data.get('partner')} took it: {data.get('note')}")
     if kind == "rejected":
         return (f"{now}  NOT DELIVERED  {desk}  {data.get('id')}  {data.get('partner')} "
                 f"refused it ({data.get('reason')})")
+    if kind == "truncated":
+        return (f"{now}  (notices after cursor {data.get('since')} and before "
+                f"{data.get('first')} were not replayed, only the newest "
+                f"{data.get('limit')}: `gateway-client notices DESK --after "
+                f"{data.get('since')}` lists them)")
     if kind == "breach":
         return (f"{now}  LATE     {desk}  {data.get('id')}  {data.get('priority')} "
                 f"{data.get('kind')} not {_STAGE_WORDS.get(str(data.get('stage')), '?')} "

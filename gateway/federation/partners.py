@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -94,6 +95,12 @@ class Partner:
     kick: asyncio.Event = field(default_factory=asyncio.Event)  # retry now
     queued: asyncio.Event = field(default_factory=asyncio.Event)  # new messages
     probe: asyncio.Event = field(default_factory=asyncio.Event)  # found down: probe it now
+    # Queue control (gateway.federation.queue): the messages the operator returned (or is
+    # returning) since start, which the sender never posts, even from a batch read
+    # before; and the sender's own, which it is posting, recording or expiring now and an
+    # operator may not return (the sender sets ``in_hand`` while it runs).
+    returned: set[str] = field(default_factory=set)
+    in_hand: Callable[[], frozenset[str]] = field(default=frozenset)
     source: str = "pinned"  # or "roster <anchor>"
     valid_from: int | None = None  # roster partners: when they are trusted (Unix ms)
     valid_until: int | None = None

@@ -30,6 +30,15 @@ notice with its receipt. Neither marks the partner down nor backs off: one overs
 message never holds up the others. Batches are also cut to the partner's stated
 ``batch_bytes`` (its descriptor's ``limits``) when that is smaller than ours.
 
+**Operators' returns** (gateway.federation.queue) take a message out of the outbox with
+the same notice (``rejected``, reason ``returned``). A message ends one way only: the
+sender leaves out of every batch, even one read before, the messages an operator returned
+(``Partner.returned``), and shows through ``Partner.in_hand`` the ones it is posting,
+recording or expiring, which an operator may not return until it is done. Both are
+checked and set without an ``await`` between, so neither can slip in between the other's
+check and its claim. Every post that does not deliver a message (partner unreachable,
+batch refused) is counted on its outbox row with the error, for ``gateway queue``.
+
 The receiving side is gateway.federation.receiver.
 """
 
@@ -50,6 +59,7 @@ from gateway.config import FederationSection
 from gateway.crypto.keys import VerifyKey
 from gateway.crypto.worker import CryptoWorker
 from gateway.errors import CryptoError, PeerError, StoreError
+from gateway.federation.identity import Identity
 from gateway.federation.partners import (
     FEDERATION_MESSAGES_PATH,
     FEDERATION_READS_PATH,
@@ -124,6 +134,8 @@ class Sender:
         self._recording: asyncio.Task[int] | None = None  # receipts of the last batch
         self._recording_ids: frozenset[str] = frozenset()
         self._in_flight: frozenset[str] = frozenset()  # the batch posted and not answered
+        self._posting: frozenset[str] = frozenset()  # the batch being posted now
+        self._expiring: frozenset[str] = frozenset()  # expired ones being recorded
         # The batch after a full one, read from the outbox while that one is in flight.
         self._prefetch: asyncio.Task[_Batch] | None = None
         # After a batch was refused whole: the most messages the next one holds (halved at
@@ -133,10 +145,12 @@ class Sender:
     async def run(self) -> None:
         # Every line this task logs (and the tasks it starts, which copy its context) names
         # the partner, without passing it at each call.
+        self.partner.in_hand = lambda: self._busy | self._posting | self._expiring
         try:
             with structlog.contextvars.bound_contextvars(partner=self.partner.id):
                 await self._run()
         finally:
+            self.partner.in_hand = frozenset
             for task in (self._prefetch, self._recording):
                 if task is not None:
                     task.cancel()
@@ -179,6 +193,13 @@ class Sender:
             else:
                 batch = await self.next_batch(size)
                 body = batch_body(batch)
+            returned = p.returned
+            if returned and any(item.message_id in returned for item in batch):
+                batch = [item for item in batch if item.message_id not in returned]
+                body = batch_body(batch)
+            # From here until the batch is answered (and then while its receipts are
+            # recorded), an operator may not return these messages.
+            self._posting = frozenset(item.message_id for item in batch)
             # Read acknowledgements go after the batch: their query runs meanwhile.
             reads_query = asyncio.create_task(self.store.read_outbox_batch(p.id, s.batch_size))
             reads: list[QueuedRead] = []
@@ -212,6 +233,7 @@ class Sender:
                     self._split = len(batch) // 2
                     log.warning("relay_batch_refused", messages=len(batch), status=exc.status,
                                 error=exc.code, next_size=self._split)
+                    await self.note_attempts(batch, f"refused: {exc}")
                     continue
                 try:
                     await self.refuse(batch[0], exc.code)
@@ -232,8 +254,10 @@ class Sender:
                 state = PartnerState(p.id, failures, self.clock.now_ms() + int(delay * 1000),
                                      state.last_contact_ms, exc.message[:200])
                 await self.store.set_partner_state(state)
+                await self.note_attempts(batch, exc.message)
                 continue
             finally:
+                self._posting = frozenset()
                 reads_query.cancel()  # (done by now, unless something unforeseen was raised)
             if batch:
                 self._split = None
@@ -319,25 +343,33 @@ class Sender:
     async def expire(self, now: int) -> None:
         """Take messages that expired while queued out of the outbox, each with a signed
         non-delivery notice for its sending desk (gateway.protocol.notices)."""
-        busy = self._busy
-        while expired := [e for e in await self.store.expired_outbox(self.partner.id, now, 1000)
-                          if e.message_id not in busy]:
+        busy, returned = self._busy, self.partner.returned
+        while found := await self.store.expired_outbox(self.partner.id, now, 1000):
+            # (``returned`` and ``in_hand`` are read and claimed with no await between.)
+            expired = [e for e in found
+                       if e.message_id not in busy and e.message_id not in returned]
             notices = [self.notice(item, EXPIRED_REASON, EXPIRED_REASON, now)
                        for item in expired]
-            recorded = await self.store.record_expiry(self.partner.id, notices)
+            self._expiring = frozenset(item.message_id for item in expired)
+            try:
+                recorded = await self.store.record_expiry(self.partner.id, notices)
+            finally:
+                self._expiring = frozenset()
             log.warning("relay_expired", messages=recorded)
-            if len(expired) < 1000:
+            if len(found) < 1000 or not expired:
                 return
 
     def notice(self, item: ExpiredItem, reason: str, event: str, now: int) -> NonDelivery:
         """A signed non-delivery notice for the sending desk of ``item``."""
-        identity = self.partners.identity
-        key = identity.signing_key
-        note = NonDeliveryNotice(identity.gateway_id, self.partner.id, item.message_id,
-                                 item.digest, item.sender, item.recipient, item.expires_ms,
-                                 reason, now).sign(key)
-        return NonDelivery(item.message_id, item.sender, reason, note, now, key.public.key_id,
-                           event)
+        return non_delivery(self.partners.identity, self.partner.id, item, reason, event, now)
+
+    async def note_attempts(self, batch: list[OutboxItem], error: str) -> None:
+        """Count an undelivered post of ``batch`` on its outbox rows (for operators)."""
+        try:
+            await self.store.note_attempts(self.partner.id,
+                                           [item.message_id for item in batch], error[:200])
+        except StoreError as exc:  # (a figure for operators: the relay goes on without it)
+            log.error("attempts_not_recorded", error=exc.message)
 
     def count_refused(self, reason: str, messages: int = 1) -> None:
         if self.metrics is not None:
@@ -454,6 +486,19 @@ class Sender:
         for notice in notices:
             self.count_refused(notice.reason)
         return recorded
+
+
+def non_delivery(identity: Identity, partner: str, item: ExpiredItem, reason: str,
+                 event: str, now: int, note: str | None = None) -> NonDelivery:
+    """A non-delivery notice for the sending desk of ``item``, queued for ``partner``,
+    signed by this gateway: ``event`` is the ledger event it writes (``expired`` or
+    ``rejected``), ``note`` an operator's reason (returned messages only)."""
+    key = identity.signing_key
+    signed = NonDeliveryNotice(identity.gateway_id, partner, item.message_id, item.digest,
+                               item.sender, item.recipient, item.expires_ms, reason, now,
+                               note).sign(key)
+    return NonDelivery(item.message_id, item.sender, reason, signed, now, key.public.key_id,
+                       event, note)
 
 
 class _Batch(NamedTuple):

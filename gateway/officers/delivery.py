@@ -40,6 +40,7 @@ from gateway.errors import (
 )
 from gateway.federation.partners import Partner, Partners
 from gateway.ledger.events import decode_entry
+from gateway.officers.admission import may_see
 from gateway.officers.directory import Directory, DirectoryService, Officer
 from gateway.officers.quotas import Quotas
 from gateway.protocol.cases import MoveRefused, check_move
@@ -287,7 +288,15 @@ class Delivery:
         return message
 
     async def status(self, officer: Officer, message_id: str) -> dict[str, Any]:
-        message = await self.visible(officer, message_id)
+        """A message's progress, for officers of its desks and of their supervisor desks
+        (who watch over those desks' service levels; the envelope stays for the desks)."""
+        message = await self.store.get_message(message_id)
+        if message is None or not ({message.recipient, message.sender} & officer.desks):
+            directory = await self.directory.get()
+            if message is None or not any(may_see(officer, directory, desk) for desk in
+                                          (message.sender, message.recipient)):
+                raise NotFoundError(f"no message {message_id} for your desks",
+                                    code="unknown_message")
         seqs = await self.store.events_of_message(message_id)
         rows = await self.store.ledger_rows_at(seqs)
         events = [decode_entry(rows[s].entry) for s in seqs if s in rows]

@@ -27,6 +27,12 @@ from collections.abc import Callable, Sequence
 from gateway.store import DeskNotice, NoticeStore, Notification
 
 PAGE = 500
+# The most stored notices one stream replays (``since``): the newest ones, after a
+# ``truncated`` event that tells the client to page through the older ones with
+# ``GET /v1/desks/{desk}/notices`` (a stream that replayed everything since cursor 0
+# would hold a large answer in the gateway's memory at each reconnection).
+MAX_REPLAY = 500
+TRUNCATED = "truncated"
 NOTICE_EVENTS = frozenset({"membership", "breach", "escalation", "expired", "rejected",
                            "case_due", "case_overdue"})
 
@@ -73,17 +79,24 @@ class StoredNotices:
             self._wake.clear()
             await self.catch_up()
 
-    async def replay(self, desks: Sequence[str], since: int
-                     ) -> tuple[list[Notification], int]:
+    async def replay(self, desks: Sequence[str], since: int,
+                     limit: int = MAX_REPLAY) -> tuple[list[Notification], int]:
         """The stored notices of ``desks`` (addresses) after cursor ``since``, as their
         stream events, oldest first, up to the last one published live; and that
         cursor. A stream subscribed before it asks drops live events up to that cursor
-        (they are in the replay) and sends the later ones as they come."""
+        (they are in the replay) and sends the later ones as they come.
+
+        At most the newest ``limit`` are replayed; if there were more, a ``truncated``
+        event comes first: ``since`` (as asked) and ``first`` (the first cursor replayed):
+        the notices between are to be read with ``GET /v1/desks/{desk}/notices``."""
         names = [d.partition("@")[0] for d in desks]
         upto = self.last if self.last is not None else await self.store.last_desk_notice()
-        found: list[Notification] = []
-        after = since
-        while after < upto and (page := await self.store.notices_for(names, after, PAGE)):
-            found.extend(self.notification(n) for n in page if n.seq <= upto)
-            after = page[-1].seq
+        if since >= upto:
+            return [], upto
+        page = await self.store.latest_notices_for(names, since, upto, limit + 1)
+        found = [self.notification(n) for n in page[-limit:]] if limit else []
+        if len(page) > limit:
+            first = page[-limit].seq if limit else upto + 1
+            found.insert(0, Notification("", TRUNCATED, {
+                "since": since, "first": first, "limit": limit}))
         return found, upto

@@ -1,17 +1,23 @@
-"""Signed non-delivery notices: what the sending desk gets when a message expired unsent.
+"""Signed non-delivery notices: what the sending desk gets when a message is not delivered.
 
 A message queued for a partner that has not taken it before the message's ``expires``
-time is taken out of the outbox, and the gateway signs a notice for the sending desk. The
-notice is a signed note (gateway.crypto.note) by the sending gateway whose text is
-``fpg non-delivery v1`` and one line of canonical JSON:
+time, that the partner refused for good, or that this gateway's operator returned
+(``gateway queue return``) is taken out of the outbox, and the gateway signs a notice for
+the sending desk. The notice is a signed note (gateway.crypto.note) by the sending
+gateway whose text is ``fpg non-delivery v1`` and one line of canonical JSON:
 
     {"digest": SHA-256 hex of the envelope, "expires": the message's expiry (Unix ms),
      "gateway": this gateway, "id": message id, "partner": the gateway it was queued for,
-     "reason": "expired", "recipient": desk address, "sender": desk address,
+     "reason": "expired", the partner's refusal code, or "returned",
+     "recipient": desk address, "sender": desk address,
      "time": when the notice was made (Unix ms), "v": 1}
 
-The notice is kept with the message, written to the ledger as an ``expired`` event and
-pushed to the sending desk's officers.
+A returned message's notice also holds ``"note"``: the operator's reason, as typed (one
+line, at most MAX_NOTE characters, no control characters). Other notices have no
+``note`` key, so their bytes are what they were before.
+
+The notice is kept with the message, written to the ledger as an ``expired`` or
+``rejected`` event and pushed to the sending desk's officers.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ NOTICE_LINE = "fpg non-delivery v1"
 MAX_NOTICE_SIZE = 4096
 NOTICE = SignedJson(NOTICE_LINE, "non-delivery notice", MAX_NOTICE_SIZE)
 EXPIRED = "expired"
+RETURNED = "returned"  # the reason of a notice for a message the operator returned
+MAX_NOTE = 300  # characters of an operator's reason
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class NonDeliveryNotice:
     expires_ms: int
     reason: str
     time_ms: int
+    note: str | None = None  # the operator's reason for a returned message
 
     def text(self) -> str:
         body: dict[str, Any] = {
@@ -47,10 +56,26 @@ class NonDeliveryNotice:
             "id": self.message_id, "partner": self.partner, "reason": self.reason,
             "recipient": self.recipient, "sender": self.sender, "time": self.time_ms, "v": 1,
         }
+        if self.note is not None:
+            body["note"] = self.note
         return NOTICE.text(body)
 
     def sign(self, key: GatewaySigningKey) -> bytes:
         return NOTICE.sign(self.text(), self.gateway, key)
+
+
+def check_note(note: str) -> str:
+    """``note`` if it may be an operator's reason: 1 to MAX_NOTE characters, printable
+    (no control characters: it is shown to officers on a terminal), not only spaces;
+    raises MalformedError saying what is wrong otherwise."""
+    if not note.strip():
+        raise MalformedError("the reason is empty")
+    if len(note) > MAX_NOTE:
+        raise MalformedError(f"the reason is {len(note)} characters long; at most {MAX_NOTE}")
+    if not note.isprintable():
+        raise MalformedError("the reason holds control characters (a newline, a tab, an "
+                             "escape sequence...); write it on one line")
+    return note
 
 
 def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
@@ -62,9 +87,12 @@ def open_notice(note: bytes, gateway: str, key: VerifyKey) -> NonDeliveryNotice:
             message_id=str(doc["id"]), digest=str(doc["digest"]), sender=str(doc["sender"]),
             recipient=str(doc["recipient"]), expires_ms=int(doc["expires"]),
             reason=str(doc["reason"]), time_ms=int(doc["time"]),
+            note=None if doc.get("note") is None else str(doc["note"]),
         )
     if doc.get("v") != 1 or notice.gateway != gateway:
         raise MalformedError("non-delivery notice has a wrong version or gateway")
+    if notice.note is not None:
+        check_note(notice.note)
     NOTICE.check_canonical(notice.text(), text)
     return notice
 

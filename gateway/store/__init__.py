@@ -334,8 +334,8 @@ class ExpiredItem:
 @dataclass(frozen=True, slots=True)
 class NonDelivery:
     """A signed non-delivery notice to record for a queued message that will not be
-    delivered: it expired (``event`` ``expired``), or the partner refused it for good
-    (``rejected``)."""
+    delivered: it expired (``event`` ``expired``), or the partner refused it for good or
+    an operator returned it (``rejected``)."""
 
     message_id: str
     sender: str  # the sending desk, which is told
@@ -344,6 +344,8 @@ class NonDelivery:
     time_ms: int
     actor: str  # key id of this gateway's key that signed it
     event: str = "expired"  # the ledger event written, and the desk's stream event
+    note: str | None = None  # an operator's reason (returned messages): in the notice and
+    # the desk's stream event, never in the ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +355,26 @@ class PartnerState:
     next_attempt_ms: int = 0
     last_contact_ms: int | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message waiting in a partner's outbox, as operators see it: metadata only (the
+    gateway holds no plaintext, and the ciphertext is not shown either)."""
+
+    message_id: str
+    partner: str
+    sender: str  # the sending desk (address)
+    recipient: str  # the recipient desk (address)
+    kind: str
+    priority: str
+    size: int  # envelope bytes
+    digest: str
+    accepted_ms: int
+    queued_ms: int
+    expires_ms: int
+    attempts: int  # posts to the partner that did not deliver it
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +461,10 @@ class SenderStore(Protocol):
 
     async def queued_items(self, partner: str, message_ids: Sequence[str]) -> list[ExpiredItem]:
         """Those of ``message_ids`` queued for ``partner``, with what a notice names."""
+
+    async def note_attempts(self, partner: str, message_ids: Sequence[str], error: str) -> None:
+        """Count one more undelivered post of each of ``message_ids`` (still queued for
+        ``partner``) and keep ``error`` as its last error."""
 
 
 class ReceiverStore(Protocol):
@@ -566,6 +592,11 @@ class NoticeStore(Protocol):
         when ``reader`` read it; with ``unread_since_ms``, only those made since then
         that ``reader`` has not read (not stored before notices were counted, and not
         about ``reader`` itself: its own join is no news to it)."""
+
+    async def latest_notices_for(self, desks: Sequence[str], after: int, upto: int,
+                                 limit: int) -> list[DeskNotice]:
+        """The newest ``limit`` notices of ``desks`` (local names) with a cursor after
+        ``after`` and at most ``upto``, oldest first."""
 
     async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
         """How many notices of ``desk`` made since ``since_ms`` ``reader`` has not read
@@ -733,6 +764,23 @@ class StatusStore(Protocol):
     async def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
 
+class QueueStore(Protocol):
+    """What operators' queue control needs (gateway.federation.queue)."""
+
+    async def queued_messages(self, partner: str | None, limit: int) -> list[QueuedMessage]:
+        """Messages queued for ``partner`` (every partner if None), in the order they are
+        sent: by partner, then priority rank, then first queued first; at most ``limit``."""
+
+    async def queued_message(self, message_id: str) -> QueuedMessage | None:
+        """The message ``message_id`` if it waits in an outbox."""
+
+    async def queued_items(self, partner: str, message_ids: Sequence[str]) -> list[ExpiredItem]:
+        ...
+
+    def record_expiry(self, partner: str, notices: Sequence[NonDelivery]) -> Awaitable[int]:
+        ...
+
+
 class RetentionStore(Protocol):
     """What the retention task (gateway.retention) needs."""
 
@@ -746,7 +794,8 @@ class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStor
             OperatorStore,
             LedgerStore,
             StagesStore,
-            LevelsStore, CaseStore, ExchangeStore, StatusStore, RetentionStore, Protocol):
+            LevelsStore, CaseStore, ExchangeStore, StatusStore, QueueStore, RetentionStore,
+            Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""
 

@@ -414,4 +414,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE messages ADD COLUMN due TEXT;
         """,
     ),
+    (
+        14,
+        """
+        -- Operators' queue control (``gateway queue``): how many times each queued
+        -- message was posted to its partner without being taken, and the last error.
+        ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN last_error TEXT;
+        """,
+    ),
 ]

@@ -258,6 +258,15 @@ class DeskQueries(StoreEngine):
             f" WHERE {where} ORDER BY n.seq LIMIT ?", (*params, limit))
         return [DeskNotice(*row) for row in rows]
 
+    async def latest_notices_for(self, desks: Sequence[str], after: int, upto: int,
+                                 limit: int) -> list[DeskNotice]:
+        marks = ",".join("?" * len(desks))
+        rows = await self._read(
+            f"SELECT {_NOTICE_N}, NULL FROM desk_notices n"  # noqa: S608
+            f" WHERE n.desk IN ({marks}) AND n.seq > ? AND n.seq <= ?"
+            " ORDER BY n.seq DESC LIMIT ?", (*desks, after, upto, limit))
+        return [DeskNotice(*row) for row in reversed(rows)]
+
     async def unread_notices(self, desk: str, reader: str, since_ms: int) -> int:
         rows = await self._read(
             "SELECT count(*) FROM desk_notices n WHERE n.desk = ? AND n.at_ms >= ?"

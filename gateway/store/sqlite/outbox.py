@@ -16,6 +16,7 @@ from gateway.store import (
     NewNotice,
     NonDelivery,
     OutboxItem,
+    QueuedMessage,
     QueuedRead,
     QueueStats,
     RelayResult,
@@ -29,6 +30,12 @@ _DELETE_OUTBOX = "DELETE FROM outbox WHERE partner = ? AND message_id = ?"
 _INSERT_RECEIPT = (
     "INSERT OR IGNORE INTO receipts (message_id, partner, outcome, reason, receipt, received_ms)"
     " VALUES (?,?,?,?,?,?)"
+)
+
+_QUEUED = (
+    "SELECT m.id, q.partner, m.sender, m.recipient, m.kind, m.priority, length(m.envelope),"
+    " m.digest, m.accepted_ms, q.queued_ms, q.expires_ms, q.attempts, q.last_error"
+    " FROM outbox q JOIN messages m ON m.id = q.message_id "
 )
 
 
@@ -46,9 +53,12 @@ def _plan_notices(plan: _Plan, partner: str, notices: Sequence[NonDelivery]) -> 
             n.message_id, n.sender, n.reason, n.notice, n.time_ms))
         plan.add_event(LedgerEvent(n.event, n.message_id, n.time_ms, digest=original.digest,
                                    partner=partner, actor=n.actor, reason=n.reason))
-        plan.add_notice(NewNotice(n.sender, n.event, n.message_id, n.time_ms, {
-            "id": n.message_id, "partner": partner, "reason": n.reason, "time": n.time_ms,
-        }, n.notice))
+        detail = {"id": n.message_id, "partner": partner, "reason": n.reason,
+                  "time": n.time_ms}
+        if n.note is not None:
+            detail["note"] = n.note
+        plan.add_notice(NewNotice(n.sender, n.event, n.message_id, n.time_ms, detail,
+                                  n.notice))
     return recorded
 
 
@@ -159,6 +169,24 @@ class OutboxQueries(StoreEngine):
                 " AND q.message_id = ?", (partner, message_id))
             items += [ExpiredItem(*row) for row in rows]
         return items
+
+    async def note_attempts(self, partner: str, message_ids: Sequence[str], error: str) -> None:
+        async with self.transaction() as w:
+            await w.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?"
+                " WHERE partner = ? AND message_id = ?",
+                [(error, partner, message_id) for message_id in message_ids])
+
+    async def queued_messages(self, partner: str | None, limit: int) -> list[QueuedMessage]:
+        where, params = ("WHERE q.partner = ?", (partner, limit)) if partner is not None \
+            else ("", (limit,))
+        rows = await self._read(_QUEUED + where + " ORDER BY q.partner, q.rank, q.seq LIMIT ?",
+                                params)
+        return [QueuedMessage(*row) for row in rows]
+
+    async def queued_message(self, message_id: str) -> QueuedMessage | None:
+        rows = await self._read(_QUEUED + "WHERE q.message_id = ? LIMIT 1", (message_id,))
+        return QueuedMessage(*rows[0]) if rows else None
 
     async def notices_of(self, message_id: str) -> list[bytes]:
         rows = await self._read(
