@@ -323,7 +323,7 @@ async def test_without_a_client_certificate_a_partner_that_asks_refuses_the_hand
                              [{"id": "kh-cnp", "url": standin.url}])
         await partners.start()
         try:
-            with pytest.raises(PeerError, match="kh-cnp.*client certificate"):
+            with pytest.raises(PeerError, match=r"kh-cnp.*client certificate"):
                 await partners.request(partners.by_id["kh-cnp"], "GET", "/anything")
         finally:
             await partners.close()
