@@ -605,7 +605,8 @@ def _cross_checks(config: Config) -> None:
         )
 
 
-def _plain_http_off_loopback(url: str) -> bool:
+def plain_http_off_loopback(url: str) -> bool:
+    """Whether ``url`` is plain ``http://`` to a host that is not this machine."""
     parts = urlsplit(url)
     return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
@@ -632,7 +633,7 @@ def _check_partner_tls(config: Config) -> None:
             key = named[0] if named else "client_cert_file"
             raise ConfigError(f"{path}: {where} {key}: {exc.message}") from None
     for i, partner in enumerate(config.partners):
-        if _plain_http_off_loopback(partner.url):
+        if plain_http_off_loopback(partner.url):
             raise ConfigError(
                 f"{path}: [[partners]] #{i + 1} url: plain http:// is only allowed on "
                 f"loopback; give the partner's https:// URL")

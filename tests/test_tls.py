@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ssl
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from gateway.appkeys import PARTNERS
 from gateway.channels import admin
@@ -25,10 +27,11 @@ from gateway.cli.admin import admin_request
 from gateway.cli.process import ServerProcess
 from gateway.clock import SystemClock
 from gateway.config import load_config, parse_config
-from gateway.crypto.keys import GatewaySigningKey
+from gateway.crypto.keys import AnchorSigningKey, GatewaySigningKey
 from gateway.errors import ConfigError, PeerError
 from gateway.federation.identity import Identity
 from gateway.federation.partners import Partners
+from gateway.federation.roster import RosterEntry, make_roster
 from gateway.tls import server_tls
 from tests.helpers import (
     Gw,
@@ -402,3 +405,29 @@ def test_partner_tls_files_are_checked_when_the_configuration_loads(tmp_path: Pa
     config = _config(tmp_path, fed, ca_file=str(other_ca))
     assert config.partner_tls(config.partners[0]).ca_file == other_ca
     assert config.partner_tls(config.partners[0]).client_cert_file == cert
+
+
+def test_a_roster_entry_in_plain_http_off_loopback_is_ignored(tmp_path: Path) -> None:
+    # A trust anchor's roster is checked like the configuration: its gateways are reached
+    # over https, or in plain http:// on loopback only.
+    anchor = AnchorSigningKey.generate()
+    now = int(time.time() * 1000)
+    entries = [RosterEntry(gw, url, GatewaySigningKey.generate().public.fingerprint,
+                           now - 1000, now + 60_000)
+               for gw, url in (("kh-cnp", "http://gw.kh-cnp.example:8443"),
+                               ("la-mps", "https://gw.la-mps.example"),
+                               ("th-rtp", "http://127.0.0.1:9"))]
+    roster = tmp_path / "asean.roster"
+    roster.write_bytes(make_roster("asean-ta", anchor, entries, now - 1000, now + 60_000))
+    config = parse_config({
+        "gateway": {"id": "vn-mps", "public_url": "http://127.0.0.1:1"},
+        "keys": {"file": "unused.key"},
+        "trust_anchors": [{"id": "asean-ta", "fingerprint": anchor.public.fingerprint,
+                           "roster": str(roster)}]}, tmp_path / "gw.toml")
+    with capture_logs() as logs:
+        partners = Partners(config, Identity("vn-mps", GatewaySigningKey.generate()),
+                            SystemClock())
+    assert sorted(partners.by_id) == ["la-mps", "th-rtp"]
+    (ignored,) = [e for e in logs if e["event"] == "roster_entry_ignored"]
+    assert ignored["url"] == "http://gw.kh-cnp.example:8443"
+    assert "only allowed on loopback" in ignored["reason"]

@@ -45,7 +45,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from gateway.clock import Clock
-from gateway.config import Config, PartnerSection, PartnerTls
+from gateway.config import Config, PartnerSection, PartnerTls, plain_http_off_loopback
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
 from gateway.errors import (
@@ -201,6 +201,11 @@ class Partners:
                             log.warning("roster_entry_ignored", anchor=anchor.id,
                                         trusted_by=known.source,
                                         fingerprint=entry.fingerprint)
+                    continue
+                if plain_http_off_loopback(entry.url):  # as for a [[partners]] entry
+                    with bound_contextvars(partner=entry.gateway):
+                        log.warning("roster_entry_ignored", anchor=anchor.id, url=entry.url,
+                                    reason="plain http:// is only allowed on loopback")
                     continue
                 section = PartnerSection(id=entry.gateway, url=entry.url,
                                          fingerprint=entry.fingerprint)
