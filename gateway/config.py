@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from gateway.crypto.keys import normalize_fingerprint
 from gateway.errors import BadKeyError, ConfigError
 from gateway.protocol.names import is_name
+from gateway.tls import TlsFileError, client_tls
 
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -232,6 +234,14 @@ class PartnerSection:
     fingerprint: str = _key(check=_fingerprint,
                             doc="fingerprint of the partner's gateway signing key, "
                             "compared with its operator by telephone")
+    ca_file: Path | None = _key(None, doc="PEM file of the CAs that vouch for the "
+                                "partner's https:// certificate, trusted for it instead "
+                                "of [federation] ca_file or the system's")
+    client_cert_file: Path | None = _key(None, doc="PEM certificate chain shown to this "
+                                         "partner if it asks for one, instead of "
+                                         "[federation] client_cert_file")
+    client_key_file: Path | None = _key(None, doc="PEM private key (unencrypted) of that "
+                                        "certificate")
 
 
 @dataclass(frozen=True)
@@ -269,6 +279,13 @@ class FederationSection:
     witness_seconds: float = _key(60.0, _range(0.05, 86_400),
                                   doc="how often each partner's ledger checkpoint is fetched "
                                   "and checked against the last one seen")
+    ca_file: Path | None = _key(None, doc="PEM file of the CAs that vouch for partners' "
+                                "https:// certificates, trusted instead of the system's "
+                                "(a private CA); a partner's own ca_file wins")
+    client_cert_file: Path | None = _key(None, doc="PEM certificate chain shown to "
+                                         "partners that ask for a client certificate")
+    client_key_file: Path | None = _key(None, doc="PEM private key (unencrypted) of that "
+                                        "certificate")
 
 
 @dataclass(frozen=True)
@@ -352,6 +369,16 @@ class LogSection:
 
 
 @dataclass(frozen=True)
+class PartnerTls:
+    """The TLS files of connections to one partner (None: the system's CAs; no client
+    certificate)."""
+
+    ca_file: Path | None
+    client_cert_file: Path | None
+    client_key_file: Path | None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     gateway: GatewaySection
@@ -377,6 +404,14 @@ class Config:
     @property
     def database(self) -> Path:
         return self.store.path or self.gateway.data_dir / "gateway.sqlite3"
+
+    def partner_tls(self, partner: PartnerSection) -> PartnerTls:
+        """The TLS files for connections to ``partner``: its own, else [federation]'s."""
+        fed = self.federation
+        pair: FederationSection | PartnerSection = (
+            partner if partner.client_cert_file is not None else fed)
+        return PartnerTls(partner.ca_file or fed.ca_file, pair.client_cert_file,
+                          pair.client_key_file)
 
     @property
     def admin_socket(self) -> Path:
@@ -568,7 +603,7 @@ def _cross_checks(config: Config) -> None:
     for i, partner in enumerate(config.partners):
         if partner.id == config.gateway.id:
             raise ConfigError(f"{path}: [[partners]] #{i + 1} id: {partner.id} is this gateway")
-
+    _check_partner_tls(config)
     metrics = config.metrics
     if (metrics.tls_cert_file is None) != (metrics.tls_key_file is None):
         raise ConfigError(
@@ -594,6 +629,43 @@ def _cross_checks(config: Config) -> None:
             f"{path}: [keys] insecure_dev_mode: development keys (a key file that is not "
             f"encrypted) are only allowed on loopback, not on {server.host!r}"
         )
+
+
+def plain_http_off_loopback(url: str) -> bool:
+    """Whether ``url`` is plain ``http://`` to a host that is not this machine."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
+def _check_partner_tls(config: Config) -> None:
+    """Partners' URLs and TLS files: plain http:// on loopback only (hop requests are
+    signed and messages sealed, but who writes to whom, and when, would travel in
+    clear); every CA file and client certificate loads (checked now, not at the first
+    relay); the client certificate and its key go together."""
+    path, fed = config.path, config.federation
+    tables: list[tuple[str, FederationSection | PartnerSection]] = [("[federation]", fed)]
+    tables += [(f"[[partners]] #{i + 1}", p) for i, p in enumerate(config.partners)]
+    for where, table in tables:
+        if (table.client_cert_file is None) != (table.client_key_file is None):
+            raise ConfigError(f"{path}: {where} client_key_file: client_cert_file and "
+                              "client_key_file go together")
+        if table.ca_file is None and table.client_cert_file is None:
+            continue
+        try:
+            client_tls(table.ca_file, table.client_cert_file, table.client_key_file)
+        except TlsFileError as exc:
+            named = [name for name in ("ca_file", "client_cert_file", "client_key_file")
+                     if exc.message.startswith(f"{getattr(table, name)}:")]
+            key = named[0] if named else "client_cert_file"
+            raise ConfigError(f"{path}: {where} {key}: {exc.message}") from None
+    for i, partner in enumerate(config.partners):
+        if plain_http_off_loopback(partner.url):
+            raise ConfigError(
+                f"{path}: [[partners]] #{i + 1} url: plain http:// is only allowed on "
+                f"loopback; give the partner's https:// URL")
+        if partner.url.startswith("http://") and partner.ca_file is not None:
+            raise ConfigError(f"{path}: [[partners]] #{i + 1} ca_file: the partner's URL "
+                              "is plain http://, no certificate is verified")
 
 
 def load_config(path: str | Path) -> Config:

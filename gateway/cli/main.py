@@ -72,6 +72,7 @@ from gateway.protocol.notices import MAX_NOTE
 from gateway.protocol.officers import code_hash
 from gateway.protocol.rotation import rotate_bundle
 from gateway.store.sqlite import SqliteStore
+from gateway.tls import TlsFileError, check_server_pair, read_bounded
 
 PROG = "gateway"
 
@@ -116,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None,
                    help="port of the /metrics listener on 127.0.0.1 (default 9464; 0 picks a "
                    "free one, and is the default with --port 0)")
-    p.add_argument("--public-url", help="URL partners use (default http://HOST:PORT)")
+    p.add_argument("--public-url", help="URL partners use (default http://HOST:PORT, "
+                   "https:// with --tls-cert)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="PEM certificate chain to serve TLS with (copied into DIR/tls/); "
+                   "needed to listen off loopback")
+    p.add_argument("--tls-key", type=Path, metavar="FILE",
+                   help="the certificate's PEM private key, unencrypted (copied into "
+                   "DIR/tls/, mode 0600)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--passphrase-env", metavar="NAME",
                        help="read the passphrase from environment variable NAME")
@@ -297,7 +305,7 @@ file = "keys/gateway.key"
 [server]
 host = "{host}"
 port = {port}
-
+{server_extra}
 [metrics]   # Prometheus scrapes http://127.0.0.1:{metrics_port}/metrics (loopback: no token)
 host = "127.0.0.1"
 port = {metrics_port}
@@ -306,6 +314,37 @@ port = {metrics_port}
 level = "info"
 format = "auto"
 """
+
+
+#: Where `gateway init --tls-cert/--tls-key` copies the pair, relative to DIR.
+TLS_CERT, TLS_KEY = "tls/gateway.crt", "tls/gateway.key"
+
+
+def _init_tls(cert: Path | None, key: Path | None) -> tuple[bytes, bytes] | None:
+    """The certificate chain and key to copy (None: no TLS), after checking that they
+    serve TLS now: they load, the key is the certificate's, the chain is valid today.
+
+    Copied, not referenced: the gateway's directory then holds all it needs (one
+    volume for a container, whose user may not read the originals, one directory to
+    back up), and the key gets mode 0600 whatever the original had. Renewing means
+    replacing DIR/tls/ (the README says so)."""
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return None
+    try:
+        check_server_pair(cert, key)
+        return read_bounded(cert), read_bounded(key)
+    except TlsFileError as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: {exc.message}") from None
+
+
+def _write_tls(directory: Path, cert: bytes, key: bytes) -> None:
+    (directory / "tls").mkdir(mode=0o700)
+    (directory / TLS_CERT).write_bytes(cert)
+    fd = os.open(directory / TLS_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -341,10 +380,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         keys_extra = f'passphrase_file = "{args.passphrase_file.resolve()}"\n'
     else:
         keys_extra = "# no passphrase source: `gateway run` will prompt for it\n"
-    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    tls = _init_tls(args.tls_cert, args.tls_key)
+    server_extra = ""
+    if tls is not None:
+        server_extra = f'tls_cert_file = "{TLS_CERT}"\ntls_key_file = "{TLS_KEY}"\n'
+    scheme = "http" if tls is None else "https"
+    public_url = args.public_url or f"{scheme}://{args.host}:{args.port}"
     text = _CONFIG_TEMPLATE.format(
         gateway_id=gateway_id, public_url=public_url, host=args.host, port=args.port,
-        metrics_port=metrics_port, keys_extra=keys_extra,
+        metrics_port=metrics_port, keys_extra=keys_extra, server_extra=server_extra,
     )
     # What we write must be valid: checked before a passphrase is asked for.
     try:
@@ -362,9 +406,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     with staged_directory(directory) as staging:
         save_bundle(staging / "keys" / "gateway.key", bundle, passphrase)
         (staging / "data").mkdir()
+        if tls is not None:
+            _write_tls(staging, *tls)
         (staging / "gateway.toml").write_text(text, encoding="utf-8")
     print(f"gateway {gateway_id} initialised in {directory}")
     print(f"  config:      {config_path}")
+    if tls is not None:
+        print(f"  TLS:         {directory / TLS_CERT} (key {directory / TLS_KEY})")
     warning = "  (INSECURE development key)" if passphrase is None else ""
     print(f"  key file:    {key_path}{warning}")
     print(f"  key id:      {key.key_id}")

@@ -20,7 +20,10 @@ most once per ``health_seconds``, :meth:`Partners.learn_key`), so that a partner
 rotated is followed before it is refused.
 
 Outbound requests to partners are made here (:meth:`Partners.request`), always signed
-as hop requests (gateway.federation.hop).
+as hop requests (gateway.federation.hop), each partner over a session of its own: its
+connections, and for an ``https://`` URL the CA its certificate is verified with and the
+client certificate shown to it (``ca_file``, ``client_cert_file``: the partner's own or
+``[federation]``'s; gateway.tls).
 
 Log lines about one partner take its id (``partner``) from the log context, bound once
 where the work for that partner starts: its supervised tasks (``gateway.app``), and
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,7 +46,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from gateway.clock import Clock
-from gateway.config import Config, PartnerSection
+from gateway.config import Config, PartnerSection, PartnerTls, plain_http_off_loopback
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, VerifyKey, normalize_fingerprint
 from gateway.crypto.note import NoteSigner, cosign_note
 from gateway.errors import (
@@ -65,6 +69,7 @@ from gateway.protocol.descriptor import (
 )
 from gateway.protocol.officers import Binding, DirectoryEntry, open_binding, open_directory
 from gateway.protocol.rotation import ChainKey, KeyHistoryError, peek_rotation, verify_history
+from gateway.tls import TlsFileError, client_tls
 
 if TYPE_CHECKING:
     from gateway.store import PartnerStore
@@ -183,7 +188,9 @@ class Partners:
             for p in config.partners
         }
         self._add_roster_partners()
-        self._http: aiohttp.ClientSession | None = None
+        # Each partner's own session, with what it was made for (URL and TLS files).
+        self._sessions: dict[str, tuple[tuple[str, PartnerTls], aiohttp.ClientSession]] = {}
+        self._started = False
         self._refreshing: dict[str, asyncio.Lock] = {p: asyncio.Lock() for p in self.by_id}
         self._learning: dict[str, asyncio.Lock] = {p: asyncio.Lock() for p in self.by_id}
 
@@ -202,6 +209,11 @@ class Partners:
                             log.warning("roster_entry_ignored", anchor=anchor.id,
                                         trusted_by=known.source,
                                         fingerprint=entry.fingerprint)
+                    continue
+                if plain_http_off_loopback(entry.url):  # as for a [[partners]] entry
+                    with bound_contextvars(partner=entry.gateway):
+                        log.warning("roster_entry_ignored", anchor=anchor.id, url=entry.url,
+                                    reason="plain http:// is only allowed on loopback")
                     continue
                 section = PartnerSection(id=entry.gateway, url=entry.url,
                                          fingerprint=entry.fingerprint)
@@ -312,26 +324,62 @@ class Partners:
     # --- HTTP --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.config.federation.request_timeout_seconds)
-        self._http = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+        self._started = True
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Close every partner's session (the gateway stops)."""
+        self._started = False
+        sessions, self._sessions = self._sessions, {}
+        for _, session in sessions.values():
+            await session.close()
+
+    async def close_session(self, partner_id: str) -> None:
+        """Close the partner's session (removed, or its certificates replaced on disk):
+        the next request opens a new one with the files as they are then."""
+        held = self._sessions.pop(partner_id, None)
+        if held is not None:
+            await held[1].close()
+
+    def session_of(self, partner_id: str) -> aiohttp.ClientSession | None:
+        """The partner's session, if one is open."""
+        held = self._sessions.get(partner_id)
+        return None if held is None else held[1]
+
+    async def _session(self, partner: Partner) -> aiohttp.ClientSession:
+        """The partner's own session: its connections, and for an https:// URL its TLS
+        context (the CA it is verified with, the client certificate shown). Made at its
+        first request and again if its URL or TLS files changed. Raises PeerError."""
+        if not self._started:
+            raise PeerError("the federation client is not started")
+        files = self.config.partner_tls(partner.config)
+        held = self._sessions.get(partner.id)
+        if held is not None and held[0] == (partner.config.url, files):
+            return held[1]
+        await self.close_session(partner.id)
+        ssl_context: ssl.SSLContext | bool = True  # unused for http:// (loopback only)
+        if partner.config.url.startswith("https://"):
+            try:
+                ssl_context = client_tls(files.ca_file, files.client_cert_file,
+                                         files.client_key_file)
+            except TlsFileError as exc:
+                raise PeerError(f"{partner.id}: TLS files unusable ({exc.message})") from None
+        timeout = aiohttp.ClientTimeout(total=self.config.federation.request_timeout_seconds)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context),
+                                        timeout=timeout, raise_for_status=False)
+        self._sessions[partner.id] = ((partner.config.url, files), session)
+        return session
 
     async def request(self, partner: Partner, method: str, path: str, body: bytes = b"",
                       content_type: str | None = None) -> tuple[int, bytes]:
         """A signed hop request to ``partner``: (status, body). Raises PeerError when the
         partner cannot be reached or its answer is too large."""
-        if self._http is None:
-            raise PeerError("the federation client is not started")
+        http = await self._session(partner)
         headers = sign_hop(self.identity.signing_key, self.identity.gateway_id, partner.id,
                            method, path, body, self.clock.now_ms())
         if content_type is not None:
             headers["Content-Type"] = content_type
         try:
-            async with self._http.request(method, partner.base() + path, data=body or None,
+            async with http.request(method, partner.base() + path, data=body or None,
                                           headers=headers) as response:
                 data = await read_at_most(response.content, MAX_ANSWER)
                 if data is None:
@@ -340,6 +388,21 @@ class Partners:
         except TimeoutError:  # a partner that accepts the connection and never answers
             raise PeerError(f"{partner.id} did not answer within "
                             f"{self.config.federation.request_timeout_seconds:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PeerError(f"{partner.id}: its TLS certificate does not verify "
+                            f"({_verify_message(exc)}); a partner whose certificate a "
+                            "private CA issued needs that CA as its ca_file") from None
+        except aiohttp.ClientSSLError as exc:
+            raise PeerError(f"{partner.id}: TLS handshake failed ({_ssl_reason(exc)}); "
+                            "does it ask for a client certificate?") from None
+        except aiohttp.ServerDisconnectedError:
+            # Under TLS 1.3 a partner that refuses our client certificate (or its
+            # absence) does so after the handshake: the connection just closes.
+            hint = "" if not partner.config.url.startswith("https://") else (
+                "; over https also how a partner refuses a missing or untrusted client "
+                "certificate")
+            raise PeerError(f"{partner.id} unreachable (ServerDisconnectedError: it closed "
+                            f"the connection without an answer{hint})") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise PeerError(f"{partner.id} unreachable ({type(exc).__name__}: {exc})") \
                 from None
@@ -561,6 +624,18 @@ def _fingerprint_of(descriptor: bytes) -> str | None:
         return peek_descriptor(descriptor).signing_key.fingerprint
     except CryptoError:
         return None
+
+
+def _verify_message(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """Why a partner's certificate did not verify, in OpenSSL's words."""
+    error = exc.certificate_error
+    return str(getattr(error, "verify_message", None) or error)
+
+
+def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
+    """Why a TLS handshake failed, in OpenSSL's words."""
+    error = exc.os_error
+    return str(getattr(error, "reason", None) or error)
 
 
 def _checkpoint_size(answer: bytes | None) -> int | None:
