@@ -3,14 +3,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN_DIR ?= .run
+# The officers' web client: built from web/ by npm (the committed lock file) and esbuild
+# into the Python package, which serves it at /app/ (docs/WEBCLIENT.md).
+WEB_BUILT   = gateway/web/static/manifest.json
+WEB_SOURCES = web/build.mjs web/package.json web/package-lock.json $(wildcard web/src/*.* web/src/i18n/*.json)
 
-.PHONY: run demo test lint bench clean constraints
+.PHONY: run demo test lint bench clean constraints web
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+## web: build the web client into gateway/web/static/ (npm ci from web/package-lock.json)
+web: $(WEB_BUILT)
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_BUILT): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && node build.mjs
 
 ## constraints: pin what the current environment has (after changing a dependency)
 constraints: $(BIN)/.installed
@@ -19,17 +33,17 @@ constraints: $(BIN)/.installed
 	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 ## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/
-run: $(BIN)/.installed
+run: $(BIN)/.installed $(WEB_BUILT)
 	@test -f $(RUN_DIR)/gateway/gateway.toml || \
 	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port 8443 --insecure-dev-keys
 	$(BIN)/gateway run --config $(RUN_DIR)/gateway/gateway.toml
 
 ## demo: three gateways (vn-mps, kh-cnp, la-mps) on 127.0.0.1 play a scenario, then serve until Ctrl-C
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed $(WEB_BUILT)
 	$(BIN)/gateway demo --dir $(RUN_DIR)/demo
 
 ## test: the whole test suite
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(WEB_BUILT)
 	$(BIN)/python -m pytest -q
 
 ## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/protocol/merkle.py)
@@ -42,4 +56,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	  web/node_modules gateway/web/static

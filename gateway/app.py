@@ -46,7 +46,7 @@ from gateway.appkeys import (
     STORE,
     WITNESS,
 )
-from gateway.channels import client, federation, membership, peer
+from gateway.channels import client, federation, membership, peer, webapp
 from gateway.channels.errors import error_middleware
 from gateway.channels.hosts import host_middleware
 from gateway.clock import Clock, SystemClock
@@ -343,6 +343,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     federation.add_routes(app)
     client.add_routes(app)
     membership.add_routes(app)
+    webapp.add_routes(app)
     return app
 
 

@@ -1,0 +1,204 @@
+"""The officers' web client (web/, served at /app/) in a real headless Chromium.
+
+* the page and its assets are served with a strict Content-Security-Policy, no framing,
+  ``nosniff``, no referrer, subresource integrity on every script and stylesheet, and
+  caching headers; the Host allow-list still applies;
+* the browser's cryptography (web/src/crypto.js) gives the bytes of the protocol's test
+  vectors (docs/PROTOCOL.md 9 and 7.6), computed here in Python;
+* an officer enrolls in the browser, signs in, reads the desk's inbox (unread first, with
+  counts), opens a message (verified, opened, acknowledged), replies, sends a flash
+  alert that a gateway-client officer opens, sees events live, locks and unlocks; a
+  message whose stored envelope was altered shows as failed and its text is not shown;
+* the page makes no request to another origin and reports no CSP violation;
+* the message catalogs: every key the UI uses is in every complete catalog, and the UI in
+  Vietnamese shows no English string.
+
+Gateways run in this process (tests/helpers.py Gw); one browser per test.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.appkeys import CLOCK, STORE
+from gateway.channels.webapp import STATIC_DIR
+from gateway.cli import vectors
+from gateway.client.api import GatewayClient
+from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
+from gateway.officers.enrollment import new_code
+from gateway.protocol.admission import safety_code
+from gateway.protocol.officers import code_hash
+from tests.helpers import Gw, chromium, partner_known, until, watched_page
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+PASSPHRASE = "correct horse battery staple"
+
+
+def catalog(lang: str) -> dict[str, str]:
+    return json.loads((WEB / "src" / "i18n" / f"{lang}.json").read_text("utf-8"))
+
+
+async def invite(gw: Gw, desk: str) -> str:
+    assert gw.app is not None
+    code, now = new_code(), gw.app[CLOCK].now_ms()
+    await gw.app[STORE].add_enrollment_code(code_hash(code), [desk], now, now + 3_600_000)
+    return code
+
+
+async def test_the_app_is_served_with_its_security_headers(vn_kh: tuple[Gw, Gw],
+                                                           http: aiohttp.ClientSession) -> None:
+    vn, _ = vn_kh
+    async with http.get(vn.url + "/app/") as response:
+        assert response.status == 200
+        page = await response.text()
+        headers = response.headers
+    csp = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == "'self' 'wasm-unsafe-eval'"  # no 'unsafe-inline', no eval
+    assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"].startswith("no-cache")
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<script>" not in page and " on" not in re.sub(r"\s+", " ", page).replace(
+        " only", "")  # no inline script, no inline handler
+    tags = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"[^>]*integrity="([^"]+)"',
+                      page)
+    assert len(tags) == 2  # the bundle and the stylesheet, each with its SRI digest
+    for name, integrity in tags:
+        async with http.get(f"{vn.url}/app/{name}") as response:
+            body = await response.read()
+            assert response.status == 200
+            assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert response.headers["Content-Security-Policy"] == headers[
+                "Content-Security-Policy"]
+        digest = base64.b64encode(hashlib.sha384(body).digest()).decode()
+        assert integrity == f"sha384-{digest}"
+    for missing in ("nothing.js", "manifest.json", "..%2fapp.py", "index.html"):
+        async with http.get(f"{vn.url}/app/{missing}") as response:
+            assert (response.status, (await response.json())["error"]) == (404, "not_found")
+    async with http.get(vn.url + "/app/", headers={"Host": "evil.example"}) as response:
+        assert (response.status, (await response.json())["error"]) == (421, "unknown_host")
+
+
+async def test_the_browser_crypto_gives_the_protocol_vectors(vn_kh: tuple[Gw, Gw]) -> None:
+    """web/src/crypto.js against docs/PROTOCOL.md's vectors, made here by gateway/crypto/:
+    envelopes byte for byte, the opened payload, key ids, fingerprints, the enrollment,
+    sign-in and read texts and their signatures, the binding note, the safety code."""
+    vn, _ = vn_kh
+    statements = vectors.officer_statements()
+    cases = []
+    for v in vectors.VECTORS:
+        cases.append({
+            "sender": vectors.fixed(v.sender_label).hex(),
+            "recipients": [k.public.raw.hex() for k in v.recipients],
+            "reader": vectors.fixed(v.recipient_labels[0]).hex(),
+            "header": {"id": v.header.id, "kind": v.header.kind, "priority": v.header.priority,
+                       "from": v.header.sender, "to": v.header.recipient,
+                       "created": v.header.created, "expires": v.header.expires,
+                       "thread": v.header.thread, "in_reply_to": v.header.in_reply_to},
+            "payload": v.payload.decode(), "content_key": vectors.fixed(v.content_key_label).hex(),
+            "nonce": vectors.fixed(v.nonce_label)[:24].hex(),
+            "ephemeral": [vectors.fixed(label).hex() for label in v.ephemeral_labels],
+            "expected": v.seal().hex(),
+            "key_id": v.sender.public.key_id, "fingerprint": v.sender.public.fingerprint,
+        })
+    officer = {
+        "sign": vectors.fixed(vectors.READER_SIGNING_LABEL).hex(),
+        "enc": vectors.fixed(vectors.READER_ENCRYPTION_LABEL).hex(),
+        "code": vectors.ENROLL_CODE, "challenge": vectors.fixed(vectors.CHALLENGE_LABEL).hex(),
+        "digest": hashlib.sha256(vectors.VECTORS[0].seal()).hexdigest(),
+        "binding": statements["binding"].decode(),
+        "gateway_key": vectors.GatewaySigningKey(vectors.fixed(vectors.NOTE_KEY_LABEL))
+        .public.raw.hex(),
+    }
+    signing = OfficerSigningKey(bytes([1]) * 32)
+    encryption = OfficerEncryptionKey(bytes([2]) * 32)
+    safety = {"desk": "border-liaison@vn-mps", "officer": "off-0123456789abcdef",
+              "sign": signing.public.b64(), "enc": encryption.public.b64(),
+              "expected": safety_code("border-liaison@vn-mps", "off-0123456789abcdef",
+                                      signing.public.b64(), encryption.public.b64())}
+    assert safety["expected"] == "8344 9942 6464 7789 7123"  # PROTOCOL.md 7.6
+    async with chromium() as context:
+        w = await watched_page(context)
+        await w.page.goto(vn.url + "/app/")
+        await w.page.wait_for_selector("body[data-ready='1']")
+        got = await w.page.evaluate(JS_VECTORS, {"cases": cases, "officer": officer,
+                                                 "safety": safety})
+        assert await w.violations() == []
+        assert w.foreign(vn.url) == []
+    for case, result in zip(cases, got["envelopes"], strict=True):
+        assert result["sealed"] == case["expected"]
+        assert result["opened"] == case["payload"]
+        assert (result["key_id"], result["fingerprint"]) == (case["key_id"],
+                                                             case["fingerprint"])
+        assert result["tampered"] == "bad_signature"
+    assert got["enroll"] == statements["enroll_signature"].hex()
+    assert got["session"] == statements["session_signature"].hex()
+    assert got["read"] == statements["read_signature"].hex()
+    assert got["binding_officer"] == vectors.OFFICER_ID
+    assert got["binding_forged"] == "bad_signature"
+    assert got["safety"] == safety["expected"]
+    assert got["unlocked"] == got["public"] and got["wrong"] == "wrong_passphrase"
+
+
+JS_VECTORS = """async ({cases, officer, safety}) => {
+  const c = globalThis.fpgCrypto;
+  const h = c.fromHex;
+  const out = {envelopes: []};
+  for (const v of cases) {
+    const keys = new c.OfficerKeys(h(v.sender), h(v.sender));
+    const sealed = c.sealEnvelope(v.header, c.bytes(v.payload), keys, v.recipients.map(h),
+      {contentKey: h(v.content_key), nonce: h(v.nonce), ephemeralSeeds: v.ephemeral.map(h)});
+    const reader = new c.OfficerKeys(h(v.sender), h(v.reader));
+    const env = await c.verifyEnvelope(sealed, keys.signPublic);
+    const bad = sealed.slice(); bad[bad.length - 100] ^= 1;
+    let tampered = "verified";
+    try { await c.verifyEnvelope(bad, keys.signPublic); } catch (e) { tampered = e.code; }
+    out.envelopes.push({sealed: c.hex(sealed), opened: c.text(c.openEnvelope(env, reader)),
+      key_id: keys.signKeyId, fingerprint: c.fingerprint(c.ROLE_OFFICER_SIGNING, keys.signPublic),
+      tampered});
+  }
+  const me = new c.OfficerKeys(h(officer.sign), h(officer.enc));
+  const s = c.b64(me.signPublic), e = c.b64(me.encPublic);
+  out.enroll = c.hex(me.sign(c.enrollText("kh-cnp", officer.code, s, e)));
+  out.session = c.hex(me.sign(c.sessionText("kh-cnp", "off-0011223344556677", h(officer.challenge))));
+  out.read = c.hex(me.sign(c.readText("00112233445566778899aabbccddeeff", officer.digest, 1767225720000)));
+  out.binding_officer = c.openSignedJson(officer.binding, "fpg officer binding v1", "kh-cnp",
+    [h(officer.gateway_key)]).officer;
+  try {
+    c.openSignedJson(officer.binding.replace("off-0011", "off-0012"), "fpg officer binding v1",
+      "kh-cnp", [h(officer.gateway_key)]);
+    out.binding_forged = "verified";
+  } catch (err) { out.binding_forged = err.code; }
+  out.safety = c.safetyCode(safety.desk, safety.officer, safety.sign, safety.enc);
+  const fast = {alg: "argon2id13", opslimit: 1, memlimit: 8192};
+  const sealedKeys = c.lockKeys(me, "pass phrase", "ad", fast);
+  out.public = c.b64(me.signPublic);
+  out.unlocked = c.b64(c.unlockKeys(sealedKeys, "pass phrase", "ad").signPublic);
+  try { c.unlockKeys(sealedKeys, "wrong", "ad"); out.wrong = "opened"; }
+  catch (err) { out.wrong = err.code; }
+  return out;
+}"""
+
+
+def test_a_missing_chromium_skips_only_when_not_required(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    import tests.helpers as helpers
+
+    monkeypatch.setattr(helpers, "CHROMIUM", tmp_path / "chromium")
+    monkeypatch.delenv("FPG_REQUIRE_CHROMIUM", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        helpers.find_chromium()
+    monkeypatch.setenv("FPG_REQUIRE_CHROMIUM", "1")
+    with pytest.raises(pytest.fail.Exception):
+        helpers.find_chromium()
