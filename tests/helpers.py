@@ -541,8 +541,8 @@ class Watched:
 
     def foreign(self, origin: str) -> list[str]:
         """Requests to any origin but ``origin`` (data: and blob: URLs stay in the page)."""
-        return [u for u in self.requests
-                if not (u == origin or u.startswith(origin + "/") or u.startswith(("data:", "blob:")))]
+        return [u for u in self.requests if not (
+            u == origin or u.startswith((origin + "/", "data:", "blob:")))]
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,13 @@ import aiohttp
 import pytest
 
 from gateway.appkeys import CLOCK, STORE
-from gateway.channels.webapp import STATIC_DIR
 from gateway.cli import vectors
 from gateway.client.api import GatewayClient
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers.enrollment import new_code
 from gateway.protocol.admission import safety_code
 from gateway.protocol.officers import code_hash
-from tests.helpers import Gw, chromium, partner_known, until, watched_page
+from tests.helpers import Gw, chromium, until, watched_page
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 PASSPHRASE = "correct horse battery staple"
@@ -171,8 +171,10 @@ JS_VECTORS = """async ({cases, officer, safety}) => {
   const me = new c.OfficerKeys(h(officer.sign), h(officer.enc));
   const s = c.b64(me.signPublic), e = c.b64(me.encPublic);
   out.enroll = c.hex(me.sign(c.enrollText("kh-cnp", officer.code, s, e)));
-  out.session = c.hex(me.sign(c.sessionText("kh-cnp", "off-0011223344556677", h(officer.challenge))));
-  out.read = c.hex(me.sign(c.readText("00112233445566778899aabbccddeeff", officer.digest, 1767225720000)));
+  out.session = c.hex(me.sign(c.sessionText("kh-cnp", "off-0011223344556677",
+    h(officer.challenge))));
+  out.read = c.hex(me.sign(c.readText("00112233445566778899aabbccddeeff", officer.digest,
+    1767225720000)));
   out.binding_officer = c.openSignedJson(officer.binding, "fpg officer binding v1", "kh-cnp",
     [h(officer.gateway_key)]).officer;
   try {
@@ -202,3 +204,162 @@ def test_a_missing_chromium_skips_only_when_not_required(monkeypatch: pytest.Mon
     monkeypatch.setenv("FPG_REQUIRE_CHROMIUM", "1")
     with pytest.raises(pytest.fail.Exception):
         helpers.find_chromium()
+
+
+async def enroll_in_browser(w: Any, gw: Gw, desk: str) -> str:
+    """Enroll through the page's form; the officer id the page shows."""
+    page = w.page
+    await page.goto(gw.url + "/app/")
+    await page.wait_for_selector("body[data-ready='1']")
+    await page.fill("#enroll-fingerprint", gw.key.public.fingerprint.lower().replace(" ", "-"))
+    await page.fill("#enroll-code", (await invite(gw, desk)).lower())
+    await page.fill("#enroll-passphrase", PASSPHRASE)
+    await page.fill("#enroll-passphrase2", PASSPHRASE)
+    await page.click("#enroll-form button[type=submit]")
+    await page.wait_for_selector("#view-desk:not([hidden])")
+    who = await page.text_content("#who")
+    assert who is not None
+    return who.split(" ")[0]
+
+
+async def kh_knows(client: GatewayClient, address: str) -> None:
+    """Wait until ``client``'s gateway serves the partner directory with ``address``."""
+    gateway = address.split("@")[1]
+
+    async def known() -> bool:
+        try:
+            desk = (await client.directory(refresh=True, gateway=gateway)).get(address)
+            return desk is not None and bool(desk.members)
+        except Exception:
+            return False
+    await until(known, f"{address} in the directory through {client.creds.gateway_id}")
+
+
+async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
+                                                      http: aiohttp.ClientSession) -> None:
+    vn, kh = vn_kh
+    k = await kh.officer(http, "anti-trafficking")  # a gateway-client officer of Cambodia
+    watcher = await vn.officer(http, "trafficking")  # to see when vn knows kh's desks
+    async with chromium() as context:
+        w = await watched_page(context)
+        page = w.page
+        officer = await enroll_in_browser(w, vn, "border-liaison")
+        assert officer.startswith("off-")
+
+        # The keys at rest: sealed in IndexedDB; nothing in localStorage or cookies.
+        stored = await page.evaluate(JS_STORED)
+        assert stored["officer"] == officer and stored["local"] == 0 and stored["cookie"] == ""
+        assert set(stored["sealed"]) == {"kdf", "nonce", "box"}
+        assert stored["sealed_kdf"]["alg"] == "argon2id13"
+        assert stored["fields"] == sorted(["v", "officer", "gateway", "gateway_key", "desks",
+                                           "sign_key", "enc_key", "partners", "sealed"])
+
+        # A flash alert from the browser to Cambodia's desk, opened by gateway-client.
+        await kh_knows(watcher, "anti-trafficking@kh-cnp")
+        await kh_knows(k, "border-liaison@vn-mps")
+        await page.click("#show-compose")
+        await page.select_option("#compose-priority", "flash")
+        await page.fill("#compose-to", "anti-trafficking@kh-cnp")
+        await page.fill("#compose-text", "Xe tải biển số 51C-123 qua cửa khẩu Mộc Bài đêm nay")
+        await page.click("#compose-form button[type=submit]")
+        await page.locator("#status").filter(has_text="sealed and sent").wait_for()
+
+        async def delivered() -> list[dict[str, Any]]:
+            return list((await k.inbox("anti-trafficking"))["messages"])
+        await until(delivered, "the alert in Cambodia's inbox")
+        (item,) = await delivered()
+        opened = await k.read(item["id"])  # verified against vn's directory, acknowledged
+        assert opened.payload["text"] == "Xe tải biển số 51C-123 qua cửa khẩu Mộc Bài đêm nay"
+        assert (opened.header.priority, opened.sender_officer) == ("flash", officer)
+        reply = await k.reply(opened, {"type": "reply", "text": "Đã nhận. បានទទួល។"})
+
+        # The reply comes live: unread first, with counts; opened, verified, acknowledged.
+        await page.click("#desk-list button")
+        await page.wait_for_selector(f"#inbox-list li.unread button[data-id='{reply['id']}']")
+        assert "1" in (await page.text_content("#inbox-counts") or "")
+        assert "FLASH" in (await page.text_content("#inbox-list li.unread") or "")
+        await page.click(f"#inbox-list button[data-id='{reply['id']}']")
+        article = page.locator(f"#thread article[data-id='{reply['id']}']")
+        await article.locator(".signature.ok").wait_for()
+        assert "Đã nhận. បានទទួល។" in (await article.text_content() or "")
+        assert k.creds.officer_id in (await article.text_content() or "")
+        parent = page.locator(f"#thread article[data-id='{item['id']}']")
+        await parent.locator(".reads").filter(has_text=k.creds.officer_id).wait_for()
+
+        async def acknowledged() -> bool:
+            status = await k.status(reply["id"])
+            return any(r["officer"].startswith(officer) for r in status["reads"])
+        await until(acknowledged, "the browser's read acknowledgement at kh-cnp")
+
+        # Reply in the thread; gateway-client opens it.
+        await page.fill("#reply-text", "Cảm ơn")
+        await page.click("#reply-form button[type=submit]")
+        await page.wait_for_selector("#thread article.sent")
+
+        async def answered() -> list[dict[str, Any]]:
+            return [m for m in (await k.inbox("anti-trafficking"))["messages"]
+                    if m["in_reply_to"] == reply["id"]]
+        await until(answered, "the browser's reply in Cambodia's inbox")
+        back = await k.open((await answered())[0]["id"])
+        assert (back.payload["text"], back.header.thread) == ("Cảm ơn", item["id"])
+
+        # A message altered in vn's store shows as failed, its text not shown.
+        forged = await k.send("hotline", "border-liaison@vn-mps",
+                              {"type": "hotline", "text": "SECRET-ORIGINAL"}, priority="routine")
+        await page.click("#back-inbox")
+        await page.wait_for_selector(f"#inbox-list button[data-id='{forged['id']}']")
+        ((envelope,),) = vn.rows("SELECT envelope FROM messages WHERE id = ?", forged["id"])
+        data = bytearray(envelope)
+        data[-80] ^= 0x01  # a byte of the ciphertext: the signature no longer holds
+        with sqlite3.connect(vn.database) as db:
+            db.execute("UPDATE messages SET envelope = ? WHERE id = ?", (bytes(data), forged["id"]))
+        await page.click(f"#inbox-list button[data-id='{forged['id']}']")
+        failed = page.locator(f"#thread article[data-id='{forged['id']}']")
+        await failed.locator(".signature.bad").wait_for()
+        assert "bad_signature" in (await failed.text_content() or ""), await failed.text_content()
+        assert "SECRET-ORIGINAL" not in (await page.content())
+        assert await page.locator("#reply-form").is_hidden()
+
+        # Sent view, partner desks, notices.
+        await page.click("#show-sent")
+        await page.locator("#sent-list li").filter(has_text=k.creds.officer_id).first.wait_for()
+        await page.click("#show-partners")
+        await page.fill("#partners-gateway", "kh-cnp")
+        await page.click("#partners-form button[type=submit]")
+        await page.locator("#partner-list li").filter(
+            has_text="anti-trafficking@kh-cnp").wait_for()
+        await page.click("#show-notices")
+        await page.wait_for_selector("#pane-notices:not([hidden])")
+
+        # Lock: the keys leave memory; the passphrase opens them again.
+        await page.click("#lock")
+        await page.wait_for_selector("#view-unlock:not([hidden])")
+        await page.fill("#unlock-passphrase", "not the passphrase")
+        await page.click("#unlock-form button[type=submit]")
+        await page.wait_for_selector("#status.error")
+        await page.fill("#unlock-passphrase", PASSPHRASE)
+        await page.click("#unlock-form button[type=submit]")
+        await page.wait_for_selector("#view-desk:not([hidden])")
+
+        # Sign out: the record is gone from IndexedDB.
+        await page.click("#signout")
+        await page.wait_for_selector("#view-enroll:not([hidden])")
+        assert (await page.evaluate(JS_STORED))["officer"] is None
+
+        assert await w.violations() == []
+        assert w.foreign(vn.url) == []
+
+
+JS_STORED = """async () => {
+  const db = await new Promise((ok, no) => {
+    const r = indexedDB.open("fpg-webclient", 1); r.onsuccess = () => ok(r.result); r.onerror = no;
+  });
+  const record = await new Promise((ok, no) => {
+    const r = db.transaction("officer").objectStore("officer").get("me");
+    r.onsuccess = () => ok(r.result); r.onerror = no;
+  });
+  db.close();
+  return {officer: record ? record.officer : null, fields: record ? Object.keys(record).sort() : [],
+    sealed: record ? Object.keys(record.sealed) : [], sealed_kdf: record ? record.sealed.kdf : null,
+    local: localStorage.length, cookie: document.cookie};
+}"""

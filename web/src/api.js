@@ -92,6 +92,7 @@ export class Session {
     this.keys = keys;
     this.gatewayKey = c.fromB64(record.gateway_key);
     this.token = null;
+    this.pending = [];
     this.directories = new Map();
     this.onPin = onPin; // called when a partner's key is pinned (trust on first use)
   }
@@ -114,7 +115,9 @@ export class Session {
       body: JSON.stringify({ officer: this.officer, challenge: c.b64(challenge), signature: c.b64(signature) }),
     });
     await raiseFor(response);
-    this.token = (await response.json()).token;
+    const answer = await response.json();
+    this.token = answer.token;
+    this.pending = Array.isArray(answer.pending) ? answer.pending : [];
   }
 
   // An authenticated request; signs in again once when the session has ended.
@@ -232,6 +235,11 @@ export class Session {
       envelope = await c.verifyEnvelope(data, signer.key);
       if (!signer.desks.has(envelope.header.from)) {
         throw new c.CryptoFailure("unknown_sender", "the signer is not an officer of the sending desk");
+      }
+      if (!envelope.header.recipients.includes(this.keys.encKeyId)) {
+        // Verified, but sealed for others only (a message this desk sent): no content.
+        return { id: messageId, header: envelope.header, envelope, payload: null,
+          signer: signer.officer, former: signer.former !== null, verified: true };
       }
       const payload = JSON.parse(c.text(c.openEnvelope(envelope, this.keys)));
       if (!payload || payload.type !== envelope.header.kind) {

@@ -15,7 +15,7 @@ let streamAbort = null;
 let currentDesk = null;
 let currentMessage = null;
 const views = ["view-enroll", "view-unlock", "view-desk"];
-const panes = ["pane-inbox", "pane-message", "pane-compose", "pane-notices", "pane-partners"];
+const panes = ["pane-inbox", "pane-message", "pane-compose", "pane-notices", "pane-partners", "pane-sent"];
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -129,8 +129,12 @@ async function start(keys) {
   show("view-desk");
   touch();
   renderDesks();
-  await openDesk(record.desks[0]);
-  listen();
+  const admitted = record.desks.filter((d) => !session.pending.includes(d));
+  if (session.pending.length) say("enroll.pending", { desks: session.pending.join(", ") });
+  if (admitted.length) {
+    await openDesk(admitted[0]);
+    listen();
+  }
 }
 
 // --- desks, inbox ----------------------------------------------------------------------
@@ -180,7 +184,8 @@ function renderMessage(m) {
   if (h.created) box.append(el("p", {}, el("time", {}, formatTime(h.created))));
   if (m.verified) {
     box.append(el("p", { className: "signature ok" }, t("message.verified", { officer: m.signer })));
-    box.append(el("div", { className: "body" }, m.payload.text ?? ""));
+    if (m.payload === null) box.append(el("p", { className: "sealed" }, t("message.sealed_for_them")));
+    else box.append(el("div", { className: "body" }, m.payload.text ?? ""));
   } else {
     box.append(el("p", { className: "signature bad", role: "alert" }, t("message.failed", { reason: m.reason })));
   }
@@ -193,14 +198,19 @@ async function openMessage(id) {
   pane("pane-message");
   const m = await session.open(id);
   currentMessage = m;
-  $("thread").replaceChildren(renderMessage(m));
-  $("reply-form").hidden = !m.verified;
-  if (m.verified && record.desks.includes(m.header.to)) {
+  const thread = [];
+  if (m.header?.in_reply_to) thread.push(await session.open(m.header.in_reply_to).catch(() => null));
+  thread.push(m);
+  shownThread = thread.filter(Boolean);
+  $("thread").replaceChildren(...shownThread.map(renderMessage));
+  $("reply-form").hidden = !(m.verified && m.payload !== null);
+  if (m.verified && m.payload !== null && record.desks.includes(m.header.to)) {
     await session.acknowledge(m);
   }
-  await showReads(m);
+  for (const shown of shownThread) await showReads(shown);
   await refreshInbox();
 }
+let shownThread = [];
 
 async function showReads(m) {
   if (!m.verified) return;
@@ -222,6 +232,8 @@ async function onReply(event) {
     const answer = await session.send("reply", to, { type: "reply", text: event.target.text.value },
       { priority: m.header.priority, from: frm, inReplyTo: m.id, thread: m.header.thread });
     event.target.reset();
+    record.sent = [{ id: answer.id, to, at: Date.now() }, ...(record.sent || [])].slice(0, 200);
+    await store.save(record);
     $("thread").append(el("article", { className: "message sent", "data-id": answer.id },
       el("p", {}, t("message.reply_sent"))));
     say("message.reply_sent");
@@ -241,12 +253,26 @@ async function onCompose(event) {
       { priority: form.priority.value, from: form.from.value });
     form.reset();
     say("compose.sent", { id: answer.id });
-    sent.push(answer.id);
+    record.sent = [{ id: answer.id, to: form.to.value.trim(), at: Date.now() }, ...(record.sent || [])].slice(0, 200);
+    await store.save(record);
   } catch (err) {
     fail(err);
   }
 }
-const sent = [];
+
+async function showSent() {
+  touch();
+  pane("pane-sent");
+  const rows = [];
+  for (const item of record.sent || []) {
+    const status = await session.status(item.id).catch(() => null);
+    const reads = status?.reads.map((r) => r.officer).join(", ");
+    rows.push(el("li", { "data-id": item.id }, el("strong", {}, item.to), " ",
+      el("time", {}, formatTime(item.at)), " ",
+      el("span", { className: "reads" }, reads ? t("message.read_by", { officers: reads }) : t("sent.unread"))));
+  }
+  $("sent-list").replaceChildren(...rows);
+}
 
 // --- notices, partners -----------------------------------------------------------------
 
@@ -285,7 +311,8 @@ function listen() {
       await refreshInbox();
       say("status.new_message");
     } else if (kind === "read") {
-      if (currentMessage?.id === data.id) await showReads(currentMessage);
+      for (const shown of shownThread) if (shown.id === data.id) await showReads(shown);
+      if (!$("pane-sent").hidden) await showSent();
       say("status.read", { officer: data.officer });
     } else if (["membership", "breach", "escalation", "expired", "rejected"].includes(kind)) {
       say("status.notice", { event: t(`notice.${kind}`) });
@@ -322,6 +349,7 @@ async function main() {
   $("show-compose").addEventListener("click", () => { touch(); pane("pane-compose"); });
   $("show-notices").addEventListener("click", () => showNotices().catch(fail));
   $("show-partners").addEventListener("click", () => { touch(); pane("pane-partners"); });
+  $("show-sent").addEventListener("click", () => showSent().catch(fail));
   for (const kind of ["keydown", "pointerdown"]) document.addEventListener(kind, touch, { passive: true });
   record = await store.load() ?? null;
   show(record ? "view-unlock" : "view-enroll");
