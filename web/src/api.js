@@ -8,7 +8,7 @@ const ENVELOPE_TYPE = "application/vnd.fpg.envelope";
 const DESCRIPTOR_PATH = "/.well-known/fpg/descriptor";
 const DAY_MS = 86_400_000;
 const MAX_INBOX_PAGES = 50;
-export const MAX_ATTACHMENT_BYTES = 4 * 1024 * 1024;
+export const MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024; // base64 in an envelope of at most 8 MiB
 
 export class ApiError extends Error {
   constructor(status, code, message) {

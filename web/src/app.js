@@ -3,10 +3,11 @@
 // after IDLE_MS without input, and wipes them at sign-out.
 import * as c from "./crypto.js";
 import * as store from "./keystore.js";
-import { Session, enroll, associatedData } from "./api.js";
+import { Session, enroll, associatedData, MAX_ATTACHMENT_BYTES } from "./api.js";
 import { LANGUAGES, setLanguage, t, formatTime } from "./i18n.js";
 
 const IDLE_MS = 10 * 60 * 1000;
+const MAX_ATTACHMENTS = 32;
 const $ = (id) => document.getElementById(id);
 let session = null; // the unlocked keys live here, and nowhere else
 let record = null;
@@ -185,12 +186,52 @@ function renderMessage(m) {
   if (m.verified) {
     box.append(el("p", { className: "signature ok" }, t("message.verified", { officer: m.signer })));
     if (m.payload === null) box.append(el("p", { className: "sealed" }, t("message.sealed_for_them")));
-    else box.append(el("div", { className: "body" }, m.payload.text ?? ""));
+    else renderPayload(box, m.payload);
   } else {
     box.append(el("p", { className: "signature bad", role: "alert" }, t("message.failed", { reason: m.reason })));
   }
   box.append(el("p", { className: "reads" }));
   return box;
+}
+
+function renderPayload(box, p) {
+  if (p.type === "case") {
+    const facts = el("dl", { className: "case" });
+    const fact = (key, value) => facts.append(el("dt", {}, t(key)), el("dd", {}, String(value ?? "")));
+    fact("case.ref", p.case_ref);
+    fact("case.basis", t(`basis.${p.legal_basis}`));
+    fact("case.offence", p.offence);
+    fact("case.actions", (p.requested_actions || []).join("; "));
+    fact("case.deadline", p.deadline);
+    box.append(facts);
+  }
+  box.append(el("div", { className: "body" }, typeof p.text === "string" ? p.text : ""));
+  const files = Array.isArray(p.attachments) ? p.attachments.slice(0, MAX_ATTACHMENTS) : [];
+  if (files.length) {
+    box.append(el("ul", { className: "attachments" }, ...files.map((a) => el("li", {},
+      el("button", { type: "button", className: "download", onclick: () => download(a) },
+        t("message.download", { name: safeName(a.name) }))))));
+  }
+}
+
+// A file name that cannot name a path or hide its type: no separators, no control or
+// reserved characters, no leading dots, at most 120 characters.
+function safeName(name) {
+  const cleaned = String(name ?? "").normalize("NFC")
+    .replace(/[\\/:*?"<>|\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, "_")
+    .replace(/^[.\s]+/, "").trim().slice(0, 120);
+  return cleaned || "attachment";
+}
+
+function download(attachment) {
+  touch();
+  const data = c.fromB64(attachment.data);
+  const url = URL.createObjectURL(new Blob([data], { type: "application/octet-stream" }));
+  const link = el("a", { href: url, download: safeName(attachment.name) });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 async function openMessage(id) {
@@ -249,7 +290,26 @@ async function onCompose(event) {
   touch();
   const form = event.target;
   try {
-    const answer = await session.send("hotline", form.to.value.trim(), { type: "hotline", text: form.text.value },
+    const kind = form.kind.value;
+    const doc = { type: kind, text: form.text.value };
+    if (kind === "case") {
+      Object.assign(doc, { case_ref: form.case_ref.value, legal_basis: form.legal_basis.value,
+        offence: form.offence.value, deadline: form.deadline.value,
+        requested_actions: form.actions.value.split("\n").map((a) => a.trim()).filter(Boolean) });
+      const files = [...form.files.files];
+      if (files.length > MAX_ATTACHMENTS || files.reduce((n, f) => n + f.size, 0) > MAX_ATTACHMENT_BYTES) {
+        say("compose.too_large", {}, true);
+        return;
+      }
+      if (files.length) {
+        doc.attachments = await Promise.all(files.map(async (f) => ({ name: f.name,
+          media_type: f.type || "application/octet-stream", data: c.b64(new Uint8Array(await f.arrayBuffer())) })));
+      }
+    } else if (!doc.text.trim()) {
+      say("compose.empty", {}, true);
+      return;
+    }
+    const answer = await session.send(kind, form.to.value.trim(), doc,
       { priority: form.priority.value, from: form.from.value });
     form.reset();
     say("compose.sent", { id: answer.id });
@@ -347,6 +407,11 @@ async function main() {
   $("signout").addEventListener("click", signOut);
   $("back-inbox").addEventListener("click", () => openDesk(currentDesk));
   $("show-compose").addEventListener("click", () => { touch(); pane("pane-compose"); });
+  $("compose-kind").addEventListener("change", (e) => {
+    const isCase = e.target.value === "case";
+    $("case-fields").hidden = !isCase;
+    for (const id of ["case-ref", "case-offence", "case-actions", "case-deadline"]) $(id).required = isCase;
+  });
   $("show-notices").addEventListener("click", () => showNotices().catch(fail));
   $("show-partners").addEventListener("click", () => { touch(); pane("pane-partners"); });
   $("show-sent").addEventListener("click", () => showSent().catch(fail));
