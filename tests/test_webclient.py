@@ -363,3 +363,108 @@ JS_STORED = """async () => {
     sealed: record ? Object.keys(record.sealed) : [], sealed_kdf: record ? record.sealed.kdf : null,
     local: localStorage.length, cookie: document.cookie};
 }"""
+
+
+# --- message catalogs -----------------------------------------------------------------------
+
+COMPLETE = ("en", "vi")  # web/src/i18n.js COMPLETE: every key, every placeholder
+DYNAMIC = {  # keys the code builds from a value: t(`priority.${p}`) ...
+    "priority.": ("flash", "immediate", "priority", "routine"),
+    "kind.": ("hotline", "case", "reply", "status"),
+    "notice.": ("membership", "breach", "escalation", "expired", "rejected"),
+    "basis.": ("treaty", "reciprocity", "convention", "other"),
+}
+
+
+def used_keys() -> set[str]:
+    """Every catalog key the page and the scripts use."""
+    src = WEB / "src"
+    scripts = "".join(p.read_text("utf-8") for p in sorted(src.glob("*.js")))
+    keys = set(re.findall(r'\b(?:t|say|fact)\(\s*"([a-z0-9_.]+)"', scripts))
+    for prefix in re.findall(r"\bt\(`([a-z0-9_.]+)\$\{", scripts):
+        assert prefix in DYNAMIC, f"a key built from a value: {prefix}..., list its values"
+        keys |= {prefix + value for value in DYNAMIC[prefix]}
+    page = (src / "index.html").read_text("utf-8")
+    keys |= set(re.findall(r'data-i18n(?:-label|-placeholder)?="([a-z0-9_.]+)"', page))
+    return keys
+
+
+def test_every_key_the_ui_uses_is_in_every_complete_catalog() -> None:
+    keys = used_keys()
+    assert len(keys) > 60
+    i18n = (WEB / "src" / "i18n.js").read_text("utf-8")
+    assert re.search(r'COMPLETE = \["en", "vi"\]', i18n)
+    for lang in COMPLETE:
+        entries = catalog(lang)
+        assert keys - entries.keys() == set(), f"{lang} lacks these keys"
+        assert entries.keys() - keys == set(), f"{lang} has keys nothing uses"
+        for key, text in entries.items():
+            assert text.strip(), f"{lang} {key} is empty"
+            assert set(re.findall(r"\{(\w+)\}", text)) == set(
+                re.findall(r"\{(\w+)\}", catalog("en")[key])), f"{lang} {key}: placeholders"
+
+
+def english_fragments() -> list[str]:
+    """Pieces of English text the Vietnamese UI must not show (between placeholders)."""
+    en, vi = catalog("en"), catalog("vi")
+    pieces = set()
+    for key, text in en.items():
+        if vi[key] == text:
+            continue
+        for piece in re.split(r"\{\w+\}", text):
+            piece = piece.strip(" .:;,()")
+            if len(piece) >= 4 and re.search(r"[A-Za-z]{3}", piece):
+                pieces.add(piece)
+    return sorted(pieces)
+
+
+async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
+                                                  http: aiohttp.ClientSession) -> None:
+    """With the browser in Vietnamese, every view an officer goes through (enrollment, the
+    inbox, a verified case with its attachment, compose, sent, notices, partner desks,
+    unlock) shows no English string of the catalog."""
+    vn, kh = vn_kh
+    k = await kh.officer(http, "anti-trafficking")
+    texts: dict[str, str] = {}
+    async with chromium(locale="vi-VN") as context:
+        w = await watched_page(context)
+        page = w.page
+
+        async def seen(view: str) -> None:
+            texts[view] = await page.inner_text("body")
+
+        await page.goto(vn.url + "/app/")
+        await page.wait_for_selector("body[data-ready='1']")
+        assert await page.get_attribute("html", "lang") == "vi"
+        await seen("enroll")
+        await enroll_in_browser(w, vn, "border-liaison")
+        await kh_knows(k, "border-liaison@vn-mps")
+        case = await k.send("case", "border-liaison@vn-mps", {
+            "type": "case", "case_ref": "KH-1", "legal_basis": "reciprocity", "offence": "x",
+            "deadline": "2026-12-31", "requested_actions": ["y"], "text": "z",
+            "attachments": [{"name": "a.txt", "media_type": "text/plain", "data": "YQ=="}]},
+            priority="flash")
+        await page.click("#desk-list button")
+        await page.click(f"#inbox-list button[data-id='{case['id']}']")
+        await page.locator(f"#thread article[data-id='{case['id']}'] .signature.ok").wait_for()
+        await seen("message")
+        await page.click("#back-inbox")
+        await page.wait_for_selector("#pane-inbox:not([hidden])")
+        await seen("inbox")
+        await page.click("#show-compose")
+        await page.select_option("#compose-kind", "case")
+        await seen("compose")
+        for button, view in (("#show-sent", "sent"), ("#show-notices", "notices"),
+                             ("#show-partners", "partners")):
+            await page.click(button)
+            await page.wait_for_selector(f"#pane-{view}:not([hidden])")
+            await seen(view)
+        await page.click("#lock")
+        await page.wait_for_selector("#view-unlock:not([hidden])")
+        await seen("unlock")
+        assert await w.violations() == []
+    fragments = english_fragments()
+    assert len(fragments) > 40
+    for view, text in texts.items():
+        left = [f for f in fragments if f in text]
+        assert left == [], f"English in the Vietnamese {view} view"
