@@ -206,11 +206,21 @@ def test_a_missing_chromium_skips_only_when_not_required(monkeypatch: pytest.Mon
         helpers.find_chromium()
 
 
-async def enroll_in_browser(w: Any, gw: Gw, desk: str) -> str:
-    """Enroll through the page's form; the officer id the page shows."""
+async def enroll_in_browser(w: Any, gw: Gw, desk: str, *, wrong_first: bool = False) -> str:
+    """Enroll through the page's form; the officer id the page shows. ``wrong_first``:
+    try a fingerprint that is not the gateway's first, which must be refused."""
     page = w.page
     await page.goto(gw.url + "/app/")
     await page.wait_for_selector("body[data-ready='1']")
+    if wrong_first:
+        await page.fill("#enroll-fingerprint", "A" * 32)
+        await page.fill("#enroll-code", await invite(gw, desk))
+        await page.fill("#enroll-passphrase", PASSPHRASE)
+        await page.fill("#enroll-passphrase2", PASSPHRASE)
+        await page.click("#enroll-form button[type=submit]")
+        await page.locator("#status").filter(has_text="(fingerprint)").wait_for()
+        assert (await page.evaluate(JS_STORED))["officer"] is None
+        assert await page.locator("#view-enroll").is_visible()
     await page.fill("#enroll-fingerprint", gw.key.public.fingerprint.lower().replace(" ", "-"))
     await page.fill("#enroll-code", (await invite(gw, desk)).lower())
     await page.fill("#enroll-passphrase", PASSPHRASE)
@@ -243,7 +253,7 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
     async with chromium() as context:
         w = await watched_page(context)
         page = w.page
-        officer = await enroll_in_browser(w, vn, "border-liaison")
+        officer = await enroll_in_browser(w, vn, "border-liaison", wrong_first=True)
         assert officer.startswith("off-")
 
         # The keys at rest: sealed in IndexedDB; nothing in localStorage or cookies.
