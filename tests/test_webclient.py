@@ -253,6 +253,7 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
     async with chromium() as context:
         w = await watched_page(context)
         page = w.page
+        await page.clock.install()  # timers run on their own, until run forward below
         officer = await enroll_in_browser(w, vn, "border-liaison", wrong_first=True)
         assert officer.startswith("off-")
 
@@ -263,6 +264,7 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
         assert stored["sealed_kdf"]["alg"] == "argon2id13"
         assert stored["fields"] == sorted(["v", "officer", "gateway", "gateway_key", "desks",
                                            "sign_key", "enc_key", "partners", "sealed"])
+        assert PASSPHRASE not in json.dumps(stored)
 
         # A flash alert from the browser to Cambodia's desk, opened by gateway-client.
         await kh_knows(watcher, "anti-trafficking@kh-cnp")
@@ -340,6 +342,20 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
             has_text="anti-trafficking@kh-cnp").wait_for()
         await page.click("#show-notices")
         await page.wait_for_selector("#pane-notices:not([hidden])")
+
+        # Idle: after the time the officer chose without a key or pointer event, the
+        # page locks by itself (the page's clock is Playwright's, run forward).
+        await page.select_option("#idle", "5")
+        await page.clock.fast_forward("04:50")
+        assert await page.locator("#view-desk").is_visible()
+        await page.keyboard.press("Shift")  # activity: the 5 minutes start again
+        await page.clock.fast_forward("04:50")
+        assert await page.locator("#view-desk").is_visible()
+        await page.clock.fast_forward("00:20")
+        await page.wait_for_selector("#view-unlock:not([hidden])")
+        await page.fill("#unlock-passphrase", PASSPHRASE)
+        await page.click("#unlock-form button[type=submit]")
+        await page.wait_for_selector("#view-desk:not([hidden])")
 
         # Lock: the keys leave memory; the passphrase opens them again.
         await page.click("#lock")

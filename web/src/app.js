@@ -6,7 +6,8 @@ import * as store from "./keystore.js";
 import { Session, enroll, associatedData, MAX_ATTACHMENT_BYTES } from "./api.js";
 import { LANGUAGES, setLanguage, t, formatTime } from "./i18n.js";
 
-const IDLE_MS = 10 * 60 * 1000;
+const IDLE_MINUTES = [5, 10, 15, 30, 60]; // the officer's choice, kept with the record
+const DEFAULT_IDLE_MINUTES = 10;
 const MAX_ATTACHMENTS = 32;
 const $ = (id) => document.getElementById(id);
 let session = null; // the unlocked keys live here, and nowhere else
@@ -67,10 +68,11 @@ function lock() {
 function touch() {
   if (!session) return;
   clearTimeout(idleTimer);
+  const minutes = IDLE_MINUTES.includes(record?.idle_minutes) ? record.idle_minutes : DEFAULT_IDLE_MINUTES;
   idleTimer = setTimeout(() => {
     lock();
     say("status.locked_idle");
-  }, IDLE_MS);
+  }, minutes * 60 * 1000);
 }
 
 async function signOut() {
@@ -144,6 +146,8 @@ function renderDesks() {
   $("desk-list").replaceChildren(...record.desks.map((desk) => el("li", {},
     el("button", { type: "button", className: "desk", onclick: () => openDesk(desk) },
       el("span", {}, desk), el("span", { className: "count", id: `count-${desk}` })))));
+  $("idle").replaceChildren(...IDLE_MINUTES.map((m) => el("option",
+    { value: String(m), selected: m === (record.idle_minutes ?? DEFAULT_IDLE_MINUTES) }, t("desk.minutes", { count: m }))));
   $("compose-from").replaceChildren(...record.desks.map((d) => el("option", { value: d }, d)));
   $("safety").replaceChildren(el("h3", { textContent: t("desk.safety") }), ...record.desks.map((desk) =>
     el("p", {}, `${desk}: `, el("code", { className: "safety-code" },
@@ -404,6 +408,11 @@ async function main() {
   $("compose-form").addEventListener("submit", onCompose);
   $("partners-form").addEventListener("submit", onPartners);
   $("lock").addEventListener("click", lock);
+  $("idle").addEventListener("change", async (e) => {
+    record.idle_minutes = Number(e.target.value);
+    await store.save(record);
+    touch();
+  });
   $("signout").addEventListener("click", signOut);
   $("back-inbox").addEventListener("click", () => openDesk(currentDesk));
   $("show-compose").addEventListener("click", () => { touch(); pane("pane-compose"); });
