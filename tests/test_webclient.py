@@ -448,7 +448,8 @@ async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
                                                   http: aiohttp.ClientSession) -> None:
     """With the browser in Vietnamese, every view an officer goes through (enrollment, the
     inbox, a verified case with its attachment, compose, sent, notices, partner desks,
-    unlock) shows no English string of the catalog."""
+    unlock) shows no English string of the catalog; and axe-core finds no serious or
+    critical accessibility violation in any of them (every control labelled ...)."""
     vn, kh = vn_kh
     k = await kh.officer(http, "anti-trafficking")
     texts: dict[str, str] = {}
@@ -456,8 +457,16 @@ async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
         w = await watched_page(context)
         page = w.page
 
+        axe = (WEB / "node_modules" / "axe-core" / "axe.min.js").read_text("utf-8")
+        problems: dict[str, list[str]] = {}
+
         async def seen(view: str) -> None:
             texts[view] = await page.inner_text("body")
+            if not await page.evaluate("typeof axe !== 'undefined'"):
+                await page.evaluate(axe)  # over DevTools, which the page's CSP does not govern
+            found = await page.evaluate(JS_AXE)
+            if found:
+                problems[view] = found
 
         await page.goto(vn.url + "/app/")
         await page.wait_for_selector("body[data-ready='1']")
@@ -489,8 +498,16 @@ async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
         await page.wait_for_selector("#view-unlock:not([hidden])")
         await seen("unlock")
         assert await w.violations() == []
+    assert problems == {}, "axe-core: serious or critical accessibility violations"
     fragments = english_fragments()
     assert len(fragments) > 40
     for view, text in texts.items():
         left = [f for f in fragments if f in text]
         assert left == [], f"English in the Vietnamese {view} view"
+
+
+JS_AXE = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}"""
