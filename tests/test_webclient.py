@@ -31,7 +31,7 @@ import pytest
 
 from gateway.appkeys import CLOCK, STORE
 from gateway.cli import vectors
-from gateway.client.api import GatewayClient
+from gateway.client.api import GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers.enrollment import new_code
 from gateway.protocol.admission import safety_code
@@ -332,6 +332,25 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
         assert "SECRET-ORIGINAL" not in (await page.content())
         assert await page.locator("#reply-form").is_hidden()
 
+        # A newcomer waits to join the desk: admitted once the safety code it reads out
+        # matches; a wrong code is refused in the browser and nothing is sent.
+        newcomer, _ = await enroll(http, vn.url, await invite(vn, "border-liaison"),
+                                   OfficerSigningKey.generate(), OfficerEncryptionKey.generate(),
+                                   fingerprint=vn.key.public.fingerprint)
+        code = GatewayClient(http, newcomer).my_safety_code("border-liaison")
+        await page.click("#show-members")
+        form = page.locator(f"form.admit[data-officer='{newcomer.officer_id}']")
+        await form.locator("input").fill("0000 0000 0000 0000 0000")
+        await form.locator("button").click()
+        await page.locator("#status.error").filter(has_text="safety code").wait_for()
+        assert newcomer.officer_id in await page.inner_text("#pending-list")
+        await form.locator("input").fill(code.replace(" ", "-"))
+        await form.locator("button").click()
+        await page.locator("#member-list li").filter(has_text=newcomer.officer_id).wait_for()
+        members = await GatewayClient(http, newcomer).members("border-liaison")
+        assert [m["admitted_by"] for m in members["members"]
+                if m["officer"] == newcomer.officer_id] == [officer]
+
         # Sent view, partner desks, notices.
         await page.click("#show-sent")
         await page.locator("#sent-list li").filter(has_text=k.creds.officer_id).first.wait_for()
@@ -490,7 +509,7 @@ async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
         await page.select_option("#compose-kind", "case")
         await seen("compose")
         for button, view in (("#show-sent", "sent"), ("#show-notices", "notices"),
-                             ("#show-partners", "partners")):
+                             ("#show-partners", "partners"), ("#show-members", "members")):
             await page.click(button)
             await page.wait_for_selector(f"#pane-{view}:not([hidden])")
             await seen(view)

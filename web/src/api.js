@@ -264,6 +264,23 @@ export class Session {
     return this.getJson(`/v1/messages/${messageId}/status`);
   }
 
+  members(desk) {
+    return this.getJson(`/v1/desks/${encodeURIComponent(desk)}/members`);
+  }
+
+  // Admit a waiting officer once the code it reads out matches the one its keys, as the
+  // gateway shows them, give here; nothing is sent otherwise.
+  async admit(desk, waiting, typedCode) {
+    const expected = c.safetyCode(desk, waiting.officer, waiting.sign_key, waiting.enc_key);
+    if (!c.safetyCodesEqual(typedCode, expected)) {
+      throw new c.CryptoFailure("safety_code_mismatch", "the safety code does not match");
+    }
+    const at = Date.now();
+    const text = c.admissionText(desk, waiting.officer, waiting.sign_key, waiting.enc_key, this.officer, at);
+    return (await this.request("POST", `/v1/desks/${encodeURIComponent(desk)}/admissions`,
+      { json: { officer: waiting.officer, at, signature: c.b64(this.keys.sign(text)) } })).json();
+  }
+
   notices(desk) {
     return this.getJson(`/v1/desks/${encodeURIComponent(desk)}/notices?after=0`);
   }

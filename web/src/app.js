@@ -17,7 +17,8 @@ let streamAbort = null;
 let currentDesk = null;
 let currentMessage = null;
 const views = ["view-enroll", "view-unlock", "view-desk"];
-const panes = ["pane-inbox", "pane-message", "pane-compose", "pane-notices", "pane-partners", "pane-sent"];
+const panes = ["pane-inbox", "pane-message", "pane-compose", "pane-notices", "pane-partners", "pane-sent",
+  "pane-members"];
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -351,6 +352,32 @@ async function showNotices() {
   if (cursors.length) await session.markNoticesRead(currentDesk, cursors);
 }
 
+async function showMembers() {
+  touch();
+  pane("pane-members");
+  const answer = await session.members(currentDesk);
+  $("member-list").replaceChildren(...answer.members.map((m) => el("li", {}, el("strong", {}, m.officer), " ",
+    t("members.admitted", { by: m.admitted_by, at: formatTime(m.admitted_at) }))));
+  $("pending-list").replaceChildren(...answer.pending.map((waiting, i) => {
+    const input = el("input", { id: `code-${i}`, autocomplete: "off", required: true, inputMode: "numeric" });
+    const form = el("form", { className: "admit", "data-officer": waiting.officer },
+      el("label", { htmlFor: `code-${i}` }, t("members.code_for", { officer: waiting.officer })), input,
+      el("button", { type: "submit" }, t("members.admit")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await session.admit(currentDesk, waiting, input.value);
+        say("members.admitted_now", { officer: waiting.officer });
+        await showMembers();
+      } catch (err) {
+        if (err.code === "safety_code_mismatch") say("members.mismatch", {}, true);
+        else fail(err);
+      }
+    });
+    return el("li", {}, form);
+  }));
+}
+
 async function onPartners(event) {
   event.preventDefault();
   touch();
@@ -424,6 +451,7 @@ async function main() {
   $("show-notices").addEventListener("click", () => showNotices().catch(fail));
   $("show-partners").addEventListener("click", () => { touch(); pane("pane-partners"); });
   $("show-sent").addEventListener("click", () => showSent().catch(fail));
+  $("show-members").addEventListener("click", () => showMembers().catch(fail));
   for (const kind of ["keydown", "pointerdown"]) document.addEventListener(kind, touch, { passive: true });
   record = await store.load() ?? null;
   show(record ? "view-unlock" : "view-enroll");

@@ -181,6 +181,17 @@ export function safetyCode(desk, officer, signKeyB64, encKeyB64) {
   return digits.match(/.{4}/g).join(" ");
 }
 
+// Compare a code as a person typed it (spaces, dashes) with the one computed, in
+// constant time.
+export function safetyCodesEqual(typed, expected) {
+  const compact = (code) => bytes(String(code).replace(/[ \t-]/g, ""));
+  return equalBytes(compact(typed), compact(expected));
+}
+
+export function admissionText(desk, officer, signKeyB64, encKeyB64, by, atMs) {
+  return bytes(`fpg admission v1\n${desk}\n${officer}\n${signKeyB64}\n${encKeyB64}\n${by}\n${atMs}\n`);
+}
+
 export const ENROLL_CODE = /^FPG(-[A-Z2-7]{4}){5}$/;
 
 // --- signed notes (PROTOCOL.md 4) --------------------------------------------------------
