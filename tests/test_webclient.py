@@ -29,13 +29,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.appkeys import CLOCK, STORE
+from gateway.appkeys import CLOCK, DIRECTORY, STORE
 from gateway.cli import vectors
 from gateway.client.api import GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers.enrollment import new_code
 from gateway.protocol.admission import safety_code
 from gateway.protocol.officers import code_hash
+from gateway.store import AdmissionRow
 from tests.helpers import Gw, chromium, until, watched_page
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -350,6 +351,22 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
         members = await GatewayClient(http, newcomer).members("border-liaison")
         assert [m["admitted_by"] for m in members["members"]
                 if m["officer"] == newcomer.officer_id] == [officer]
+
+        # A dishonest gateway adds a reader with an admission the browser officer never
+        # signed: the browser refuses to seal for the desk.
+        liar, _ = await enroll(http, vn.url, await invite(vn, "border-liaison"),
+                               OfficerSigningKey.generate(), OfficerEncryptionKey.generate(),
+                               fingerprint=vn.key.public.fingerprint)
+        assert vn.app is not None
+        now = vn.app[CLOCK].now_ms()
+        await vn.app[STORE].admit(liar.officer_id,
+                                  AdmissionRow("border-liaison", officer, now, bytes(64)), now)
+        await vn.app[DIRECTORY].reload()
+        await page.click("#show-compose")
+        await page.fill("#compose-to", "border-liaison@vn-mps")
+        await page.fill("#compose-text", "for the desk")
+        await page.click("#compose-form button[type=submit]")
+        await page.locator("#status").filter(has_text="(unproven_member)").wait_for()
 
         # Sent view, partner desks, notices.
         await page.click("#show-sent")

@@ -86,6 +86,90 @@ export const associatedData = (record) => c.canonicalJson({
   enc_key: record.enc_key, gateway: record.gateway, officer: record.officer, sign_key: record.sign_key,
 });
 
+// --- the admission chain (PROTOCOL.md 7.6) ---------------------------------------------
+// Before sealing for a desk, each member it lists must be proven: its admission verifies
+// over its keys as listed, made before its binding ended, by a member of the desk (or of
+// its supervisor desk) itself proven so, or by the operator (the desk's gateway key) while
+// the desk had no other member. A gateway cannot add a reader without forging a signature.
+const OPERATOR = "operator";
+const MAX_CHAIN = 64;
+
+function chainView(directory) {
+  const officers = new Map();
+  for (const f of directory.former.values()) {
+    officers.set(f.officer, { officer: f.officer, signKey: f.sign_key, encKey: f.enc_key || "",
+      ended: Math.min(f.not_after, f.revoked ?? 2 ** 62), admissions: new Map(Object.entries(f.admissions || {})) });
+  }
+  const admissions = new Map();
+  for (const desk of directory.desks.values()) {
+    for (const m of desk.members) {
+      if (m.admission) {
+        if (!admissions.has(m.officer)) admissions.set(m.officer, new Map());
+        admissions.get(m.officer).set(desk.address, m.admission);
+      }
+    }
+  }
+  for (const desk of directory.desks.values()) {
+    for (const m of desk.members) {
+      officers.set(m.officer, { officer: m.officer, signKey: m.sign_key, encKey: m.enc_key,
+        ended: m.not_after, admissions: admissions.get(m.officer) ?? new Map() });
+    }
+  }
+  const supervisors = new Map([...directory.desks.values()].map((d) => [d.address, d.supervisor]));
+  return { officers, supervisors };
+}
+
+function unproven(message) {
+  return new c.CryptoFailure("unproven_member", message);
+}
+
+function signedBy(keyB64, text, admission) {
+  try {
+    return c.verifyDetached(c.fromB64(admission.signature), text, typeof keyB64 === "string" ? c.fromB64(keyB64) : keyB64);
+  } catch {
+    return false;
+  }
+}
+
+export function checkMembers(directory, desk, operatorKey) {
+  const { officers, supervisors } = chainView(directory);
+  const proven = new Set();
+  const prove = (officer, address, trail) => {
+    const key = `${officer}\n${address}`;
+    if (proven.has(key)) return;
+    if (trail.includes(key) || trail.length > MAX_CHAIN) throw unproven(`the admissions of ${officer} go round in a circle`);
+    const member = officers.get(officer);
+    const admission = member?.admissions.get(address);
+    if (!member || !admission || typeof admission.at !== "number" || typeof admission.by !== "string") {
+      throw unproven(`${officer} is listed on ${address} without an admission`);
+    }
+    const text = c.admissionText(address, officer, member.signKey, member.encKey, admission.by, admission.at);
+    if (admission.at >= member.ended) throw unproven(`${officer} was admitted after its binding ended`);
+    if (admission.by === OPERATOR) {
+      if (!signedBy(operatorKey, text, admission)) throw unproven(`the admission of ${officer} is not signed by the operator`);
+      for (const other of officers.values()) {
+        const earlier = other.admissions.get(address);
+        if (other.officer !== officer && earlier && earlier.at <= admission.at && admission.at < other.ended) {
+          throw unproven(`${officer} was admitted by the operator while ${other.officer} was a member`);
+        }
+      }
+    } else {
+      const admitter = officers.get(admission.by);
+      if (!admitter) throw unproven(`${officer} was admitted by ${admission.by}, whom the directory does not list`);
+      if (!signedBy(admitter.signKey, text, admission)) throw unproven(`the admission of ${officer} is not signed by ${admission.by}`);
+      if (!(admission.at < admitter.ended)) throw unproven(`${admission.by} admitted ${officer} after its own binding ended`);
+      const via = [address, supervisors.get(address)].find((d) => {
+        const held = d ? admitter.admissions.get(d) : undefined;
+        return held && held.at <= admission.at;
+      });
+      if (!via) throw unproven(`${admission.by}, who admitted ${officer}, was not a member of ${address} then`);
+      prove(admitter.officer, via, [...trail, key]);
+    }
+    proven.add(key);
+  };
+  for (const m of directory.desks.get(desk).members) prove(m.officer, desk, []);
+}
+
 export class Session {
   constructor(record, keys, onPin) {
     this.record = record;
@@ -94,6 +178,7 @@ export class Session {
     this.token = null;
     this.pending = [];
     this.directories = new Map();
+    this.partnerKeys = new Map();
     this.onPin = onPin; // called when a partner's key is pinned (trust on first use)
   }
 
@@ -150,7 +235,8 @@ export class Session {
 
   // A partner's signing key, from its descriptor as the home gateway relays it: pinned the
   // first time (trust on first use, like gateway-client), the same key required after.
-  async partnerKey(gateway) {
+  async partnerKey(gateway, refresh = false) {
+    if (!refresh && this.partnerKeys.has(gateway)) return this.partnerKeys.get(gateway);
     const note = await (await this.request("GET", `${DESCRIPTOR_PATH}?gateway=${encodeURIComponent(gateway)}`)).text();
     const { gateway: named, key } = gatewaySigningKey(note);
     if (named !== gateway) throw new c.CryptoFailure("partner_key", "descriptor of another gateway");
@@ -161,6 +247,7 @@ export class Session {
       throw new c.CryptoFailure("partner_key", `the key shown for ${gateway} is not the one pinned`);
     }
     if (!pinned) await this.onPin?.(gateway, seen);
+    this.partnerKeys.set(gateway, key);
     return key;
   }
 
@@ -173,7 +260,7 @@ export class Session {
     const note = await response.text();
     const doc = c.openSignedJson(note, "fpg directory v1", this.gateway, [this.gatewayKey]);
     if (doc.gateway !== gateway) throw new c.CryptoFailure("malformed", "directory names another gateway");
-    if (!home) c.verifyNote(note, gateway, [await this.partnerKey(gateway)]);
+    if (!home) c.verifyNote(note, gateway, [await this.partnerKey(gateway, refresh)]);
     const desks = new Map(doc.desks.map((d) => [d.desk, { address: d.desk, members: d.officers, supervisor: d.supervisor ?? null }]));
     const former = new Map((doc.former || []).map((f) => [f.sign_key_id, f]));
     const verified = { gateway, desks, former };
@@ -305,6 +392,8 @@ export class Session {
       const desk = (await this.directory(gateway, refresh)).desks.get(address);
       if (!desk) throw new c.CryptoFailure("unknown_desk", `no desk ${address}`);
       if (!desk.members.length) throw new c.CryptoFailure("empty_desk", `desk ${address} has no officer yet`);
+      checkMembers(await this.directory(gateway), address,
+        gateway === this.gateway ? this.gatewayKey : await this.partnerKey(gateway));
       const data = c.sealEnvelope(header, payload, this.keys, desk.members.map((m) => c.fromB64(m.enc_key)));
       try {
         return await (await this.request("POST", "/v1/messages",
