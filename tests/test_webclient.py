@@ -34,6 +34,7 @@ from gateway.cli import vectors
 from gateway.client.api import GatewayClient, enroll
 from gateway.crypto.keys import OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers.enrollment import new_code
+from gateway.protocol import merkle
 from gateway.protocol.admission import safety_code
 from gateway.protocol.officers import code_hash
 from gateway.store import AdmissionRow
@@ -129,12 +130,26 @@ async def test_the_browser_crypto_gives_the_protocol_vectors(vn_kh: tuple[Gw, Gw
               "expected": safety_code("border-liaison@vn-mps", "off-0123456789abcdef",
                                       signing.public.b64(), encryption.public.b64())}
     assert safety["expected"] == "8344 9942 6464 7789 7123"  # PROTOCOL.md 7.6
+    entries, root, note = vectors.ledger_checkpoint()
+    leaves = [merkle.leaf_hash(bytes([i]) * 3) for i in range(13)]
+    trees = {
+        "note": note.decode(), "root": base64.b64encode(root).decode(),
+        "entry": entries[1].decode(), "leaf": merkle.leaf_hash(entries[1]).hex(),
+        "inclusion": [[i, n, merkle.root_from_leaves(leaves[:n]).hex(), leaves[i].hex(),
+                       [h.hex() for h in merkle.inclusion_proof(i, n, leaves)]]
+                      for n in range(1, 14) for i in range(n)],
+        "consistency": [[m, n, merkle.root_from_leaves(leaves[:m]).hex(),
+                         merkle.root_from_leaves(leaves[:n]).hex(),
+                         [h.hex() for h in merkle.consistency_proof(m, n, leaves)]]
+                        for n in range(1, 14) for m in range(1, n + 1)],
+    }
     async with chromium() as context:
         w = await watched_page(context)
         await w.page.goto(vn.url + "/app/")
         await w.page.wait_for_selector("body[data-ready='1']")
         got = await w.page.evaluate(JS_VECTORS, {"cases": cases, "officer": officer,
                                                  "safety": safety})
+        ledger = await w.page.evaluate(JS_LEDGER, {**trees, "key": officer["gateway_key"]})
         assert await w.violations() == []
         assert w.foreign(vn.url) == []
     for case, result in zip(cases, got["envelopes"], strict=True):
@@ -150,6 +165,14 @@ async def test_the_browser_crypto_gives_the_protocol_vectors(vn_kh: tuple[Gw, Gw
     assert got["binding_forged"] == "bad_signature"
     assert got["safety"] == safety["expected"]
     assert got["unlocked"] == got["public"] and got["wrong"] == "wrong_passphrase"
+    # web/src/ledger.js: vector 3's checkpoint and leaf hash, then every inclusion and
+    # consistency proof of the trees of 1 to 13 leaves, each also with one bit flipped.
+    assert ledger["checkpoint"] == {"origin": "fpg/kh-cnp", "size": 3,
+                                    "root": base64.b64encode(root).decode()}
+    assert ledger["forged_checkpoint"] == "unproven_member"
+    assert ledger["leaf"] == trees["leaf"]
+    assert ledger["inclusion"] == [["ok", "proof"]] * len(trees["inclusion"])
+    assert ledger["consistency"] == [["ok", "proof"]] * len(trees["consistency"])
 
 
 JS_VECTORS = """async ({cases, officer, safety}) => {
@@ -368,6 +391,23 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
         await page.click("#compose-form button[type=submit]")
         await page.locator("#status").filter(has_text="(unproven_member)").wait_for()
 
+        # What the browser remembers of each gateway's ledger: a checkpoint of kh-cnp,
+        # verified when it sealed for kh-cnp's desk. Changed behind its back (as if
+        # kh-cnp had shown it another tree before), sealing there is refused: ledger_fork.
+        remembered = (await page.evaluate(JS_STORED))["ledgers"]
+        assert remembered["kh-cnp"]["origin"] == "fpg/kh-cnp" and remembered["kh-cnp"]["size"]
+        await page.evaluate(JS_FORK, "kh-cnp")
+        await page.reload()
+        await page.wait_for_selector("#view-unlock:not([hidden])")
+        await page.fill("#unlock-passphrase", PASSPHRASE)
+        await page.click("#unlock-form button[type=submit]")
+        await page.wait_for_selector("#view-desk:not([hidden])")
+        await page.click("#show-compose")
+        await page.fill("#compose-to", "anti-trafficking@kh-cnp")
+        await page.fill("#compose-text", "again")
+        await page.click("#compose-form button[type=submit]")
+        await page.locator("#status").filter(has_text="(ledger_fork)").wait_for()
+
         # Sent view, partner desks, notices.
         await page.click("#show-sent")
         await page.locator("#sent-list li").filter(has_text=k.creds.officer_id).first.wait_for()
@@ -423,6 +463,7 @@ JS_STORED = """async () => {
   db.close();
   return {officer: record ? record.officer : null, fields: record ? Object.keys(record).sort() : [],
     sealed: record ? Object.keys(record.sealed) : [], sealed_kdf: record ? record.sealed.kdf : null,
+    ledgers: record ? record.ledgers || {} : {},
     local: localStorage.length, cookie: document.cookie};
 }"""
 
@@ -546,4 +587,50 @@ JS_AXE = """async () => {
   const result = await axe.run(document, {resultTypes: ["violations"]});
   return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
     .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}"""
+
+
+JS_LEDGER = """async (t) => {
+  const c = globalThis.fpgCrypto, L = c.ledger, h = c.fromHex;
+  const flip = (hashes, root) => {  // one bit of the proof, or of the root if it is empty
+    if (hashes.length) { const x = hashes.map((v) => v.slice()); x[0][5] ^= 4; return [x, root]; }
+    const r = root.slice(); r[0] ^= 1; return [hashes, r];
+  };
+  const outcome = (f) => { try { f(); return "ok"; } catch (err) { return err.code; } };
+  const out = {checkpoint: L.openCheckpoint(t.note, h(t.key)),
+    leaf: c.hex(L.leafHash(c.bytes(t.entry))), inclusion: [], consistency: []};
+  out.forged_checkpoint = outcome(() =>
+    L.openCheckpoint(t.note.replace("\\n3\\n", "\\n4\\n"), h(t.key)));
+  for (const [i, n, root, leaf, proof] of t.inclusion) {
+    const hashes = proof.map(h);
+    const [bad, badRoot] = flip(hashes, h(root));
+    out.inclusion.push([outcome(() => L.verifyInclusion(h(leaf), i, n, hashes, h(root))),
+      outcome(() => L.verifyInclusion(h(leaf), i, n, bad, badRoot))]);
+  }
+  for (const [m, n, oldRoot, newRoot, proof] of t.consistency) {
+    const hashes = proof.map(h);
+    const [bad, badRoot] = flip(hashes, h(newRoot));
+    out.consistency.push([
+      outcome(() => L.verifyConsistency(m, n, h(oldRoot), h(newRoot), hashes)),
+      outcome(() => L.verifyConsistency(m, n, h(oldRoot), badRoot, bad))]);
+  }
+  return out;
+}"""
+
+
+JS_FORK = """async (gateway) => {  // another root for the remembered checkpoint of `gateway`
+  const db = await new Promise((ok, no) => {
+    const r = indexedDB.open("fpg-webclient", 1); r.onsuccess = () => ok(r.result); r.onerror = no;
+  });
+  const store = db.transaction("officer", "readwrite").objectStore("officer");
+  await new Promise((ok, no) => {
+    const r = store.get("me");
+    r.onsuccess = () => {
+      const record = r.result;
+      record.ledgers[gateway].root = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
+      const w = store.put(record, "me"); w.onsuccess = ok; w.onerror = no;
+    };
+    r.onerror = no;
+  });
+  db.close();
 }"""

@@ -3,6 +3,7 @@
 // acknowledgements and the live stream. Every check on what the gateway says is made here,
 // against the gateway key pinned at enrollment.
 import * as c from "./crypto.js";
+import { checkLog, openMembership } from "./ledger.js";
 
 const ENVELOPE_TYPE = "application/vnd.fpg.envelope";
 const DESCRIPTOR_PATH = "/.well-known/fpg/descriptor";
@@ -171,7 +172,7 @@ export function checkMembers(directory, desk, operatorKey) {
 }
 
 export class Session {
-  constructor(record, keys, onPin) {
+  constructor(record, keys, onPin, onLog) {
     this.record = record;
     this.keys = keys;
     this.gatewayKey = c.fromB64(record.gateway_key);
@@ -180,6 +181,7 @@ export class Session {
     this.directories = new Map();
     this.partnerKeys = new Map();
     this.onPin = onPin; // called when a partner's key is pinned (trust on first use)
+    this.onLog = onLog; // called with a gateway's checkpoint, verified, to remember
   }
 
   get officer() { return this.record.officer; }
@@ -392,8 +394,9 @@ export class Session {
       const desk = (await this.directory(gateway, refresh)).desks.get(address);
       if (!desk) throw new c.CryptoFailure("unknown_desk", `no desk ${address}`);
       if (!desk.members.length) throw new c.CryptoFailure("empty_desk", `desk ${address} has no officer yet`);
-      checkMembers(await this.directory(gateway), address,
-        gateway === this.gateway ? this.gatewayKey : await this.partnerKey(gateway));
+      const operatorKey = gateway === this.gateway ? this.gatewayKey : await this.partnerKey(gateway);
+      checkMembers(await this.directory(gateway), address, operatorKey);
+      await this.checkLedger(address, desk, operatorKey);
       const data = c.sealEnvelope(header, payload, this.keys, desk.members.map((m) => c.fromB64(m.enc_key)));
       try {
         return await (await this.request("POST", "/v1/messages",
@@ -404,6 +407,17 @@ export class Session {
       }
     }
     throw new Error("unreachable");
+  }
+
+  // The desk's members proven by its gateway's ledger, which extends the checkpoint this
+  // browser remembers of it (PROTOCOL.md 7.8); the new checkpoint is remembered.
+  async checkLedger(address, desk, key) {
+    const gateway = address.split("@")[1];
+    const known = this.record.ledgers?.[gateway] ?? null;
+    const answer = await this.getJson(`/v1/desks/${encodeURIComponent(address)}/proofs`
+      + (known ? `?known=${known.size}` : ""));
+    const seen = openMembership(answer, desk, key);
+    if (checkLog(answer, known, seen, gateway === this.gateway)) await this.onLog?.(gateway, seen);
   }
 
   // --- live updates --------------------------------------------------------------------

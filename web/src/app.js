@@ -2,6 +2,7 @@
 // crypto.js and api.js; this module holds the unlocked keys in memory only, locks them
 // after IDLE_MS without input, and wipes them at sign-out.
 import * as c from "./crypto.js";
+import * as ledger from "./ledger.js";
 import * as store from "./keystore.js";
 import { Session, enroll, associatedData, MAX_ATTACHMENT_BYTES } from "./api.js";
 import { LANGUAGES, setLanguage, t, formatTime } from "./i18n.js";
@@ -126,8 +127,13 @@ async function pin(gateway, fingerprint) {
   await store.save(record);
 }
 
+async function remember(gateway, checkpoint) {
+  record.ledgers = { ...(record.ledgers || {}), [gateway]: checkpoint };
+  await store.save(record);
+}
+
 async function start(keys) {
-  session = new Session(record, keys, pin);
+  session = new Session(record, keys, pin, remember);
   await session.signIn();
   $("who").textContent = t("app.who", { officer: record.officer, gateway: record.gateway });
   show("view-desk");
@@ -458,5 +464,5 @@ async function main() {
   document.body.dataset.ready = "1";
 }
 
-globalThis.fpgCrypto = c; // pure functions only (no keys): the browser tests check vectors with it
+globalThis.fpgCrypto = { ...c, ledger }; // pure functions only (no keys): the browser tests check vectors with them
 main().catch(fail);
