@@ -28,7 +28,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Only what `pip install .` needs (.dockerignore keeps the rest out of the context).
+# Only what `pip install .` needs (.dockerignore keeps the rest out of the context). The
+# officers' web client is built by `make web` (Node.js, npm) into gateway/web/static/,
+# which this copies with the package: run it before `docker build`, or /app/ answers
+# 404 not_found in the image.
 COPY pyproject.toml README.md constraints.txt /src/
 COPY gateway /src/gateway
 RUN pip install -c /src/constraints.txt /src && rm -rf /src

@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN_DIR ?= .run
+# The officers' web client: built from web/ by npm (the committed lock file) and esbuild
+# into the Python package, which serves it at /app/ (docs/WEBCLIENT.md).
+WEB_BUILT   = gateway/web/static/manifest.json
+WEB_SOURCES = web/build.mjs web/package.json web/package-lock.json $(wildcard web/src/*.* web/src/i18n/*.json)
 
 ARGS   ?=
 # `make run` serves apart from the demo's ports (8441-8443, metrics 9464-9466), so both
@@ -10,7 +14,7 @@ ARGS   ?=
 RUN_PORT         ?= 8450
 RUN_METRICS_PORT ?= 9470
 
-.PHONY: run demo test lint bench clean constraints
+.PHONY: run demo test lint bench clean constraints web
 
 # Running a gateway needs only the package and its runtime dependencies...
 $(BIN)/.installed-run: pyproject.toml constraints.txt
@@ -24,6 +28,16 @@ $(BIN)/.installed: $(BIN)/.installed-run
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+## web: build the web client into gateway/web/static/ (npm ci from web/package-lock.json)
+web: $(WEB_BUILT)
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_BUILT): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && node build.mjs
+
 ## constraints: pin what the current environment has (after changing a dependency)
 constraints: $(BIN)/.installed
 	{ sed -n '1,3p' constraints.txt; \
@@ -31,7 +45,7 @@ constraints: $(BIN)/.installed
 	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 ## run: one gateway on its embedded SQLite default, development keys, in $(RUN_DIR)/ (no dev tools)
-run: $(BIN)/.installed-run
+run: $(BIN)/.installed-run $(WEB_BUILT)
 	@test -f $(RUN_DIR)/gateway/gateway.toml || \
 	  $(BIN)/gateway init $(RUN_DIR)/gateway --id demo-gw --port $(RUN_PORT) \
 	    --metrics-port $(RUN_METRICS_PORT) --insecure-dev-keys
@@ -39,11 +53,11 @@ run: $(BIN)/.installed-run
 
 ## demo: three gateways (vn-mps, kh-cnp, la-mps) on 127.0.0.1 play a scenario, then serve until Ctrl-C;
 ##       more options in ARGS, e.g. make demo ARGS="--free-ports --once"
-demo: $(BIN)/.installed-run
+demo: $(BIN)/.installed-run $(WEB_BUILT)
 	$(BIN)/gateway demo --dir $(RUN_DIR)/demo --prometheus-targets config/targets/demo.json $(ARGS)
 
 ## test: the whole test suite
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(WEB_BUILT)
 	$(BIN)/python -m pytest -q
 
 ## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/protocol/merkle.py)
@@ -56,4 +70,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	  web/node_modules gateway/web/static

@@ -50,7 +50,7 @@ from gateway.appkeys import (
 )
 from gateway.cases.deadlines import CaseDeadlines
 from gateway.cases.views import Cases
-from gateway.channels import client, federation, membership, peer
+from gateway.channels import client, federation, membership, peer, webapp
 from gateway.channels.errors import error_middleware
 from gateway.channels.hosts import host_middleware
 from gateway.clock import Clock, SystemClock
@@ -360,6 +360,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     federation.add_routes(app)
     client.add_routes(app)
     membership.add_routes(app)
+    webapp.add_routes(app)
     return app
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.app import create_app
@@ -493,3 +494,79 @@ def fault_gw(tmp_path: Path, name: str, clock: Clock | None = None,
              **federation: Any) -> FaultGw:
     return FaultGw(name, GatewaySigningKey.generate(), tmp_path / name, free_socket(),
                    federation={**FAULT_FEDERATION, **federation}, clock=clock)
+
+
+# --- the web client in a real headless Chromium (Debian's package) -------------------------
+
+CHROMIUM = Path(os.environ.get("FPG_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+
+
+def find_chromium() -> Path:
+    """The system's Chromium; without it the browser tests skip, unless
+    FPG_REQUIRE_CHROMIUM is set (as CI does): then they fail."""
+    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    if "FPG_REQUIRE_CHROMIUM" in os.environ:
+        pytest.fail(f"{CHROMIUM} is missing and FPG_REQUIRE_CHROMIUM is set (Debian: apt-get "
+                    "install --no-install-recommends chromium chromium-driver)")
+    pytest.skip(f"{CHROMIUM} is missing; set FPG_REQUIRE_CHROMIUM=1 to fail instead")
+
+
+# Recorded from the first script of every page, before the page's own: what the Content
+# Security Policy refused. (Playwright injects it over the DevTools protocol, which the
+# page's CSP does not govern.)
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
+"""
+
+
+@dataclass
+class Watched:
+    """A browser page and what it did: every request's URL, console messages, and the
+    CSP violations (from securitypolicyviolation events and the console)."""
+
+    page: Any
+    requests: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+    async def violations(self) -> list[str]:
+        reported = await self.page.evaluate("window.__csp || []")
+        return [*reported, *(m for m in self.console if "Content Security Policy" in m)]
+
+    def foreign(self, origin: str) -> list[str]:
+        """Requests to any origin but ``origin`` (data: and blob: URLs stay in the page)."""
+        return [u for u in self.requests if not (
+            u == origin or u.startswith((origin + "/", "data:", "blob:")))]
+
+
+@contextlib.asynccontextmanager
+async def chromium(locale: str = "en-US") -> Any:
+    """A headless Chromium (the system's) and one browser context; closed after."""
+    from playwright.async_api import async_playwright  # only the browser tests need it
+
+    executable = find_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS,
+                                           headless=True)
+        try:
+            context = await browser.new_context(locale=locale, timezone_id="Asia/Ho_Chi_Minh",
+                                                accept_downloads=True)
+            yield context
+        finally:
+            await browser.close()
+
+
+async def watched_page(context: Any) -> Watched:
+    page = await context.new_page()
+    watched = Watched(page)
+    await page.add_init_script(CSP_WATCH)
+    page.on("request", lambda request: watched.requests.append(request.url))
+    page.on("console", lambda message: watched.console.append(message.text))
+    page.set_default_timeout(30_000)
+    return watched

@@ -309,6 +309,13 @@ def json_headers(w: World, token: str | None = None) -> dict[str, str]:
     return {**officer(w, token), "Content-Type": "application/json"}
 
 
+def asset_cases(w: World, target: str) -> list[Case]:
+    """Names of files the web client's build did not list, the gateway's own among them."""
+    return [Case(f"web client file {name!r}", "GET", f"/app/{name}", {}, None, 404, "not_found")
+            for name in ("manifest.json", "index.html", "..%2F..%2Fgateway.toml", ".env",
+                         "%2e%2e", "app.py", "a" * 129 + ".js")]
+
+
 def enroll_cases(w: World, target: str) -> list[Case]:
     body = enroll_body(new_code(), OfficerSigningKey.generate(),
                        OfficerEncryptionKey.generate())
@@ -414,6 +421,8 @@ def directory_hop_cases(w: World, target: str) -> list[Case]:
 
 ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route("public", None, (200, None)),
+    ("GET", "/app/"): Route("public", None, (200, None)),
+    ("GET", "/app/{asset}"): Route("public", None, (200, None), asset_cases),
     ("GET", "/.well-known/fpg/descriptor"): Route("public", None, (200, None)),
     ("GET", "/v1/ledger/checkpoint"): Route("public", None, (200, None)),
     ("GET", "/v1/ledger/proof/inclusion"): Route("public", None, (400, "bad_parameter")),
@@ -476,7 +485,8 @@ HOSTILE_QUERIES = ["?%ff=%fe", "?" + "a=1&" * 300, "?desk=%00", "?gateway=%00",
 
 def fill(w: World, template: str, value: str | None = None) -> str:
     """The template with its path parameters: real ones, or ``value`` (already encoded)."""
-    real = {"id": w.message_id, "desk": "border-liaison@vn-mps", "cursor": "1"}
+    real = {"id": w.message_id, "desk": "border-liaison@vn-mps", "cursor": "1",
+            "asset": "i18n-en.json"}
     return re.sub(r"{(\w+)}", lambda m: value if value is not None else quote(real[m[1]],
                                                                               safe="@"), template)
 

@@ -506,6 +506,10 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     # Public routes.
     await w.call("GET", "/healthz", expect=200)
     await w.refused_method("POST", "/healthz")
+    await w.call("GET", "/app/", expect=200)  # the web client (make builds it)
+    await w.refused_method("POST", "/app/")
+    await w.call("GET", "/app/{asset}", path={"asset": "i18n-en.json"}, expect=200)
+    await w.call("GET", "/app/{asset}", path={"asset": "app.py"}, expect=404, code="not_found")
     await w.call("GET", "/.well-known/fpg/descriptor", expect=200)
     await w.call("GET", "/.well-known/fpg/descriptor", query=[("gateway", "kh-cnp")],
                  expect=404, code="unknown_gateway")
