@@ -20,8 +20,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
-from gateway.appkeys import CLOCK, DIRECTORY, PARTNERS, STORE
+from gateway.appkeys import CLOCK, DIRECTORY, METRICS, PARTNERS, STORE
 from gateway.cases.report import requests_report
 from gateway.client.api import ApiError, GatewayClient
 from gateway.crypto.envelope import OPTIONAL_FIELDS
@@ -65,11 +67,15 @@ def day(offset: int) -> str:
     return (today + datetime.timedelta(days=offset)).isoformat()
 
 
+CANARY = "canary 9Z"
+
+
 def request(ref: str, due: str) -> dict[str, Any]:
-    return {"type": "case", "case_ref": ref, "legal_basis": "treaty",
-            "offence": "Trafficking in persons (canary 9Z)",
-            "requested_actions": ["Hear a witness (canary 9Z)"], "deadline": due,
-            "text": "Request text (canary 9Z)"}
+    return {"type": "case", "case_ref": f"{ref} ({CANARY})", "legal_basis": "treaty",
+            "offence": f"Trafficking in persons ({CANARY})",
+            "requested_actions": [f"Hear a witness ({CANARY})"], "deadline": due,
+            "text": f"Request text ({CANARY})", "request_type": "summon_witness",
+            "requesting_authority": f"Procuracy ({CANARY})", "languages": ["vi", "lo"]}
 
 
 @pytest.fixture
@@ -111,6 +117,8 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
     vn, la = cases_gw(tmp_path, "vn-mps"), cases_gw(tmp_path, "la-mps")
     pin(vn, la)
     gws = [vn, la]
+    logs = capture_logs()
+    captured = logs.__enter__()
     try:
         for gw in gws:
             await gw.start()
@@ -131,7 +139,8 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
         # One returned incomplete, resubmitted with a new due day, then executed.
         a = sent["returned"]
         await la_ca.move(a, "received", {})
-        await la_ca.move(a, "returned_incomplete", {"missing": ["certified translation"]})
+        await la_ca.move(a, "returned_incomplete",
+                         {"missing": ["certified translation"], "text": f"({CANARY})"})
         await arrived(vn_ca, a, "returned_incomplete")
         await vn_ca.move(a, "resubmitted", {"text": "translation attached"}, due=day(45))
         await arrived(la_ca, a, "resubmitted")
@@ -139,7 +148,7 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
             await la_ca.move(a, state, {})
         b = sent["executed"]
         await la_ca.move(b, "received", {})
-        await la_ca.move(b, "executed", {"text": "witness heard"})
+        await la_ca.move(b, "executed", {"text": f"witness heard ({CANARY})"})
         await arrived(vn_ca, a, "executed")
         await arrived(vn_ca, b, "executed")
         resubmitted = await vn_ca.case(a)
@@ -231,15 +240,24 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
             assert [(f["flag"], f["id"]) for f in found["flags"]] == [(flag, withheld)]
             counts = found["counts"]
             assert counts["matched"] > 0 and counts["queued_here"] == counts["queued_there"] == 0
-        # No case field but the documented header fields reached either database.
+        # No case field but the documented header fields reached either database, the
+        # logs, the metrics, the report or the reconciliation (the canary test).
+        seen = [repr(captured), repr(reports)]
         for gw in gws:
-            text = " ".join(str(v) for row in gw.rows(
+            assert gw.app is not None
+            seen.append(" ".join(str(v) for row in gw.rows(
                 "SELECT * FROM messages m LEFT JOIN cases c ON c.thread = m.thread")
-                for v in row if not isinstance(v, bytes))
-            text += " ".join(str(v) for row in gw.rows("SELECT * FROM desk_notices")
-                             for v in row if not isinstance(v, bytes))
-            assert "canary 9Z" not in text and "VN-open" not in text
+                for v in row if not isinstance(v, bytes)))
+            seen.append(" ".join(str(v) for row in gw.rows("SELECT * FROM desk_notices")
+                                 for v in row if not isinstance(v, bytes)))
+            seen.append(generate_latest(gw.app[METRICS].registry).decode())
+        assert len(captured) > 50  # (the logs were captured)
+        for text in seen:
+            for secret in (CANARY, "VN-open", "summon_witness", "Procuracy",
+                           "certified translation"):
+                assert secret not in text, secret
     finally:
+        logs.__exit__(None, None, None)
         for gw in gws:
             if gw.runner is not None:
                 await gw.stop()
