@@ -19,7 +19,10 @@ let currentDesk = null;
 let currentMessage = null;
 const views = ["view-enroll", "view-unlock", "view-desk"];
 const panes = ["pane-inbox", "pane-message", "pane-compose", "pane-notices", "pane-partners", "pane-sent",
-  "pane-members"];
+  "pane-members", "pane-cases"];
+// A request's states (docs/PROTOCOL.md 3.7), as the gateway records them from signed headers.
+const CASE_STATES = ["submitted", "received", "returned_incomplete", "resubmitted", "in_progress",
+  "executed", "partly_executed", "refused", "withdrawn"];
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -348,6 +351,27 @@ async function showSent() {
   $("sent-list").replaceChildren(...rows);
 }
 
+// --- requests (case threads) -------------------------------------------------------------
+
+async function showCases() {
+  touch();
+  pane("pane-cases");
+  const overdue = $("cases-overdue").checked;
+  const answer = await session.getJson(`/v1/cases?overdue=${overdue ? 1 : 0}&closed=${overdue ? 0 : 1}`);
+  $("case-list").replaceChildren(...answer.cases.map((x) => {
+    const state = CASE_STATES.includes(x.state) ? t(`state.${x.state}`) : x.state;
+    const due = x.due === null ? t("cases.no_due")
+      : x.overdue ? t("cases.overdue", { days: -x.days_left, due: x.due })
+        : t("cases.days_left", { days: x.days_left, due: x.due });
+    const other = x.role === "requester" ? x.executor : x.requester;
+    return el("li", { className: x.overdue ? "overdue" : "", "data-id": x.id },
+      el("strong", { className: "state" }, state), " ", el("span", { className: "due" }, due), " ",
+      el("span", {}, t(`cases.role_${x.role}`, { other })), " ",
+      el("button", { type: "button", onclick: () => openMessage(x.id).catch(fail) }, t("cases.open")));
+  }));
+  $("cases-empty").hidden = answer.cases.length > 0;
+}
+
 // --- notices, partners -----------------------------------------------------------------
 
 async function showNotices() {
@@ -461,6 +485,8 @@ async function main() {
   $("show-partners").addEventListener("click", () => { touch(); pane("pane-partners"); });
   $("show-sent").addEventListener("click", () => showSent().catch(fail));
   $("show-members").addEventListener("click", () => showMembers().catch(fail));
+  $("show-cases").addEventListener("click", () => showCases().catch(fail));
+  $("cases-overdue").addEventListener("change", () => showCases().catch(fail));
   for (const kind of ["keydown", "pointerdown"]) document.addEventListener(kind, touch, { passive: true });
   record = await store.load() ?? null;
   show(record ? "view-unlock" : "view-enroll");
