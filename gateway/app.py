@@ -68,6 +68,7 @@ from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
 from gateway.officers.notices import StoredNotices
+from gateway.officers.quotas import DAY_MS as QUOTA_DAY_MS
 from gateway.officers.quotas import Quotas
 from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
@@ -219,14 +220,17 @@ async def message_paths(app: web.Application) -> AsyncIterator[None]:
                              config.server.max_body_bytes, max_ahead_ms=int(
                                  (config.officers.clock_skew_seconds
                                   + config.federation.hop_window_seconds) * 1000))
+    quotas = Quotas(app[CLOCK], officer_per_day=config.limits.officer_bytes_per_day,
+                    desk_per_day=config.limits.desk_bytes_per_day,
+                    data_dir=config.database.parent,
+                    reserve_bytes=config.store.disk_reserve_bytes)
+    now = app[CLOCK].now_ms()
+    quotas.restore(await store.local_sends(now - QUOTA_DAY_MS), now)  # a restart resets none
     app[DELIVERY] = Delivery(
         store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
         max_envelope=config.server.max_body_bytes,
         clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=app[PARTNERS],
-        quotas=Quotas(app[CLOCK], officer_per_day=config.limits.officer_bytes_per_day,
-                      desk_per_day=config.limits.desk_bytes_per_day,
-                      data_dir=config.database.parent,
-                      reserve_bytes=config.store.disk_reserve_bytes),
+        quotas=quotas,
     )
     yield
 
