@@ -24,6 +24,7 @@ from yarl import URL
 from gateway import __version__
 from gateway.appkeys import (
     ANON_LIMITER,
+    ANON_LINE,
     CLOCK,
     CONFIG,
     CRYPTO_WORKER,
@@ -70,7 +71,7 @@ from gateway.officers.membership import MembershipNotices
 from gateway.officers.notices import StoredNotices
 from gateway.officers.quotas import DAY_MS as QUOTA_DAY_MS
 from gateway.officers.quotas import Quotas
-from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
+from gateway.officers.sessions import AnonymousLine, RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
 from gateway.retention import Retention
 from gateway.service_levels.levels import ServiceLevels
@@ -339,6 +340,8 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
         RateLimiter(app[CLOCK], limits.signin_address_per_second, limits.signin_address_burst),
         RateLimiter(app[CLOCK], limits.signin_officer_per_second, limits.signin_officer_burst),
     )
+    app[ANON_LINE] = AnonymousLine(limits.anonymous_line_per_second,
+                                   limits.anonymous_line_wait_seconds)
     app[HUB] = Hub(limits.stream_queue, limits.streams_per_officer, limits.streams_total)
     app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)
