@@ -36,6 +36,7 @@ RUNS: tuple[tuple[str, list[str], list[str]], ...] = (
     ("relay", [], ["--quick"]),
     ("memory", [], ["--messages", "10000", "--seconds", "3"]),
     ("membership", [], ["--quick"]),
+    ("abuse", [], ["--quick"]),
 )
 TIMEOUT_SECONDS = 1800
 
@@ -137,7 +138,34 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                    mem["empty"]["peak_rss_mib"], f"< {mem['target_mib']:.0f} MiB", mem["met"]))
     if "membership" in results:  # absent from the results of runs before it existed
         out += membership_rows(results["membership"])
+    if "abuse" in results:
+        out += abuse_rows(results["abuse"])
     return out
+
+
+def abuse_rows(result: dict[str, Any]) -> list[Row]:
+    """Honest officers under attack, next to the same officers unloaded in the same run."""
+    r = result["results"]
+    quiet, loud, met = r["unloaded"], r["attack"], r.get("met", {})
+    attack = (f"under attack ({r['attackers']['flood_addresses']} flooding addresses, "
+              f"{r['attackers']['stream_attempts_asked']} stream attempts, "
+              f"{r['attackers']['idle_connections_asked']} idle connections)")
+    return [
+        Row("abuse", f"honest sign-ins that succeeded, {attack}",
+            100 * (loud["signin_success"] or 0.0), "%", "the same, unloaded",
+            100 * (quiet["signin_success"] or 0.0), "100 %", met.get("signin_success")),
+        Row("abuse", f"honest send p99, {attack}", loud["send"]["p99_ms"] or 0.0, "ms",
+            "honest send p99, unloaded", quiet["send"]["p99_ms"] or 0.0, "ratio <= 3",
+            met.get("send_p99_ratio")),
+        Row("abuse", "gateway peak descriptors under attack", loud["peak_descriptors"], "fds",
+            "unloaded", quiet["peak_descriptors"]),
+        Row("abuse", "gateway peak RSS under attack", loud["peak_rss_mib"], "MiB",
+            "unloaded", quiet["peak_rss_mib"]),
+        Row("abuse", f"gateway log written during the attack ({loud['seconds']:g} s)",
+            r["gateway_log_bytes_during_attack"] / 1024, "KiB",
+            f"the same, unloaded ({quiet['seconds']:g} s)",
+            r["gateway_log_bytes_unloaded"] / 1024),
+    ]
 
 
 def membership_rows(result: dict[str, Any]) -> list[Row]:

@@ -24,6 +24,7 @@ from yarl import URL
 from gateway import __version__
 from gateway.appkeys import (
     ANON_LIMITER,
+    ANON_LINE,
     CASE_DEADLINES,
     CASES,
     CLOCK,
@@ -72,8 +73,9 @@ from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.membership import MembershipNotices
 from gateway.officers.notices import StoredNotices
+from gateway.officers.quotas import DAY_MS as QUOTA_DAY_MS
 from gateway.officers.quotas import Quotas
-from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
+from gateway.officers.sessions import AnonymousLine, RateLimiter, Sessions, SignInLimits
 from gateway.protocol.checkpoint import open_checkpoint
 from gateway.retention import Retention
 from gateway.service_levels.levels import ServiceLevels
@@ -223,14 +225,17 @@ async def message_paths(app: web.Application) -> AsyncIterator[None]:
                              config.server.max_body_bytes, max_ahead_ms=int(
                                  (config.officers.clock_skew_seconds
                                   + config.federation.hop_window_seconds) * 1000))
+    quotas = Quotas(app[CLOCK], officer_per_day=config.limits.officer_bytes_per_day,
+                    desk_per_day=config.limits.desk_bytes_per_day,
+                    data_dir=config.database.parent,
+                    reserve_bytes=config.store.disk_reserve_bytes)
+    now = app[CLOCK].now_ms()
+    quotas.restore(await store.local_sends(now - QUOTA_DAY_MS), now)  # a restart resets none
     app[DELIVERY] = Delivery(
         store, directory, app[CLOCK], worker, gateway=identity.gateway_id,
         max_envelope=config.server.max_body_bytes,
         clock_skew_ms=int(config.officers.clock_skew_seconds * 1000), partners=app[PARTNERS],
-        quotas=Quotas(app[CLOCK], officer_per_day=config.limits.officer_bytes_per_day,
-                      desk_per_day=config.limits.desk_bytes_per_day,
-                      data_dir=config.database.parent,
-                      reserve_bytes=config.store.disk_reserve_bytes),
+        quotas=quotas,
     )
     app[CASES] = Cases(store, app[CLOCK], identity.gateway_id)
     yield
@@ -352,6 +357,8 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
         RateLimiter(app[CLOCK], limits.signin_address_per_second, limits.signin_address_burst),
         RateLimiter(app[CLOCK], limits.signin_officer_per_second, limits.signin_officer_burst),
     )
+    app[ANON_LINE] = AnonymousLine(limits.anonymous_line_per_second,
+                                   limits.anonymous_line_wait_seconds)
     app[HUB] = Hub(limits.stream_queue, limits.streams_per_officer, limits.streams_total)
     app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)

@@ -20,7 +20,7 @@ from gateway.officers.delivery import Delivery
 from gateway.officers.directory import DirectoryService
 from gateway.officers.hub import Hub
 from gateway.officers.notices import StoredNotices
-from gateway.officers.sessions import RateLimiter, Sessions, SignInLimits
+from gateway.officers.sessions import AnonymousLine, RateLimiter, Sessions, SignInLimits
 from gateway.service_levels.levels import ServiceLevels
 from gateway.service_levels.stages import Stages
 from gateway.store import Store
@@ -35,6 +35,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 LIMITER = web.AppKey("limiter", RateLimiter)  # per officer
 ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)  # enrollment, per client address
 SIGNIN_LIMITS = web.AppKey("signin_limits", SignInLimits)
+ANON_LINE = web.AppKey("anon_line", AnonymousLine)  # all anonymous work, one line
 ENROLL_BUDGET = web.AppKey("enroll_budget", RateLimiter)  # enrollment, all addresses together
 HUB = web.AppKey("hub", Hub)
 NOTICES = web.AppKey("notices", StoredNotices)

@@ -202,6 +202,13 @@ class LimitsSection:
         doc="sign-ins with a valid signature per officer (only the officer's key spends it)")
     signin_officer_burst: int = _key(30, _range(1, 1_000_000),
                                      doc="... and how many an officer may make at once")
+    anonymous_line_per_second: float = _key(
+        500.0, _range(0.1, 1_000_000),
+        doc="anonymous requests (enrollment, challenges, sign-in attempts) served a second, "
+        "all addresses together; more wait their turn")
+    anonymous_line_wait_seconds: float = _key(
+        10.0, _range(0.0, 600), doc="... and the longest such a request waits before it is "
+        "refused")
     inbox_page: int = _key(100, _range(1, 1000), doc="most messages per inbox page")
     stream_queue: int = _key(1000, _range(10, 100_000),
                              doc="live events buffered per stream before it is cut")

@@ -50,6 +50,9 @@ class Metrics:
         self.rejected = Counter(
             "fpg_rejected_requests", "Requests refused, by stable error code",
             ["reason"], registry=r)
+        self.refused_connections = Counter(
+            "fpg_refused_connections", "Connections closed unread as soon as they were "
+            "accepted, by the cap they met (total, per_address)", ["reason"], registry=r)
         self.retries = Counter(
             "fpg_relay_retries", "Relay attempts to a partner that failed and will be "
             "retried", ["partner"], registry=r)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -31,11 +32,13 @@ REFUSED_WITHIN = 1.0
 
 
 def gateway_dir(directory: Path, server: str) -> Path:
-    """``gateway init`` in ``directory`` with ``server`` added to its [server] table."""
+    """``gateway init`` in ``directory`` with ``server`` added to its [server] table and
+    the metrics port written to ``metrics-port`` beside it."""
     assert gateway("init", str(directory), "--id", "vn-mps", "--port", "0",
                    "--insecure-dev-keys").returncode == 0
     cfg = directory / "gateway.toml"
-    cfg.write_text(cfg.read_text().replace("[server]\n", "[server]\n" + server, 1))
+    text = cfg.read_text().replace("[server]\n", "[server]\n" + server, 1)
+    cfg.write_text(text.replace("[metrics]", "[metrics]\nport_file = \"metrics-port\"", 1))
     return cfg
 
 
@@ -170,6 +173,36 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(capped)
         assert closed(sock, HEADER_TIMEOUT + 2)
     assert HEADER_TIMEOUT - 0.5 < time.monotonic() - started < HEADER_TIMEOUT + 2
     settle(capped.port)
+
+
+def refused_connections(cfg: Path) -> dict[str, float]:
+    """``fpg_refused_connections_total`` by reason, scraped from the metrics listener."""
+    port = int((cfg.parent / "metrics-port").read_text())
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        text = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+    found = re.findall(r'^fpg_refused_connections_total\{reason="(\w+)"\} (\S+)$', text, re.M)
+    return {reason: float(value) for reason, value in found}
+
+
+def test_refused_connections_are_counted_by_the_cap_they_met(capped) -> None:
+    cfg = Path(capped.command[capped.command.index("--config") + 1])
+    before = refused_connections(cfg)
+    assert set(before) == {"total", "per_address"}  # both exported from the start
+    port = capped.port
+    held = [connect(port, "127.0.0.1") for _ in range(PER_ADDRESS)]
+    try:
+        assert healthz(port, "127.0.0.1") == 0  # the sixth from one address
+        assert healthz(port, "127.0.0.1") == 0
+        held += [connect(port, "127.0.0.2") for _ in range(TOTAL - PER_ADDRESS)]
+        assert healthz(port, "127.0.0.3") == 0  # the ninth in all
+    finally:
+        for sock in held:
+            sock.close()
+    after = refused_connections(cfg)
+    assert after["per_address"] - before["per_address"] == 2
+    assert after["total"] - before["total"] == 1
+    settle(port)
 
 
 # --- descriptors ---------------------------------------------------------------------------

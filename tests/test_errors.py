@@ -1,14 +1,16 @@
 """Both error families, the gateway's and crypto's own, reach a person or a client the same
 way: the error middleware answers each with its stable code and HTTP status, and
-``run_command`` turns each into one line and an exit status."""
+``run_command`` turns each into one line and an exit status. Refusals are logged at a
+bounded rate, with a count of those held back."""
 
 from __future__ import annotations
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from gateway import errors
-from gateway.channels.errors import error_middleware
+from gateway.channels.errors import RefusalLog, error_middleware
 from gateway.cliutil import EXIT_CONFIG, EXIT_FAILURE, run_command
 from gateway.crypto import errors as crypto_errors
 
@@ -82,3 +84,24 @@ def test_run_command_turns_each_error_into_one_line(cls, capsys) -> None:
     status = run_command("prog", command)
     assert status == (EXIT_CONFIG if cls is errors.ConfigError else EXIT_FAILURE)
     assert capsys.readouterr().err == "prog: error: refused for a reason\n"
+
+
+def test_a_flood_of_refusals_is_logged_at_a_bounded_rate_with_a_count() -> None:
+    """12,000 refusals of one code and 12 of another in 12 seconds: twenty lines of each
+    code per ten seconds, and one line with what was held back."""
+    now = [0.0]
+    limiter = RefusalLog(lines=20, every=10.0, now=lambda: now[0])
+    with capture_logs() as logs:
+        for n in range(12_000):
+            now[0] = n / 1000
+            limiter.refused("rate_limited", 429, "/v1/session/challenge")
+            if n % 1000 == 0:
+                limiter.refused("bad_json", 400, "/v1/enroll")
+    refused = [e for e in logs if e["event"] == "request_refused"]
+    assert sum(e["code"] == "rate_limited" for e in refused) == 40  # 20 at 0 s, 20 at 10 s
+    assert sum(e["code"] == "bad_json" for e in refused) == 12  # all: never past the bound
+    assert refused[0] == {"event": "request_refused", "code": "rate_limited", "status": 429,
+                          "path": "/v1/session/challenge", "log_level": "info"}
+    held = [e for e in logs if e["event"] == "request_refused_held_back"]
+    assert [e["held_back"] for e in held] == [{"rate_limited": 10_000 - 20}]
+    assert limiter.held_back == {"rate_limited": 2_000 - 20}  # said at the next window

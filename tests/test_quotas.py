@@ -1,8 +1,11 @@
 """Quotas and the disk reserve (gateway/officers/quotas.py): a flood of messages is
-refused before anything is stored, with a code and a time to retry."""
+refused before anything is stored, with a code and a time to retry, and a restart of
+the gateway gives nobody their day back."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -11,13 +14,15 @@ import pytest
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, DELIVERY, STORE
-from gateway.client.api import ApiError
+from gateway.cli.process import ServerProcess
+from gateway.client.api import ApiError, GatewayClient
+from gateway.client.roster import Roster
 from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, GatewaySigningKey
 from gateway.officers.quotas import DiskReserveError, QuotaExceededError, Quotas
-from tests.helpers import enrolled_officer
+from tests.helpers import enroll_invited, enrolled_officer, running_gateway
 
 KEY = GatewaySigningKey(b"\x61" * 32)
 MIB = 1024 * 1024
@@ -87,3 +92,67 @@ async def test_a_flood_is_refused_before_anything_is_stored(tmp_path, aiohttp_se
     with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:
         assert db.execute("SELECT id FROM messages ORDER BY mseq").fetchall() == [
             (s["id"],) for s in sent]
+
+
+def test_the_days_budgets_are_replayed_from_what_was_stored() -> None:
+    """Sends replayed at start leave the budgets as the charges themselves did."""
+    live, clock = quotas()
+    start = clock.now_ms()
+    sends = []
+    for k, (officer, size) in enumerate([("off-a", 3 * MIB), ("off-b", 5 * MIB),
+                                         ("off-a", 4 * MIB)]):
+        live.charge(officer, "desk@vn", size)
+        sends.append((officer, "desk@vn", clock.now_ms(), size))
+        clock.advance(3600 * (k + 1))
+    restored, later = quotas()
+    later.advance((clock.now_ms() - start) / 1000)
+    restored.restore(sends, clock.now_ms())
+    for budgets, again, key in ((live.officers, restored.officers, "off-a"),
+                                (live.officers, restored.officers, "off-b"),
+                                (live.desks, restored.desks, "desk@vn")):
+        assert again.level(key) == pytest.approx(budgets.level(key))
+    assert restored.officers.level("off-c") == 10 * MIB  # nobody else was charged
+    restored.restore([("off-c", "x@vn", start - 1, MIB)], start + 86_400_000)
+    assert restored.officers.level("off-c") == 10 * MIB  # a day later it is all back
+
+
+def test_a_restarted_gateway_still_refuses_an_officer_whose_day_is_spent(
+        tmp_path: Path) -> None:
+    """A real ``gateway run`` process, stopped and started again on the same database."""
+    limits = "[limits]\nofficer_bytes_per_day = 8192\n"
+    text = {"type": "hotline", "text": "x" * 3000}
+    with running_gateway(tmp_path / "gw", ("trafficking", "border-liaison"),
+                         limits) as running:
+        async def spend() -> GatewayClient:
+            async with aiohttp.ClientSession() as http:
+                roster = Roster()
+                for desk in ("trafficking", "border-liaison"):
+                    creds, answer = await enroll_invited(http, running, desk)
+                    await roster.join(http, creds, answer)
+                    if desk == "trafficking":
+                        sender = creds
+                a = GatewayClient(http, sender)
+                for _ in range(2):
+                    assert (await a.send("hotline", "border-liaison", text))["status"] == \
+                        "accepted"
+                with pytest.raises(ApiError) as refused:
+                    await a.send("hotline", "border-liaison", text)
+                assert (refused.value.status, refused.value.code) == (429, "quota_exceeded")
+                return a
+
+        a = asyncio.run(spend())
+    # Stopped; a new process on the same data directory (its memory starts empty).
+    with ServerProcess.gateway(running.cfg) as server:
+        async def after_restart() -> None:
+            async with aiohttp.ClientSession() as http:
+                creds = dataclasses.replace(a.creds, gateway_url=server.url)
+                again = GatewayClient(http, creds)
+                with pytest.raises(ApiError) as refused:
+                    await again.send("hotline", "border-liaison", text)
+                assert (refused.value.status, refused.value.code) == (429, "quota_exceeded")
+                assert refused.value.message.startswith("your quota")
+
+        asyncio.run(after_restart())
+    assert server.returncode == 0
+    with sqlite3.connect(running.cfg.parent / "data" / "gateway.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (2,)

@@ -4,11 +4,14 @@ Strangers flood the sign-in routes from many addresses, or from the one address 
 reverse proxy gives everyone, claiming an officer's id; the officer still signs in, and
 what the strangers make the gateway hold is nothing. The clock is a ManualClock, so token
 buckets do not refill while a test runs. A junk signature for a revoked officer is
-answered like one for an officer nobody knows.
+answered like one for an officer nobody knows. All anonymous requests wait their turn
+in one line, served at a fixed rate, so that a flood from any number of addresses is
+slowed to that rate instead of taking the gateway's time from the officers' requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,8 +28,9 @@ from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
 from gateway.crypto.keys import ROLE_GATEWAY_SIGNING, OfficerEncryptionKey, OfficerSigningKey
 from gateway.officers.enrollment import new_code
+from gateway.officers.sessions import AnonymousLine, RateLimited
 from gateway.protocol.officers import code_hash, session_text
-from tests.helpers import GATEWAY_KEY
+from tests.helpers import GATEWAY_KEY, enroll_body
 
 GATEWAY_ID = "vn-mps"
 NOBODY = "off-00000000deadbeef"
@@ -212,3 +216,60 @@ async def test_a_challenge_is_refused_for_another_officer_after_a_restart_or_reu
     status, answer = await post(served.http, served.url, "/v1/session", signed(oid, key, late))
     assert (status, answer["error"]) == (401, "challenge_expired")
     assert served.app[SESSIONS].used_count() == 0  # the used one was forgotten at its expiry
+
+
+async def test_anonymous_requests_wait_their_turn_in_one_line() -> None:
+    """At 10 a second with 1 s of waiting at most: eleven requests at once are served
+    0.1 s apart, the twelfth and later are refused at once, and the line is empty again
+    once its time has passed."""
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+
+    line = AnonymousLine(10.0, 1.0, now=lambda: now[0], sleep=sleep)
+    for _ in range(11):
+        await line.turn()
+    assert slept == [round(0.1 * k, 6) for k in range(1, 11)]  # the first went at once
+    with pytest.raises(RateLimited) as refused:
+        await line.turn()
+    assert refused.value.retry_after == pytest.approx(1.1)
+    assert len(slept) == 10  # refused without waiting
+    now[0] += 5.0
+    await line.turn()
+    assert len(slept) == 10  # an empty line: served at once
+
+
+async def test_a_flood_of_anonymous_requests_is_slowed_to_the_lines_rate(make_served) -> None:
+    """Over HTTP, from twenty addresses at once, at 20 a second and 0.5 s at most: about
+    eleven are answered, spaced by the line, and the rest refused with 429 before any
+    per-address limit is reached (each address sends one request)."""
+    served = await make_served(anonymous_line_per_second=20.0,
+                               anonymous_line_wait_seconds=0.5)
+    clients = [from_address(f"127.0.7.{k + 1}") for k in range(20)]
+    try:
+        statuses = await asyncio.gather(*(challenge(c, served.url, NOBODY)
+                                          for c in clients))
+    finally:
+        for c in clients:
+            await c.close()
+    answered = [status for status, _ in statuses if status == 200]
+    refused = [status for status, _ in statuses if status == 429]
+    assert len(answered) + len(refused) == 20
+    assert 2 <= len(answered) <= 12 and refused  # 0.5 s at 20/s, whatever the machine
+
+
+async def test_enrollment_and_sign_in_attempts_stand_in_the_same_line(make_served) -> None:
+    """One request every ten seconds and no waiting: after one challenge, an enrollment
+    guess and a sign-in attempt from other addresses are refused by the line."""
+    served = await make_served(anonymous_line_per_second=0.1,
+                               anonymous_line_wait_seconds=0.0)
+    assert (await challenge(served.http, served.url, NOBODY))[0] == 200
+    signing, enc = OfficerSigningKey.generate(), OfficerEncryptionKey.generate()
+    attempts = [("/v1/enroll", enroll_body(new_code(), signing, enc)),
+                ("/v1/session", signed(NOBODY, signing, base64.b64encode(b"x" * 32).decode()))]
+    for k, (path, doc) in enumerate(attempts):
+        async with from_address(f"127.0.8.{k + 1}") as other:
+            status, answer = await post(other, served.url, path, doc)
+        assert (status, answer["error"]) == (429, "rate_limited"), path

@@ -20,6 +20,7 @@ from gateway.protocol.merkle import (
 from gateway.store import ACCEPTED, CONFLICT, DUPLICATE, PartnerState
 from gateway.store.schema import MIGRATIONS
 from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite.desks import EnrollmentError
 from tests.helpers import T0, Officer, db_path, incoming, make_envelope
 
 
@@ -301,3 +302,31 @@ async def test_a_write_cancelled_as_it_begins_leaves_no_transaction_open(store, 
             await task
         outcome = await store.accept(incoming(make_envelope(sender, readers)))
         assert outcome.status == ACCEPTED
+
+
+async def test_a_guessed_enrollment_code_is_refused_without_the_write_lock(store) -> None:
+    """Under a flood of guesses, each guess holding the write lock made the committer of
+    every officer's message wait behind them (bench/abuse.py): a code that does not
+    exist, is used or has expired is refused while another transaction holds the lock."""
+    def never(*_: object) -> object:
+        raise AssertionError("no officer is made for a guessed code")
+
+    await store.add_desk("border-liaison", None, T0)
+    await store.add_enrollment_code(b"\x01" * 32, ["border-liaison"], T0, T0 + 60_000)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with store.transaction():
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    try:
+        for guess, now in ((b"\x02" * 32, T0), (b"\x01" * 32, T0 + 60_000)):  # unknown; expired
+            with pytest.raises(EnrollmentError):
+                await asyncio.wait_for(store.redeem_enrollment_code(guess, now, never, never),
+                                       5.0)
+    finally:
+        release.set()
+        await holder

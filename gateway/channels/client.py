@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.appkeys import (
     ANON_LIMITER,
+    ANON_LINE,
     CASES,
     CLOCK,
     CONFIG,
@@ -131,6 +132,7 @@ def _claimed_officer(doc: dict[str, Any]) -> str:
 
 
 async def post_enroll(request: web.Request) -> web.Response:
+    await request.app[ANON_LINE].turn()
     limit_anonymous(request)
     code: object = None
     try:
@@ -164,6 +166,7 @@ async def post_enroll(request: web.Request) -> web.Response:
 
 
 async def post_challenge(request: web.Request) -> web.Response:
+    await request.app[ANON_LINE].turn()
     limits, address = request.app[SIGNIN_LIMITS], limit_key(client_address(request))
     limits.from_address(address)
     doc = await read_json(request)
@@ -182,6 +185,7 @@ class UnknownOfficer(AuthError):
 
 
 async def post_session(request: web.Request) -> web.Response:
+    await request.app[ANON_LINE].turn()
     limits, address = request.app[SIGNIN_LIMITS], limit_key(client_address(request))
     limits.from_address(address)
     officer_id: object = None

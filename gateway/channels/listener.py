@@ -8,8 +8,9 @@ few with patience, could hold every descriptor the process may open, and nobody 
 would be answered. :class:`ConnectionCaps` counts open connections in total and per
 client address; :class:`CappedSite` listens with a protocol factory that closes a
 connection past either cap as soon as it is accepted, before reading anything (an abort:
-no answer, nothing buffered). Under TLS a connection is counted once its handshake is
-over; the handshake has the same deadline as a request head.
+no answer, nothing buffered), and counts it by the cap that refused it (``total`` or
+``per_address``: ``fpg_refused_connections_total{reason}``). Under TLS a connection is
+counted once its handshake is over; the handshake has the same deadline as a request head.
 
 A process that runs out of descriptors anyway fails in ``accept()``: asyncio then logs
 ``socket.accept() out of system resource`` for every connection waiting, with a traceback,
@@ -44,20 +45,30 @@ DESCRIPTOR_RESERVE = 128
 NR_OPEN = 1_048_576  # Linux's default ceiling, when the hard limit says "unlimited"
 
 
+#: Why a connection was refused: the cap it met (the reason label of the metric).
+REFUSED_TOTAL, REFUSED_PER_ADDRESS = "total", "per_address"
+REFUSED_REASONS = (REFUSED_TOTAL, REFUSED_PER_ADDRESS)
+
+
 class ConnectionCaps:
     """How many connections are open, in total and per client address, and whether one
-    more may be."""
+    more may be; ``refused(reason)`` is called for each connection refused."""
 
-    def __init__(self, total: int, per_address: int) -> None:
+    def __init__(self, total: int, per_address: int,
+                 refused: Callable[[str], object] | None = None) -> None:
         self.total, self.per_address = total, per_address
         self.open = 0
         self.refused = 0
+        self._on_refused = refused
         self._by_address: dict[str, int] = {}
 
     def admit(self, address: str) -> bool:
         held = self._by_address.get(address, 0)
         if self.open >= self.total or held >= self.per_address:
             self.refused += 1
+            if self._on_refused is not None:
+                self._on_refused(REFUSED_TOTAL if self.open >= self.total
+                                 else REFUSED_PER_ADDRESS)
             return False
         self._by_address[address] = held + 1
         self.open += 1

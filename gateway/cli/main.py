@@ -21,10 +21,12 @@ from aiohttp import web
 
 from gateway import __version__, interpreter
 from gateway.app import create_app, ssl_context
+from gateway.appkeys import METRICS
 from gateway.channels import admin
 from gateway.channels import metrics as metrics_channel
 from gateway.channels.listener import (
     DESCRIPTOR_RESERVE,
+    REFUSED_REASONS,
     AcceptErrorLog,
     CappedSite,
     ConnectionCaps,
@@ -770,8 +772,12 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
     AcceptErrorLog().install(asyncio.get_running_loop())
     try:
         await runner.setup()  # inside: a resource that fails to start stops those before it
+        refused = app[METRICS].refused_connections
+        for reason in REFUSED_REASONS:  # scraped as 0 before the first refusal
+            refused.labels(reason)
         caps = ConnectionCaps(config.server.max_connections,
-                              config.server.max_connections_per_address)
+                              config.server.max_connections_per_address,
+                              refused=lambda reason: refused.labels(reason).inc())
         site = CappedSite(runner, config.server.host, config.server.port, caps,
                           ssl_context=ssl_context(config),
                           handshake_seconds=config.server.header_timeout_seconds)

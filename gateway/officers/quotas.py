@@ -2,10 +2,16 @@
 and never the last of the disk.
 
 Each quota is a budget of bytes that refills evenly over a day, up to one day's worth,
-kept in memory (a restart gives every budget back; the disk reserve does not depend on
-it). A message is refused before anything is stored when its sender's or its desk's
-budget cannot pay for it (``429 quota_exceeded``, with when it could), or when storing it
-would leave less than ``store.disk_reserve_bytes`` free on the data directory's file
+kept in memory and charged without touching the database. At start, :meth:`Quotas.restore`
+replays the last day's stored sends (``QuotaStore.local_sends``, which reads about a day
+of rows, not the whole table) into the budgets, so a restart gives nobody their day back:
+a budget is full again a day after its last charge, whatever came before, so a day of
+history is all it takes (a resend answered ``duplicate`` was charged but is not stored,
+and is forgotten by a restart).
+
+A message is refused before anything is stored when its sender's or its desk's budget
+cannot pay for it (``429 quota_exceeded``, with when it could), or when storing it would
+leave less than ``store.disk_reserve_bytes`` free on the data directory's file
 system (``507 disk_reserve``): SQLite never meets a full disk on an officer's account.
 """
 
@@ -13,13 +19,14 @@ from __future__ import annotations
 
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.errors import ClientError
 
 DAY_SECONDS = 86_400.0
+DAY_MS = 86_400_000
 MAX_KEYS = 100_000
 
 
@@ -55,6 +62,23 @@ class _Budgets:
         while len(self._levels) > MAX_KEYS:
             self._levels.popitem(last=False)
 
+    def replay(self, charges: Iterable[tuple[str, int, int]], now_ms: int) -> None:
+        """The budgets as ``charges`` (key, wall time in ms, bytes; oldest first, none more
+        than a day old) left them at ``now_ms``."""
+        state: dict[str, tuple[float, int]] = {}
+        for key, at_ms, size in charges:
+            level, last = state.get(key, (self.per_day, at_ms))
+            level = min(self.per_day, level + max(0, at_ms - last) / 1000 * self.rate) - size
+            state[key] = (level, at_ms)
+        mono = self.clock.monotonic()
+        for key, (level, last) in state.items():
+            level = min(self.per_day, level + max(0, now_ms - last) / 1000 * self.rate)
+            if level < self.per_day:
+                self._levels.pop(key, None)
+                self._levels[key] = (level, mono)
+        while len(self._levels) > MAX_KEYS:
+            self._levels.popitem(last=False)
+
     def wait(self, key: str, amount: int) -> float:
         """Seconds until ``key`` can pay ``amount`` (inf if never: more than a day's)."""
         if amount > self.per_day:
@@ -71,6 +95,12 @@ class Quotas:
         self.data_dir = data_dir
         self.reserve_bytes = reserve_bytes
         self.free = free
+
+    def restore(self, sends: list[tuple[str, str, int, int]], now_ms: int) -> None:
+        """Charge the stored sends of the last day again (officer id, desk, accepted_ms,
+        bytes; oldest first), as after a restart."""
+        self.officers.replay(((officer, at, size) for officer, _, at, size in sends), now_ms)
+        self.desks.replay(((desk, at, size) for _, desk, at, size in sends), now_ms)
 
     def charge(self, officer: str, desk: str, size: int) -> None:
         """Pay for storing ``size`` bytes from ``officer`` of ``desk``, or raise (and pay

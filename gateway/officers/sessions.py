@@ -28,16 +28,32 @@ budget), and per officer for sign-ins that proved the key. Nothing that a strang
 spends an officer's own budget: 400 addresses claiming one officer's id spend their own
 buckets, and one address shared by many officers (a reverse proxy) gives each officer id
 a bucket of its own.
+
+Before any of that, all anonymous work (enrollment, challenges, sign-in attempts) waits
+its turn in one line (:class:`AnonymousLine`), served at ``limits.anonymous_line_per_second``.
+Those limits are per address and per claimed id, so 400 addresses could ask for 20,000
+challenges a second between them; each is cheap, but a gateway answering thousands a
+second has no time left for the officers' own requests, each of which takes several
+turns of the event loop (reading, verifying on a worker thread, committing): sends took
+a second and more under such a flood (bench/abuse.py). A request in the line waits
+instead of being refused, and an HTTP/1.1 client waits for each answer before it sends
+the next request on that connection, so a flood is slowed to the line's rate, whatever
+its number of addresses, while an honest sign-in still goes through, after a wait of at
+most the open connections divided by the rate. A request that would wait longer than
+``anonymous_line_wait_seconds`` is refused at once (``429 rate_limited``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import heapq
 import hmac
 import os
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.clock import Clock
@@ -190,6 +206,31 @@ class Sessions:
         for digest in list(self._of_officer.get(officer, ())):
             self._drop(digest)
 
+
+
+class AnonymousLine:
+    """One line for all anonymous requests, served at ``rate`` a second (on the real
+    clock: it shares out the gateway's time); :meth:`turn` waits for the request's turn,
+    or refuses it at once if that is more than ``max_wait`` seconds away."""
+
+    def __init__(self, rate: float, max_wait: float,
+                 now: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self.spacing, self.max_wait = 1.0 / rate, max_wait
+        self.now, self.sleep = now, sleep
+        self._next = 0.0  # when the next request may be served
+
+    async def turn(self) -> None:
+        now = self.now()
+        at = max(now, self._next)
+        wait = at - now
+        if wait > self.max_wait:
+            error = RateLimited(f"the gateway is busy; retry in {wait:.0f} s")
+            error.retry_after = wait
+            raise error
+        self._next = at + self.spacing
+        if wait > 0:
+            await self.sleep(wait)
 
 
 class RateLimiter:

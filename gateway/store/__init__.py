@@ -789,13 +789,22 @@ class RetentionStore(Protocol):
         and not waiting for a partner; the rows, digests and ledger stay. How many."""
 
 
+class QuotaStore(Protocol):
+    """What the quotas (gateway.officers.quotas) need to survive a restart."""
+
+    async def local_sends(self, since_ms: int) -> list[tuple[str, str, int, int]]:
+        """(officer id, sending desk, accepted_ms, envelope bytes) of each message this
+        gateway's officers sent since ``since_ms``, oldest first; without scanning
+        older messages."""
+
+
 class Store(SenderStore, ReceiverStore, PartnerStore, WitnessStore, DeliveryStore,
             DirectoryStore, EnrollmentStore, AdmissionStore, NoticeStore, ShareStore,
             OperatorStore,
             LedgerStore,
             StagesStore,
             LevelsStore, CaseStore, ExchangeStore, StatusStore, QueueStore, RetentionStore,
-            Protocol):
+            QuotaStore, Protocol):
     """What the gateway needs from durable storage: every consumer's protocol, and what
     the application, the tests and the benchmarks use to write and to stop it."""
 

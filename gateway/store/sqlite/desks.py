@@ -127,6 +127,14 @@ class DeskQueries(StoreEngine):
         self, code_hash: bytes, now_ms: int, make_officer: Callable[[tuple[str, ...]], OfficerRow],
         admit_first: Callable[[OfficerRow, str], AdmissionRow],
     ) -> OfficerRow:
+        # A guessed code is refused on the reader, without the write lock: a transaction
+        # holds that lock over several turns of the event loop, which under a flood of
+        # guesses are slow, and the committer of every officer's message waited behind
+        # them (sends took seconds, bench/abuse.py). The check is made again below.
+        known = await self._read(
+            "SELECT expires_ms, used_ms FROM enrollment_codes WHERE code_hash = ?", (code_hash,))
+        if not known or known[0][1] is not None or known[0][0] <= now_ms:
+            raise EnrollmentError("enrollment code unknown, already used or expired")
         async with self.transaction() as tx:
             async with tx.execute(
                 "SELECT desks, expires_ms, used_ms FROM enrollment_codes WHERE code_hash = ?",

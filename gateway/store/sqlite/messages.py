@@ -62,6 +62,7 @@ _MOVE_CASE = (
     " reminded_ms = ?, escalated_ms = ?, closed = ? WHERE thread = ?"
 )
 _IGNORE_MOVE = "UPDATE cases SET ignored_moves = ignored_moves + 1 WHERE thread = ?"
+_SENDS_PAGE = 1000
 _FIRST_READ = "UPDATE messages SET first_read_ms = ? WHERE id = ? AND first_read_ms IS NULL"
 _FIRST_REPLY = "UPDATE messages SET first_reply_ms = ? WHERE id = ? AND first_reply_ms IS NULL"
 
@@ -239,6 +240,26 @@ class MessageQueries(StoreEngine):
                 " WHERE accepted_ms < ? AND length(envelope) > 0"
                 " AND id NOT IN (SELECT message_id FROM outbox) LIMIT ?)", (before_ms, limit))
             return cursor.rowcount
+
+    async def local_sends(self, since_ms: int) -> list[tuple[str, str, int, int]]:
+        # Newest first by mseq, a page at a time, until a whole page was accepted before
+        # ``since_ms``: accept order is mseq order (a wall clock set back a little moves no
+        # page boundary far), so a start reads about a day of rows, never the whole table.
+        found: list[tuple[str, str, int, int]] = []
+        below = 2**63 - 1
+        while True:
+            rows = await self._read(
+                "SELECT m.mseq, o.id, m.sender, m.accepted_ms, length(m.envelope)"
+                " FROM messages m JOIN officers o ON o.sign_key_id = m.actor"
+                " WHERE m.mseq < ? AND m.origin = 'local' ORDER BY m.mseq DESC LIMIT ?",
+                (below, _SENDS_PAGE))
+            found += [(officer, desk, at, size) for _, officer, desk, at, size in rows
+                      if at >= since_ms]
+            if len(rows) < _SENDS_PAGE or max(row[3] for row in rows) < since_ms:
+                break
+            below = rows[-1][0]
+        found.sort(key=lambda send: send[2])
+        return found
 
     async def stored_digests(self, message_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
