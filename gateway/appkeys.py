@@ -9,6 +9,7 @@ from gateway.config import Config
 from gateway.crypto.worker import CryptoWorker
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
+from gateway.federation.loops import PartnerLoops
 from gateway.federation.partners import Partners
 from gateway.federation.receiver import Receiver
 from gateway.federation.witness import Witness
@@ -47,3 +48,4 @@ METRICS = web.AppKey("metrics", Metrics)
 WITNESS = web.AppKey("witness", Witness)
 STAGES = web.AppKey("stages", Stages)
 SERVICE_LEVELS = web.AppKey("service_levels", ServiceLevels)
+PARTNER_LOOPS = web.AppKey("partner_loops", PartnerLoops)

@@ -8,6 +8,10 @@ user) reach it; nothing on the network does. ``gateway partners`` reads from it.
     acknowledgements waiting, last contact, the last checkpoint witnessed, the last alarm.
 ``POST /partners/{id}/retry``
     wake that partner's sender now, ending its backoff.
+``POST /reload``
+    read the configuration file again and apply what changed, as SIGHUP does
+    (gateway.reload); answers what was applied, what needs a restart, or why the new
+    configuration was refused.
 ``GET /status``
     the one-screen summary: ledger, partners, service levels and their breaches, and
     response times observed since the gateway started (counts and means per stage and
@@ -25,11 +29,20 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
+from gateway.appkeys import (
+    CLOCK,
+    CONFIG,
+    METRICS,
+    PARTNERS,
+    SERVICE_LEVELS,
+    STORE,
+    WITNESS,
+)
 from gateway.channels.errors import error_middleware
-from gateway.errors import ConfigError, NotFoundError
+from gateway.errors import ConfigError, NotFoundError, UnavailableError
 from gateway.federation.partners import Partner
 from gateway.metrics import Metrics
+from gateway.reload import RELOADER
 from gateway.store import StatusStore
 
 MAIN = web.AppKey("main", web.Application)
@@ -89,7 +102,7 @@ async def get_status(request: web.Request) -> web.Response:
             "priority": level.priority, "stage": level.stage,
             "within_seconds": level.within_seconds, "escalate": level.escalate,
             "breaches": breaches.get((level.priority, level.stage), 0),
-        } for level in config.service_levels],
+        } for level in app[SERVICE_LEVELS].levels],  # as reloaded
         "responses": _responses(app[METRICS]),
     })
     return web.json_response(report)
@@ -126,12 +139,20 @@ async def post_retry(request: web.Request) -> web.Response:
     return web.json_response({"partner": partner.id, "woken": True})
 
 
+async def post_reload(request: web.Request) -> web.Response:
+    reloader = request.app[MAIN].get(RELOADER)
+    if reloader is None:  # a gateway not started by `gateway run`
+        raise UnavailableError("this gateway cannot reload its configuration")
+    return web.json_response(await reloader.reload())
+
+
 def admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[MAIN] = main
     app.router.add_get("/partners", get_partners)
     app.router.add_get("/status", get_status)
     app.router.add_post("/partners/{partner}/retry", post_retry)
+    app.router.add_post("/reload", post_reload)
     return app
 
 
