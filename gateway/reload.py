@@ -10,7 +10,9 @@ applied, one log line per change:
   queued messages stay in the store (the line says how many; they go out if it is added
   again); one whose URL or fingerprint changed is removed and added again;
 - service levels (``[[service_levels]]``): checked from the next pass on;
-- desks: the desk directory is read again from the database;
+- desks: the desk directory is read again from the database (where ``gateway desks
+  add`` puts them, picked up within a second anyway), and what changed since the last
+  reload is logged;
 - TLS certificates of the officers' and metrics listeners: the files are loaded into the
   listeners' existing TLS contexts, so new connections get the new certificate and open
   ones carry on with theirs.
@@ -45,7 +47,6 @@ from gateway.config import Config, load_config
 from gateway.crypto.keys import normalize_fingerprint
 from gateway.errors import GatewayError
 from gateway.federation.partners import Partner, Partners
-from gateway.officers.directory import Directory
 from gateway.store import StatusStore
 
 log = structlog.get_logger("gateway.reload")
@@ -92,6 +93,7 @@ class Reloader:
         self.tls = {"server": server_tls, "metrics": metrics_tls}
         self.config: Config = app[CONFIG]  # in force: the start's, with what was reloaded
         self._lock = asyncio.Lock()
+        self._desk_names: set[str] | None = None  # as the last reload saw them
 
     async def reload(self) -> dict[str, Any]:
         """Read the file and apply it; the summary (also logged)."""
@@ -191,18 +193,17 @@ class Reloader:
         return changes
 
     async def _desks(self) -> list[str]:
+        """Desks live in the database (``gateway desks add``) and are picked up as they
+        change; a reload reads them again and says what changed since the last one."""
         directory = self.app[DIRECTORY]
-        before = await directory.get()
-        after = await directory.reload()
-        if _desk_names(before) == _desk_names(after):
+        before = self._desk_names
+        if before is None:
+            before = set((await directory.get()).desks)
+        after = self._desk_names = set((await directory.reload()).desks)
+        if before == after:
             return []
-        log.info("desks_changed", added=sorted(_desk_names(after) - _desk_names(before)),
-                 removed=sorted(_desk_names(before) - _desk_names(after)))
+        log.info("desks_changed", added=sorted(after - before), removed=sorted(before - after))
         return ["desks"]
-
-
-def _desk_names(directory: Directory) -> set[str]:
-    return set(directory.desks)
 
 
 async def _queued(store: StatusStore) -> dict[str, int]:

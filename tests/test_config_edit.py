@@ -116,7 +116,7 @@ def test_partners_it_cannot_edit_as_tables_are_refused(tmp_path: Path, example: 
     assert [p.id for p in load_config(example).partners] == ["kh-cnp"]
     for edit in (lambda: add_partner(example, "la-mps", "https://gw.la.example", FP),
                  lambda: remove_partner(example, "kh-cnp")):
-        with pytest.raises(ConfigError, match="edit the file by hand|not valid TOML"):
+        with pytest.raises(ConfigError, match=r"edit the file by hand|not valid TOML"):
             edit()
         assert example.read_text() == inline
 
