@@ -11,10 +11,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from gateway.appkeys import PARTNER_LOOPS, PARTNERS, SERVICE_LEVELS
+from gateway.channels import admin
+from gateway.cli.admin import admin_request
 from gateway.config_edit import add_partner, remove_partner
+from gateway.errors import GatewayError
 from gateway.reload import Reloader
 from tests.helpers import Gw, make, officers, pin, started, stop_all, until
 
@@ -68,6 +72,7 @@ async def test_a_removed_partner_stops_its_loops_and_keeps_its_queue_until_added
     try:
         assert vn.app is not None
         path, reload = config_file(vn), reloader(vn)
+        await reload.reload()  # desks seen from here on
         a, k = await officers(vn, kh, http)
         loops = vn.app[PARTNER_LOOPS]
         assert loops.running("kh-cnp") == ["refresh", "relay", "witness"]
@@ -176,5 +181,40 @@ async def test_service_levels_are_applied_and_other_settings_named_for_a_restart
         # The same file again: nothing more to apply, the restart still named.
         again = await reload.reload()
         assert again["changes"] == [] and again["needs_restart"] == answer["needs_restart"]
+    finally:
+        await stop_all(vn)
+
+
+async def test_a_partner_whose_url_changed_is_restarted_with_it(tmp_path: Path) -> None:
+    vn, kh = make(tmp_path, "vn-mps"), make(tmp_path, "kh-cnp")
+    pin(vn, kh)
+    await started(vn)
+    try:
+        assert vn.app is not None
+        path, reload = config_file(vn), reloader(vn)
+        await reload.reload()  # desks seen from here on
+        remove_partner(path, "kh-cnp")
+        add_partner(path, "kh-cnp", "http://127.0.0.1:9", kh.key.public.fingerprint)
+        with capture_logs() as logs:
+            answer = await reload.reload()
+        assert answer["changes"] == ["partner kh-cnp changed"]
+        (changed,) = events(logs, "partner_changed")
+        assert changed["url"] == "http://127.0.0.1:9"
+        assert vn.app[PARTNERS].require("kh-cnp").config.url == "http://127.0.0.1:9"
+        assert vn.app[PARTNER_LOOPS].running("kh-cnp") == ["refresh", "relay", "witness"]
+    finally:
+        await stop_all(vn)
+
+
+async def test_the_admin_reload_of_a_gateway_without_a_reloader_is_refused(
+        tmp_path: Path) -> None:
+    vn = make(tmp_path, "vn-mps")
+    await started(vn)
+    try:
+        assert vn.app is not None
+        sock = tmp_path / "admin.sock"
+        async with admin.serving(vn.app, sock):
+            with pytest.raises(GatewayError, match="cannot reload its configuration"):
+                await admin_request(sock, "POST", "/reload")
     finally:
         await stop_all(vn)
