@@ -112,8 +112,18 @@ class Reloader:
         fresh = Partners(new, app[IDENTITY], app[CLOCK], app[STORE])  # rosters verified
         certificates = self._certificates(new)
         restart = needs_restart(old, new)
+        # In force from now on: the old configuration with what a reload applies.
+        effective = dataclasses.replace(
+            old, partners=new.partners, trust_anchors=new.trust_anchors,
+            service_levels=new.service_levels,
+            server=dataclasses.replace(old.server, tls_cert_file=new.server.tls_cert_file,
+                                       tls_key_file=new.server.tls_key_file)
+            if certificates.get("server") else old.server,
+            metrics=dataclasses.replace(old.metrics, tls_cert_file=new.metrics.tls_cert_file,
+                                        tls_key_file=new.metrics.tls_key_file)
+            if certificates.get("metrics") else old.metrics)
         changes: list[str] = []
-        changes += await self._partners(fresh, new)
+        changes += await self._partners(fresh, effective)
         if new.service_levels != old.service_levels:
             app[SERVICE_LEVELS].replace(new.service_levels)
             log.info("service_levels_changed", levels=len(new.service_levels),
@@ -127,15 +137,7 @@ class Reloader:
         if restart:
             log.warning("reload_needs_restart", settings=restart,
                         detail="not applied; restart the gateway to apply them")
-        self.config = dataclasses.replace(
-            old, partners=new.partners, trust_anchors=new.trust_anchors,
-            service_levels=new.service_levels,
-            server=dataclasses.replace(old.server, tls_cert_file=new.server.tls_cert_file,
-                                       tls_key_file=new.server.tls_key_file)
-            if certificates.get("server") else old.server,
-            metrics=dataclasses.replace(old.metrics, tls_cert_file=new.metrics.tls_cert_file,
-                                        tls_key_file=new.metrics.tls_key_file)
-            if certificates.get("metrics") else old.metrics)
+        self.config = effective
         log.info("reloaded", changes=len(changes), needs_restart=len(restart),
                  partners=len(app[PARTNERS].by_id))
         return {"refused": None, "changes": changes, "needs_restart": restart}
@@ -159,6 +161,8 @@ class Reloader:
         return out
 
     async def _partners(self, fresh: Partners, new: Config) -> list[str]:
+        """Partners added, removed or changed; ``new`` is the configuration in force
+        after the reload (partners and rosters new, federation settings as they were)."""
         app = self.app
         partners, loops = app[PARTNERS], app[PARTNER_LOOPS]
         current = dict(partners.by_id)

@@ -177,6 +177,7 @@ async def test_service_levels_are_applied_and_other_settings_named_for_a_restart
                       if (lv.priority, lv.stage) == ("flash", "read")]
         assert [lv.within_seconds for lv in flash_read] == [42.0]
         assert len(vn.app[SERVICE_LEVELS].levels) == 9  # the defaults stay (issue 22, 8)
+        assert vn.app[PARTNERS].config.federation.health_seconds == 0.1  # not applied
         assert events(logs, "service_levels_changed")
         # The same file again: nothing more to apply, the restart still named.
         again = await reload.reload()
