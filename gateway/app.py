@@ -40,6 +40,7 @@ from gateway.appkeys import (
     LIMITER,
     METRICS,
     NOTICES,
+    PARTNER_LOOPS,
     PARTNERS,
     RECEIVER,
     SERVICE_LEVELS,
@@ -61,6 +62,7 @@ from gateway.crypto.worker import CryptoWorker
 from gateway.errors import LedgerError
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
+from gateway.federation.loops import PartnerLoops
 from gateway.federation.partners import Partner, Partners
 from gateway.federation.receiver import Receiver
 from gateway.federation.sender import Sender
@@ -242,15 +244,14 @@ async def message_paths(app: web.Application) -> AsyncIterator[None]:
 
 
 async def service_levels(app: web.Application) -> AsyncIterator[None]:
-    """The service-level checks, run every ``check_seconds`` if any level is configured."""
+    """The service-level checks, run every ``check_seconds`` (nothing to do while no level
+    is configured)."""
     config, identity = app[CONFIG], app[IDENTITY]
     levels = app[SERVICE_LEVELS] = ServiceLevels(
         config.service_levels, app[STORE], app[DIRECTORY], app[STAGES], app[METRICS],
         app[CLOCK], identity.signing_key, identity.gateway_id, config.metrics.check_seconds)
     levels.feed = app[NOTICES]
-    if not config.service_levels:
-        yield
-        return
+    # Run also with no level configured: a reload may add some.
     async with background("service_levels", levels.run):
         yield
 
@@ -266,17 +267,12 @@ async def case_deadlines(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-@contextlib.asynccontextmanager
-async def _per_partner(app: web.Application, family: str,
-                       loop_of: Callable[[Partner], Callable[[], Awaitable[None]]]
-                       ) -> AsyncIterator[None]:
+def _per_partner(app: web.Application, family: str,
+                 loop_of: Callable[[Partner], Callable[[], Awaitable[None]]]
+                 ) -> contextlib.AbstractAsyncContextManager[None]:
     """One supervised task ``family:<partner>`` per partner, with the partner's id bound
-    to every log line the task writes."""
-    async with contextlib.AsyncExitStack() as tasks:
-        for partner in app[PARTNERS].by_id.values():
-            await tasks.enter_async_context(
-                background(f"{family}:{partner.id}", loop_of(partner), partner=partner.id))
-        yield
+    to every log line the task writes; started too for partners a reload adds."""
+    return app[PARTNER_LOOPS].family(family, loop_of, list(app[PARTNERS].by_id.values()))
 
 
 async def partner_refreshes(app: web.Application) -> AsyncIterator[None]:
@@ -359,6 +355,7 @@ def create_app(config: Config, bundle: KeyBundle, *, clock: Clock | None = None)
     )
     app[ANON_LINE] = AnonymousLine(limits.anonymous_line_per_second,
                                    limits.anonymous_line_wait_seconds)
+    app[PARTNER_LOOPS] = PartnerLoops()
     app[HUB] = Hub(limits.stream_queue, limits.streams_per_officer, limits.streams_total)
     app.cleanup_ctx.extend(RESOURCES)
     app.on_shutdown.append(_end_streams)

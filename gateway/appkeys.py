@@ -11,6 +11,7 @@ from gateway.config import Config
 from gateway.crypto.worker import CryptoWorker
 from gateway.federation.hop import HopVerifier
 from gateway.federation.identity import Identity
+from gateway.federation.loops import PartnerLoops
 from gateway.federation.partners import Partners
 from gateway.federation.receiver import Receiver
 from gateway.federation.witness import Witness
@@ -52,3 +53,4 @@ STAGES = web.AppKey("stages", Stages)
 SERVICE_LEVELS = web.AppKey("service_levels", ServiceLevels)
 CASE_DEADLINES = web.AppKey("case_deadlines", CaseDeadlines)
 CASES = web.AppKey("cases", Cases)
+PARTNER_LOOPS = web.AppKey("partner_loops", PartnerLoops)

@@ -20,10 +20,11 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.errors import ERRORS, ConfigError, KeyFileError
+from gateway.logs import get_logger
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -152,15 +153,66 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
         return EXIT_FAILURE
 
 
-async def until_stopped(ready: Callable[[], object] | None = None) -> None:
-    """Return when the process receives SIGINT or SIGTERM. ``ready`` (announcing that the
-    process serves, e.g. by writing its port file) is called once the handlers are in
-    place: whoever saw the announcement may stop the process at once, and it stops
-    cleanly instead of being killed by the signal's default action."""
-    stop = asyncio.Event()
+# What a gateway process does with each signal whose default action would end it (all
+# but SIGKILL, which cannot be caught): nothing ends it without a log line.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+RELOAD_SIGNAL = signal.SIGHUP
+# Ended the process by default, mean nothing to a gateway: logged and otherwise ignored.
+# (SIGPIPE is ignored by Python itself: a closed connection is an error on the write.
+# Faults, SIGSEGV SIGBUS SIGFPE SIGILL SIGABRT, print a traceback: faulthandler.)
+IGNORED_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGXCPU",
+    "SIGXFSZ", "SIGSTKFLT") if hasattr(signal, name))
+
+
+async def until_stopped(ready: Callable[[], object] | None = None,
+                        reload: Callable[[], Awaitable[object]] | None = None) -> str:
+    """Return when the process receives SIGINT, SIGTERM or SIGQUIT: the signal's name.
+    SIGHUP runs ``reload`` (one at a time; without one, SIGHUP stops too), and the other
+    signals that would end the process are logged and ignored. ``ready`` (announcing
+    that the process serves, e.g. by writing its port file) is called once the handlers
+    are in place: whoever saw the announcement may stop the process at once, and it
+    stops cleanly instead of being killed by the signal's default action."""
+    log = get_logger("gateway.signals")
+    stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready()
-    await stop.wait()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def stop(sig: signal.Signals) -> None:
+        if not stopped.done():
+            stopped.set_result(sig.name)
+
+    def hangup() -> None:
+        assert reload is not None
+        log.info("reload_requested", signal=RELOAD_SIGNAL.name)
+        task: asyncio.Task[object] = loop.create_task(_run(reload))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def ignore(sig: signal.Signals) -> None:
+        log.warning("signal_ignored", signal=sig.name,
+                    detail="the gateway keeps running; SIGTERM stops it, SIGHUP reloads")
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    if reload is not None:
+        loop.add_signal_handler(RELOAD_SIGNAL, hangup)
+    else:
+        loop.add_signal_handler(RELOAD_SIGNAL, stop, RELOAD_SIGNAL)
+    for sig in IGNORED_SIGNALS:
+        loop.add_signal_handler(sig, ignore, sig)
+    try:
+        if ready is not None:
+            ready()
+        return await stopped
+    finally:
+        for task in list(reloads):  # the handlers stay: a second SIGTERM while
+            task.cancel()  # stopping does not cut the shutdown short
+
+
+async def _run(reload: Callable[[], Awaitable[object]]) -> object:
+    try:
+        return await reload()
+    except Exception:  # a bug: logged, and the gateway serves on with what it had
+        get_logger("gateway.signals").exception("reload_failed")
+        return None

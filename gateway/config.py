@@ -1,7 +1,8 @@
 """Configuration: one TOML file per gateway, parsed once into frozen objects.
 
 Nothing deeper in the gateway reads files or the environment for settings: ``load_config``
-returns a :class:`Config` and that is passed down. Each TOML table maps to one frozen
+returns a :class:`Config` and that is passed down (read again by a reload,
+gateway.reload, which applies what may change while serving). Each TOML table maps to one frozen
 dataclass below; the dataclass fields are the schema (type, default, check), so the
 annotated example in ``config/gateway.example.toml`` and this file say the same thing.
 

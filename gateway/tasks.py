@@ -42,14 +42,25 @@ async def _supervise_bound(name: str, run: Callable[[], Awaitable[None]],
     await supervise(name, run)
 
 
+def spawn(name: str, run: Callable[[], Awaitable[None]],
+          **log_context: object) -> asyncio.Task[None]:
+    """Start ``run`` supervised, as task ``name``; stop it with :func:`stop`."""
+    return asyncio.get_running_loop().create_task(
+        _supervise_bound(name, run, log_context), name=name)
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel a task :func:`spawn` started and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @contextlib.asynccontextmanager
 async def background(name: str, run: Callable[[], Awaitable[None]],
                      **log_context: object) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(
-        _supervise_bound(name, run, log_context), name=name)
+    task = spawn(name, run, **log_context)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)

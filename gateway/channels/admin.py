@@ -17,6 +17,10 @@ user) reach it; nothing on the network does. ``gateway partners`` reads from it.
     body ``{"reason": TEXT}``: take the message out of its outbox and send its sending
     desk a signed non-delivery notice carrying the reason. Whoever reaches this socket
     may do so: it is the operator's authority (docs/SECURITY.md).
+``POST /reload``
+    read the configuration file again and apply what changed, as SIGHUP does
+    (gateway.reload); answers what was applied, what needs a restart, or why the new
+    configuration was refused.
 ``GET /status``
     the one-screen summary: ledger, partners, service levels and their breaches, and
     response times observed since the gateway started (counts and means per stage and
@@ -38,16 +42,25 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import CLOCK, CONFIG, METRICS, PARTNERS, STORE, WITNESS
+from gateway.appkeys import (
+    CLOCK,
+    CONFIG,
+    METRICS,
+    PARTNERS,
+    SERVICE_LEVELS,
+    STORE,
+    WITNESS,
+)
 from gateway.cases.report import requests_report
 from gateway.channels.errors import error_middleware
-from gateway.errors import ClientError, ConfigError, NotFoundError
+from gateway.errors import ClientError, ConfigError, NotFoundError, UnavailableError
 from gateway.federation.partners import Partner
 from gateway.federation.queue import QueueControl
 from gateway.federation.reconcile import reconcile
 from gateway.httpbody import read_body
 from gateway.metrics import Metrics
 from gateway.protocol import jsontext
+from gateway.reload import RELOADER
 from gateway.store import StatusStore
 
 MAIN = web.AppKey("main", web.Application)
@@ -108,7 +121,7 @@ async def get_status(request: web.Request) -> web.Response:
             "priority": level.priority, "stage": level.stage,
             "within_seconds": level.within_seconds, "escalate": level.escalate,
             "breaches": breaches.get((level.priority, level.stage), 0),
-        } for level in config.service_levels],
+        } for level in app[SERVICE_LEVELS].levels],  # as reloaded
         "responses": _responses(app[METRICS]),
     })
     return web.json_response(report)
@@ -169,6 +182,8 @@ async def get_reconcile(request: web.Request) -> web.Response:
         raise NotFoundError(f"{partner} is not a partner of this gateway",
                             code="unknown_partner")
     return web.json_response(await reconcile(app[STORE], app[PARTNERS], partner, since, until))
+
+
 def _queue(request: web.Request) -> QueueControl:
     main = request.app[MAIN]
     return QueueControl(main[STORE], main[PARTNERS], main[CLOCK])
@@ -196,6 +211,13 @@ async def post_return(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def post_reload(request: web.Request) -> web.Response:
+    reloader = request.app[MAIN].get(RELOADER)
+    if reloader is None:  # a gateway not started by `gateway run`
+        raise UnavailableError("this gateway cannot reload its configuration")
+    return web.json_response(await reloader.reload())
+
+
 def admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[MAIN] = main
@@ -207,6 +229,7 @@ def admin_app(main: web.Application) -> web.Application:
     app.router.add_get("/queue", get_queue)
     app.router.add_get("/queue/{id}", get_queued)
     app.router.add_post("/queue/{id}/return", post_return)
+    app.router.add_post("/reload", post_reload)
     return app
 
 

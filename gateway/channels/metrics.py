@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def metrics_app(main: web.Application, settings: MetricsSection) -> web.Applicat
 
 
 @contextlib.asynccontextmanager
-async def serving(main: web.Application, settings: MetricsSection) -> AsyncIterator[int | None]:
-    """Serve ``/metrics`` while the block runs; yields the bound port (None: disabled)."""
+async def serving(main: web.Application, settings: MetricsSection,
+                  tls: ssl.SSLContext | None = None) -> AsyncIterator[int | None]:
+    """Serve ``/metrics`` while the block runs; yields the bound port (None: disabled).
+    ``tls``: the listener's TLS context, if the caller keeps it (to reload its
+    certificate, gateway.reload); by default one is made from ``settings``."""
     if not settings.enabled:
         yield None
         return
@@ -97,7 +101,7 @@ async def serving(main: web.Application, settings: MetricsSection) -> AsyncItera
                            handle_signals=False, **server_settings())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=server_tls(
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls or server_tls(
             settings.tls_cert_file, settings.tls_key_file))
         await site.start()
         port = int(runner.addresses[0][1])

@@ -1,5 +1,5 @@
-"""``gateway partners`` and ``gateway status``: the operator's view of the running
-gateway, from its admin socket (gateway.channels.admin).
+"""``gateway partners``, ``gateway status`` and ``gateway reload``: the operator's view
+of the running gateway, and its reload, over its admin socket (gateway.channels.admin).
 
 ``gateway partners`` also shows the key each partner is trusted with now: the pinned one
 (``[[partners]]`` or a roster), or the newest key the gateway followed from there after
@@ -193,3 +193,16 @@ def partners_command(config: Config, retry: str | None, as_json: bool) -> str:
         return json.dumps(report, indent=2)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(report["now"] / 1000))
     return f"{config.gateway.id} partners at {stamp} UTC\n" + format_partners(report)
+
+
+def reload_command(config: Config) -> str:
+    """``gateway reload``: the running gateway reads its configuration file again."""
+    answer = asyncio.run(admin_request(admin_socket(config), "POST", "/reload"))
+    if answer["refused"]:
+        raise ConfigError(f"reload refused, the configuration in force is unchanged: "
+                          f"{answer['refused']}")
+    lines = [f"{config.gateway.id}: configuration reloaded"]
+    lines += [f"  {change}" for change in answer["changes"]] or ["  (nothing changed)"]
+    if answer["needs_restart"]:
+        lines.append("  not applied, needs a restart: " + ", ".join(answer["needs_restart"]))
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from gateway.channels.listener import (
     ConnectionCaps,
     raise_descriptor_limit,
 )
-from gateway.cli.admin import partners_command, status_command
+from gateway.cli.admin import partners_command, reload_command, status_command
 from gateway.cli.casework import reconcile_command, report_command
 from gateway.cli.ledger import gateway_history, open_ledger
 from gateway.cli.queue import queue_command
@@ -45,6 +46,7 @@ from gateway.cliutil import (
 )
 from gateway.clock import SystemClock
 from gateway.config import Config, PartnerSection, build_section, load_config, parse_config
+from gateway.config_edit import add_partner, remove_partner
 from gateway.crypto.keyfile import (
     KeyBundle,
     load_bundle,
@@ -73,8 +75,9 @@ from gateway.protocol.names import is_name
 from gateway.protocol.notices import MAX_NOTE
 from gateway.protocol.officers import code_hash
 from gateway.protocol.rotation import rotate_bundle
+from gateway.reload import RELOADER, Reloader
 from gateway.store.sqlite import SqliteStore
-from gateway.tls import TlsFileError, check_server_pair, read_bounded
+from gateway.tls import TlsFileError, check_server_pair, read_bounded, server_tls
 
 PROG = "gateway"
 
@@ -224,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     retry = partners_sub.add_parser("retry", help="wake a partner's sender now (ends backoff)")
     retry.add_argument("partner", metavar="ID")
     _add_config(retry)
+    padd = partners_sub.add_parser(
+        "add", help="add a [[partners]] table to the configuration file (then `gateway "
+        "reload` or SIGHUP applies it)")
+    padd.add_argument("partner", metavar="ID", help="the partner gateway's id, e.g. kh-cnp")
+    padd.add_argument("url", metavar="URL", help="its base URL, e.g. https://gw.kh.example:8443")
+    padd.add_argument("--fingerprint", required=True, metavar="FP",
+                      help="its key fingerprint, read to you by its operator (quote it)")
+    _add_config(padd)
+    premove = partners_sub.add_parser(
+        "remove", help="remove a partner's [[partners]] table from the configuration file "
+        "(then `gateway reload`; its queued messages stay in the database)")
+    premove.add_argument("partner", metavar="ID")
+    _add_config(premove)
+
+    p = sub.add_parser("reload", help="make the running gateway read its configuration "
+                       "again (as SIGHUP does) and print what changed")
+    _add_config(p)
 
     p = sub.add_parser("report", help="requests by requesting and executing gateway and "
                        "state, and how many are overdue (from the running gateway)")
@@ -731,7 +751,23 @@ def cmd_officers(args: argparse.Namespace) -> int:
 # --- run -------------------------------------------------------------------------------
 
 
+_APPLY_HINT = ("apply it with `gateway reload --config {path}` (or `kill -HUP` the "
+               "gateway's process); a gateway that is not running reads it at start")
+
+
 def cmd_partners(args: argparse.Namespace) -> int:
+    if args.partners_command == "add":
+        partner = add_partner(args.config, args.partner, args.url, args.fingerprint)
+        print(f"partner {partner.id} ({partner.url}, fingerprint {partner.fingerprint}) "
+              f"added to {args.config}")
+        print(_APPLY_HINT.format(path=args.config))
+        return EXIT_OK
+    if args.partners_command == "remove":
+        partner = remove_partner(args.config, args.partner)
+        print(f"partner {partner.id} removed from {args.config}; its queued messages stay "
+              "in the database and go out if it is added again")
+        print(_APPLY_HINT.format(path=args.config))
+        return EXIT_OK
     config = load_config(args.config)
     retry = args.partner if args.partners_command == "retry" else None
     print(partners_command(config, retry, args.json))
@@ -758,15 +794,25 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    print(reload_command(load_config(args.config)))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     print(status_command(load_config(args.config), args.json))
     return EXIT_OK
 
 
 async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None) -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
+    """Run the gateway until SIGINT, SIGTERM or SIGQUIT; SIGHUP reloads the
+    configuration (gateway.reload)."""
     log = get_logger("gateway.run")
     app = create_app(config, bundle)
+    server_tls_context = ssl_context(config)
+    metrics_tls = server_tls(config.metrics.tls_cert_file, config.metrics.tls_key_file) \
+        if config.metrics.enabled else None
+    reloader = app[RELOADER] = Reloader(app, config.path, server_tls_context, metrics_tls)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            **server_settings(config.server.header_timeout_seconds))
     AcceptErrorLog().install(asyncio.get_running_loop())
@@ -779,7 +825,7 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
                               config.server.max_connections_per_address,
                               refused=lambda reason: refused.labels(reason).inc())
         site = CappedSite(runner, config.server.host, config.server.port, caps,
-                          ssl_context=ssl_context(config),
+                          ssl_context=server_tls_context,
                           handshake_seconds=config.server.header_timeout_seconds)
         await site.start()
         port = runner.addresses[0][1]
@@ -787,15 +833,16 @@ async def serve(config: Config, bundle: KeyBundle, port_file: Path | None = None
         log.info("listening", gateway=config.gateway.id,
                  url=f"{scheme}://{config.server.host}:{port}")
         async with admin.serving(app, config.admin_socket), \
-                metrics_channel.serving(app, config.metrics) as metrics_port:
+                metrics_channel.serving(app, config.metrics, metrics_tls) as metrics_port:
             if metrics_port is not None:
                 log.info("metrics_listening",
                          url=f"http://{config.metrics.host}:{metrics_port}/metrics")
             port_file = port_file or config.server.port_file
             interpreter.settle()
-            await until_stopped(
-                None if port_file is None else functools.partial(write_port_file, port_file, port))
-        log.info("stopping", gateway=config.gateway.id)
+            stopped_by = await until_stopped(
+                None if port_file is None else functools.partial(write_port_file, port_file, port),
+                reloader.reload)
+            log.info("stopping", gateway=config.gateway.id, signal=stopped_by)
     finally:
         await runner.cleanup()
 
@@ -824,6 +871,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "insecure_development_keys",
             detail="the gateway key file is NOT encrypted; never use this in production",
         )
+    faulthandler.enable()  # a fault (SIGSEGV, SIGABRT...) ends the process with a traceback
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tighten(config.data_dir)
     interpreter.tune()
@@ -856,6 +904,7 @@ COMMANDS = {
     "reconcile": cmd_reconcile,
     "queue": cmd_queue,
     "status": cmd_status,
+    "reload": cmd_reload,
     "run": cmd_run,
     "demo": cmd_demo,
 }

@@ -236,50 +236,75 @@ class Partners:
         """Follow the key rotations stored for each partner (from before a restart): the
         stored history must verify and descend from the configured key; if it does not
         (the operator pinned another key since), it is ignored, loudly."""
+        for partner in self.by_id.values():
+            await self._load_keys_of(partner)
+
+    async def _load_keys_of(self, partner: Partner) -> None:
         if self.store is None:
             return
-        for partner in self.by_id.values():
-            statements = await self.store.partner_key_history(partner.id)
-            if not statements:
-                continue
-            with bound_contextvars(partner=partner.id):
-                try:
-                    current = peek_rotation(statements[-1]).new_key
-                    history = verify_history(statements, partner.id, current)
-                    chain = history.since_trusted(partner.fingerprints)
-                except CryptoError as exc:
-                    log.warning("partner_stored_keys_ignored", error=exc.message)
-                    continue
-                partner.chain, partner.history = chain, tuple(statements)
-                partner.fingerprints = frozenset({current.fingerprint})
-                log.info("partner_key_followed", key_id=current.key_id,
-                         fingerprint=current.fingerprint, rotations=len(chain) - 1,
-                         stored=True)
+        statements = await self.store.partner_key_history(partner.id)
+        if not statements:
+            return
+        with bound_contextvars(partner=partner.id):
+            try:
+                current = peek_rotation(statements[-1]).new_key
+                history = verify_history(statements, partner.id, current)
+                chain = history.since_trusted(partner.fingerprints)
+            except CryptoError as exc:
+                log.warning("partner_stored_keys_ignored", error=exc.message)
+                return
+            partner.chain, partner.history = chain, tuple(statements)
+            partner.fingerprints = frozenset({current.fingerprint})
+            log.info("partner_key_followed", key_id=current.key_id,
+                     fingerprint=current.fingerprint, rotations=len(chain) - 1,
+                     stored=True)
 
     async def load_directories(self) -> None:
         """Each partner's last verified directory, from before a restart: verified again
         with the key that signed it, which must be one this gateway trusts for the
         partner (by fingerprint). Refreshed from the partner as usual when it answers."""
+        for partner in self.by_id.values():
+            await self._load_directory_of(partner)
+
+    async def _load_directory_of(self, partner: Partner) -> None:
         if self.store is None:
             return
-        for partner in self.by_id.values():
-            stored = await self.store.partner_directory(partner.id)
-            if stored is None:
-                continue
-            note, raw_key, fetched_ms, descriptor_note = stored
-            try:
-                key = VerifyKey(raw_key, ROLE_GATEWAY_SIGNING)
-                trusted = partner.fingerprints | {k.fingerprint for k in partner.keys}
-                if key.fingerprint not in trusted:
-                    raise BadKeyError("signed by a key no longer trusted for the partner")
-                desks = open_directory(note, partner.id, key)
-            except CryptoError as exc:
-                with bound_contextvars(partner=partner.id):
-                    log.warning("partner_stored_directory_ignored", error=exc.message)
-                continue
-            partner.directory_note, partner.directory = note, desks
-            partner.fetched_ms = fetched_ms
-            partner.descriptor_note = partner.descriptor_note or descriptor_note
+        stored = await self.store.partner_directory(partner.id)
+        if stored is None:
+            return
+        note, raw_key, fetched_ms, descriptor_note = stored
+        try:
+            key = VerifyKey(raw_key, ROLE_GATEWAY_SIGNING)
+            trusted = partner.fingerprints | {k.fingerprint for k in partner.keys}
+            if key.fingerprint not in trusted:
+                raise BadKeyError("signed by a key no longer trusted for the partner")
+            desks = open_directory(note, partner.id, key)
+        except CryptoError as exc:
+            with bound_contextvars(partner=partner.id):
+                log.warning("partner_stored_directory_ignored", error=exc.message)
+            return
+        partner.directory_note, partner.directory = note, desks
+        partner.fetched_ms = fetched_ms
+        partner.descriptor_note = partner.descriptor_note or descriptor_note
+
+    # --- reload (gateway.reload) -----------------------------------------------------
+
+    async def adopt(self, partner: Partner, config: Config) -> None:
+        """Trust ``partner`` from now on (added by a reload of ``config``), with what
+        was learnt of it before (followed keys, its last directory)."""
+        self.config = config
+        self.by_id[partner.id] = partner
+        self._refreshing.setdefault(partner.id, asyncio.Lock())
+        self._learning.setdefault(partner.id, asyncio.Lock())
+        await self._load_keys_of(partner)
+        await self._load_directory_of(partner)
+
+    async def drop(self, partner_id: str, config: Config) -> None:
+        """Trust ``partner_id`` no longer (removed by a reload of ``config``), and close its
+        session; its loops are stopped first (gateway.federation.loops)."""
+        self.config = config
+        self.by_id.pop(partner_id, None)
+        await self.close_session(partner_id)
 
     async def learn_key(self, gateway_id: str, key: VerifyKey) -> bool:
         """A partner's hop request came signed by ``key``, which we do not trust for it:

@@ -60,9 +60,15 @@ class ServiceLevels:
         self.gateway = gateway
         self.interval = interval
         self.feed: StoredNotices | None = None  # publishes the notices stored (the hub)
+        self.replace(levels)
+
+    def replace(self, levels: tuple[ServiceLevelSection, ...]) -> None:
+        """Check ``levels`` from the next pass on (a reload of the configuration)."""
+        self.levels = levels
         for level in levels:  # at 0 from the start, so that a first breach is an increase
             for direction in DIRECTIONS:
-                metrics.breaches.labels(direction, level.priority, level.stage)
+                self.metrics.breaches.labels(direction, level.priority, level.stage)
+
     async def run(self) -> None:
         """Check every ``interval`` seconds of the clock (supervised)."""
         while True:
