@@ -11,6 +11,7 @@ file byte for byte as it was.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -56,7 +57,8 @@ def _same_url(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-def new_partner(config: Config, partner_id: str, url: str, fingerprint: str) -> PartnerSection:
+def new_partner(config: Config, partner_id: str, url: str, fingerprint: str,
+                ca_file: Path | None = None) -> PartnerSection:
     """The partner to add, checked against ``config``: ConfigError naming the problem."""
     path = config.path
     if not is_name(partner_id):
@@ -78,12 +80,18 @@ def new_partner(config: Config, partner_id: str, url: str, fingerprint: str) -> 
                               f"{known.url}); remove it first to change it")
         if _same_url(known.url, url):
             raise ConfigError(f"{path}: partner {known.id} has that URL already ({known.url})")
-    return PartnerSection(id=partner_id, url=url, fingerprint=fingerprint)
+    if ca_file is not None and not url.startswith("https://"):
+        raise ConfigError(f"--ca-file: partner URL {url[:200]!r} is not https://")
+    return PartnerSection(id=partner_id, url=url, fingerprint=fingerprint,
+                          ca_file=ca_file.absolute() if ca_file is not None else None)
 
 
 def _partner_block(partner: PartnerSection) -> str:
-    return (f'[[partners]]\nid = "{partner.id}"\nurl = "{partner.url}"\n'
-            f'fingerprint = "{partner.fingerprint}"\n')
+    block = (f'[[partners]]\nid = "{partner.id}"\nurl = "{partner.url}"\n'
+             f'fingerprint = "{partner.fingerprint}"\n')
+    if partner.ca_file is not None:  # (a JSON string is a TOML basic string)
+        block += f"ca_file = {json.dumps(str(partner.ca_file), ensure_ascii=False)}\n"
+    return block
 
 
 def added_text(text: str, partner: PartnerSection) -> str:
@@ -156,10 +164,12 @@ def _check_edit(before: Config, after_text: str, path: Path,
                           "config/gateway.example.toml)")
 
 
-def add_partner(path: Path, partner_id: str, url: str, fingerprint: str) -> PartnerSection:
-    """Add a ``[[partners]]`` table to the config file at ``path``."""
+def add_partner(path: Path, partner_id: str, url: str, fingerprint: str,
+                ca_file: Path | None = None) -> PartnerSection:
+    """Add a ``[[partners]]`` table to the config file at ``path`` (with the partner's
+    own CA file, checked to load as the configuration loads)."""
     data, config = _read(path)
-    partner = new_partner(config, partner_id, url, fingerprint)
+    partner = new_partner(config, partner_id, url, fingerprint, ca_file)
     text = added_text(data.decode("utf-8"), partner)
     _check_edit(config, text, path, (*config.partners, partner))
     _replace(path, text)

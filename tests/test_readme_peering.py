@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 import trustme
 
 from gateway.cli.process import ServerProcess
@@ -61,7 +59,7 @@ def substitute(line: str, side: str, ports: dict[str, tuple[int, int]],
     line = line.replace("--port 8443", f"--port {ports[side][0]}")
     line = line.replace("--metrics-port 9464", f"--metrics-port {ports[side][1]}")
     line = line.replace("MESSAGE-ID", message)
-    return line.replace('"0.0.0.0"', '"127.0.0.1"')
+    return line.replace("--host 0.0.0.0", "--host 127.0.0.1")
 
 
 def test_the_readme_peering_section_gets_a_first_message_across(tmp_path: Path) -> None:
@@ -78,7 +76,8 @@ def test_the_readme_peering_section_gets_a_first_message_across(tmp_path: Path) 
         cert = ca.issue_cert("127.0.0.1")
         cert.cert_chain_pems[0].write_to_path(str(dirs[side] / f"gw.{name}.example.crt"))
         cert.private_key_pem.write_to_path(str(dirs[side] / f"gw.{name}.example.key"))
-        ca.cert_pem.write_to_path(str(dirs[side] / "cas.pem"))
+        for pem in ("cas.pem", "kh-cnp-ca.pem", "vn-mps-ca.pem"):  # one test CA for all
+            ca.cert_pem.write_to_path(str(dirs[side] / pem))
     fingerprints: dict[str, str] = {}
     message, read = "UNKNOWN", ""
     servers: list[ServerProcess] = []
@@ -133,22 +132,25 @@ def test_the_readme_peering_section_gets_a_first_message_across(tmp_path: Path) 
         assert server.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("sed") is None, reason="the section's sed lines need sed")
-def test_the_sections_sed_lines_put_tls_in_server_only(tmp_path: Path) -> None:
-    """What the two sed lines do to a fresh `gateway init` configuration: the certificate
-    and the listen address in [server], nothing in [metrics]."""
-    (sed_tls, sed_host) = [line for line in section_blocks()[0].splitlines()
-                           if line.startswith("sed ")]
+def test_the_sections_init_line_serves_tls_on_every_address(tmp_path: Path) -> None:
+    """What step 1's `gateway init` line writes, as written (0.0.0.0 included): the
+    certificate copied into tls/ and named in [server], nothing in [metrics]."""
+    (init_line,) = [line for line in section_blocks()[0].splitlines()
+                    if line.startswith("gateway init ")]
+    ca = trustme.CA()
+    cert = ca.issue_cert("gw.vn-mps.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "gw.vn-mps.example.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "gw.vn-mps.example.key"))
     (tmp_path / "passphrase.txt").write_text("a long sentence for this test\n")
     (tmp_path / "passphrase.txt").chmod(0o600)
-    init = subprocess.run([sys.executable, "-m", "gateway", "init", "vn", "--id", "vn-mps",
-                           "--port", "8443", "--public-url", "https://gw.vn-mps.example:8443",
-                           "--passphrase-file", "passphrase.txt"], cwd=tmp_path,
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    init = subprocess.run(["bash", "-c", init_line], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
-    for line in (sed_tls, sed_host):
-        assert subprocess.run(["bash", "-c", line], cwd=tmp_path, timeout=60).returncode == 0
     config = load_config(tmp_path / "vn" / "gateway.toml")
-    assert config.server.host == "0.0.0.0"  # noqa: S104  (what the sed line writes)
+    assert config.server.host == "0.0.0.0"  # noqa: S104  (what the line asks for)
     assert config.server.tls_cert_file == tmp_path / "vn" / "tls" / "gateway.crt"
+    assert config.server.tls_cert_file.read_bytes() == (
+        tmp_path / "gw.vn-mps.example.crt").read_bytes()
     assert config.metrics.host == "127.0.0.1" and config.metrics.tls_cert_file is None

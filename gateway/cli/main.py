@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     padd.add_argument("url", metavar="URL", help="its base URL, e.g. https://gw.kh.example:8443")
     padd.add_argument("--fingerprint", required=True, metavar="FP",
                       help="its key fingerprint, read to you by its operator (quote it)")
+    padd.add_argument("--ca-file", type=Path, metavar="FILE",
+                      help="the PEM CA certificate(s) its https:// certificate comes from, "
+                      "if not a public CA (written as this partner's ca_file)")
     _add_config(padd)
     premove = partners_sub.add_parser(
         "remove", help="remove a partner's [[partners]] table from the configuration file "
@@ -757,7 +760,8 @@ _APPLY_HINT = ("apply it with `gateway reload --config {path}` (or `kill -HUP` t
 
 def cmd_partners(args: argparse.Namespace) -> int:
     if args.partners_command == "add":
-        partner = add_partner(args.config, args.partner, args.url, args.fingerprint)
+        partner = add_partner(args.config, args.partner, args.url, args.fingerprint,
+                              args.ca_file)
         print(f"partner {partner.id} ({partner.url}, fingerprint {partner.fingerprint}) "
               f"added to {args.config}")
         print(_APPLY_HINT.format(path=args.config))
