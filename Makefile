@@ -14,7 +14,7 @@ ARGS   ?=
 RUN_PORT         ?= 8450
 RUN_METRICS_PORT ?= 9470
 
-.PHONY: run demo test lint bench clean constraints web
+.PHONY: run demo test lint bench clean constraints web screenshots
 
 # Running a gateway needs only the package and its runtime dependencies...
 $(BIN)/.installed-run: pyproject.toml constraints.txt
@@ -59,6 +59,10 @@ demo: $(BIN)/.installed-run $(WEB_BUILT)
 ## test: the whole test suite
 test: $(BIN)/.installed $(WEB_BUILT)
 	$(BIN)/python -m pytest -q
+
+## screenshots: refresh docs/screenshots/ (the README's) from the web client's e2e test
+screenshots: $(BIN)/.installed $(WEB_BUILT)
+	FPG_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_webclient_e2e.py
 
 ## lint: ruff everywhere, mypy (strict on gateway/crypto/ and gateway/protocol/merkle.py)
 lint: $(BIN)/.installed

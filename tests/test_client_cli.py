@@ -558,7 +558,11 @@ def test_typed_alerts_and_requests_from_the_command_line(
                    "--request-type", "serve_documents", "--language", "vi",
                    "--language", "lo", "--translation", str(translation),
                    "--translation-language", "lo", "--text", "t")
-    shown = ok(client(b, "read", case))
+    exported = tmp_path / "exported"
+    shown = ok(client(b, "read", case, "--save-attachments", str(exported)))
+    assert (exported / "request-lo.txt").read_text(encoding="utf-8") == "ຄຳຮ້ອງ"
+    label = (exported / f"{case}.handling.txt").read_text(encoding="utf-8")
+    assert label.startswith("Handling H0: no restriction") and "request-lo.txt" in label
     for line in ("request type:serve_documents", "treaty:    ASEAN MLAT", "languages: vi, lo",
                  "translation (lo): request-lo.txt"):
         assert line in shown, line

@@ -10,12 +10,15 @@ verified, and the read acknowledgement of its alert. A case notification with a 
 attachment goes the other way and downloads byte-identical under a safe name. A message
 altered in vn-mps's database shows as failed verification, its text not shown. The page
 makes no request off the gateway's origin and reports no CSP violation. Screenshots of
-the inbox, a message and the compose form are saved into docs/screenshots/ (README).
+the inbox, a message and the compose form are saved: into docs/screenshots/ (the README's)
+when FPG_SCREENSHOTS is set (`make screenshots`), else into the test's temporary directory,
+so that a test run leaves the working tree as it found it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +35,7 @@ from tests.helpers import chromium, gateway, until, watched_page
 
 pytestmark = pytest.mark.slow
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PASSPHRASE = "a long passphrase for the border post"
 ALERT = "Nghi phạm đưa 3 trẻ em qua cửa khẩu Mộc Bài lúc 22:00, xe tải 51C-123.45"
 REPLY = "បានទទួល។ Received: our team is at the Bavet post."
@@ -87,8 +90,13 @@ async def known(client: GatewayClient, address: str) -> None:
     await until(listed, f"{address} through {client.creds.gateway_id}", seconds=30)
 
 
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    return DOCS_SCREENSHOTS if os.environ.get("FPG_SCREENSHOTS") else tmp_path
+
+
 async def test_a_browser_officer_and_a_gateway_client_officer_across_the_border(
-        federation: Federation) -> None:
+        federation: Federation, screenshots: Path) -> None:
     fed = federation
     vn_url = fed.url("vn-mps")
     attachment = hashlib.shake_256(b"fpg webclient attachment").digest(2 * 1024 * 1024)
@@ -121,7 +129,7 @@ async def test_a_browser_officer_and_a_gateway_client_officer_across_the_border(
         await page.select_option("#compose-priority", "flash")
         await page.fill("#compose-to", "anti-trafficking@kh-cnp")
         await page.fill("#compose-text", ALERT)
-        await page.screenshot(path=str(SCREENSHOTS / "compose.png"))
+        await page.screenshot(path=str(screenshots / "compose.png"))
 
         async def sent() -> bool:
             await page.click("#compose-form button[type=submit]")
@@ -147,14 +155,16 @@ async def test_a_browser_officer_and_a_gateway_client_officer_across_the_border(
         await page.click("#desk-list button")
         await page.wait_for_selector(f"#inbox-list li.unread button[data-id='{reply['id']}']",
                                      timeout=30_000)
-        await page.screenshot(path=str(SCREENSHOTS / "inbox.png"))
+        await page.screenshot(path=str(screenshots / "inbox.png"))
         await page.click(f"#inbox-list button[data-id='{reply['id']}']")
         shown = page.locator(f"#thread article[data-id='{reply['id']}']")
         await shown.locator(".signature.ok").filter(has_text=creds.officer_id).wait_for()
         assert REPLY in (await shown.text_content() or "")
         await page.locator(f"#thread article[data-id='{item['id']}'] .reads").filter(
             has_text=f"{creds.officer_id}@kh-cnp").wait_for(timeout=30_000)
-        await page.screenshot(path=str(SCREENSHOTS / "message.png"))
+        await page.screenshot(path=str(screenshots / "message.png"))
+        for name in ("compose.png", "inbox.png", "message.png"):
+            assert (screenshots / name).read_bytes().startswith(b"\x89PNG")
 
         # A case notification with a 2 MB attachment, the other way; saved byte-identical.
         case = {"type": "case", "case_ref": "KH-2026-0042", "legal_basis": "treaty",

@@ -1230,6 +1230,14 @@ def cmd_read(args: argparse.Namespace) -> int:
             for i, item in enumerate(items):
                 saved[i] = save_attachment(args.save_attachments, safe_name(item["name"], i),
                                            base64.b64decode(item["data"]))
+            # The handling code goes with what is exported: whoever takes the files from
+            # this folder finds what they may do with them.
+            code = message.header.handling
+            words = f"{code}: {HANDLING_WORDS[code]}" if code else "not stated by the sender"
+            save_attachment(args.save_attachments, f"{message.header.id}.handling.txt", (
+                f"Handling {words}\nMessage {message.header.id} from {message.header.sender}"
+                f", signed by officer {message.sender_officer}\nFiles: "
+                + ", ".join(path.name for path in saved.values()) + "\n").encode("utf-8"))
         # Acknowledged only once it was opened and saved: a read that failed half-way
         # must not tell the sender it was read.
         acknowledged = message.header.recipient in profile.desks
