@@ -438,6 +438,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/messages/{id}/read"): Route("officer", "json", (401, "no_session"),
                                               read_cases),
     ("GET", "/v1/desks/{desk}/inbox"): Route("officer", None, (401, "no_session")),
+    ("GET", "/v1/sent"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/desks/{desk}/members"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/admissions"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/desks/{desk}/notices"): Route("officer", None, (401, "no_session")),

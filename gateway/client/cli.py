@@ -53,6 +53,16 @@ from gateway.client.api import (
     OpenedMessage,
     enroll,
 )
+from gateway.client.listing import (
+    MessageRef,
+    by_prefix,
+    did_you_mean,
+    load_listing,
+    only_desk,
+    parse_ref,
+    row_id,
+    save_listing,
+)
 from gateway.client.profile import (
     KEY_FILE,
     PROFILE_ENV,
@@ -68,7 +78,7 @@ from gateway.client.profile import (
     write_new,
 )
 from gateway.client.trust import TRUST_FILE, TrustMemory
-from gateway.cliutil import EXIT_FAILURE, EXIT_OK, get_passphrase, run_command
+from gateway.cliutil import EXIT_FAILURE, EXIT_OK, error_line, get_passphrase, run_command
 from gateway.crypto.envelope import PRIORITIES
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import (
@@ -151,19 +161,27 @@ def emit_json(obj: Any) -> None:
 
 
 def fmt_time(ms: int | None) -> str:
+    """A time for a person: ISO 8601 in the local time zone (``TZ`` is respected), with
+    its offset, to the second. JSON output never goes through here: it keeps the API's
+    Unix milliseconds, the same in every time zone."""
     if ms is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.astimezone().isoformat(timespec="seconds")
 
 
 # --- the command line ------------------------------------------------------------------
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2) like every other error."""
+    """argparse, but a usage error is one line (and exit status 2) like every other error;
+    a JSON object (code ``usage``) when ``--json`` is on the command line."""
+
+    json_errors = False  # set by main() before parsing
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(error_line(self.prog, "usage", f"{message} (see --help)",
+                         as_json=Parser.json_errors), file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -172,6 +190,19 @@ def _message_id(text: str) -> str:
     if not _ID.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a message id (32 hex digits)")
     return value
+
+
+def _message_ref(text: str) -> MessageRef:
+    try:
+        return parse_ref(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _gateway_id(text: str) -> str:
+    if not re.fullmatch(NAME, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a gateway id (like kh-cnp)")
+    return text
 
 
 def _desk(text: str) -> str:
@@ -264,14 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-dev-keys", action="store_true",
                    help="store the keys UNENCRYPTED (demo and tests only)")
 
-    command("desks", "list the desks of the verified directory and their officers")
+    p = command("desks", "list the desks of the verified directory and their officers")
+    p.add_argument("--gateway", type=_gateway_id, metavar="ID",
+                   help="a partner gateway's desks (its directory, as your gateway relays "
+                        "and countersigns it, checked against the partner's own signature)")
 
+    your_desk = "default: your desk, if you are on only one"
     p = command("members", "a desk's members, who admitted each, and who waits to join")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
 
     p = command("admit", "admit an officer waiting to join a desk, after comparing the "
                 "safety code its screen shows")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("officer", metavar="OFFICER_ID")
     p.add_argument("--safety-code", metavar="CODE",
                    help="the code the new officer read out (asked for when absent)")
@@ -307,36 +342,48 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a requested action (repeat for several)")
             k.add_argument("--deadline", required=True, type=_date, metavar="YYYY-MM-DD")
 
-    p = command("inbox", "list the messages a desk received")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p = command("inbox", "list the messages a desk received, numbered by row (`read ROW`)")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
+    p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
+                   help="only messages after this cursor (printed by the previous call)")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
+
+    p = command("sent", "list the messages you sent and how far each got (delivered, read, "
+                "replied, non-delivered)")
     p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
                    help="only messages after this cursor (printed by the previous call)")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
 
     p = command("notice", "show one notice of a desk (verifying the gateway's signature) "
                 "and mark it read")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("cursor", type=_cursor, metavar="CURSOR",
                    help="the notice's cursor, as `inbox` lists it")
 
     p = command("notices", "list a desk's notices, read or not")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
                    help="only notices after this cursor")
 
     p = command("read", "open a message, verify its sender and acknowledge reading it")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("--save-attachments", type=Path, metavar="DIR",
                    help="write the message's attachments into DIR")
 
     p = command("reply", "answer a message in its thread")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("--priority", choices=PRIORITIES,
                    help="default: the priority of the message answered")
     _add_text(p)
 
     p = command("status", "who read and answered a message, and its ledger events")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
 
     p = command("watch", "print live events (messages, reads, replies) until Ctrl-C")
     p.add_argument("--desk", type=_desk, action="append", metavar="DESK",
@@ -413,6 +460,45 @@ def online(args: argparse.Namespace,
 
 def desk_address(desk: str, profile: Profile) -> str:
     return desk if "@" in desk else f"{desk}@{profile.gateway_id}"
+
+
+def any_desk(desk: str | None, profile: Profile) -> str:
+    """The desk named, or the officer's only desk when none is."""
+    return desk_address(desk, profile) if desk else only_desk(profile.desks)
+
+
+def own_desk(desk: str | None, profile: Profile) -> str:
+    """One of the officer's own desks: the one named, else the only one."""
+    address = any_desk(desk, profile)
+    if address not in profile.desks:
+        raise ClientError(f"{address} is not one of your desks ({', '.join(profile.desks)})"
+                          f"{did_you_mean(address, profile.desks)}", code="not_a_member")
+    return address
+
+
+MAX_SCAN_PAGES = 40  # inbox pages per desk searched for an id prefix
+
+
+async def message_id(client: GatewayClient, profile: Profile, ref: MessageRef) -> str:
+    """The full id of the message the officer named by id, prefix or inbox row."""
+    if ref.id is not None:
+        return ref.id
+    if ref.row is not None:
+        return row_id(profile.directory, ref.row)
+    assert ref.prefix is not None
+    known: set[str] = set()
+    with contextlib.suppress(ClientError):
+        known.update(load_listing(profile.directory)[1])
+    for desk in profile.desks:
+        after = 0
+        for _ in range(MAX_SCAN_PAGES):
+            page = await client.inbox(desk, after)
+            known.update(m["id"] for m in page["messages"])
+            if page.get("next") is None:
+                break
+            after = page["next"]
+    known.update(await client.sent_ids())
+    return by_prefix(ref.prefix, known)
 
 
 # --- enroll ----------------------------------------------------------------------------
@@ -580,7 +666,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = any_desk(args.desk, profile)
         doc = await client.members(desk)
         for waiting in doc["pending"]:
             waiting["safety_code"] = safety_code(desk, waiting["officer"], waiting["sign_key"],
@@ -607,7 +693,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 def cmd_admit(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = any_desk(args.desk, profile)
         typed = args.safety_code
         if typed is None:
             _, expected = await client.pending_safety_code(desk, args.officer)
@@ -662,7 +748,8 @@ def cmd_safety_code(args: argparse.Namespace) -> int:
 
 def cmd_desks(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        directory = await client.directory()
+        gateway = args.gateway or profile.gateway_id
+        directory = await client.directory(gateway=gateway)
         desks: list[dict[str, Any]] = [
             {"desk": entry.address, "yours": entry.address in profile.desks,
              "officers": [{"officer": m["officer"], "sign_key_id": m["sign_key_id"],
@@ -672,9 +759,11 @@ def cmd_desks(args: argparse.Namespace) -> int:
             for entry in sorted(directory.values(), key=lambda e: e.address)
         ]
         if opt(args, "json"):
-            emit_json({"gateway": profile.gateway_id, "desks": desks})
+            emit_json({"gateway": gateway, "desks": desks})
             return EXIT_OK
-        say(f"desks of {profile.gateway_id} (directory verified against the pinned key)")
+        how = ("verified against the pinned key" if gateway == profile.gateway_id else
+               f"countersigned by {profile.gateway_id} and signed by {gateway}'s pinned key")
+        say(f"desks of {gateway} (directory {how})")
         for desk in desks:
             mark = "  (your desk)" if desk["yours"] else ""
             say(f"{desk['desk']}: {len(desk['officers'])} officer(s){mark}")
@@ -750,9 +839,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
-        if not opt(args, "json"):  # who will be able to read it, before it is sealed
-            show_recipients(to, await client.recipients(to))
-        result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm)
+        frm = own_desk(args.frm, profile) if args.frm else None
+        try:
+            if not opt(args, "json"):  # who will be able to read it, before it is sealed
+                show_recipients(to, await client.recipients(to))
+            result = await client.send(args.kind, to, doc, priority=args.priority, frm=frm)
+        except ClientError as exc:
+            if exc.code != "unknown_desk":
+                raise
+            known = await client.directory(gateway=to.partition("@")[2])
+            raise ClientError(f"{exc.message}{did_you_mean(to, known)}",
+                              code=exc.code) from None
         print_sent(args, result, f"{args.priority} {args.kind} to {to}")
         return EXIT_OK
 
@@ -769,7 +866,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
     doc = compose(args, "reply")
 
     async def work(client: GatewayClient, profile: Profile) -> int:
-        original = await client.open(args.message_id)
+        original = await client.open(await message_id(client, profile, args.message))
         result = await client.reply(original, doc, priority=args.priority)
         h = original.header
         to = h.sender if h.recipient in profile.desks else h.recipient
@@ -784,9 +881,14 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
 def cmd_inbox(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         page = await client.inbox(desk, args.after, args.limit)
         messages = page.get("messages", [])
+        for row, m in enumerate(messages, 1):
+            m["row"] = row
+        save_listing(profile.directory, desk, [m["id"] for m in messages])
+        again = "gateway-client inbox" + (f" {desk.partition('@')[0]}"
+                                          if len(profile.desks) > 1 else "")
         last = messages[-1]["cursor"] if messages else args.after
         # Unread notices first, apart from the messages; shown here, they count as read.
         listed = await client.notices(desk, unread=True)
@@ -804,8 +906,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             for n, line in zip(notices, lines, strict=True):
                 say(f"{n['cursor']:>6}  {line}")
             if more > 0:
-                say(f"  ({more} more unread: run `gateway-client inbox {args.desk}` again)")
-            say(f"(marked read; `gateway-client notices {args.desk}` lists them all again)")
+                say(f"  ({more} more unread: run `{again}` again)")
+            say(f"(marked read; `{again.replace('inbox', 'notices')}` lists them all again)")
             say("")
         if not messages:
             say(f"no messages for {desk} after cursor {args.after}")
@@ -813,10 +915,33 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             state = "new" if m.get("first_read") is None else "read"
             if m.get("first_reply") is not None:
                 state += ", replied"
-            say(f"{m['cursor']:>6}  {m['id']}  {fmt_time(m.get('delivered'))}  "
+            say(f"{m['row']:>3}  {m['id']}  {fmt_time(m.get('delivered'))}  "
                 f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]")
+        if messages:
+            say("(`gateway-client read ROW` opens the message of that row)")
         more = "more waiting: " if page.get("next") is not None else ""
-        say(f"next cursor: {last}  ({more}gateway-client inbox {args.desk} --after {last})")
+        say(f"next cursor: {last}  ({more}{again} --after {last})")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_sent(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        page = await client.sent(args.after, args.limit)
+        messages = page.get("messages", [])
+        last = messages[-1]["cursor"] if messages else args.after
+        if opt(args, "json"):
+            emit_json({**page, "last": last})
+            return EXIT_OK
+        if not messages:
+            say(f"no messages sent after cursor {args.after}")
+        for m in messages:
+            status = m["status"] + (f" ({m['reason']})" if m.get("reason") else "")
+            say(f"{m['id']}  {fmt_time(m.get('accepted'))}  {m['priority']:<9}  "
+                f"{m['kind']:<7}  to {m['to']}  [{status}]")
+        more = "more waiting: " if page.get("next") is not None else ""
+        say(f"next cursor: {last}  ({more}gateway-client sent --after {last})")
         return EXIT_OK
 
     return online(args, work)
@@ -851,7 +976,7 @@ async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
 
 def cmd_notice(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         n = await client.notice(desk, args.cursor)
         line = await notice_text(client, n)
         if opt(args, "json"):
@@ -869,7 +994,7 @@ def cmd_notice(args: argparse.Namespace) -> int:
 
 def cmd_notices(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         listed = await client.notices(desk, args.after)
         if opt(args, "json"):
             emit_json(listed)
@@ -950,7 +1075,7 @@ def signer_ended(message: OpenedMessage) -> dict[str, Any] | None:
 
 def cmd_read(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        message = await client.open(args.message_id)
+        message = await client.open(await message_id(client, profile, args.message))
         saved: dict[int, Path] = {}
         items = message.payload.get("attachments") or []
         if args.save_attachments is not None and items:
@@ -1005,7 +1130,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        status = await client.status(args.message_id)
+        status = await client.status(await message_id(client, profile, args.message))
         if opt(args, "json"):
             emit_json(status)
             return EXIT_OK
@@ -1160,7 +1285,7 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
 
 def cmd_watch(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desks = [desk_address(d, profile) for d in args.desk] if args.desk else None
+        desks = [own_desk(d, profile) for d in args.desk] if args.desk else None
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1248,6 +1373,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "safety-code": cmd_safety_code,
     "send": cmd_send,
     "inbox": cmd_inbox,
+    "sent": cmd_sent,
     "notice": cmd_notice,
     "notices": cmd_notices,
     "read": cmd_read,
@@ -1258,7 +1384,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def with_codes(func: Callable[[], int]) -> Callable[[], int]:
+def with_codes(func: Callable[[], int], *, as_json: bool = False) -> Callable[[], int]:
     """Add the stable error code to local errors (the gateway's already carry theirs), and
     turn anything unforeseen into one line too."""
 
@@ -1274,8 +1400,9 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
         except (KeyboardInterrupt, OSError):  # a closed pipe too: see run_command
             raise
         except Exception as exc:  # the one catch-all, at the process boundary
-            print(f"{PROG}: error: unexpected {type(exc).__name__}: {clean(str(exc))}",
-                  file=sys.stderr)
+            print(error_line(PROG, "unexpected",
+                             f"unexpected {type(exc).__name__}: {clean(str(exc))}",
+                             as_json=as_json), file=sys.stderr)
             return EXIT_FAILURE
 
     return run
@@ -1283,9 +1410,12 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
 
 def main(argv: list[str] | None = None) -> int:
     utf8_streams()
+    Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = cliutil.parse_args(build_parser(), argv)
     configure_logging("error", "auto")
-    return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args)))
+    as_json = opt(args, "json")
+    return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args), as_json=as_json),
+                       json_errors=as_json)
 
 
 if __name__ == "__main__":

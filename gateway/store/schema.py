@@ -375,4 +375,12 @@ MIGRATIONS: list[tuple[int, str]] = [
             SELECT 'notices_unread_after', coalesce(max(seq), 0) FROM desk_notices;
         """,
     ),
+    (
+        13,
+        """
+        -- An officer's sent messages (GET /v1/sent): those it sent through this gateway,
+        -- by its signing key id, in the order accepted.
+        CREATE INDEX messages_sent_by ON messages (actor, mseq) WHERE origin = 'local';
+        """,
+    ),
 ]
