@@ -46,6 +46,15 @@ import aiohttp
 
 from gateway import __version__, cliutil
 from gateway.client import payload
+from gateway.client.agent import (
+    DEFAULT_LIFETIME,
+    AgentServer,
+    agent_keys,
+    agent_running,
+    lock,
+    parse_duration,
+    public_keys,
+)
 from gateway.client.api import (
     ApiError,
     Credentials,
@@ -222,6 +231,13 @@ def _date(text: str) -> str:
     return text
 
 
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
@@ -393,6 +409,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first replay the desks' notices stored after this notice cursor "
                         "(0: all)")
 
+    p = command("agent", "unlock your keys once and keep them open for a while, like "
+                "ssh-agent: other commands then ask no passphrase")
+    p.description = (
+        "Ask the key passphrase once and keep the keys open in a background process "
+        "listening on agent.sock in the profile directory, until the time given or "
+        "`gateway-client lock`. The agent signs and opens key wraps for your commands; "
+        "it never hands out the keys. Any program running as your user can use it while "
+        "it runs, as with ssh-agent.")
+    p.add_argument("--for", dest="lifetime", type=_duration, default=DEFAULT_LIFETIME,
+                   metavar="DURATION", help="how long: 90s, 30m, 8h, 1h30m (default 30m, "
+                   "at most 24h)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--status", action="store_true",
+                      help="say whether an agent runs, and until when")
+    mode.add_argument("--stop", action="store_true", help="the same as `lock`")
+    mode.add_argument("--foreground", action="store_true",
+                      help="stay in the foreground (for a service manager) instead of "
+                           "going to the background")
+
+    command("lock", "end the unlock agent: the keys are forgotten, the passphrase asked "
+            "again")
+
     p = command("keys", "make a key file, or show key ids and fingerprints")
     keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
     new = command("new", "generate signing and encryption keys into a key file", keys_sub)
@@ -427,8 +465,20 @@ def passphrase_for(args: argparse.Namespace, what: str, *, confirm: bool = False
 
 
 def credentials(args: argparse.Namespace) -> tuple[Profile, Credentials]:
+    """The officer's profile and keys: the running unlock agent's, else the key file's
+    (asking the passphrase)."""
     profile = load_profile(profile_dir(opt(args, "profile")))
     check_transport(profile.gateway_url)  # a profile edited by hand, or from an older client
+    _, public, _ = read_public(profile.key_file)
+    sign_public, enc_public = public_keys(public)
+    if (sign_public.key_id, enc_public.key_id) != (profile.sign_key_id, profile.enc_key_id):
+        raise KeyFileError(f"{profile.key_file}: holds other keys than the ones enrolled "
+                           f"for officer {profile.officer_id}")
+    delegated = agent_keys(profile.directory, sign_public, enc_public)
+    if delegated is not None:
+        return profile, Credentials(profile.gateway_url, profile.gateway_id,
+                                    profile.gateway_key, profile.officer_id, profile.desks,
+                                    *delegated)
     bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
     return profile, profile.credentials(bundle)
 
@@ -1311,6 +1361,69 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return online(args, work)
 
 
+# --- the unlock agent -------------------------------------------------------------------
+
+
+def agent_doc(hello: dict[str, Any] | None) -> dict[str, Any]:
+    if hello is None:
+        return {"running": False}
+    return {"running": True, "officer": hello.get("officer"), "until": hello.get("expires"),
+            "pid": hello.get("pid")}
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if args.stop:
+        return cmd_lock(args)
+    profile = load_profile(profile_dir(opt(args, "profile")))
+    if args.status:
+        doc = agent_doc(agent_running(profile.directory))
+        if opt(args, "json"):
+            emit_json(doc)
+        elif doc["running"]:
+            say(f"the agent holds the keys of officer {doc['officer']} until "
+                f"{fmt_time(doc['until'])} (pid {doc['pid']})")
+        else:
+            say("no agent runs for this profile")
+        return EXIT_OK
+    if agent_running(profile.directory) is not None:
+        raise ClientError("an agent already runs for this profile (`gateway-client lock` "
+                          "ends it)", code="agent_running")
+    bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
+    creds = profile.credentials(bundle)  # the keys enrolled, or a clear error
+    now = time.time()
+    server = AgentServer(profile.directory, profile.officer_id, creds.signing, creds.encryption,
+                         expires=time.monotonic() + args.lifetime,
+                         expires_ms=int((now + args.lifetime) * 1000))
+    server.bind()
+    doc = {"running": True, "officer": profile.officer_id, "until": server.expires_ms,
+           "socket": str(server.path)}
+    if args.foreground:
+        doc["pid"] = os.getpid()
+    else:
+        doc["pid"] = server.run_detached()
+    if opt(args, "json"):
+        emit_json(doc)
+    else:
+        say(f"keys of officer {profile.officer_id} open until {fmt_time(server.expires_ms)} "
+            f"(agent pid {doc['pid']}); `gateway-client lock` ends it sooner")
+    if args.foreground:
+        sys.stdout.flush()
+        server.run()
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    profile = load_profile(profile_dir(opt(args, "profile")))
+    hello = lock(profile.directory)
+    if opt(args, "json"):
+        emit_json({"locked": hello is not None})
+    elif hello is None:
+        say("no agent was running for this profile")
+    else:
+        say(f"agent {hello.get('pid')} ended: the keys are locked")
+    return EXIT_OK
+
+
 # --- keys ------------------------------------------------------------------------------
 
 
@@ -1381,6 +1494,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "watch": cmd_watch,
     "keys": cmd_keys,
+    "agent": cmd_agent,
+    "lock": cmd_lock,
 }
 
 
