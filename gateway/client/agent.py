@@ -181,7 +181,7 @@ class AgentServer:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise AgentError(f"{path}: too long a path for a Unix socket; use a shorter "
                              "--profile directory", code="agent_path")
-        if agent_running(self.directory):
+        if _listening(path):
             raise AgentError("an agent already runs for this profile (`gateway-client lock` "
                              "ends it)", code="agent_running")
         with contextlib.suppress(FileNotFoundError):
@@ -325,6 +325,17 @@ def _ask(directory: Path, op: str, data: bytes = b"", *, limit: int = MAX_ANSWER
         raise AgentError(f"the unlock agent refused: {body.decode('utf-8', 'replace')}",
                          code="agent_refused")
     return body
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on ``path`` (a live agent, however busy)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with probe:
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:  # none there, or a socket nobody listens on any more
+            return False
+    return True
 
 
 def agent_running(directory: Path) -> dict[str, Any] | None:
