@@ -12,8 +12,10 @@ background, then commands against a real gateway process that ask no passphrase,
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
+import resource
 import socket
 import stat
 import subprocess
@@ -30,6 +32,7 @@ from gateway.client.agent import (
     SOCKET_FILE,
     AgentError,
     AgentServer,
+    _no_dumps,
     agent_keys,
     agent_running,
     lock,
@@ -45,6 +48,7 @@ from gateway.errors import BadKeyError, BadSignatureError, DecryptionError
 from tests.helpers import envelope_header, running_gateway
 
 TIMEOUT = 60
+PR_GET_DUMPABLE = 3
 
 
 class Clock:
@@ -206,6 +210,21 @@ def test_lock_ends_the_agent(home: Path) -> None:
     assert running.ended() == "locked"
     assert not (home / SOCKET_FILE).exists()
     assert lock(home) is None
+
+
+def test_the_agent_process_cannot_be_dumped_or_traced() -> None:
+    pid = os.fork()
+    if pid == 0:  # the child: as the agent makes itself, then report what it is
+        status = 99
+        try:
+            _no_dumps()
+            dumpable = ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+            core = resource.getrlimit(resource.RLIMIT_CORE)
+            status = 0 if (dumpable, core) == (0, (0, 0)) else 1
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_durations() -> None:

@@ -5,12 +5,16 @@ the results for a person, or as JSON with ``--json``. Keys are made, kept and us
 only: the officer's profile (gateway.client.profile) holds the enrollment and the key
 file, messages are sealed and opened locally, and the gateway sees envelopes only.
 
-Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox`` (unread notices first:
-breaches, escalations, non-delivery, membership), ``notice``, ``notices``, ``read``,
-``reply``, ``status``, ``watch`` (``--since`` replays stored notices) and ``keys
-new|show``. Errors are one line on standard error (with the gateway's stable error code
-when it refused) and exit status 1, or 2 for a wrong command line; never a traceback.
-Text is UTF-8 everywhere, whatever the locale.
+Commands: ``enroll``, ``desks`` (``--gateway`` for a partner's), ``send hotline|case``,
+``inbox`` (unread notices first: breaches, escalations, non-delivery, membership; rows
+numbered), ``sent``, ``notice``, ``notices``, ``read``, ``reply``, ``status``, ``watch``
+(``--since`` replays stored notices), ``agent`` and ``lock`` (the unlock agent,
+gateway.client.agent) and ``keys new|show``. Messages are named by id, unique prefix or
+inbox row, and the only desk is the default (gateway.client.listing). Errors are one line
+on standard error (with the gateway's stable error code when it refused; a JSON object
+``{"error", "message"}`` under ``--json``) and exit status 1, or 2 for a wrong command
+line; never a traceback. Times are local with their offset; JSON keeps Unix ms. Text is
+UTF-8 everywhere, whatever the locale.
 
 Enrollment is where a secret crosses the network, so it is guarded before any connection:
 plain ``http://`` is refused (``insecure_url``) unless the gateway is on this machine, and
