@@ -16,6 +16,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import socket
 import stat
 import subprocess
@@ -304,6 +305,25 @@ def test_commands_use_the_agent_instead_of_the_passphrase_until_lock(tmp_path: P
             "running": False}
         assert "no passphrase" in run_client(officer, "desks").stderr
         assert "no agent was running" in ok(run_client(officer, "agent", "--stop"))
+
+        # In the foreground (for a service manager): SIGTERM ends it cleanly.
+        environ = {k: v for k, v in os.environ.items() if k != "FPG_CLIENT_PROFILE"}
+        foreground = subprocess.Popen(
+            [sys.executable, "-m", "gateway.client.cli", "--profile", str(officer), "agent",
+             "--foreground", "--for", "1m", "--passphrase-env", "FPG_TEST_PASS"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**environ, **pw},
+            start_new_session=True)
+        try:
+            assert foreground.stdout is not None
+            assert f"agent pid {foreground.pid}" in foreground.stdout.readline().decode()
+            assert "border-liaison@vn-mps" in ok(run_client(officer, "desks"))
+            foreground.send_signal(signal.SIGTERM)
+            assert foreground.wait(TIMEOUT) == 0
+        finally:
+            if foreground.poll() is None:
+                foreground.kill()
+                foreground.wait()
+        assert not (officer / SOCKET_FILE).exists()
         for path in officer.iterdir():
             if path.is_file():
                 assert SECRET.encode() not in path.read_bytes()
