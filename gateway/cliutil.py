@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import signal
 import stat
@@ -129,8 +130,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         raise
 
 
-def run_command(prog: str, func: Callable[[], int]) -> int:
-    """Run ``func`` at the boundary: typed errors become one line and an exit status."""
+def error_line(prog: str, code: str, message: str, *, as_json: bool = False) -> str:
+    """An error as one line: ``prog: error: message`` for a person, or with ``as_json``
+    one JSON object ``{"error": code, "message": message}`` for a program."""
+    if as_json:
+        return json.dumps({"error": code, "message": message}, ensure_ascii=False,
+                          sort_keys=True)
+    return f"{prog}: error: {message}"
+
+
+def run_command(prog: str, func: Callable[[], int], *, json_errors: bool = False) -> int:
+    """Run ``func`` at the boundary: typed errors become one line and an exit status; with
+    ``json_errors`` that line is a JSON object (same standard error, same status)."""
+
+    def fail(code: str, message: str, status: int) -> int:
+        print(error_line(prog, code, message, as_json=json_errors), file=sys.stderr)
+        return status
+
     try:
         status = func()
         sys.stdout.flush()  # here, not at exit, where a closed pipe would be reported
@@ -139,18 +155,17 @@ def run_command(prog: str, func: Callable[[], int]) -> int:
         _silence_stdout()
         return EXIT_CLOSED_PIPE
     except ConfigError as exc:
-        print(f"{prog}: error: {exc.message}", file=sys.stderr)
-        return EXIT_CONFIG
+        return fail(exc.code, exc.message, EXIT_CONFIG)
     except ERRORS as exc:
-        print(f"{prog}: error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(exc.code, exc.message, EXIT_FAILURE)
     except KeyboardInterrupt:
+        if json_errors:
+            return fail("interrupted", "interrupted", 130)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("os_error", f"{where}{exc.strerror or exc}", EXIT_FAILURE)
 
 
 # What a gateway process does with each signal whose default action would end it (all

@@ -170,7 +170,7 @@ def sent_id(profile: Path, *args: str, stdin: bytes | None = None,
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for args in ([], ["enroll"], ["desks"], ["send"], ["send", "hotline"], ["send", "case"],
                  ["inbox"], ["read"], ["reply"], ["status"], ["watch"], ["keys", "new"],
-                 ["keys", "show"]):
+                 ["keys", "show"], ["agent"], ["lock"], ["sent"]):
         with pytest.raises(SystemExit) as info:
             build_parser().parse_args([*args, "--help"])
         assert info.value.code == 0

@@ -452,6 +452,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/desks/{desk}/inbox"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/cases"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/cases/{id}"): Route("officer", None, (401, "no_session")),
+    ("GET", "/v1/sent"): Route("officer", None, (401, "no_session")),
     ("GET", "/v1/desks/{desk}/members"): Route("officer", None, (401, "no_session")),
     ("POST", "/v1/desks/{desk}/admissions"): Route("officer", "json", (401, "no_session")),
     ("GET", "/v1/desks/{desk}/notices"): Route("officer", None, (401, "no_session")),

@@ -767,6 +767,16 @@ async def test_every_operation_answers_as_described(make_world: Any) -> None:
     await w.call("GET", "/v1/desks/{desk}/inbox", path={"desk": "trafficking@vn-mps"},
                  query=[("after", "-1")], token=a, expect=400, code="bad_parameter")
 
+    # Sent: only the caller's own messages, with their status.
+    sent = (await w.call("GET", "/v1/sent", token=a, expect=200)).doc
+    assert [(m["id"], m["status"]) for m in sent["messages"]] == [(mid, "delivered"),
+                                                                  (case_id, "delivered")]
+    assert sent["next"] is None
+    assert (await w.call("GET", "/v1/sent", token=b1, expect=200)).doc["messages"] == []
+    await w.call("GET", "/v1/sent", query=[("limit", "101")], token=a, expect=400,
+                 code="bad_parameter")
+    await w.call("GET", "/v1/sent", expect=401, code="no_session")
+
     # One message: envelope, status, read acknowledgements.
     got = await w.call("GET", "/v1/messages/{id}", path={"id": mid}, token=b1, expect=200)
     assert got.body == env and got.headers["X-FPG-Digest"] == hashlib.sha256(env).hexdigest()

@@ -219,6 +219,7 @@ async def test_a_version_8_database_loses_the_unused_thread_index_and_keeps_its_
                       "notice_reads",  # of version 12
                       "cases"):  # of version 13
             db.execute(f"DROP TABLE {table}")
+        db.execute("DROP INDEX messages_sent_by")  # of version 13
         db.execute("DELETE FROM meta WHERE key = 'notices_unread_after'")
         db.execute("ALTER TABLE partner_directories DROP COLUMN descriptor")
         for column in ("handling", "case_state", "due"):  # of version 13
@@ -330,3 +331,36 @@ async def test_a_guessed_enrollment_code_is_refused_without_the_write_lock(store
     finally:
         release.set()
         await holder
+
+
+async def test_an_officers_sent_messages_and_how_far_each_got(tmp_path) -> None:
+    a, b, c = Officer(), Officer(), Officer()
+    kh = "anti-trafficking@kh-cnp"
+    local = make_envelope(a, [b])
+    queued, refused, expired, taken = (make_envelope(a, [b], to=kh) for _ in range(4))
+    others = make_envelope(c, [b])  # the same desk, another officer
+    store = await SqliteStore.open(db_path(tmp_path))
+    try:
+        await store.accept(incoming(local))
+        for envelope in (queued, refused, expired, taken):
+            await store.accept(incoming(envelope, relay_to="kh-cnp"))
+        await store.accept(incoming(others))
+        with raw(tmp_path) as db:  # what the relay and the expiry sweep record
+            for envelope, outcome in ((refused, "rejected"), (taken, "accepted")):
+                db.execute("INSERT INTO receipts VALUES (?, 'kh-cnp', ?, NULL, x'00', ?)",
+                           (envelope.header.id, outcome, T0 + 5))
+            db.execute("INSERT INTO notices VALUES (?, ?, 'expired', x'00', ?)",
+                       (expired.header.id, local.header.sender, T0 + 9))
+        sent = await store.sent(a.signing.public.key_id, 0, 10)
+        assert [(s.message_id, s.status, s.to_json()["reason"]) for s in sent] == [
+            (local.header.id, "delivered", None), (queued.header.id, "pending", None),
+            (refused.header.id, "non-delivered", "rejected"),
+            (expired.header.id, "non-delivered", "expired"),
+            (taken.header.id, "delivered", None)]
+        assert sent[-1].delivered_ms == T0 + 5 and sent[1].delivered_ms is None
+        page = await store.sent(a.signing.public.key_id, sent[0].cursor, 2)
+        assert [s.message_id for s in page] == [queued.header.id, refused.header.id]
+        assert [s.message_id for s in await store.sent(c.signing.public.key_id, 0, 10)] == [
+            others.header.id]
+    finally:
+        await store.close()

@@ -313,6 +313,17 @@ async def get_case(request: web.Request) -> web.Response:
     """One request: where it stands and its due day."""
     officer = await signed_in(request)
     return web.json_response(await request.app[CASES].one(officer, request.match_info["id"]))
+async def get_sent(request: web.Request) -> web.Response:
+    """The messages the signed-in officer sent, with their status: metadata only."""
+    officer = await signed_in(request)
+    page = request.app[CONFIG].limits.inbox_page
+    after = _int_query(request, "after", 0, 10**18 - 1)
+    limit = _int_query(request, "limit", page, page) or page
+    items = await request.app[DELIVERY].sent(officer, after, limit)
+    return web.json_response({
+        "messages": [item.to_json() for item in items],
+        "next": items[-1].cursor if len(items) == limit else None,
+    })
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -444,4 +455,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/desks/{desk}/inbox", get_inbox)
     r.add_get("/v1/cases", get_cases)
     r.add_get("/v1/cases/{id}", get_case)
+    r.add_get("/v1/sent", get_sent)
     r.add_get("/v1/stream", get_stream, allow_head=False)

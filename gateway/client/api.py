@@ -621,6 +621,25 @@ class GatewayClient:
         result: dict[str, Any] = await self.get_json(f"/v1/desks/{desk}/inbox{query}")
         return result
 
+    async def sent(self, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The messages this officer sent, with their status (delivered, read, replied,
+        non-delivered, pending): metadata only, from ``GET /v1/sent``."""
+        query = f"?after={after}" + (f"&limit={limit}" if limit else "")
+        result: dict[str, Any] = await self.get_json(f"/v1/sent{query}")
+        return result
+
+    async def sent_ids(self, max_pages: int = 40) -> list[str]:
+        """The ids of the messages this officer sent (at most ``max_pages`` pages)."""
+        ids: list[str] = []
+        after = 0
+        for _ in range(max_pages):
+            page = await self.sent(after)
+            ids.extend(m["id"] for m in page["messages"])
+            if page.get("next") is None:
+                break
+            after = page["next"]
+        return ids
+
     async def open(self, message_id: str) -> OpenedMessage:
         """Fetch, verify the sender against the directory, and decrypt locally."""
         envelope, signer = await self._verified(message_id)

@@ -5,12 +5,16 @@ the results for a person, or as JSON with ``--json``. Keys are made, kept and us
 only: the officer's profile (gateway.client.profile) holds the enrollment and the key
 file, messages are sealed and opened locally, and the gateway sees envelopes only.
 
-Commands: ``enroll``, ``desks``, ``send hotline|case``, ``inbox`` (unread notices first:
-breaches, escalations, non-delivery, membership), ``notice``, ``notices``, ``read``,
-``reply``, ``status``, ``watch`` (``--since`` replays stored notices) and ``keys
-new|show``. Errors are one line on standard error (with the gateway's stable error code
-when it refused) and exit status 1, or 2 for a wrong command line; never a traceback.
-Text is UTF-8 everywhere, whatever the locale.
+Commands: ``enroll``, ``desks`` (``--gateway`` for a partner's), ``send hotline|case``,
+``inbox`` (unread notices first: breaches, escalations, non-delivery, membership; rows
+numbered), ``sent``, ``notice``, ``notices``, ``read``, ``reply``, ``status``, ``watch``
+(``--since`` replays stored notices), ``agent`` and ``lock`` (the unlock agent,
+gateway.client.agent) and ``keys new|show``. Messages are named by id, unique prefix or
+inbox row, and the only desk is the default (gateway.client.listing). Errors are one line
+on standard error (with the gateway's stable error code when it refused; a JSON object
+``{"error", "message"}`` under ``--json``) and exit status 1, or 2 for a wrong command
+line; never a traceback. Times are local with their offset; JSON keeps Unix ms. Text is
+UTF-8 everywhere, whatever the locale.
 
 Enrollment is where a secret crosses the network, so it is guarded before any connection:
 plain ``http://`` is refused (``insecure_url``) unless the gateway is on this machine, and
@@ -46,12 +50,31 @@ import aiohttp
 
 from gateway import __version__, cliutil
 from gateway.client import payload, typed
+from gateway.client.agent import (
+    DEFAULT_LIFETIME,
+    AgentServer,
+    agent_keys,
+    agent_running,
+    lock,
+    parse_duration,
+    public_keys,
+)
 from gateway.client.api import (
     ApiError,
     Credentials,
     GatewayClient,
     OpenedMessage,
     enroll,
+)
+from gateway.client.listing import (
+    MessageRef,
+    by_prefix,
+    did_you_mean,
+    load_listing,
+    only_desk,
+    parse_ref,
+    row_id,
+    save_listing,
 )
 from gateway.client.profile import (
     KEY_FILE,
@@ -68,7 +91,7 @@ from gateway.client.profile import (
     write_new,
 )
 from gateway.client.trust import TRUST_FILE, TrustMemory
-from gateway.cliutil import EXIT_FAILURE, EXIT_OK, get_passphrase, run_command
+from gateway.cliutil import EXIT_FAILURE, EXIT_OK, error_line, get_passphrase, run_command
 from gateway.crypto.envelope import CASE_STATES, HANDLING_CODES, PRIORITIES
 from gateway.crypto.keyfile import INSECURE, KeyBundle, load_bundle, read_public, save_bundle
 from gateway.crypto.keys import (
@@ -152,19 +175,27 @@ def emit_json(obj: Any) -> None:
 
 
 def fmt_time(ms: int | None) -> str:
+    """A time for a person: ISO 8601 in the local time zone (``TZ`` is respected), with
+    its offset, to the second. JSON output never goes through here: it keeps the API's
+    Unix milliseconds, the same in every time zone."""
     if ms is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.astimezone().isoformat(timespec="seconds")
 
 
 # --- the command line ------------------------------------------------------------------
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2) like every other error."""
+    """argparse, but a usage error is one line (and exit status 2) like every other error;
+    a JSON object (code ``usage``) when ``--json`` is on the command line."""
+
+    json_errors = False  # set by main() before parsing
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(error_line(self.prog, "usage", f"{message} (see --help)",
+                         as_json=Parser.json_errors), file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -173,6 +204,19 @@ def _message_id(text: str) -> str:
     if not _ID.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a message id (32 hex digits)")
     return value
+
+
+def _message_ref(text: str) -> MessageRef:
+    try:
+        return parse_ref(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _gateway_id(text: str) -> str:
+    if not re.fullmatch(NAME, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a gateway id (like kh-cnp)")
+    return text
 
 
 def _desk(text: str) -> str:
@@ -206,6 +250,13 @@ HANDLING_WORDS = {
     "H3": "other restrictions: read them in the message",
 }
 HANDLING_HELP = "; ".join(f"{code} {words}" for code, words in HANDLING_WORDS.items())
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:
@@ -281,14 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-dev-keys", action="store_true",
                    help="store the keys UNENCRYPTED (demo and tests only)")
 
-    command("desks", "list the desks of the verified directory and their officers")
+    p = command("desks", "list the desks of the verified directory and their officers")
+    p.add_argument("--gateway", type=_gateway_id, metavar="ID",
+                   help="a partner gateway's desks (its directory, as your gateway relays "
+                        "and countersigns it, checked against the partner's own signature)")
 
+    your_desk = "default: your desk, if you are on only one"
     p = command("members", "a desk's members, who admitted each, and who waits to join")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
 
     p = command("admit", "admit an officer waiting to join a desk, after comparing the "
                 "safety code its screen shows")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("officer", metavar="OFFICER_ID")
     p.add_argument("--safety-code", metavar="CODE",
                    help="the code the new officer read out (asked for when absent)")
@@ -355,30 +410,40 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a requested action (repeat for several)")
             k.add_argument("--deadline", required=True, type=_date, metavar="YYYY-MM-DD")
 
-    p = command("inbox", "list the messages a desk received")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p = command("inbox", "list the messages a desk received, numbered by row (`read ROW`)")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
+    p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
+                   help="only messages after this cursor (printed by the previous call)")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
+
+    p = command("sent", "list the messages you sent and how far each got (delivered, read, "
+                "replied, non-delivered)")
     p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
                    help="only messages after this cursor (printed by the previous call)")
     p.add_argument("--limit", type=_count, metavar="N", help="at most N messages")
 
     p = command("notice", "show one notice of a desk (verifying the gateway's signature) "
                 "and mark it read")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("cursor", type=_cursor, metavar="CURSOR",
                    help="the notice's cursor, as `inbox` lists it")
 
     p = command("notices", "list a desk's notices, read or not")
-    p.add_argument("desk", type=_desk, metavar="DESK")
+    p.add_argument("desk", type=_desk, nargs="?", metavar="DESK", help=your_desk)
     p.add_argument("--after", type=_cursor, default=0, metavar="CURSOR",
                    help="only notices after this cursor")
 
     p = command("read", "open a message, verify its sender and acknowledge reading it")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("--save-attachments", type=Path, metavar="DIR",
                    help="write the message's attachments into DIR")
 
     p = command("reply", "answer a message in its thread")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("--priority", choices=PRIORITIES,
                    help="default: the priority of the message answered")
     p.add_argument("--handling", choices=HANDLING_CODES,
@@ -387,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("forward", "pass a message on to another desk, as its sender signed it "
                 "(its recipient verifies the first sender's signature)")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("to", type=_desk, metavar="TO", help="the desk it goes on to")
     p.add_argument("--permit", metavar="TOKEN",
                    help="the sender's permission (from `gateway-client permit`): needed "
@@ -396,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("handover", "acknowledge, signed, that the persons an alert announced were "
                 "handed over to your desk (a receipt both gateways record)")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID",
-                   help="the alert announcing the handover")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="the alert announcing the handover: its id, a unique prefix (6+ hex "
+                   "digits) or its row in the last `inbox` listing")
     p.add_argument("--received-at", metavar="ISO8601",
                    help="when they were received (default: now, local time)")
     p.add_argument("--place", metavar="TEXT", help="where they were received")
@@ -407,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("permit", "give your permission for a message you sent to be forwarded "
                 "to a desk (prints a token for the forwarder)")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
     p.add_argument("to", type=_desk, metavar="TO", help="the desk it may go on to")
 
     p = command("cases", "requests your desks made or must execute: state, partner and "
@@ -421,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("move", "move a request to its next state with a signed status message "
                 "to the other desk (" + ", ".join(CASE_STATES) + ")")
-    p.add_argument("case_id", type=_message_id, metavar="CASE_ID",
-                   help="the request's id (its case message)")
+    p.add_argument("case", type=_message_ref, metavar="CASE",
+                   help="the request's id (its case message), a unique prefix (6+ hex "
+                   "digits) or its row in the last `inbox` listing")
     p.add_argument("state", choices=CASE_STATES, metavar="STATE")
     p.add_argument("--missing", action="append", metavar="ITEM",
                    help="what is missing (returned_incomplete; repeat for several)")
@@ -432,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text(p)
 
     p = command("status", "who read and answered a message, and its ledger events")
-    p.add_argument("message_id", type=_message_id, metavar="MESSAGE_ID")
+    p.add_argument("message", type=_message_ref, metavar="MESSAGE",
+                   help="a message id, a unique prefix of one (6+ hex digits), or a row "
+                        "number of the last `inbox` listing")
 
     p = command("watch", "print live events (messages, reads, replies) until Ctrl-C")
     p.add_argument("--desk", type=_desk, action="append", metavar="DESK",
@@ -441,6 +514,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_cursor, metavar="CURSOR",
                    help="first replay the desks' notices stored after this notice cursor "
                         "(0: all)")
+
+    p = command("agent", "unlock your keys once and keep them open for a while, like "
+                "ssh-agent: other commands then ask no passphrase")
+    p.description = (
+        "Ask the key passphrase once and keep the keys open in a background process "
+        "listening on agent.sock in the profile directory, until the time given or "
+        "`gateway-client lock`. The agent signs and opens key wraps for your commands; "
+        "it never hands out the keys. Any program running as your user can use it while "
+        "it runs, as with ssh-agent.")
+    p.add_argument("--for", dest="lifetime", type=_duration, default=DEFAULT_LIFETIME,
+                   metavar="DURATION", help="how long: 90s, 30m, 8h, 1h30m (default 30m, "
+                   "at most 24h)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--status", action="store_true",
+                      help="say whether an agent runs, and until when")
+    mode.add_argument("--stop", action="store_true", help="the same as `lock`")
+    mode.add_argument("--foreground", action="store_true",
+                      help="stay in the foreground (for a service manager) instead of "
+                           "going to the background")
+
+    command("lock", "end the unlock agent: the keys are forgotten, the passphrase asked "
+            "again")
 
     p = command("keys", "make a key file, or show key ids and fingerprints")
     keys_sub = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
@@ -476,8 +571,20 @@ def passphrase_for(args: argparse.Namespace, what: str, *, confirm: bool = False
 
 
 def credentials(args: argparse.Namespace) -> tuple[Profile, Credentials]:
+    """The officer's profile and keys: the running unlock agent's, else the key file's
+    (asking the passphrase)."""
     profile = load_profile(profile_dir(opt(args, "profile")))
     check_transport(profile.gateway_url)  # a profile edited by hand, or from an older client
+    _, public, _ = read_public(profile.key_file)
+    sign_public, enc_public = public_keys(public)
+    if (sign_public.key_id, enc_public.key_id) != (profile.sign_key_id, profile.enc_key_id):
+        raise KeyFileError(f"{profile.key_file}: holds other keys than the ones enrolled "
+                           f"for officer {profile.officer_id}")
+    delegated = agent_keys(profile.directory, sign_public, enc_public)
+    if delegated is not None:
+        return profile, Credentials(profile.gateway_url, profile.gateway_id,
+                                    profile.gateway_key, profile.officer_id, profile.desks,
+                                    *delegated)
     bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
     return profile, profile.credentials(bundle)
 
@@ -509,6 +616,45 @@ def online(args: argparse.Namespace,
 
 def desk_address(desk: str, profile: Profile) -> str:
     return desk if "@" in desk else f"{desk}@{profile.gateway_id}"
+
+
+def any_desk(desk: str | None, profile: Profile) -> str:
+    """The desk named, or the officer's only desk when none is."""
+    return desk_address(desk, profile) if desk else only_desk(profile.desks)
+
+
+def own_desk(desk: str | None, profile: Profile) -> str:
+    """One of the officer's own desks: the one named, else the only one."""
+    address = any_desk(desk, profile)
+    if address not in profile.desks:
+        raise ClientError(f"{address} is not one of your desks ({', '.join(profile.desks)})"
+                          f"{did_you_mean(address, profile.desks)}", code="not_a_member")
+    return address
+
+
+MAX_SCAN_PAGES = 40  # inbox pages per desk searched for an id prefix
+
+
+async def message_id(client: GatewayClient, profile: Profile, ref: MessageRef) -> str:
+    """The full id of the message the officer named by id, prefix or inbox row."""
+    if ref.id is not None:
+        return ref.id
+    if ref.row is not None:
+        return row_id(profile.directory, ref.row)
+    assert ref.prefix is not None
+    known: set[str] = set()
+    with contextlib.suppress(ClientError):
+        known.update(load_listing(profile.directory)[1])
+    for desk in profile.desks:
+        after = 0
+        for _ in range(MAX_SCAN_PAGES):
+            page = await client.inbox(desk, after)
+            known.update(m["id"] for m in page["messages"])
+            if page.get("next") is None:
+                break
+            after = page["next"]
+    known.update(await client.sent_ids())
+    return by_prefix(ref.prefix, known)
 
 
 # --- enroll ----------------------------------------------------------------------------
@@ -676,7 +822,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_members(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = any_desk(args.desk, profile)
         doc = await client.members(desk)
         for waiting in doc["pending"]:
             waiting["safety_code"] = safety_code(desk, waiting["officer"], waiting["sign_key"],
@@ -703,7 +849,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 def cmd_admit(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = any_desk(args.desk, profile)
         typed = args.safety_code
         if typed is None:
             _, expected = await client.pending_safety_code(desk, args.officer)
@@ -758,7 +904,8 @@ def cmd_safety_code(args: argparse.Namespace) -> int:
 
 def cmd_desks(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        directory = await client.directory()
+        gateway = args.gateway or profile.gateway_id
+        directory = await client.directory(gateway=gateway)
         desks: list[dict[str, Any]] = [
             {"desk": entry.address, "yours": entry.address in profile.desks,
              "officers": [{"officer": m["officer"], "sign_key_id": m["sign_key_id"],
@@ -768,9 +915,11 @@ def cmd_desks(args: argparse.Namespace) -> int:
             for entry in sorted(directory.values(), key=lambda e: e.address)
         ]
         if opt(args, "json"):
-            emit_json({"gateway": profile.gateway_id, "desks": desks})
+            emit_json({"gateway": gateway, "desks": desks})
             return EXIT_OK
-        say(f"desks of {profile.gateway_id} (directory verified against the pinned key)")
+        how = ("verified against the pinned key" if gateway == profile.gateway_id else
+               f"countersigned by {profile.gateway_id} and signed by {gateway}'s pinned key")
+        say(f"desks of {gateway} (directory {how})")
         for desk in desks:
             mark = "  (your desk)" if desk["yours"] else ""
             say(f"{desk['desk']}: {len(desk['officers'])} officer(s){mark}")
@@ -866,10 +1015,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
-        if not opt(args, "json"):  # who will be able to read it, before it is sealed
-            show_recipients(to, await client.recipients(to))
-        result = await client.send(args.kind, to, doc, priority=args.priority, frm=args.frm,
-                                   handling=args.handling)
+        frm = own_desk(args.frm, profile) if args.frm else None
+        try:
+            if not opt(args, "json"):  # who will be able to read it, before it is sealed
+                show_recipients(to, await client.recipients(to))
+            result = await client.send(args.kind, to, doc, priority=args.priority, frm=frm,
+                                       handling=args.handling)
+        except ClientError as exc:
+            if exc.code != "unknown_desk":
+                raise
+            known = await client.directory(gateway=to.partition("@")[2])
+            raise ClientError(f"{exc.message}{did_you_mean(to, known)}",
+                              code=exc.code) from None
         print_sent(args, result, f"{args.priority} {args.kind} to {to}")
         return EXIT_OK
 
@@ -886,7 +1043,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
     doc = compose(args, "reply")
 
     async def work(client: GatewayClient, profile: Profile) -> int:
-        original = await client.open(args.message_id)
+        original = await client.open(await message_id(client, profile, args.message))
         result = await client.reply(original, doc, priority=args.priority,
                                     handling=args.handling)
         h = original.header
@@ -902,8 +1059,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
-        result = await client.forward(args.message_id, to, text, permit=args.permit)
-        print_sent(args, result, f"{args.message_id} forwarded to {to}")
+        mid = await message_id(client, profile, args.message)
+        result = await client.forward(mid, to, text, permit=args.permit)
+        print_sent(args, result, f"{mid} forwarded to {to}")
         return EXIT_OK
 
     return online(args, work)
@@ -923,9 +1081,10 @@ def cmd_handover(args: argparse.Namespace) -> int:
     payload.validate(doc, "handover")
 
     async def work(client: GatewayClient, profile: Profile) -> int:
-        original = await client.open(args.message_id)
+        mid = await message_id(client, profile, args.message)
+        original = await client.open(mid)
         result = await client.handover(original, doc)
-        print_sent(args, result, f"handover of {args.message_id} acknowledged to "
+        print_sent(args, result, f"handover of {mid} acknowledged to "
                    f"{original.header.sender}")
         return EXIT_OK
 
@@ -935,13 +1094,14 @@ def cmd_handover(args: argparse.Namespace) -> int:
 def cmd_permit(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
         to = desk_address(args.to, profile)
-        token = await client.permit(args.message_id, to)
+        mid = await message_id(client, profile, args.message)
+        token = await client.permit(mid, to)
         if opt(args, "json"):
-            emit_json({"id": args.message_id, "to": to, "permit": token})
+            emit_json({"id": mid, "to": to, "permit": token})
         else:
             say(token)
-            note(f"(give it to whoever forwards {args.message_id} to {to}: "
-                 f"gateway-client forward {args.message_id} {to} --permit TOKEN)")
+            note(f"(give it to whoever forwards {mid} to {to}: "
+                 f"gateway-client forward {mid} {to} --permit TOKEN)")
         return EXIT_OK
 
     return online(args, work)
@@ -963,8 +1123,9 @@ def cmd_move(args: argparse.Namespace) -> int:
     payload.validate(doc, "status")  # before anything is unlocked or sent
 
     async def work(client: GatewayClient, profile: Profile) -> int:
-        result = await client.move(args.case_id, args.state, doc, due=args.due)
-        print_sent(args, result, f"request {args.case_id} moved to {args.state}")
+        case_id = await message_id(client, profile, args.case)
+        result = await client.move(case_id, args.state, doc, due=args.due)
+        print_sent(args, result, f"request {case_id} moved to {args.state}")
         return EXIT_OK
 
     return online(args, work)
@@ -1002,9 +1163,14 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 def cmd_inbox(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         page = await client.inbox(desk, args.after, args.limit)
         messages = page.get("messages", [])
+        for row, m in enumerate(messages, 1):
+            m["row"] = row
+        save_listing(profile.directory, desk, [m["id"] for m in messages])
+        again = "gateway-client inbox" + (f" {desk.partition('@')[0]}"
+                                          if len(profile.desks) > 1 else "")
         last = messages[-1]["cursor"] if messages else args.after
         # Unread notices first, apart from the messages; shown here, they count as read.
         listed = await client.notices(desk, unread=True)
@@ -1022,8 +1188,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             for n, line in zip(notices, lines, strict=True):
                 say(f"{n['cursor']:>6}  {line}")
             if more > 0:
-                say(f"  ({more} more unread: run `gateway-client inbox {args.desk}` again)")
-            say(f"(marked read; `gateway-client notices {args.desk}` lists them all again)")
+                say(f"  ({more} more unread: run `{again}` again)")
+            say(f"(marked read; `{again.replace('inbox', 'notices')}` lists them all again)")
             say("")
         if not messages:
             say(f"no messages for {desk} after cursor {args.after}")
@@ -1033,10 +1199,33 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 state += ", replied"
             extra = "".join(f"  {label}{m[key]}" for key, label in (
                 ("handling", ""), ("state", "-> "), ("due", "due ")) if m.get(key))
-            say(f"{m['cursor']:>6}  {m['id']}  {fmt_time(m.get('delivered'))}  "
+            say(f"{m['row']:>3}  {m['id']}  {fmt_time(m.get('delivered'))}  "
                 f"{m['priority']:<9}  {m['kind']:<7}  from {m['from']}  [{state}]{extra}")
+        if messages:
+            say("(`gateway-client read ROW` opens the message of that row)")
         more = "more waiting: " if page.get("next") is not None else ""
-        say(f"next cursor: {last}  ({more}gateway-client inbox {args.desk} --after {last})")
+        say(f"next cursor: {last}  ({more}{again} --after {last})")
+        return EXIT_OK
+
+    return online(args, work)
+
+
+def cmd_sent(args: argparse.Namespace) -> int:
+    async def work(client: GatewayClient, profile: Profile) -> int:
+        page = await client.sent(args.after, args.limit)
+        messages = page.get("messages", [])
+        last = messages[-1]["cursor"] if messages else args.after
+        if opt(args, "json"):
+            emit_json({**page, "last": last})
+            return EXIT_OK
+        if not messages:
+            say(f"no messages sent after cursor {args.after}")
+        for m in messages:
+            status = m["status"] + (f" ({m['reason']})" if m.get("reason") else "")
+            say(f"{m['id']}  {fmt_time(m.get('accepted'))}  {m['priority']:<9}  "
+                f"{m['kind']:<7}  to {m['to']}  [{status}]")
+        more = "more waiting: " if page.get("next") is not None else ""
+        say(f"next cursor: {last}  ({more}gateway-client sent --after {last})")
         return EXIT_OK
 
     return online(args, work)
@@ -1085,7 +1274,7 @@ async def notice_text(client: GatewayClient, n: dict[str, Any]) -> str:
 
 def cmd_notice(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         n = await client.notice(desk, args.cursor)
         line = await notice_text(client, n)
         if opt(args, "json"):
@@ -1103,7 +1292,7 @@ def cmd_notice(args: argparse.Namespace) -> int:
 
 def cmd_notices(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desk = desk_address(args.desk, profile)
+        desk = own_desk(args.desk, profile)
         listed = await client.notices(desk, args.after)
         if opt(args, "json"):
             emit_json(listed)
@@ -1222,7 +1411,7 @@ def signer_ended(message: OpenedMessage) -> dict[str, Any] | None:
 
 def cmd_read(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        message = await client.open(args.message_id)
+        message = await client.open(await message_id(client, profile, args.message))
         saved: dict[int, Path] = {}
         items = message.payload.get("attachments") or []
         if args.save_attachments is not None and items:
@@ -1318,7 +1507,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        status = await client.status(args.message_id)
+        status = await client.status(await message_id(client, profile, args.message))
         if opt(args, "json"):
             emit_json(status)
             return EXIT_OK
@@ -1491,7 +1680,7 @@ async def watch(client: GatewayClient, desks: list[str] | None, count: int | Non
 
 def cmd_watch(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient, profile: Profile) -> int:
-        desks = [desk_address(d, profile) for d in args.desk] if args.desk else None
+        desks = [own_desk(d, profile) for d in args.desk] if args.desk else None
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1515,6 +1704,69 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return watcher.result()
 
     return online(args, work)
+
+
+# --- the unlock agent -------------------------------------------------------------------
+
+
+def agent_doc(hello: dict[str, Any] | None) -> dict[str, Any]:
+    if hello is None:
+        return {"running": False}
+    return {"running": True, "officer": hello.get("officer"), "until": hello.get("expires"),
+            "pid": hello.get("pid")}
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if args.stop:
+        return cmd_lock(args)
+    profile = load_profile(profile_dir(opt(args, "profile")))
+    if args.status:
+        doc = agent_doc(agent_running(profile.directory))
+        if opt(args, "json"):
+            emit_json(doc)
+        elif doc["running"]:
+            say(f"the agent holds the keys of officer {doc['officer']} until "
+                f"{fmt_time(doc['until'])} (pid {doc['pid']})")
+        else:
+            say("no agent runs for this profile")
+        return EXIT_OK
+    if agent_running(profile.directory) is not None:
+        raise ClientError("an agent already runs for this profile (`gateway-client lock` "
+                          "ends it)", code="agent_running")
+    bundle = unlock(profile, lambda: passphrase_for(args, f"your key {profile.key_file}"))
+    creds = profile.credentials(bundle)  # the keys enrolled, or a clear error
+    now = time.time()
+    server = AgentServer(profile.directory, profile.officer_id, creds.signing, creds.encryption,
+                         expires=time.monotonic() + args.lifetime,
+                         expires_ms=int((now + args.lifetime) * 1000))
+    server.bind()
+    doc = {"running": True, "officer": profile.officer_id, "until": server.expires_ms,
+           "socket": str(server.path)}
+    if args.foreground:
+        doc["pid"] = os.getpid()
+    else:
+        doc["pid"] = server.run_detached()
+    if opt(args, "json"):
+        emit_json(doc)
+    else:
+        say(f"keys of officer {profile.officer_id} open until {fmt_time(server.expires_ms)} "
+            f"(agent pid {doc['pid']}); `gateway-client lock` ends it sooner")
+    if args.foreground:
+        sys.stdout.flush()
+        server.run()
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    profile = load_profile(profile_dir(opt(args, "profile")))
+    hello = lock(profile.directory)
+    if opt(args, "json"):
+        emit_json({"locked": hello is not None})
+    elif hello is None:
+        say("no agent was running for this profile")
+    else:
+        say(f"agent {hello.get('pid')} ended: the keys are locked")
+    return EXIT_OK
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -1579,6 +1831,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "safety-code": cmd_safety_code,
     "send": cmd_send,
     "inbox": cmd_inbox,
+    "sent": cmd_sent,
     "notice": cmd_notice,
     "notices": cmd_notices,
     "read": cmd_read,
@@ -1591,10 +1844,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "watch": cmd_watch,
     "keys": cmd_keys,
+    "agent": cmd_agent,
+    "lock": cmd_lock,
 }
 
 
-def with_codes(func: Callable[[], int]) -> Callable[[], int]:
+def with_codes(func: Callable[[], int], *, as_json: bool = False) -> Callable[[], int]:
     """Add the stable error code to local errors (the gateway's already carry theirs), and
     turn anything unforeseen into one line too."""
 
@@ -1610,8 +1865,9 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
         except (KeyboardInterrupt, OSError):  # a closed pipe too: see run_command
             raise
         except Exception as exc:  # the one catch-all, at the process boundary
-            print(f"{PROG}: error: unexpected {type(exc).__name__}: {clean(str(exc))}",
-                  file=sys.stderr)
+            print(error_line(PROG, "unexpected",
+                             f"unexpected {type(exc).__name__}: {clean(str(exc))}",
+                             as_json=as_json), file=sys.stderr)
             return EXIT_FAILURE
 
     return run
@@ -1619,9 +1875,12 @@ def with_codes(func: Callable[[], int]) -> Callable[[], int]:
 
 def main(argv: list[str] | None = None) -> int:
     utf8_streams()
+    Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = cliutil.parse_args(build_parser(), argv)
     configure_logging("error", "auto")
-    return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args)))
+    as_json = opt(args, "json")
+    return run_command(PROG, with_codes(lambda: COMMANDS[args.command](args), as_json=as_json),
+                       json_errors=as_json)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import ClassVar, Self
 
 import nacl.bindings
@@ -254,6 +255,53 @@ class OfficerEncryptionKey:
 
     def __repr__(self) -> str:
         return f"OfficerEncryptionKey(id={self.key_id})"
+
+
+class DelegatedSigningKey(OfficerSigningKey):
+    """An officer's signing key held by another process (the client's unlock agent):
+    ``sign`` asks it, and every signature it returns is checked against ``public``
+    (from the officer's own key file), so a process that answers in its place cannot
+    make the client send a signature of another key. The secret never comes here."""
+
+    __slots__ = ("_signer",)
+
+    def __init__(self, public: VerifyKey, signer: Callable[[bytes], bytes]) -> None:
+        if public.role != self.ROLE:
+            raise BadKeyError(f"a delegated officer signing key needs a {self.ROLE} key")
+        self.public = public
+        self._signer = signer
+
+    @property
+    def seed(self) -> bytes:
+        raise BadKeyError("this signing key is held by the unlock agent, not here")
+
+    def sign(self, message: bytes) -> bytes:
+        signature = self._signer(message)
+        try:
+            self.public.verify(message, signature)
+        except BadSignatureError:
+            raise BadSignatureError("the unlock agent answered with a signature that is not "
+                                    "this officer's") from None
+        return signature
+
+
+class DelegatedEncryptionKey(OfficerEncryptionKey):
+    """An officer's encryption key held by another process (the unlock agent): ``unwrap``
+    asks it to open one sealed content-key wrap. The secret never comes here."""
+
+    __slots__ = ("_unwrapper",)
+
+    def __init__(self, public: EncryptionPublicKey,
+                 unwrapper: Callable[[bytes], bytes]) -> None:
+        self.public = public
+        self._unwrapper = unwrapper
+
+    @property
+    def seed(self) -> bytes:
+        raise BadKeyError("this encryption key is held by the unlock agent, not here")
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        return self._unwrapper(wrapped)
 
 
 SecretKey = GatewaySigningKey | OfficerSigningKey | OfficerEncryptionKey | AnchorSigningKey

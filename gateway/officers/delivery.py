@@ -55,6 +55,7 @@ from gateway.store import (
     InboxItem,
     IncomingMessage,
     ReadAck,
+    SentItem,
     StoredMessage,
 )
 
@@ -269,6 +270,10 @@ class Delivery:
     async def inbox(self, officer: Officer, desk: str, after: int, limit: int) -> list[InboxItem]:
         await self.check_desk(officer, desk)
         return await self.store.inbox(desk, after, limit)
+
+    async def sent(self, officer: Officer, after: int, limit: int) -> list[SentItem]:
+        """The messages this officer sent (never another officer's, even of its desks)."""
+        return await self.store.sent(officer.sign_key.key_id, after, limit)
 
     async def fetch(self, officer: Officer, message_id: str) -> StoredMessage:
         """A message the officer's desks sent or received, with its envelope; 404 for

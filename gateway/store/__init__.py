@@ -161,6 +161,56 @@ class InboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class SentItem:
+    """A message one officer sent, and how far it got: ``delivered`` (in a local desk's
+    inbox, or taken by the partner: its signed receipt), ``read``, ``replied``,
+    ``non-delivered`` (refused by the partner, or expired on the way: a signed notice),
+    else ``pending`` (still queued for the partner)."""
+
+    cursor: int
+    message_id: str
+    kind: str
+    priority: str
+    sender: str
+    recipient: str
+    thread: str
+    in_reply_to: str | None
+    created_ms: int
+    expires_ms: int
+    accepted_ms: int
+    first_read_ms: int | None
+    first_reply_ms: int | None
+    delivered_ms: int | None  # into a local desk's inbox, or the partner's receipt
+    receipt: str | None  # the partner's receipt outcome (accepted, duplicate, rejected)
+    not_delivered: str | None  # the reason of a signed non-delivery notice
+
+    @property
+    def status(self) -> str:
+        if self.first_reply_ms is not None:
+            return "replied"
+        if self.first_read_ms is not None:
+            return "read"
+        if self.not_delivered is not None or self.receipt == "rejected":
+            return "non-delivered"
+        if self.delivered_ms is not None:
+            return "delivered"
+        return "pending"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor, "id": self.message_id, "kind": self.kind,
+            "priority": self.priority, "from": self.sender, "to": self.recipient,
+            "thread": self.thread, "in_reply_to": self.in_reply_to,
+            "created": self.created_ms, "expires": self.expires_ms,
+            "accepted": self.accepted_ms, "delivered": self.delivered_ms,
+            "first_read": self.first_read_ms, "first_reply": self.first_reply_ms,
+            "status": self.status,
+            "reason": self.not_delivered or (self.receipt if self.receipt == "rejected"
+                                             else None),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DeskRow:
     name: str  # local desk name, without "@gateway"
     supervisor: str | None
@@ -540,6 +590,10 @@ class DeliveryStore(Protocol):
 
     async def inbox(self, desk: str, after: int, limit: int) -> list[InboxItem]:
         """A desk's inbox (desk address) in delivery order, after cursor ``after``."""
+
+    async def sent(self, actor: str, after: int, limit: int) -> list[SentItem]:
+        """The messages the officer whose signing key id is ``actor`` sent through this
+        gateway, in the order accepted, after cursor ``after``."""
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int, bytes]]:
         """(officer id, time received, signed acknowledgement) of every read

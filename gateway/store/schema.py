@@ -423,4 +423,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE outbox ADD COLUMN last_error TEXT;
         """,
     ),
+    (
+        15,
+        """
+        -- An officer's sent messages (GET /v1/sent): those it sent through this gateway,
+        -- by its signing key id, in the order accepted.
+        CREATE INDEX messages_sent_by ON messages (actor, mseq) WHERE origin = 'local';
+        """,
+    ),
 ]

@@ -35,6 +35,7 @@ from gateway.store import (
     InboxItem,
     IncomingMessage,
     ReadAck,
+    SentItem,
     StoredMessage,
 )
 from gateway.store.sqlite.engine import PHASE_DEPENDENTS, PHASE_MESSAGES, StoreEngine, _Op, _Plan
@@ -292,6 +293,22 @@ class MessageQueries(StoreEngine):
             " WHERE i.desk = ? AND i.seq > ? ORDER BY i.seq LIMIT ?", (desk, after, limit)
         )
         return [InboxItem(*row) for row in rows]
+
+    async def sent(self, actor: str, after: int, limit: int) -> list[SentItem]:
+        # origin = 'local' lets SQLite use the partial index messages_sent_by.
+        rows = await self._read(
+            "SELECT m.mseq, m.id, m.kind, m.priority, m.sender, m.recipient, m.thread,"
+            " m.in_reply_to, m.created_ms, m.expires_ms, m.accepted_ms, m.first_read_ms,"
+            " m.first_reply_ms,"
+            " coalesce((SELECT i.delivered_ms FROM inbox i WHERE i.message_id = m.id),"
+            "  (SELECT r.received_ms FROM receipts r WHERE r.message_id = m.id"
+            "   AND r.outcome != 'rejected')),"
+            " (SELECT r.outcome FROM receipts r WHERE r.message_id = m.id),"
+            " (SELECT n.reason FROM notices n WHERE n.message_id = m.id)"
+            " FROM messages m WHERE m.origin = 'local' AND m.actor = ? AND m.mseq > ?"
+            " ORDER BY m.mseq LIMIT ?", (actor, after, limit)
+        )
+        return [SentItem(*row) for row in rows]
 
     async def reads_of(self, message_id: str) -> list[tuple[str, int, bytes]]:
         rows = await self._read(
