@@ -43,7 +43,7 @@ from gateway.ledger.events import decode_entry
 from gateway.officers.admission import may_see
 from gateway.officers.directory import Directory, DirectoryService, Officer
 from gateway.officers.quotas import Quotas
-from gateway.protocol.cases import MoveRefused, check_move
+from gateway.protocol.cases import MoveRefused, check_status
 from gateway.protocol.forwarding import check_permit
 from gateway.protocol.officers import read_claim, read_text
 from gateway.store import (
@@ -246,16 +246,8 @@ class Delivery:
 
     async def _check_move(self, envelope: Envelope) -> None:
         h = envelope.header
-        assert h.state is not None
-        case = await self.store.case(h.thread)
         try:
-            if case is None:
-                raise MoveRefused(f"thread {h.thread} is not a request (a case message) "
-                                  "known here", "not_a_case")
-            check_move(case.state, h.state, h.sender, case.requester, case.executor)
-            if h.recipient not in (case.requester, case.executor) or h.recipient == h.sender:
-                raise MoveRefused("a status goes to the other desk of its request",
-                                  "not_your_move")
+            check_status(h, await self.store.case(h.thread))
         except MoveRefused as refused:
             raise _refused_move(refused.code, str(refused)) from None
 

@@ -25,8 +25,9 @@ moves the same way on both), so both count the same outcomes.
 from __future__ import annotations
 
 import datetime
+from typing import Protocol
 
-from gateway.crypto.envelope import CASE_STATES
+from gateway.crypto.envelope import CASE_STATES, EnvelopeHeader
 
 SUBMITTED = "submitted"
 STATES = (SUBMITTED, *CASE_STATES)
@@ -70,6 +71,33 @@ def check_move(current: str, new: str, mover: str, requester: str, executor: str
         side = "requesting" if new in REQUESTER_MOVES else "executing"
         raise MoveRefused(f"only the {side} desk {owner} may move the request to {new}",
                           "not_your_move")
+
+
+class Request(Protocol):
+    """Where a request stands, as a gateway records it (gateway.store.CaseRow)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def requester(self) -> str: ...
+
+    @property
+    def executor(self) -> str: ...
+
+
+def check_status(header: EnvelopeHeader, case: Request | None) -> None:
+    """Refuse (MoveRefused) a ``status`` whose ``state`` does not move ``case`` (None: its
+    thread is no request known here): a move the lifecycle does not allow from where the
+    request stands, by the desk it belongs to, addressed to the request's other desk."""
+    assert header.state is not None
+    if case is None:
+        raise MoveRefused(f"thread {header.thread} is not a request (a case message) "
+                          "known here", "not_a_case")
+    check_move(case.state, header.state, header.sender, case.requester, case.executor)
+    if header.recipient not in (case.requester, case.executor) \
+            or header.recipient == header.sender:
+        raise MoveRefused("a status goes to the other desk of its request", "not_your_move")
 
 
 def due_ms(day: str) -> int:

@@ -20,7 +20,7 @@ from gateway.ledger.events import (
     REPLIED,
     LedgerEvent,
 )
-from gateway.protocol.cases import FINAL, SUBMITTED, MoveRefused, check_move, due_ms
+from gateway.protocol.cases import FINAL, SUBMITTED, MoveRefused, check_status, due_ms
 from gateway.store import (
     ACCEPTED,
     CONFLICT,
@@ -159,13 +159,7 @@ class _AcceptOp(_Op):
         assert h.state is not None
         case = plan.cases.get(h.thread)
         try:
-            if case is None:
-                raise MoveRefused(f"thread {h.thread} is not a request (a case message) "
-                                  "known here", "not_a_case")
-            check_move(case.state, h.state, h.sender, case.requester, case.executor)
-            if h.recipient not in (case.requester, case.executor) or h.recipient == h.sender:
-                raise MoveRefused("a status goes to the other desk of its request",
-                                  "not_your_move")
+            check_status(h, case)
         except MoveRefused as refused:
             if m.origin == "local" or case is None:
                 self.result = AcceptOutcome(REFUSED, h.id, refusal=(refused.code, str(refused)))
@@ -173,6 +167,7 @@ class _AcceptOp(_Op):
             plan.cases[h.thread] = dataclasses.replace(
                 case, ignored_moves=case.ignored_moves + 1)
             return _IGNORE_MOVE, (h.thread,)
+        assert case is not None  # (check_status refuses a thread that is no request)
         due = case.due
         due_at, reminded, escalated = case.due_ms, case.reminded_ms, case.escalated_ms
         if h.due is not None and h.due != case.due:
