@@ -29,7 +29,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, STORE
 from gateway.cli.process import ServerProcess
-from gateway.client.api import Credentials, GatewayClient, enroll
+from gateway.client.api import ApiError, Credentials, GatewayClient, enroll
 from gateway.client.roster import Roster
 from gateway.clock import Clock
 from gateway.config import parse_config
@@ -422,16 +422,32 @@ async def stop_all(*gws: Gw) -> None:
             await gw.stop()
 
 
-async def partner_known(client: GatewayClient, gateway: str) -> None:
-    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
+async def desk_known(client: GatewayClient, address: str) -> None:
+    """Wait until the officer's home gateway serves the directory of ``address``'s
+    gateway with that desk and at least one member in it."""
+    gateway = address.partition("@")[2]
+
     async def known() -> bool:
         try:
-            desks = await client.directory(refresh=True, gateway=gateway)
-            desk = desks.get(f"anti-trafficking@{gateway}")
+            desk = (await client.directory(refresh=True, gateway=gateway)).get(address)
             return desk is not None and bool(desk.members)
         except Exception:
             return False
-    await until(known, f"the directory of {gateway} through {client.creds.gateway_id}")
+    await until(known, f"{address} in the directory through {client.creds.gateway_id}")
+
+
+async def partner_known(client: GatewayClient, gateway: str) -> None:
+    """Wait until the officer's home gateway knows the partner's anti-trafficking desk."""
+    await desk_known(client, f"anti-trafficking@{gateway}")
+
+
+async def has_message(client: GatewayClient, message_id: str) -> bool:
+    """Whether the officer's gateway has the message for its desks (status answers)."""
+    try:
+        await client.status(message_id)
+        return True
+    except ApiError:
+        return False
 
 
 async def officers(vn: Gw, kh: Gw,

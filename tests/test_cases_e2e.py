@@ -31,6 +31,7 @@ from gateway.errors import ClientError
 from gateway.federation.reconcile import reconcile
 from tests.helpers import (
     FaultGw,
+    desk_known,
     fault_gw,
     free_socket_on,
     make,
@@ -125,8 +126,8 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
             await setup_desks(gw)
         vn_ca = await vn.officer(http, CA)
         la_ca = await la.officer(http, CA)
-        await until(lambda: _knows(vn_ca, f"{CA}@la-mps"), "la-mps's desk at vn-mps")
-        await until(lambda: _knows(la_ca, f"{CA}@vn-mps"), "vn-mps's desk at la-mps")
+        await desk_known(vn_ca, f"{CA}@la-mps")
+        await desk_known(la_ca, f"{CA}@vn-mps")
 
         sent = {}
         for name, due in (("returned", day(30)), ("executed", day(30)), ("open", day(-2))):
@@ -261,16 +262,6 @@ async def test_three_requests_move_to_their_results_on_both_sides(tmp_path: Path
         for gw in gws:
             if gw.runner is not None:
                 await gw.stop()
-
-
-async def _knows(client: GatewayClient, address: str) -> bool:
-    gateway = address.partition("@")[2]
-    try:
-        desks = await client.directory(refresh=True, gateway=gateway)
-    except Exception:
-        return False
-    desk = desks.get(address)
-    return desk is not None and bool(desk.members)
 
 
 def _tasks(gw: CasesGw) -> set[str]:

@@ -23,29 +23,21 @@ import pytest
 from gateway.client.api import ApiError, GatewayClient
 from gateway.crypto.envelope import content_key_of
 from gateway.errors import CryptoError
-from tests.helpers import Gw, make, pin, started, stop_all, until
+from tests.helpers import (
+    Gw,
+    desk_known,
+    has_message,
+    make,
+    pin,
+    started,
+    stop_all,
+    until,
+)
 
 REQUEST = {"type": "case", "case_ref": "VN-PROS-7", "legal_basis": "treaty",
            "offence": "trafficking in children", "requested_actions": ["hear the victim"],
            "deadline": "2099-06-30", "text": "Original text, signed by the prosecutor.",
            "request_type": "collect_evidence"}
-
-
-async def _knows(client: GatewayClient, address: str) -> bool:
-    try:
-        desks = await client.directory(refresh=True, gateway=address.partition("@")[2])
-    except Exception:
-        return False
-    desk = desks.get(address)
-    return desk is not None and bool(desk.members)
-
-
-async def _delivered(client: GatewayClient, mid: str) -> bool:
-    try:
-        await client.status(mid)
-        return True
-    except ApiError:
-        return False
 
 
 def forwarded_events(gw: Gw) -> list[tuple[str, str]]:
@@ -72,8 +64,8 @@ async def test_a_request_keeps_the_prosecutors_signature_through_two_forwards(
         vn_ca = await vn.officer(http, "central-authority")
         la_ca = await la.officer(http, "central-authority")
         la_exec = await la.officer(http, "investigation")
-        await until(lambda: _knows(vn_ca, "central-authority@la-mps"), "la-mps's desk")
-        await until(lambda: _knows(la_ca, "central-authority@vn-mps"), "vn-mps's desk")
+        await desk_known(vn_ca, "central-authority@la-mps")
+        await desk_known(la_ca, "central-authority@vn-mps")
 
         sent = await prosecutor.send("case", "central-authority@vn-mps", REQUEST,
                                      priority="priority", handling="H2")
@@ -102,7 +94,7 @@ async def test_a_request_keeps_the_prosecutors_signature_through_two_forwards(
         permit = await prosecutor.permit(p, "central-authority@la-mps")
         f1 = (await vn_ca.forward(p, "central-authority@la-mps", "for execution",
                                   permit=permit))["id"]
-        await until(lambda: _delivered(la_ca, f1), "the forward at la-mps")
+        await until(lambda: has_message(la_ca, f1), "the forward at la-mps")
         opened = await la_ca.open(f1)
         (link,) = opened.forwarded
         assert (link.header.id, link.sender_officer, link.permit) == (
@@ -142,7 +134,7 @@ async def test_a_request_keeps_the_prosecutors_signature_through_two_forwards(
         doc["content_key"] = base64.b64encode(os.urandom(32)).decode()
         bad = (await vn_ca.send("forward", "central-authority@la-mps", doc, forwards=p,
                                 handling="H2", permit=permit))["id"]
-        await until(lambda: _delivered(la_ca, bad), "the altered forward at la-mps")
+        await until(lambda: has_message(la_ca, bad), "the altered forward at la-mps")
         with pytest.raises(CryptoError):
             await la_ca.open(bad)
     finally:

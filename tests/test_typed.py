@@ -15,7 +15,16 @@ from gateway.client import payload, typed
 from gateway.client.api import ApiError, GatewayClient, OpenedMessage
 from gateway.client.payload import PayloadError
 from gateway.errors import ClientError
-from tests.helpers import make, officers, pin, started, stop_all, until
+from tests.helpers import (
+    desk_known,
+    has_message,
+    make,
+    officers,
+    pin,
+    started,
+    stop_all,
+    until,
+)
 
 VICTIM = {"role": "victim", "age_band": "12-15", "child": True, "nationality": "VN",
           "documents": [{"type": "passport", "number": "C1234567", "issuer": "VN"}]}
@@ -94,7 +103,7 @@ async def test_every_alert_and_request_type_both_ways_with_a_reply(
     await started(vn, kh)
     try:
         a, k = await officers(vn, kh, http)
-        await until(lambda: _knows(k, "border-liaison@vn-mps"), "vn-mps's desk at kh-cnp")
+        await desk_known(k, "border-liaison@vn-mps")
         ends = ((a, "anti-trafficking@kh-cnp", k), (k, "border-liaison@vn-mps", a))
         sent: list[tuple[GatewayClient, GatewayClient, str, dict[str, Any]]] = []
         for sender, to, reader in ends:
@@ -108,7 +117,7 @@ async def test_every_alert_and_request_type_both_ways_with_a_reply(
                 sent.append((sender, reader, result["id"], doc))
         assert len(sent) == 2 * (len(typed.ALERT_TYPES) + len(typed.REQUEST_TYPES))
         for _, reader, mid, doc in sent:
-            await until(lambda r=reader, m=mid: _has(r, m), f"message {mid} delivered")
+            await until(lambda r=reader, m=mid: has_message(r, m), f"message {mid} delivered")
             assert await _read_and_answer(reader, mid) == doc
         for sender, _, mid, _ in sent:
             async def answered(s: GatewayClient = sender, m: str = mid) -> bool:
@@ -126,23 +135,6 @@ async def test_every_alert_and_request_type_both_ways_with_a_reply(
         await stop_all(vn, kh)
 
 
-async def _has(client: GatewayClient, mid: str) -> bool:
-    try:
-        await client.status(mid)
-        return True
-    except Exception:
-        return False
-
-
-async def _knows(client: GatewayClient, address: str) -> bool:
-    try:
-        desks = await client.directory(refresh=True, gateway=address.partition("@")[2])
-    except Exception:
-        return False
-    desk = desks.get(address)
-    return desk is not None and bool(desk.members)
-
-
 def _handed_over(gw: Any) -> list[tuple[str, str]]:
     return [(doc["msg"], doc["ref"]) for (entry,) in gw.rows("SELECT entry FROM ledger")
             if (doc := json.loads(entry))["type"] == "handed_over"]
@@ -155,17 +147,17 @@ async def test_a_victim_handover_is_acknowledged_signed_and_ledgered_on_both_sid
     await started(vn, kh)
     try:
         a, k = await officers(vn, kh, http)
-        await until(lambda: _knows(k, "border-liaison@vn-mps"), "vn-mps's desk at kh-cnp")
+        await desk_known(k, "border-liaison@vn-mps")
         alert = {**ALERT, "alert_type": "victim_handover",
                  "text": "Handing over at Bavet, 14:30"}
         mid = (await a.send("hotline", "anti-trafficking@kh-cnp", alert, priority="flash",
                             handling="H1"))["id"]
-        await until(lambda: _has(k, mid), "the alert at kh-cnp")
+        await until(lambda: has_message(k, mid), "the alert at kh-cnp")
         opened = await k.open(mid)
         receipt = {"type": "handover", "received_at": "2026-12-06T14:41+07:00",
                    "place": "Bavet", "persons": [VICTIM], "text": "received in good health"}
         rid = (await k.handover(opened, receipt))["id"]
-        await until(lambda: _has(a, rid), "the receipt at vn-mps")
+        await until(lambda: has_message(a, rid), "the receipt at vn-mps")
         got = await a.open(rid)
         assert (got.header.kind, got.header.in_reply_to, got.header.handling) == (
             "handover", mid, "H1")

@@ -38,7 +38,13 @@ from gateway.protocol import merkle
 from gateway.protocol.admission import safety_code
 from gateway.protocol.officers import code_hash
 from gateway.store import AdmissionRow
-from tests.helpers import Gw, chromium, until, watched_page
+from tests.helpers import (
+    Gw,
+    chromium,
+    desk_known,
+    until,
+    watched_page,
+)
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 PASSPHRASE = "correct horse battery staple"
@@ -256,19 +262,6 @@ async def enroll_in_browser(w: Any, gw: Gw, desk: str, *, wrong_first: bool = Fa
     return who.split(" ")[0]
 
 
-async def kh_knows(client: GatewayClient, address: str) -> None:
-    """Wait until ``client``'s gateway serves the partner directory with ``address``."""
-    gateway = address.split("@")[1]
-
-    async def known() -> bool:
-        try:
-            desk = (await client.directory(refresh=True, gateway=gateway)).get(address)
-            return desk is not None and bool(desk.members)
-        except Exception:
-            return False
-    await until(known, f"{address} in the directory through {client.creds.gateway_id}")
-
-
 async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
                                                       http: aiohttp.ClientSession) -> None:
     vn, kh = vn_kh
@@ -291,8 +284,8 @@ async def test_an_officer_works_a_desk_in_the_browser(vn_kh: tuple[Gw, Gw],
         assert PASSPHRASE not in json.dumps(stored)
 
         # A flash alert from the browser to Cambodia's desk, opened by gateway-client.
-        await kh_knows(watcher, "anti-trafficking@kh-cnp")
-        await kh_knows(k, "border-liaison@vn-mps")
+        await desk_known(watcher, "anti-trafficking@kh-cnp")
+        await desk_known(k, "border-liaison@vn-mps")
         await page.click("#show-compose")
         await page.select_option("#compose-priority", "flash")
         await page.fill("#compose-to", "anti-trafficking@kh-cnp")
@@ -574,7 +567,7 @@ async def test_the_vietnamese_ui_shows_no_english(vn_kh: tuple[Gw, Gw],
         assert await page.get_attribute("html", "lang") == "vi"
         await seen("enroll")
         await enroll_in_browser(w, vn, "border-liaison")
-        await kh_knows(k, "border-liaison@vn-mps")
+        await desk_known(k, "border-liaison@vn-mps")
         case = await k.send("case", "border-liaison@vn-mps", {
             "type": "case", "case_ref": "KH-1", "legal_basis": "reciprocity", "offence": "x",
             "deadline": "2026-12-31", "requested_actions": ["y"], "text": "z",
