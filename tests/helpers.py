@@ -460,6 +460,23 @@ async def officers(vn: Gw, kh: Gw,
     return a, k
 
 
+class Stream:
+    """One officer's live stream, read in a task until the gateway ends it."""
+
+    def __init__(self, client: GatewayClient) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.connected = asyncio.Event()
+        self.task = asyncio.create_task(self._read(client))
+
+    async def _read(self, client: GatewayClient) -> None:
+        async for kind, data in client.stream(connected=self.connected):
+            self.events.append((kind, data))
+
+    async def open(self) -> Stream:
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+
 async def watching(client: GatewayClient) -> tuple[list[tuple[str, dict[str, Any]]],
                                                    asyncio.Task[None]]:
     """The officer's live events as they come (a list that grows), and the task filling

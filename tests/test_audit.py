@@ -43,7 +43,11 @@ from gateway.logs import configure_logging
 from gateway.officers.enrollment import new_code
 from gateway.protocol.officers import code_hash, enroll_text, session_text
 from gateway.store import Notification
-from tests.helpers import GATEWAY_KEY, gateway
+from tests.helpers import (
+    GATEWAY_KEY,
+    Stream,
+    gateway,
+)
 
 GATEWAY_ID = "vn-mps"
 CLIENT = "127.0.0.1"
@@ -109,23 +113,6 @@ class Operator:
         result = await asyncio.to_thread(self, "officers", "invite", "--desk", desk, *hours)
         self.run.codes[purpose] = code = result.stdout.strip()
         return code
-
-
-class Stream:
-    """One officer's live stream, read in a task until the gateway ends it."""
-
-    def __init__(self, client: GatewayClient) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.connected = asyncio.Event()
-        self.task = asyncio.create_task(self._read(client))
-
-    async def _read(self, client: GatewayClient) -> None:
-        async for kind, data in client.stream(connected=self.connected):
-            self.events.append((kind, data))
-
-    async def open(self) -> Stream:
-        await asyncio.wait_for(self.connected.wait(), 10)
-        return self
 
 
 async def post(http: aiohttp.ClientSession, url: str, path: str,

@@ -25,7 +25,6 @@ import structlog
 
 from gateway.app import create_app
 from gateway.appkeys import CLOCK, HUB, STORE
-from gateway.client.api import GatewayClient
 from gateway.client.cli import watch
 from gateway.config import parse_config
 from gateway.crypto.keyfile import KeyBundle
@@ -33,7 +32,13 @@ from gateway.crypto.keys import ROLE_GATEWAY_SIGNING
 from gateway.errors import ClientError
 from gateway.logs import configure_logging
 from gateway.store import Notification
-from tests.helpers import GATEWAY, GATEWAY_KEY, enrolled_officer, until
+from tests.helpers import (
+    GATEWAY,
+    GATEWAY_KEY,
+    Stream,
+    enrolled_officer,
+    until,
+)
 
 DESK = "border-liaison"
 PER_OFFICER, TOTAL = 2, 3
@@ -72,23 +77,6 @@ async def serve(tmp_path: Any, aiohttp_server: Any, **limits: Any) -> tuple[Any,
     server = await aiohttp_server(app)
     await app[STORE].add_desk(DESK, None, app[CLOCK].now_ms())
     return app, server
-
-
-class Stream:
-    """One officer's live stream, read in a task until the gateway ends it."""
-
-    def __init__(self, client: GatewayClient) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.connected = asyncio.Event()
-        self.task = asyncio.create_task(self._read(client))
-
-    async def _read(self, client: GatewayClient) -> None:
-        async for kind, data in client.stream(connected=self.connected):
-            self.events.append((kind, data))
-
-    async def open(self) -> Stream:
-        await asyncio.wait_for(self.connected.wait(), 10)
-        return self
 
 
 @pytest.fixture
